@@ -1,0 +1,1 @@
+//! nar (in progress).

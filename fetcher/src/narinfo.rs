@@ -1,0 +1,1 @@
+//! narinfo (in progress).

@@ -1,0 +1,413 @@
+//! The srcgrab manifest: every fixed-output derivation (FOD) a package set needs, as
+//! written by `srcgrab enumerate` and read by `srcgrab fetch`, `diff` and friends.
+//!
+//! The JSON form is documented in `docs/manifest.md`. It is stable: entries are sorted by
+//! store path, lists are sorted, and nothing time-dependent is stored, so the same input
+//! gives byte-identical output and manifests diff well under version control.
+//!
+//! This crate also holds the pure Nix primitives both sides need (hashes, Nix base-32,
+//! fixed-output store paths); it does no I/O.
+
+pub mod diff;
+pub mod hash;
+pub mod nixbase32;
+pub mod store_path;
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+pub use hash::{Hash, HashAlgo, HashMode};
+pub use store_path::StorePath;
+
+/// Version of the manifest format this crate reads and writes.
+pub const MANIFEST_VERSION: u32 = 1;
+
+/// How many attribute paths an entry lists before only counting them.
+pub const MAX_LISTED_ATTRS: usize = 5;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Manifest {
+    pub version: u32,
+    pub provenance: Provenance,
+    /// Attributes whose evaluation failed, sorted by (system, attr).
+    pub failures: Vec<Failure>,
+    /// One entry per fixed output path, sorted by `store_path`.
+    pub entries: Vec<Entry>,
+}
+
+/// Where a manifest came from, so a reader can tell two manifests apart and reproduce them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Provenance {
+    /// The nixpkgs tree evaluated (`--nixpkgs`), as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nixpkgs: Option<String>,
+    /// `git rev-parse HEAD` of that tree when it is a git checkout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nixpkgs_rev: Option<String>,
+    /// The expression file evaluated (`--file`), as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// `--arg`/`--argstr` given to the file; values as written on the command line.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub args: BTreeMap<String, EvalArg>,
+    /// Attribute paths asked for (`--attr`); empty means the whole set.
+    #[serde(default)]
+    pub attrs: Vec<String>,
+    pub systems: Vec<String>,
+    /// `nix-instantiate --version` of the evaluator used.
+    pub nix_version: String,
+    pub config: EvalConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "type", content = "value")]
+pub enum EvalArg {
+    /// `--arg NAME EXPR`: a Nix expression.
+    Expr(String),
+    /// `--argstr NAME VALUE`: a string.
+    Str(String),
+}
+
+/// The nixpkgs `config` flags the evaluation ran with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EvalConfig {
+    pub allow_unfree: bool,
+    pub allow_broken: bool,
+    pub allow_insecure: bool,
+}
+
+/// An attribute that could not be evaluated; recorded as data, never fatal.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Failure {
+    pub system: String,
+    pub attr: String,
+    /// First line of Nix's error message (or what killed the evaluator).
+    pub error: String,
+}
+
+/// What kind of fetcher produced a FOD, which decides how `srcgrab fetch` obtains it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// A file downloaded as is (nixpkgs' fetchurl).
+    Url,
+    /// A download unpacked into a tree (fetchzip, fetchFromGitHub's archive fetch).
+    UrlUnpack,
+    /// A git checkout (fetchgit and the forges' fetchers when they use git).
+    Git,
+    Hg,
+    Svn,
+    /// Nix's own `builtin:fetchurl` (the bootstrap tools).
+    Builtin,
+    /// Anything else: vendor hashes, custom builders; only Nix's builder can make it.
+    Other,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 7] = [
+        Kind::Url,
+        Kind::UrlUnpack,
+        Kind::Git,
+        Kind::Hg,
+        Kind::Svn,
+        Kind::Builtin,
+        Kind::Other,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Url => "url",
+            Kind::UrlUnpack => "url-unpack",
+            Kind::Git => "git",
+            Kind::Hg => "hg",
+            Kind::Svn => "svn",
+            Kind::Builtin => "builtin",
+            Kind::Other => "other",
+        }
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The declared hash of a fixed output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OutputHash {
+    pub algo: HashAlgo,
+    pub mode: HashMode,
+    /// `algo-base64`.
+    pub sri: String,
+}
+
+impl OutputHash {
+    pub fn new(mode: HashMode, hash: &Hash) -> OutputHash {
+        OutputHash {
+            algo: hash.algo,
+            mode,
+            sri: hash.to_sri(),
+        }
+    }
+
+    /// The parsed hash; fails only for a hand-edited manifest.
+    pub fn hash(&self) -> Result<Hash, hash::HashError> {
+        let h = Hash::parse(&self.sri, None)?;
+        if h.algo != self.algo {
+            return Err(hash::HashError::BadEncoding(self.sri.clone(), self.algo));
+        }
+        Ok(h)
+    }
+}
+
+/// How the unpacked tree of a `url-unpack` entry is formed (fetchzip's arguments).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Unpack {
+    /// Strip the single top-level directory (fetchzip's `stripRoot`, default true).
+    pub strip_root: bool,
+    /// fetchzip's `extension`, when the URL does not say what the archive is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extension: Option<String>,
+}
+
+/// A git source, with nixpkgs fetchgit's flags.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GitSource {
+    pub url: String,
+    /// A commit hash, or a ref when the package gave no commit.
+    pub rev: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch_name: Option<String>,
+    pub fetch_submodules: bool,
+    pub leave_dot_git: bool,
+    pub deep_clone: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sparse_checkout: Vec<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub non_cone_mode: bool,
+    pub fetch_lfs: bool,
+}
+
+/// One fixed output to fetch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Entry {
+    pub store_path: String,
+    /// The store path's name part (e.g. `hello-2.12.tar.gz`).
+    pub name: String,
+    pub hash: OutputHash,
+    pub kind: Kind,
+    /// Download URLs in the order to try them, `mirror://` expanded from the evaluated
+    /// nixpkgs' own mirror list.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub urls: Vec<String>,
+    /// The URLs as the package wrote them, before mirror expansion.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub original_urls: Vec<String>,
+    /// The downloaded file is made executable (fetchurl's `executable`); the hash is then recursive.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub executable: bool,
+    /// The fetcher runs a `postFetch` step; the downloaded bytes alone may not match the hash.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub post_fetch: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unpack: Option<Unpack>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git: Option<GitSource>,
+    /// A derivation producing this output (the smallest path when several do).
+    pub drv_path: String,
+    /// Systems whose evaluation needs this output, sorted.
+    pub systems: Vec<String>,
+    /// The first attribute paths (sorted) that pull this output into their build closure,
+    /// `system:attr` when several systems were evaluated.
+    pub attrs: Vec<String>,
+    /// How many attribute paths pull it in, in all.
+    pub attr_count: u64,
+}
+
+impl Entry {
+    /// The parsed store path; fails only for a hand-edited manifest.
+    pub fn parsed_store_path(&self) -> Result<StorePath, store_path::StorePathError> {
+        StorePath::parse(&self.store_path)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("not a srcgrab manifest: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error(
+        "manifest version {found} is not supported (this srcgrab reads version {MANIFEST_VERSION})"
+    )]
+    Version { found: u64 },
+    #[error("manifest entry {store_path}: {reason}")]
+    BadEntry { store_path: String, reason: String },
+    #[error("manifest entries are not sorted by store path, or repeat one, at {0}")]
+    Unsorted(String),
+}
+
+impl Manifest {
+    /// Parses and checks a manifest: its version first (so an old or new format gets a clear
+    /// message rather than a field error), then every entry's store path against its hash.
+    pub fn from_json(text: &str) -> Result<Manifest, ManifestError> {
+        #[derive(Deserialize)]
+        struct VersionOnly {
+            version: Option<serde_json::Value>,
+        }
+        let v: VersionOnly = serde_json::from_str(text)?;
+        match v.version.as_ref().and_then(|v| v.as_u64()) {
+            Some(n) if n == MANIFEST_VERSION as u64 => {}
+            Some(n) => return Err(ManifestError::Version { found: n }),
+            None => {
+                return Err(ManifestError::Json(serde::de::Error::custom(
+                    "missing or non-numeric \"version\" field",
+                )))
+            }
+        }
+        let m: Manifest = serde_json::from_str(text)?;
+        m.validate()?;
+        Ok(m)
+    }
+
+    /// Stable JSON: pretty, entries in store-path order, ending in a newline.
+    pub fn to_json(&self) -> String {
+        let mut s = serde_json::to_string_pretty(self).expect("manifest serialises");
+        s.push('\n');
+        s
+    }
+
+    /// Checks what serde cannot: sorted unique entries, and that each store path is the one
+    /// its name, hash and mode produce (so a typo cannot send a wrong file into a cache).
+    pub fn validate(&self) -> Result<(), ManifestError> {
+        for pair in self.entries.windows(2) {
+            if pair[0].store_path >= pair[1].store_path {
+                return Err(ManifestError::Unsorted(pair[1].store_path.clone()));
+            }
+        }
+        for e in &self.entries {
+            let bad = |reason: String| ManifestError::BadEntry {
+                store_path: e.store_path.clone(),
+                reason,
+            };
+            let path = e.parsed_store_path().map_err(|err| bad(err.to_string()))?;
+            if path.name != e.name {
+                return Err(bad(format!(
+                    "name '{}' differs from the store path's",
+                    e.name
+                )));
+            }
+            let hash = e.hash.hash().map_err(|err| bad(err.to_string()))?;
+            let expected = store_path::fixed_output_path(&e.name, e.hash.mode, &hash);
+            if expected != path {
+                return Err(bad(format!(
+                    "hash {} ({:?}) gives {}, not this path",
+                    e.hash.sri,
+                    e.hash.mode,
+                    expected.to_path_string()
+                )));
+            }
+            if e.kind == Kind::Git && e.git.is_none() {
+                return Err(bad("kind git without a git source".into()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Sorts entries and failures into their canonical order.
+    pub fn normalize(&mut self) {
+        self.entries.sort_by(|a, b| a.store_path.cmp(&b.store_path));
+        self.failures.sort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample_entry() -> Entry {
+        let hash = Hash::parse(
+            "sha256:0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73",
+            None,
+        )
+        .unwrap();
+        Entry {
+            store_path: "/nix/store/1q82x5ah029adc0r5p06p3ivlzzh3hss-empty".into(),
+            name: "empty".into(),
+            hash: OutputHash::new(HashMode::Flat, &hash),
+            kind: Kind::Url,
+            urls: vec!["https://example.org/empty".into()],
+            original_urls: vec!["mirror://example/empty".into()],
+            executable: false,
+            post_fetch: false,
+            unpack: None,
+            git: None,
+            drv_path: "/nix/store/97qlv6h78lxlm9zc8849ahsbcklhsi2y-empty.drv".into(),
+            systems: vec!["x86_64-linux".into()],
+            attrs: vec!["hello".into()],
+            attr_count: 1,
+        }
+    }
+
+    fn sample() -> Manifest {
+        Manifest {
+            version: MANIFEST_VERSION,
+            provenance: Provenance {
+                systems: vec!["x86_64-linux".into()],
+                nix_version: "nix-instantiate (Nix) 2.8.0".into(),
+                ..Provenance::default()
+            },
+            failures: vec![],
+            entries: vec![sample_entry()],
+        }
+    }
+
+    #[test]
+    fn json_round_trips_byte_identically() {
+        let m = sample();
+        let text = m.to_json();
+        let back = Manifest::from_json(&text).unwrap();
+        assert_eq!(back, m);
+        assert_eq!(back.to_json(), text);
+    }
+
+    #[test]
+    fn rejects_wrong_version_with_a_clear_message() {
+        let text = sample()
+            .to_json()
+            .replace("\"version\": 1", "\"version\": 7");
+        let err = Manifest::from_json(&text).unwrap_err();
+        assert!(matches!(err, ManifestError::Version { found: 7 }), "{err}");
+        assert!(err.to_string().contains("version 7"));
+    }
+
+    #[test]
+    fn rejects_a_store_path_its_hash_does_not_make() {
+        let mut m = sample();
+        m.entries[0].hash.mode = HashMode::Recursive;
+        let err = Manifest::from_json(&m.to_json()).unwrap_err();
+        assert!(matches!(err, ManifestError::BadEntry { .. }), "{err}");
+    }
+
+    #[test]
+    fn rejects_malformed_json_and_unknown_fields() {
+        assert!(matches!(
+            Manifest::from_json("{"),
+            Err(ManifestError::Json(_))
+        ));
+        let text = sample()
+            .to_json()
+            .replace("\"kind\": \"url\"", "\"kind\": \"url\", \"extra\": 1");
+        assert!(matches!(
+            Manifest::from_json(&text),
+            Err(ManifestError::Json(_))
+        ));
+    }
+}

@@ -1,0 +1,10 @@
+//! `srcgrab diff`.
+
+use crate::Status;
+
+#[derive(clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> anyhow::Result<Status> {
+    anyhow::bail!("diff is not implemented yet")
+}

@@ -1,0 +1,52 @@
+//! `srcgrab`: fetch every source a nixpkgs needs, ahead of time, for offline Nix.
+//!
+//! Exit codes (as ripgrep): 0 all went well, 1 finished but some items failed, 2 fatal.
+
+mod cmd;
+mod progress;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "srcgrab", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Evaluate a package set and write the manifest of every fixed-output derivation it needs.
+    Enumerate(cmd::enumerate::Args),
+    /// Download every manifest entry, verify it, and write a binary cache and hashed mirror.
+    Fetch(cmd::fetch::Args),
+    /// Show what changed between two manifests.
+    Diff(cmd::diff::Args),
+}
+
+/// How a command that did not fail fatally ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Everything asked for was done.
+    Ok,
+    /// The command finished, but some items failed (exit 1).
+    SomeFailed,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Enumerate(args) => cmd::enumerate::run(args),
+        Command::Fetch(args) => cmd::fetch::run(args),
+        Command::Diff(args) => cmd::diff::run(args),
+    };
+    match result {
+        Ok(Status::Ok) => ExitCode::SUCCESS,
+        Ok(Status::SomeFailed) => ExitCode::from(1),
+        Err(err) => {
+            eprintln!("srcgrab: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
