@@ -226,8 +226,8 @@ pub struct Entry {
     pub drv_path: String,
     /// Systems whose evaluation needs this output, sorted.
     pub systems: Vec<String>,
-    /// The first attribute paths (sorted) that pull this output into their build closure,
-    /// `system:attr` when several systems were evaluated.
+    /// The first attribute paths (sorted, at most [`MAX_LISTED_ATTRS`]) whose build closure
+    /// holds this output, on any of `systems`.
     pub attrs: Vec<String>,
     /// How many attribute paths pull it in, in all.
     pub attr_count: u64,
