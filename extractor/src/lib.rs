@@ -1,1 +1,3 @@
 //! nixpkgs -> srcgrab manifest.
+
+pub mod aterm;
