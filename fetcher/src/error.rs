@@ -10,6 +10,13 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// ENOSPC/EDQUOT, split out so callers can stop early instead of failing every remaining item.
+    #[error("{context}: disk full ({source})")]
+    DiskFull {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{what}: hash mismatch: expected {expected}, got {got}")]
     HashMismatch {
         what: String,
@@ -18,12 +25,45 @@ pub enum Error {
     },
     #[error("unsafe archive {archive}: {reason}")]
     UnsafeArchive { archive: PathBuf, reason: String },
+    /// An archive that is not hostile but cannot be unpacked as fetchzip would (unknown format,
+    /// not exactly one top-level entry with stripRoot, corrupt data).
+    #[error("cannot unpack {archive}: {reason}")]
+    Unpack { archive: PathBuf, reason: String },
+    /// A NAR stream that does not follow the format (or is truncated).
+    #[error("malformed NAR: {0}")]
+    BadNar(String),
+    /// A file type NAR cannot hold (socket, device, fifo).
+    #[error("{path}: cannot be archived: {kind}")]
+    UnsupportedFileType { path: PathBuf, kind: &'static str },
+    #[error("narinfo line {line}: {reason}")]
+    BadNarinfo { line: usize, reason: String },
+    #[error("bad signing key: {0}")]
+    BadKey(String),
+    /// Content that hashes right but lands at another store path than the entry says.
+    #[error("{what}: store path mismatch: expected {expected}, got {got}")]
+    StorePathMismatch {
+        what: String,
+        expected: String,
+        got: String,
+    },
+    /// A published cache item that is inconsistent (missing NAR, wrong size, bad CA, ...).
+    #[error("{what}: {reason}")]
+    Corrupt { what: String, reason: String },
 }
 
 impl Error {
     /// Wraps an I/O error with what was being done, since a bare "No such file" helps nobody.
     pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
         let context = context.into();
-        move |source| Error::Io { context, source }
+        move |source| {
+            if matches!(
+                source.raw_os_error(),
+                Some(libc::ENOSPC) | Some(libc::EDQUOT)
+            ) {
+                Error::DiskFull { context, source }
+            } else {
+                Error::Io { context, source }
+            }
+        }
     }
 }

@@ -7,6 +7,7 @@ pub mod cache;
 pub mod error;
 pub mod nar;
 pub mod narinfo;
+pub mod sign;
 pub mod unpack;
 
 pub use error::Error;
