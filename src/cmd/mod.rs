@@ -3,3 +3,4 @@
 pub mod diff;
 pub mod enumerate;
 pub mod fetch;
+pub mod report;
