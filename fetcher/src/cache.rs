@@ -1,14 +1,42 @@
 //! The binary cache and hashed mirror: the only way anything is published.
+//!
+//! One root holds both layouts:
+//! - binary cache: `nix-cache-info`, `<hashpart>.narinfo`, `nar/<filehash>.nar[.zst|.xz]`;
+//! - hashed mirror (flat entries only, as hashed mirrors are only asked for flat hashes):
+//!   the raw file at `sha256/<hex>`, and relative symlinks to it for every key a fetcher
+//!   may ask for: `<algo>/<hex>` and `<algo>/<nix32>` for sha256, sha512 and the declared
+//!   algorithm, `<algo>-<base64>` at the root (nixpkgs' fetchurl with an SRI hash asks for
+//!   `<mirror>//<sri>`) and `<algo>/<algo>-<base64>` (older fetchurl given an SRI `sha256`).
+//!   A '/' inside base64 makes a subdirectory, as a URL path would.
+//!
+//! Everything is written to a temp file in `<root>/.tmp` (same filesystem), fsynced and
+//! renamed into place, with the narinfo last, so a visible narinfo always points at a
+//! complete NAR and nothing is visible before the declared hash and store path check out.
+//! Temp names are unique and renames atomic, so concurrent publishes cannot corrupt anything.
 
-use std::io::Read;
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use srcgrab_manifest::hash::Hash;
+use srcgrab_manifest::hash::{Hash, HashAlgo, HashMode, Hasher};
+use srcgrab_manifest::store_path::{
+    content_address, fixed_output_path, parse_content_address, StorePath, STORE_DIR,
+};
 use srcgrab_manifest::Entry;
+use tempfile::NamedTempFile;
 
+use crate::nar::{self, NarVisitor};
+use crate::narinfo::{CacheInfo, NarInfo};
 use crate::sign::SecretKey;
 use crate::Error;
+
+/// Binary caches with a lower number win; cache.nixos.org says 40, so ours is asked first.
+const PRIORITY: u32 = 30;
+const WRITE_BUFFER: usize = 256 * 1024;
+const ZSTD_LEVEL: i32 = 3;
+const XZ_LEVEL: u32 = 6;
 
 /// How NAR files are compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -17,6 +45,25 @@ pub enum Compression {
     Xz,
     #[default]
     Zstd,
+}
+
+impl Compression {
+    /// The narinfo `Compression:` value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Xz => "xz",
+            Compression::Zstd => "zstd",
+        }
+    }
+
+    fn extension(self) -> &'static str {
+        match self {
+            Compression::None => "",
+            Compression::Xz => ".xz",
+            Compression::Zstd => ".zst",
+        }
+    }
 }
 
 impl FromStr for Compression {
@@ -54,7 +101,7 @@ pub struct CacheOptions {
     pub signing_key: Option<SecretKey>,
 }
 
-/// What a publish wrote (or would have written, for a layout without the binary cache).
+/// What a publish wrote (or, for a mirror-only layout, what the NAR would be).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Published {
     pub nar_hash: Hash,
@@ -80,11 +127,342 @@ pub struct Cache {
     options: CacheOptions,
 }
 
+/// Passes bytes through to `inner`, hashing (sha256) and counting them on the way.
+struct HashingWriter<W: Write> {
+    inner: W,
+    hasher: Hasher,
+    size: u64,
+}
+
+impl<W: Write> HashingWriter<W> {
+    fn new(inner: W) -> Self {
+        HashingWriter {
+            inner,
+            hasher: Hasher::new(HashAlgo::Sha256),
+            size: 0,
+        }
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+enum Compressor<W: Write> {
+    None(W),
+    Xz(xz2::write::XzEncoder<W>),
+    Zstd(zstd::stream::write::Encoder<'static, W>),
+}
+
+impl<W: Write> Compressor<W> {
+    fn new(compression: Compression, inner: W) -> io::Result<Self> {
+        Ok(match compression {
+            Compression::None => Compressor::None(inner),
+            Compression::Xz => Compressor::Xz(xz2::write::XzEncoder::new(inner, XZ_LEVEL)),
+            // Single-threaded on purpose: many files are published in parallel.
+            Compression::Zstd => {
+                Compressor::Zstd(zstd::stream::write::Encoder::new(inner, ZSTD_LEVEL)?)
+            }
+        })
+    }
+
+    fn finish(self) -> io::Result<W> {
+        match self {
+            Compressor::None(w) => Ok(w),
+            Compressor::Xz(e) => e.finish(),
+            Compressor::Zstd(e) => e.finish(),
+        }
+    }
+}
+
+impl<W: Write> Write for Compressor<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Compressor::None(w) => w.write(buf),
+            Compressor::Xz(e) => e.write(buf),
+            Compressor::Zstd(e) => e.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Compressor::None(w) => w.flush(),
+            Compressor::Xz(e) => e.flush(),
+            Compressor::Zstd(e) => e.flush(),
+        }
+    }
+}
+
+type NarFileWriter = Compressor<HashingWriter<BufWriter<NamedTempFile>>>;
+
+/// Where the NAR goes in one pass: its sha256 (NarHash) and size, the declared hash when it
+/// is a recursive hash with another algorithm, and the compressed file (with FileHash).
+struct NarSink {
+    nar_hasher: Hasher,
+    nar_size: u64,
+    declared_recursive: Option<Hasher>,
+    file: Option<NarFileWriter>,
+}
+
+/// The NAR of a publish, before anything is visible.
+struct NarOutcome {
+    nar_hash: Hash,
+    nar_size: u64,
+    declared_recursive: Option<Hash>,
+    /// The compressed NAR file with its hash and size; absent for a mirror-only layout.
+    file: Option<(NamedTempFile, Hash, u64)>,
+}
+
+impl Write for NarSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = match &mut self.file {
+            Some(file) => file.write(buf)?,
+            None => buf.len(),
+        };
+        self.nar_hasher.update(&buf[..n]);
+        if let Some(h) = &mut self.declared_recursive {
+            h.update(&buf[..n]);
+        }
+        self.nar_size += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.file {
+            Some(file) => file.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl NarSink {
+    fn finish(self) -> Result<NarOutcome, Error> {
+        let file = match self.file {
+            Some(compressor) => {
+                let hashing = compressor.finish().map_err(Error::io("compressing NAR"))?;
+                let file_hash = hashing.hasher.finalize();
+                let file_size = hashing.size;
+                let temp = hashing
+                    .inner
+                    .into_inner()
+                    .map_err(|e| Error::io("writing NAR")(e.into_error()))?;
+                Some((temp, file_hash, file_size))
+            }
+            None => None,
+        };
+        Ok(NarOutcome {
+            nar_hash: self.nar_hasher.finalize(),
+            nar_size: self.nar_size,
+            declared_recursive: self.declared_recursive.map(Hasher::finalize),
+            file,
+        })
+    }
+}
+
+/// The hashes of a flat file's bytes the mirror and the entry's check need.
+struct ContentHashes {
+    sha256: Hasher,
+    sha512: Option<Hasher>,
+    /// The declared algorithm when it is neither of the above.
+    other: Option<Hasher>,
+}
+
+struct ContentDigests {
+    sha256: Hash,
+    sha512: Option<Hash>,
+    other: Option<Hash>,
+}
+
+impl ContentHashes {
+    fn new(declared: HashAlgo, want_sha512: bool) -> Self {
+        ContentHashes {
+            sha256: Hasher::new(HashAlgo::Sha256),
+            sha512: (want_sha512 || declared == HashAlgo::Sha512)
+                .then(|| Hasher::new(HashAlgo::Sha512)),
+            other: matches!(declared, HashAlgo::Md5 | HashAlgo::Sha1)
+                .then(|| Hasher::new(declared)),
+        }
+    }
+
+    fn update(&mut self, data: &[u8]) {
+        self.sha256.update(data);
+        if let Some(h) = &mut self.sha512 {
+            h.update(data);
+        }
+        if let Some(h) = &mut self.other {
+            h.update(data);
+        }
+    }
+
+    fn finish(self) -> ContentDigests {
+        ContentDigests {
+            sha256: self.sha256.finalize(),
+            sha512: self.sha512.map(Hasher::finalize),
+            other: self.other.map(Hasher::finalize),
+        }
+    }
+}
+
+impl ContentDigests {
+    fn get(&self, algo: HashAlgo) -> Option<&Hash> {
+        match algo {
+            HashAlgo::Sha256 => Some(&self.sha256),
+            HashAlgo::Sha512 => self.sha512.as_ref(),
+            _ => self.other.as_ref().filter(|h| h.algo == algo),
+        }
+    }
+
+    fn all(&self) -> impl Iterator<Item = &Hash> {
+        std::iter::once(&self.sha256)
+            .chain(self.sha512.as_ref())
+            .chain(self.other.as_ref())
+    }
+}
+
+/// A reader that feeds what it reads into [`ContentHashes`].
+struct HashingReader<'a, R: Read> {
+    inner: R,
+    hashes: &'a mut ContentHashes,
+}
+
+impl<R: Read> Read for HashingReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hashes.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// A reader that copies what it reads into a NAR sink; a sink error is kept aside so it is
+/// reported as a write error, not as a malformed NAR.
+struct TeeReader<'a, R: Read> {
+    inner: R,
+    sink: &'a mut NarSink,
+    sink_error: Option<io::Error>,
+}
+
+impl<R: Read> Read for TeeReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Err(e) = self.sink.write_all(&buf[..n]) {
+            let message = e.to_string();
+            self.sink_error = Some(e);
+            return Err(io::Error::other(message));
+        }
+        Ok(n)
+    }
+}
+
+/// The flat file of a publish, before anything is visible.
+struct FlatOutcome {
+    digests: ContentDigests,
+    /// Where the mirror copy comes from, when the layout has a mirror.
+    mirror_source: Option<MirrorSource>,
+}
+
+enum MirrorSource {
+    /// A file the caller handed in; hard-linked (or copied) into the mirror.
+    Existing(PathBuf),
+    /// A temp file written while decoding a NAR.
+    Temp(NamedTempFile),
+}
+
+fn is_flat(entry: &Entry) -> bool {
+    entry.hash.mode == HashMode::Flat
+}
+
+fn declared_hash(entry: &Entry) -> Result<Hash, Error> {
+    entry.hash.hash().map_err(|e| Error::Corrupt {
+        what: entry.store_path.clone(),
+        reason: format!("declared hash: {e}"),
+    })
+}
+
+/// The relative symlink target from `key` (a path under the root) to `sha256/<hex>`.
+fn mirror_link_target(key: &str, sha256_hex: &str) -> PathBuf {
+    let depth = key.matches('/').count();
+    let mut target = PathBuf::new();
+    for _ in 0..depth {
+        target.push("..");
+    }
+    target.join("sha256").join(sha256_hex)
+}
+
+/// Every mirror key (relative path) a fetcher may ask for, besides `sha256/<hex>` itself.
+fn mirror_keys(digests: &ContentDigests) -> Vec<String> {
+    let mut keys = Vec::new();
+    for hash in digests.all() {
+        let algo = hash.algo.name();
+        if hash.algo != HashAlgo::Sha256 {
+            keys.push(format!("{algo}/{}", hash.to_hex()));
+        }
+        keys.push(format!("{algo}/{}", hash.to_nix32()));
+        keys.push(hash.to_sri());
+        keys.push(format!("{algo}/{}", hash.to_sri()));
+    }
+    keys
+}
+
+fn sync_dir(dir: &Path) -> Result<(), Error> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(Error::io(format!("syncing {}", dir.display())))
+}
+
 impl Cache {
     /// Opens (creating if needed) a cache root: its directories and `nix-cache-info`.
     pub fn open(root: &Path, options: CacheOptions) -> Result<Cache, Error> {
-        let _ = (root, options);
-        todo!("in progress")
+        let temp = root.join(".tmp");
+        fs::create_dir_all(&temp).map_err(Error::io(format!("creating {}", temp.display())))?;
+        let cache = Cache {
+            root: root.to_path_buf(),
+            temp,
+            options,
+        };
+        if cache.options.layout.cache {
+            let nar_dir = root.join("nar");
+            fs::create_dir_all(&nar_dir)
+                .map_err(Error::io(format!("creating {}", nar_dir.display())))?;
+            cache.ensure_cache_info()?;
+        }
+        if cache.options.layout.mirror {
+            let sha256_dir = root.join("sha256");
+            fs::create_dir_all(&sha256_dir)
+                .map_err(Error::io(format!("creating {}", sha256_dir.display())))?;
+        }
+        Ok(cache)
+    }
+
+    /// Writes `nix-cache-info` unless present; refuses a cache for another store directory.
+    fn ensure_cache_info(&self) -> Result<(), Error> {
+        let path = self.root.join("nix-cache-info");
+        match fs::read_to_string(&path) {
+            Ok(text) => {
+                let info = CacheInfo::parse(&text)?;
+                if info.store_dir != STORE_DIR {
+                    return Err(Error::Corrupt {
+                        what: path.display().to_string(),
+                        reason: format!("cache is for store {}, not {STORE_DIR}", info.store_dir),
+                    });
+                }
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let info = CacheInfo {
+                    store_dir: STORE_DIR.to_string(),
+                    want_mass_query: true,
+                    priority: Some(PRIORITY),
+                };
+                self.write_atomically(&path, info.render().as_bytes())
+            }
+            Err(e) => Err(Error::io(format!("reading {}", path.display()))(e)),
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -96,44 +474,609 @@ impl Cache {
         &self.temp
     }
 
-    /// Whether this layout has anywhere to put `entry` (a mirror-only layout holds only flat files).
+    pub fn options(&self) -> &CacheOptions {
+        &self.options
+    }
+
+    /// Whether this layout has anywhere to put `entry`: a mirror-only layout holds flat files
+    /// only, so a recursive entry published there is verified but stored nowhere.
     pub fn wants(&self, entry: &Entry) -> bool {
-        let _ = (entry, &self.options);
-        todo!("in progress")
+        self.options.layout.cache || (self.options.layout.mirror && is_flat(entry))
+    }
+
+    fn narinfo_path(&self, hash_part: &str) -> PathBuf {
+        self.root.join(format!("{hash_part}.narinfo"))
     }
 
     /// Cheap check that `entry` is already published (narinfo parses and matches, NAR file
     /// exists with its size, mirror file exists when the layout has one); no hashing.
+    /// A damaged narinfo counts as absent, so publishing again repairs it.
     pub fn is_present(&self, entry: &Entry) -> Result<bool, Error> {
-        let _ = entry;
-        todo!("in progress")
+        if !self.wants(entry) {
+            return Ok(false);
+        }
+        let declared = declared_hash(entry)?;
+        let mut expected_nar_size = None;
+        if self.options.layout.cache {
+            let Some(info) = self.matching_narinfo(entry, &declared)? else {
+                return Ok(false);
+            };
+            let nar_file = self.root.join(&info.url);
+            match fs::metadata(&nar_file) {
+                Ok(meta) if Some(meta.len()) == info.file_size || info.file_size.is_none() => {}
+                Ok(_) => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+                Err(e) => return Err(Error::io(format!("checking {}", nar_file.display()))(e)),
+            }
+            expected_nar_size = Some(info.nar_size);
+        }
+        if self.options.layout.mirror && is_flat(entry) {
+            let key = self.root.join(declared.algo.name()).join(declared.to_hex());
+            match fs::metadata(&key) {
+                Ok(meta) => {
+                    if expected_nar_size
+                        .is_some_and(|size| nar::file_nar_size(meta.len(), false) != size)
+                    {
+                        return Ok(false);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+                Err(e) => return Err(Error::io(format!("checking {}", key.display()))(e)),
+            }
+        }
+        Ok(true)
+    }
+
+    /// The entry's narinfo when it exists, parses, and names the entry's path and hash.
+    fn matching_narinfo(&self, entry: &Entry, declared: &Hash) -> Result<Option<NarInfo>, Error> {
+        let Ok(store_path) = StorePath::parse(&entry.store_path) else {
+            return Ok(None);
+        };
+        let path = self.narinfo_path(&store_path.hash_part);
+        let text = match fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(format!("reading {}", path.display()))(e)),
+        };
+        let Ok(info) = NarInfo::parse(&text) else {
+            return Ok(None);
+        };
+        let ca_matches = info
+            .ca
+            .as_deref()
+            .and_then(parse_content_address)
+            .is_some_and(|(mode, hash)| mode == entry.hash.mode && hash == *declared);
+        Ok((info.store_path == store_path && ca_matches).then_some(info))
+    }
+
+    fn nar_sink(&self, entry: &Entry, declared: &Hash) -> Result<NarSink, Error> {
+        let file = if self.options.layout.cache {
+            let temp = self.new_temp()?;
+            let buffered = BufWriter::with_capacity(WRITE_BUFFER, temp);
+            Some(
+                Compressor::new(self.options.compression, HashingWriter::new(buffered))
+                    .map_err(Error::io("starting compressor"))?,
+            )
+        } else {
+            None
+        };
+        let declared_recursive = (entry.hash.mode == HashMode::Recursive
+            && declared.algo != HashAlgo::Sha256)
+            .then(|| Hasher::new(declared.algo));
+        Ok(NarSink {
+            nar_hasher: Hasher::new(HashAlgo::Sha256),
+            nar_size: 0,
+            declared_recursive,
+            file,
+        })
+    }
+
+    fn new_temp(&self) -> Result<NamedTempFile, Error> {
+        NamedTempFile::new_in(&self.temp).map_err(Error::io(format!(
+            "creating a temp file in {}",
+            self.temp.display()
+        )))
     }
 
     /// Publishes a downloaded file: flat entries are hashed over the bytes, executable or
     /// recursive ones over the NAR of the file. The file may be hard-linked into the mirror,
     /// so the caller must not modify it afterwards (removing it is fine).
     pub fn publish_file(&self, entry: &Entry, file: &Path) -> Result<Published, Error> {
-        let _ = (entry, file);
-        todo!("in progress")
+        let declared = declared_hash(entry)?;
+        let mut sink = self.nar_sink(entry, &declared)?;
+        let mut input =
+            File::open(file).map_err(Error::io(format!("opening {}", file.display())))?;
+        let len = input
+            .metadata()
+            .map_err(Error::io(format!("stat {}", file.display())))?
+            .len();
+        let flat = if is_flat(entry) {
+            let mut hashes = ContentHashes::new(declared.algo, self.options.layout.mirror);
+            let mut reader = HashingReader {
+                inner: &mut input,
+                hashes: &mut hashes,
+            };
+            nar::write_file_nar(&mut reader, len, false, &mut sink)?;
+            Some(FlatOutcome {
+                digests: hashes.finish(),
+                mirror_source: self
+                    .options
+                    .layout
+                    .mirror
+                    .then(|| MirrorSource::Existing(file.to_path_buf())),
+            })
+        } else {
+            nar::write_file_nar(&mut input, len, entry.executable, &mut sink)?;
+            None
+        };
+        self.commit(entry, &declared, sink.finish()?, flat)
     }
 
     /// Publishes a directory tree (recursive entries): the NAR of `dir`.
     pub fn publish_tree(&self, entry: &Entry, dir: &Path) -> Result<Published, Error> {
-        let _ = (entry, dir);
-        todo!("in progress")
+        let declared = declared_hash(entry)?;
+        if is_flat(entry) {
+            return Err(Error::Corrupt {
+                what: entry.store_path.clone(),
+                reason: "a flat entry cannot be published from a directory tree".into(),
+            });
+        }
+        let mut sink = self.nar_sink(entry, &declared)?;
+        nar::dump_path(dir, &mut sink)?;
+        self.commit(entry, &declared, sink.finish()?, None)
     }
 
     /// Publishes an uncompressed NAR stream (from a substituter or `nix-store --dump`); the
-    /// stream must hold exactly one valid NAR.
+    /// stream must hold exactly one valid NAR, and for a flat entry a single non-executable
+    /// regular file (what Nix requires of a flat output).
     pub fn publish_nar(&self, entry: &Entry, nar: &mut dyn Read) -> Result<Published, Error> {
-        let _ = (entry, nar);
-        todo!("in progress")
+        let declared = declared_hash(entry)?;
+        let mut sink = self.nar_sink(entry, &declared)?;
+        let mut tee = TeeReader {
+            inner: nar,
+            sink: &mut sink,
+            sink_error: None,
+        };
+        let flat = if is_flat(entry) {
+            let mut visitor = FlatFileVisitor {
+                hashes: ContentHashes::new(declared.algo, self.options.layout.mirror),
+                mirror: if self.options.layout.mirror {
+                    Some(self.new_temp()?)
+                } else {
+                    None
+                },
+                found: false,
+            };
+            let parsed = nar::parse(&mut tee, &mut visitor);
+            check_tee(tee.sink_error, parsed)?;
+            if !visitor.found {
+                return Err(Error::BadNar("no regular file in archive".into()));
+            }
+            Some(FlatOutcome {
+                digests: visitor.hashes.finish(),
+                mirror_source: visitor.mirror.map(MirrorSource::Temp),
+            })
+        } else {
+            let parsed = nar::parse(&mut tee, &mut ValidateOnly);
+            check_tee(tee.sink_error, parsed)?;
+            None
+        };
+        self.commit(entry, &declared, sink.finish()?, flat)
+    }
+
+    /// Checks the declared hash and store path, then makes the item visible: NAR file,
+    /// mirror file and keys, and the narinfo last.
+    fn commit(
+        &self,
+        entry: &Entry,
+        declared: &Hash,
+        nar: NarOutcome,
+        flat: Option<FlatOutcome>,
+    ) -> Result<Published, Error> {
+        let got = match &flat {
+            Some(flat) => flat.digests.get(declared.algo).cloned(),
+            None if declared.algo == HashAlgo::Sha256 => Some(nar.nar_hash.clone()),
+            None => nar.declared_recursive.clone(),
+        }
+        .expect("the declared algorithm is always hashed");
+        if got != *declared {
+            return Err(Error::HashMismatch {
+                what: entry.store_path.clone(),
+                expected: declared.to_sri(),
+                got: got.to_sri(),
+            });
+        }
+        let store_path = fixed_output_path(&entry.name, entry.hash.mode, declared);
+        if store_path.to_path_string() != entry.store_path {
+            return Err(Error::StorePathMismatch {
+                what: entry.name.clone(),
+                expected: entry.store_path.clone(),
+                got: store_path.to_path_string(),
+            });
+        }
+        let published = Published {
+            file_hash: nar
+                .file
+                .as_ref()
+                .map_or_else(|| nar.nar_hash.clone(), |(_, hash, _)| hash.clone()),
+            file_size: nar.file.as_ref().map_or(nar.nar_size, |(_, _, size)| *size),
+            nar_hash: nar.nar_hash,
+            nar_size: nar.nar_size,
+        };
+        let nar_url = match nar.file {
+            Some((temp, file_hash, _)) => {
+                let url = format!(
+                    "nar/{}.nar{}",
+                    file_hash.to_nix32(),
+                    self.options.compression.extension()
+                );
+                self.persist(temp, &self.root.join(&url))?;
+                sync_dir(&self.root.join("nar"))?;
+                Some(url)
+            }
+            None => None,
+        };
+        if let Some(FlatOutcome {
+            digests,
+            mirror_source: Some(source),
+        }) = flat
+        {
+            self.publish_mirror(&digests, source)?;
+        }
+        if let Some(url) = nar_url {
+            self.write_narinfo(entry, declared, store_path, url, &published)?;
+        }
+        Ok(published)
+    }
+
+    fn write_narinfo(
+        &self,
+        entry: &Entry,
+        declared: &Hash,
+        store_path: StorePath,
+        url: String,
+        published: &Published,
+    ) -> Result<(), Error> {
+        let mut info = NarInfo {
+            url,
+            compression: self.options.compression.name().to_string(),
+            file_hash: Some(published.file_hash.clone()),
+            file_size: Some(published.file_size),
+            nar_hash: published.nar_hash.clone(),
+            nar_size: published.nar_size,
+            references: Vec::new(),
+            deriver: None,
+            sigs: Vec::new(),
+            ca: Some(content_address(entry.hash.mode, declared)),
+            store_path,
+        };
+        if let Some(key) = &self.options.signing_key {
+            info.sigs.push(key.sign(&info.fingerprint()));
+        }
+        let path = self.narinfo_path(&info.store_path.hash_part);
+        self.write_atomically(&path, info.render().as_bytes())
+    }
+
+    /// The raw file at `sha256/<hex>`, then a relative symlink for every other key.
+    fn publish_mirror(&self, digests: &ContentDigests, source: MirrorSource) -> Result<(), Error> {
+        let sha256_hex = digests.sha256.to_hex();
+        let target = self.root.join("sha256").join(&sha256_hex);
+        match source {
+            MirrorSource::Temp(temp) => self.persist(temp, &target)?,
+            MirrorSource::Existing(file) => self.link_or_copy(&file, &target)?,
+        }
+        for key in mirror_keys(digests) {
+            let link = self.root.join(&key);
+            let parent = link.parent().expect("keys are below the root");
+            fs::create_dir_all(parent)
+                .map_err(Error::io(format!("creating {}", parent.display())))?;
+            let temp_link = self.temp.join(format!("link-{:016x}", fastrand::u64(..)));
+            std::os::unix::fs::symlink(mirror_link_target(&key, &sha256_hex), &temp_link).map_err(
+                Error::io(format!("creating symlink {}", temp_link.display())),
+            )?;
+            fs::rename(&temp_link, &link).map_err(|e| {
+                let _ = fs::remove_file(&temp_link);
+                Error::io(format!("renaming symlink to {}", link.display()))(e)
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Hard-links `file` to `target` atomically (link to a temp name, rename), copying
+    /// instead when they are on different filesystems.
+    fn link_or_copy(&self, file: &Path, target: &Path) -> Result<(), Error> {
+        File::open(file)
+            .and_then(|f| {
+                f.sync_all()?;
+                f.set_permissions(fs::Permissions::from_mode(0o644))
+            })
+            .map_err(Error::io(format!("syncing {}", file.display())))?;
+        let temp_link = self.temp.join(format!("mirror-{:016x}", fastrand::u64(..)));
+        match fs::hard_link(file, &temp_link) {
+            Ok(()) => fs::rename(&temp_link, target).map_err(|e| {
+                let _ = fs::remove_file(&temp_link);
+                Error::io(format!("renaming {}", target.display()))(e)
+            }),
+            Err(_) => {
+                let mut temp = self.new_temp()?;
+                let mut input =
+                    File::open(file).map_err(Error::io(format!("opening {}", file.display())))?;
+                io::copy(&mut input, temp.as_file_mut())
+                    .map_err(Error::io(format!("copying {}", file.display())))?;
+                self.persist(temp, target)
+            }
+        }
+    }
+
+    /// fsync, world-readable (a cache is served as is), rename into place.
+    fn persist(&self, temp: NamedTempFile, target: &Path) -> Result<(), Error> {
+        let context = || format!("writing {}", target.display());
+        temp.as_file()
+            .set_permissions(fs::Permissions::from_mode(0o644))
+            .map_err(Error::io(context()))?;
+        temp.as_file().sync_all().map_err(Error::io(context()))?;
+        temp.persist(target)
+            .map_err(|e| Error::io(context())(e.error))?;
+        Ok(())
+    }
+
+    fn write_atomically(&self, target: &Path, contents: &[u8]) -> Result<(), Error> {
+        let mut temp = self.new_temp()?;
+        temp.write_all(contents)
+            .map_err(Error::io(format!("writing {}", target.display())))?;
+        self.persist(temp, target)
     }
 
     /// Fully re-checks one published item: FileSize/FileHash of the NAR file, NarHash/NarSize
-    /// of its decompressed content, the CA against the StorePath, and the mirror file.
+    /// of its decompressed content, the NAR's structure, the CA against the StorePath, and
+    /// for a flat item the mirror file (when present, or required by the layout).
     pub fn verify_narinfo(&self, hash_part: &str) -> Result<Verified, Error> {
-        let _ = hash_part;
-        todo!("in progress")
+        let narinfo_path = self.narinfo_path(hash_part);
+        let what = narinfo_path.display().to_string();
+        let corrupt = |reason: String| Error::Corrupt {
+            what: what.clone(),
+            reason,
+        };
+        let text =
+            fs::read_to_string(&narinfo_path).map_err(Error::io(format!("reading {what}")))?;
+        let info = NarInfo::parse(&text)?;
+        if info.store_path.hash_part != hash_part {
+            return Err(corrupt(format!(
+                "names {}, not a path with hash {hash_part}",
+                info.store_path.to_path_string()
+            )));
+        }
+        let (mode, ca_hash) = info
+            .ca
+            .as_deref()
+            .and_then(parse_content_address)
+            .ok_or_else(|| corrupt("no valid CA field".into()))?;
+        let expected_path = fixed_output_path(&info.store_path.name, mode, &ca_hash);
+        if expected_path != info.store_path {
+            return Err(Error::StorePathMismatch {
+                what: what.clone(),
+                expected: info.store_path.to_path_string(),
+                got: expected_path.to_path_string(),
+            });
+        }
+
+        let nar_path = self.root.join(&info.url);
+        let nar_file =
+            File::open(&nar_path).map_err(Error::io(format!("opening {}", nar_path.display())))?;
+        let mut file_hashes = ContentHashes::new(HashAlgo::Sha256, false);
+        let mut compressed = HashingReader {
+            inner: io::BufReader::with_capacity(WRITE_BUFFER, nar_file),
+            hashes: &mut file_hashes,
+        };
+        let nar_algo = match mode {
+            HashMode::Recursive => ca_hash.algo,
+            HashMode::Flat => HashAlgo::Sha256,
+        };
+        let mut nar_hashes = ContentHashes::new(nar_algo, false);
+        let (flat, nar_size) = {
+            let decompressed = decompressor(&info.compression, &mut compressed)
+                .map_err(|e| corrupt(format!("{}: {e}", info.compression)))?;
+            let mut counted = CountingReader {
+                inner: HashingReader {
+                    inner: decompressed,
+                    hashes: &mut nar_hashes,
+                },
+                count: 0,
+            };
+            let flat = if mode == HashMode::Flat {
+                let mut visitor = FlatFileVisitor {
+                    hashes: ContentHashes::new(ca_hash.algo, false),
+                    mirror: None,
+                    found: false,
+                };
+                nar::parse(&mut counted, &mut visitor)?;
+                if !visitor.found {
+                    return Err(Error::BadNar("no regular file in archive".into()));
+                }
+                Some(visitor.hashes.finish())
+            } else {
+                nar::parse(&mut counted, &mut ValidateOnly)?;
+                None
+            };
+            (flat, counted.count)
+        };
+        // The decompressor may stop at the end of its stream; the file hash covers every byte.
+        io::copy(&mut compressed, &mut io::sink())
+            .map_err(Error::io(format!("reading {}", nar_path.display())))?;
+        let file_digests = file_hashes.finish();
+        let nar_digests = nar_hashes.finish();
+
+        let check = |field: &str, expected: &Hash, got: &Hash| {
+            if expected != got {
+                Err(Error::HashMismatch {
+                    what: format!("{what} {field}"),
+                    expected: expected.to_nix32_prefixed(),
+                    got: got.to_nix32_prefixed(),
+                })
+            } else {
+                Ok(())
+            }
+        };
+        check("NarHash", &info.nar_hash, &nar_digests.sha256)?;
+        if info.nar_size != nar_size {
+            return Err(corrupt(format!(
+                "NarSize {} but the NAR has {nar_size} bytes",
+                info.nar_size
+            )));
+        }
+        if let Some(file_hash) = &info.file_hash {
+            check("FileHash", file_hash, &file_digests.sha256)?;
+        }
+        let file_size = fs::metadata(&nar_path)
+            .map_err(Error::io(format!("stat {}", nar_path.display())))?
+            .len();
+        if info.file_size.is_some_and(|size| size != file_size) {
+            return Err(corrupt(format!(
+                "FileSize {} but {} has {file_size} bytes",
+                info.file_size.unwrap_or_default(),
+                info.url
+            )));
+        }
+        let content_hash = match &flat {
+            Some(digests) => digests.get(ca_hash.algo),
+            None => nar_digests.get(ca_hash.algo),
+        }
+        .expect("the CA algorithm is always hashed");
+        check("CA", &ca_hash, content_hash)?;
+
+        let mirror_checked = match &flat {
+            Some(digests) => self.verify_mirror_file(&digests.sha256)?,
+            None => false,
+        };
+        Ok(Verified {
+            store_path: info.store_path.to_path_string(),
+            nar_size,
+            file_size,
+            mirror_checked,
+        })
+    }
+
+    /// Re-hashes `sha256/<hex>`; a missing file is an error only when the layout has a mirror.
+    fn verify_mirror_file(&self, sha256: &Hash) -> Result<bool, Error> {
+        let path = self.root.join("sha256").join(sha256.to_hex());
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !self.options.layout.mirror => {
+                return Ok(false)
+            }
+            Err(e) => return Err(Error::io(format!("opening mirror file {}", path.display()))(e)),
+        };
+        let mut hashes = ContentHashes::new(HashAlgo::Sha256, false);
+        let mut reader = HashingReader {
+            inner: file,
+            hashes: &mut hashes,
+        };
+        io::copy(&mut reader, &mut io::sink())
+            .map_err(Error::io(format!("reading {}", path.display())))?;
+        let got = hashes.finish().sha256;
+        if got != *sha256 {
+            return Err(Error::HashMismatch {
+                what: path.display().to_string(),
+                expected: sha256.to_hex(),
+                got: got.to_hex(),
+            });
+        }
+        Ok(true)
+    }
+}
+
+fn check_tee(sink_error: Option<io::Error>, parsed: Result<u64, Error>) -> Result<(), Error> {
+    match sink_error {
+        Some(e) => Err(Error::io("writing NAR to the cache")(e)),
+        None => parsed.map(drop),
+    }
+}
+
+fn decompressor<'a>(compression: &str, input: impl Read + 'a) -> io::Result<Box<dyn Read + 'a>> {
+    Ok(match compression {
+        "none" => Box::new(input),
+        "xz" => Box::new(xz2::read::XzDecoder::new_multi_decoder(input)),
+        "zstd" => Box::new(zstd::stream::read::Decoder::new(input)?),
+        "bzip2" => Box::new(bzip2::read::MultiBzDecoder::new(input)),
+        other => {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("unsupported compression '{other}'"),
+            ))
+        }
+    })
+}
+
+struct CountingReader<R: Read> {
+    inner: R,
+    count: u64,
+}
+
+impl<R: Read> Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+/// Decodes the NAR of a flat output: one non-executable regular file, hashed (and copied
+/// to a mirror temp file) on the way.
+struct FlatFileVisitor {
+    hashes: ContentHashes,
+    mirror: Option<NamedTempFile>,
+    found: bool,
+}
+
+impl NarVisitor for FlatFileVisitor {
+    fn directory(&mut self, _: &Path) -> Result<(), Error> {
+        Err(Error::BadNar(
+            "a flat output must be a single regular file, found a directory".into(),
+        ))
+    }
+    fn symlink(&mut self, _: &Path, _: &Path) -> Result<(), Error> {
+        Err(Error::BadNar(
+            "a flat output must be a single regular file, found a symlink".into(),
+        ))
+    }
+    fn regular(
+        &mut self,
+        _: &Path,
+        executable: bool,
+        _size: u64,
+        contents: &mut dyn Read,
+    ) -> Result<(), Error> {
+        if executable {
+            return Err(Error::BadNar("a flat output must not be executable".into()));
+        }
+        let mut reader = HashingReader {
+            inner: contents,
+            hashes: &mut self.hashes,
+        };
+        let result = match &mut self.mirror {
+            Some(temp) => {
+                let mut out = BufWriter::with_capacity(WRITE_BUFFER, temp.as_file_mut());
+                io::copy(&mut reader, &mut out).and_then(|_| out.flush())
+            }
+            None => io::copy(&mut reader, &mut io::sink()).map(drop),
+        };
+        result.map_err(Error::io("copying the file out of the NAR"))?;
+        self.found = true;
+        Ok(())
+    }
+}
+
+/// Checks a NAR's structure and nothing else.
+struct ValidateOnly;
+
+impl NarVisitor for ValidateOnly {
+    fn directory(&mut self, _: &Path) -> Result<(), Error> {
+        Ok(())
+    }
+    fn symlink(&mut self, _: &Path, _: &Path) -> Result<(), Error> {
+        Ok(())
+    }
+    fn regular(&mut self, _: &Path, _: bool, _: u64, _: &mut dyn Read) -> Result<(), Error> {
+        Ok(())
     }
 }
