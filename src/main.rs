@@ -23,6 +23,8 @@ enum Command {
     Fetch(cmd::fetch::Args),
     /// Show what changed between two manifests.
     Diff(cmd::diff::Args),
+    /// Count a manifest's entries and bytes by kind and system, and its largest entries.
+    Stats(cmd::stats::Args),
 }
 
 /// How a command that did not fail fatally ended.
@@ -40,6 +42,7 @@ fn main() -> ExitCode {
         Command::Enumerate(args) => cmd::enumerate::run(args),
         Command::Fetch(args) => cmd::fetch::run(args),
         Command::Diff(args) => cmd::diff::run(args),
+        Command::Stats(args) => cmd::stats::run(args),
     };
     match result {
         Ok(Status::Ok) => ExitCode::SUCCESS,

@@ -4,3 +4,4 @@ pub mod diff;
 pub mod enumerate;
 pub mod fetch;
 pub mod report;
+pub mod stats;
