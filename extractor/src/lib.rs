@@ -1,3 +1,429 @@
 //! nixpkgs -> srcgrab manifest.
+//!
+//! [`enumerate`] evaluates a package set with the real Nix ([`walk`], a pool of `nix repl`
+//! workers), reads the build closure's .drv files ([`closure`], [`aterm`]) and describes every
+//! fixed-output derivation found ([`classify`]).
 
 pub mod aterm;
+pub mod attr_path;
+pub mod classify;
+pub mod closure;
+pub mod eval;
+pub mod walk;
+
+use srcgrab_manifest::{
+    Entry, EvalArg, EvalConfig, Failure, Hash, HashAlgo, HashMode, Manifest, OutputHash,
+    Provenance, StorePath, MANIFEST_VERSION, MAX_LISTED_ATTRS,
+};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The Nix expression each evaluator loads.
+const ENUMERATE_NIX: &str = include_str!("../../nix/enumerate.nix");
+
+/// What to evaluate.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// A nixpkgs tree: called with `system` and `config`; nix-env -qa's walk.
+    Nixpkgs(PathBuf),
+    /// Any expression file (or `<lookup/path>`): every set that is not a derivation is walked.
+    File(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub source: Source,
+    /// Systems to evaluate for; empty means the evaluator's `builtins.currentSystem`.
+    pub systems: Vec<String>,
+    /// Attribute paths to evaluate; empty means the whole set.
+    pub attrs: Vec<String>,
+    pub args: BTreeMap<String, EvalArg>,
+    pub config: EvalConfig,
+    pub jobs: usize,
+    /// Resident memory cap of each evaluator process, in bytes.
+    pub max_memory: Option<u64>,
+}
+
+/// Reports how a run goes; every method may be called from several threads.
+pub trait Progress: Sync {
+    /// An attribute (or set) was evaluated, successfully or not.
+    fn attr_evaluated(&self, _ok: bool) {}
+    /// Evaluator processes currently running.
+    fn workers_alive(&self, _count: usize) {}
+    /// .drv files read so far by the closure walk.
+    fn drvs_read(&self, _count: usize) {}
+    /// Fixed-output .drv files found so far.
+    fn fods_found(&self, _count: usize) {}
+}
+
+/// A [`Progress`] that reports nothing.
+pub struct Quiet;
+impl Progress for Quiet {}
+
+/// Why a run could not produce a manifest at all.
+#[derive(Debug, thiserror::Error)]
+pub enum EnumerateError {
+    #[error("nix not found on PATH (srcgrab enumerate runs the real Nix evaluator)")]
+    NixNotFound,
+    #[error("cannot run {command}: {message}")]
+    NixVersion { command: String, message: String },
+    #[error("nixpkgs path {0} does not exist")]
+    NixpkgsMissing(PathBuf),
+    #[error("expression file {0} does not exist")]
+    FileMissing(PathBuf),
+    #[error("bad --attr: {0}")]
+    BadAttr(String),
+    #[error("bad --arg {0}: a Nix expression on one line is expected")]
+    BadArg(String),
+    #[error(transparent)]
+    Start(#[from] eval::StartError),
+    #[error("reading the build closure: {0}")]
+    Closure(#[from] closure::ClosureError),
+    #[error("preparing the evaluator: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Runs a whole enumeration and returns the manifest (normalised: same input, same bytes).
+pub fn enumerate(options: &Options, progress: &dyn Progress) -> Result<Manifest, EnumerateError> {
+    let nix = find_on_path("nix").ok_or(EnumerateError::NixNotFound)?;
+    let nix_version = command_output(Command::new(&nix).arg("--version"))?;
+    let experimental_flag = needs_experimental_flag(&nix_version);
+    let source_expr = match &options.source {
+        Source::Nixpkgs(path) => {
+            let path = absolute(path)?;
+            if !path.exists() {
+                return Err(EnumerateError::NixpkgsMissing(path));
+            }
+            eval::nix_path(&path)
+        }
+        Source::File(file) if file.starts_with('<') && file.ends_with('>') => file.clone(),
+        Source::File(file) => {
+            let path = absolute(Path::new(file))?;
+            if !path.exists() {
+                return Err(EnumerateError::FileMissing(path));
+            }
+            eval::nix_path(&path)
+        }
+    };
+    let env = evaluator_env(&options.source)?;
+    let systems = if options.systems.is_empty() {
+        vec![current_system(&nix, &env)?]
+    } else {
+        options.systems.clone()
+    };
+    let start: Vec<Vec<String>> = if options.attrs.is_empty() {
+        vec![Vec::new()]
+    } else {
+        options
+            .attrs
+            .iter()
+            .map(|a| attr_path::parse(a).map_err(EnumerateError::BadAttr))
+            .collect::<Result<_, _>>()?
+    };
+
+    let workdir = tempfile::Builder::new()
+        .prefix("srcgrab-enumerate")
+        .tempdir()?;
+    let nix_file = workdir.path().join("enumerate.nix");
+    std::fs::write(&nix_file, ENUMERATE_NIX)?;
+    let settings_file = workdir.path().join("settings.json");
+    let str_args: BTreeMap<&String, &String> = options
+        .args
+        .iter()
+        .filter_map(|(name, arg)| match arg {
+            EvalArg::Str(value) => Some((name, value)),
+            EvalArg::Expr(_) => None,
+        })
+        .collect();
+    let settings = serde_json::json!({
+        "mode": match options.source { Source::Nixpkgs(_) => "nixpkgs", Source::File(_) => "file" },
+        "systems": systems,
+        "allowUnfree": options.config.allow_unfree,
+        "allowBroken": options.config.allow_broken,
+        "allowInsecure": options.config.allow_insecure,
+        "strArgs": str_args,
+    });
+    std::fs::write(&settings_file, settings.to_string())?;
+    let mut expr_args = String::new();
+    for (name, arg) in &options.args {
+        if let EvalArg::Expr(expr) = arg {
+            if expr.contains('\n') || expr.contains('\r') {
+                return Err(EnumerateError::BadArg(name.clone()));
+            }
+            expr_args.push_str(&format!("{} = ({expr}); ", eval::nix_string(name)));
+        }
+    }
+    let command = eval::EvaluatorCommand {
+        nix,
+        experimental_flag,
+        env: env
+            .into_iter()
+            .chain([(
+                "XDG_DATA_HOME".to_string(),
+                workdir.path().display().to_string(),
+            )])
+            .collect(),
+        load_line: format!(
+            "__sg = import {} {{ source = {source_expr}; exprArgs = {{ {expr_args}}}; settings = builtins.fromJSON (builtins.readFile {}); }}",
+            eval::nix_path(&nix_file),
+            eval::nix_path(&settings_file),
+        ),
+    };
+
+    let walked = walk::walk(
+        &walk::WalkSettings {
+            command: &command,
+            systems: &systems,
+            start: &start,
+            jobs: options.jobs,
+            memory_limit: options.max_memory,
+        },
+        progress,
+    )?;
+    let fods = closure::find_fods(&walked.roots, progress)?;
+    let (entries, mut failures) = describe_fods(fods)?;
+    failures.extend(walked.failures);
+
+    let (nixpkgs, nixpkgs_rev, file) = match &options.source {
+        Source::Nixpkgs(path) => (Some(path.display().to_string()), git_head(path), None),
+        Source::File(file) => (None, None, Some(file.clone())),
+    };
+    let mut manifest = Manifest {
+        version: MANIFEST_VERSION,
+        provenance: Provenance {
+            nixpkgs,
+            nixpkgs_rev,
+            file,
+            args: options.args.clone(),
+            attrs: options.attrs.clone(),
+            systems,
+            nix_version: nix_version.trim().to_string(),
+            config: options.config,
+        },
+        failures,
+        entries,
+    };
+    manifest.normalize();
+    Ok(manifest)
+}
+
+/// Turns the FOD .drvs into manifest entries, one per output path.
+fn describe_fods(
+    fods: Vec<closure::FoundFod>,
+) -> Result<(Vec<Entry>, Vec<Failure>), EnumerateError> {
+    let mut by_output: BTreeMap<String, Vec<closure::FoundFod>> = BTreeMap::new();
+    for fod in fods {
+        let output = fod
+            .drv
+            .fixed_output()
+            .expect("only FODs are found")
+            .path
+            .clone();
+        by_output.entry(output).or_default().push(fod);
+    }
+    let mut mirror_lists: HashMap<String, Option<BTreeMap<String, String>>> = HashMap::new();
+    let mut entries = Vec::new();
+    let mut failures = Vec::new();
+    for (output_path, mut group) in by_output {
+        group.sort_by(|a, b| a.drv_path.cmp(&b.drv_path));
+        let systems: BTreeSet<String> = group
+            .iter()
+            .flat_map(|f| f.systems.iter().cloned())
+            .collect();
+        let attrs: BTreeSet<String> = group.iter().flat_map(|f| f.attrs.iter().cloned()).collect();
+        let chosen = &group[0];
+        let out = chosen.drv.fixed_output().expect("a FOD");
+        let hash = match output_hash(&out.hash_algo, &out.hash) {
+            Ok(h) => h,
+            Err(message) => {
+                for system in &systems {
+                    failures.push(Failure {
+                        system: system.clone(),
+                        attr: attrs.iter().next().cloned().unwrap_or_default(),
+                        error: format!("{}: {message}", chosen.drv_path),
+                    });
+                }
+                continue;
+            }
+        };
+        let mirrors = mirrors_of(&chosen.drv, &mut mirror_lists)?;
+        let fetch = classify::classify(&chosen.drv, mirrors);
+        let name = StorePath::parse(&output_path)
+            .map(|p| p.name)
+            .unwrap_or_else(|_| chosen.drv.env_str("name").to_string());
+        entries.push(Entry {
+            store_path: output_path,
+            name,
+            hash,
+            kind: fetch.kind,
+            urls: fetch.urls,
+            original_urls: fetch.original_urls,
+            executable: fetch.executable,
+            post_fetch: fetch.post_fetch,
+            unpack: fetch.unpack,
+            git: fetch.git,
+            drv_path: chosen.drv_path.clone(),
+            systems: systems.into_iter().collect(),
+            attr_count: attrs.len() as u64,
+            attrs: attrs.into_iter().take(MAX_LISTED_ATTRS).collect(),
+        });
+    }
+    Ok((entries, failures))
+}
+
+/// `r:sha256` + hex -> recursive sha256 hash.
+fn output_hash(algo: &str, hex: &str) -> Result<OutputHash, String> {
+    let (mode, name) = match algo.strip_prefix("r:") {
+        Some(name) => (HashMode::Recursive, name),
+        None => (HashMode::Flat, algo),
+    };
+    let algo = HashAlgo::from_name(name)
+        .ok_or_else(|| format!("unsupported output hash algorithm '{algo}'"))?;
+    let hash = Hash::parse_digest(algo, hex).map_err(|e| e.to_string())?;
+    Ok(OutputHash::new(mode, &hash))
+}
+
+/// The env of the FOD's `mirrors-list` input (nixpkgs' fetchurl), read once per list.
+fn mirrors_of<'a>(
+    drv: &aterm::Derivation,
+    cache: &'a mut HashMap<String, Option<BTreeMap<String, String>>>,
+) -> Result<Option<&'a BTreeMap<String, String>>, EnumerateError> {
+    let Some(list) = drv
+        .input_drvs
+        .keys()
+        .find(|p| p.ends_with("-mirrors-list.drv"))
+    else {
+        return Ok(None);
+    };
+    if !cache.contains_key(list) {
+        let text = std::fs::read(list).map_err(|source| closure::ClosureError::Read {
+            path: list.clone(),
+            source,
+        })?;
+        let parsed = aterm::parse(&text).map_err(|source| closure::ClosureError::Parse {
+            path: list.clone(),
+            source,
+        })?;
+        // Only a list whose output is this FOD's mirrorsFile is its mirror list.
+        let used = parsed
+            .outputs
+            .iter()
+            .any(|o| o.path == drv.env_str("mirrorsFile"));
+        cache.insert(list.clone(), used.then_some(parsed.env));
+    }
+    Ok(cache[list].as_ref())
+}
+
+/// Nix 2.4 made `nix repl` experimental; 2.3 rejects the flag that enables it.
+fn needs_experimental_flag(version_output: &str) -> bool {
+    let version = version_output.split_whitespace().last().unwrap_or("");
+    let mut parts = version
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major, minor) >= (2, 4)
+}
+
+/// The evaluator's environment: only what Nix needs, like nixpkgs-vet's evaluator (PATH,
+/// HOME, every NIX_* variable the user had), NIX_PATH pointing `<nixpkgs>` at the tree
+/// evaluated, and no colours.
+fn evaluator_env(source: &Source) -> Result<Vec<(String, String)>, EnumerateError> {
+    let mut env: BTreeMap<String, String> = std::env::vars()
+        .filter(|(k, _)| {
+            k.starts_with("NIX_")
+                || matches!(
+                    k.as_str(),
+                    "PATH" | "HOME" | "TMPDIR" | "XDG_CONFIG_HOME" | "USER"
+                )
+        })
+        .collect();
+    if let Source::Nixpkgs(path) = source {
+        env.insert(
+            "NIX_PATH".into(),
+            format!("nixpkgs={}", absolute(path)?.display()),
+        );
+    }
+    env.insert("NO_COLOR".into(), "1".into());
+    env.insert("TERM".into(), "dumb".into());
+    Ok(env.into_iter().collect())
+}
+
+fn current_system(nix: &Path, env: &[(String, String)]) -> Result<String, EnumerateError> {
+    let instantiate = nix.with_file_name("nix-instantiate");
+    let out = command_output(
+        Command::new(&instantiate)
+            .args(["--eval", "--json", "--expr", "builtins.currentSystem"])
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (k, v))),
+    )?;
+    serde_json::from_str(out.trim()).map_err(|e| EnumerateError::NixVersion {
+        command: instantiate.display().to_string(),
+        message: e.to_string(),
+    })
+}
+
+fn command_output(command: &mut Command) -> Result<String, EnumerateError> {
+    let describe = format!("{:?}", command.get_program());
+    let out = command.output().map_err(|e| EnumerateError::NixVersion {
+        command: describe.clone(),
+        message: e.to_string(),
+    })?;
+    if !out.status.success() {
+        return Err(EnumerateError::NixVersion {
+            command: describe,
+            message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn git_head(path: &Path) -> Option<String> {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(path)
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .ok()?;
+    let rev = String::from_utf8(out.stdout).ok()?.trim().to_string();
+    (out.status.success() && !rev.is_empty()).then_some(rev)
+}
+
+fn find_on_path(program: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(program))
+        .find(|p| {
+            p.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+fn absolute(path: &Path) -> std::io::Result<PathBuf> {
+    if path.is_absolute() {
+        Ok(path.to_path_buf())
+    } else {
+        Ok(std::env::current_dir()?.join(path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn experimental_flag_from_2_4_on() {
+        assert!(!needs_experimental_flag("nix (Nix) 2.3.16"));
+        assert!(needs_experimental_flag("nix (Nix) 2.8.0"));
+        assert!(needs_experimental_flag("nix (Lix, like Nix) 2.91.1"));
+        assert!(needs_experimental_flag("nix (Nix) 3.0pre"));
+    }
+
+    #[test]
+    fn output_hashes_from_drv_form() {
+        let h = output_hash("r:sha256", &"00".repeat(32)).unwrap();
+        assert_eq!(h.mode, HashMode::Recursive);
+        assert_eq!(h.algo, HashAlgo::Sha256);
+        assert!(output_hash("r:blake3", "00").is_err());
+    }
+}

@@ -1,10 +1,255 @@
-//! `srcgrab enumerate`.
+//! `srcgrab enumerate`: evaluate a package set with the real Nix and write the manifest of
+//! every fixed-output derivation its build closure holds.
 
+use crate::progress::{self, PeriodicLog};
 use crate::Status;
+use anyhow::Context;
+use srcgrab_extractor::{EnumerateError, Options, Progress, Source};
+use srcgrab_manifest::{EvalArg, EvalConfig, Kind, Manifest};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 #[derive(clap::Args)]
-pub struct Args {}
+#[command(group(clap::ArgGroup::new("source").required(true).args(["nixpkgs", "file"])))]
+pub struct Args {
+    /// A nixpkgs tree; walked like `nix-env -qa` (sets marked recurseForDerivations).
+    /// Also sets NIX_PATH=nixpkgs=PATH for the evaluator.
+    #[arg(long, value_name = "PATH")]
+    nixpkgs: Option<PathBuf>,
+    /// Any expression file (or <lookup/path>) yielding derivations or sets of them; every set
+    /// that is not a derivation is walked, like a Hydra jobset.
+    #[arg(long, value_name = "FILE")]
+    file: Option<String>,
+    /// System to evaluate for (repeatable); default: the evaluator's builtins.currentSystem.
+    #[arg(long = "system", value_name = "SYSTEM")]
+    systems: Vec<String>,
+    /// Evaluate only this attribute path (repeatable): a derivation, or a set walked in turn.
+    #[arg(long = "attr", short = 'A', value_name = "ATTR")]
+    attrs: Vec<String>,
+    /// Pass a Nix expression (one line) as argument NAME of the package set's function.
+    #[arg(long = "arg", num_args = 2, value_names = ["NAME", "EXPR"], action = clap::ArgAction::Append)]
+    arg: Vec<String>,
+    /// Pass a string as argument NAME of the package set's function.
+    #[arg(long = "argstr", num_args = 2, value_names = ["NAME", "VALUE"], action = clap::ArgAction::Append)]
+    argstr: Vec<String>,
+    /// Evaluator processes to run at once; default: the number of cores.
+    #[arg(long, short = 'j')]
+    jobs: Option<usize>,
+    /// Memory cap of each evaluator (e.g. 4G, 512M): a process above it is killed and the
+    /// attribute it was evaluating recorded as failed; above 80% it is replaced between attributes.
+    #[arg(long, default_value = "4G", value_parser = parse_size)]
+    max_memory: u64,
+    #[arg(long)]
+    allow_unfree: bool,
+    #[arg(long)]
+    allow_broken: bool,
+    #[arg(long)]
+    allow_insecure: bool,
+    /// Where to write the manifest; `-` or nothing: stdout. Written atomically.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    output: Option<PathBuf>,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<Status> {
-    anyhow::bail!("enumerate is not implemented yet")
+pub fn run(args: Args) -> anyhow::Result<Status> {
+    let mut eval_args = BTreeMap::new();
+    for pair in args.arg.chunks(2) {
+        eval_args.insert(pair[0].clone(), EvalArg::Expr(pair[1].clone()));
+    }
+    for pair in args.argstr.chunks(2) {
+        eval_args.insert(pair[0].clone(), EvalArg::Str(pair[1].clone()));
+    }
+    let source = match (args.nixpkgs, args.file) {
+        (Some(path), _) => Source::Nixpkgs(path),
+        (None, Some(file)) => Source::File(file),
+        (None, None) => unreachable!("clap requires one source"),
+    };
+    let options = Options {
+        source,
+        systems: args.systems,
+        attrs: args.attrs,
+        args: eval_args,
+        config: EvalConfig {
+            allow_unfree: args.allow_unfree,
+            allow_broken: args.allow_broken,
+            allow_insecure: args.allow_insecure,
+        },
+        jobs: args
+            .jobs
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        max_memory: Some(args.max_memory),
+    };
+    let display = Display::new();
+    let manifest = srcgrab_extractor::enumerate(&options, &display)
+        .map_err(|e: EnumerateError| anyhow::anyhow!(e))?;
+    display.bar.finish_and_clear();
+    write_manifest(&manifest, args.output.as_deref())?;
+    print_summary(&manifest, &display);
+    Ok(if manifest.failures.is_empty() {
+        Status::Ok
+    } else {
+        Status::SomeFailed
+    })
+}
+
+/// Writes to a temporary file beside the target, then renames it, so an interrupted run
+/// never leaves half a manifest.
+fn write_manifest(manifest: &Manifest, output: Option<&Path>) -> anyhow::Result<()> {
+    let text = manifest.to_json();
+    let Some(path) = output.filter(|p| p.as_os_str() != "-") else {
+        std::io::stdout().write_all(text.as_bytes())?;
+        return Ok(());
+    };
+    let file_name = path.file_name().context("the output path names no file")?;
+    let mut temp_name = std::ffi::OsString::from(".");
+    temp_name.push(file_name);
+    temp_name.push(format!(".tmp-{}", std::process::id()));
+    let temp = path.with_file_name(temp_name);
+    std::fs::write(&temp, text).with_context(|| format!("writing {}", temp.display()))?;
+    std::fs::rename(&temp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+fn print_summary(manifest: &Manifest, display: &Display) {
+    eprintln!(
+        "srcgrab: evaluated {} attributes and sets: {} ok, {} failed",
+        display.ok.load(Ordering::Relaxed) + display.failed.load(Ordering::Relaxed),
+        display.ok.load(Ordering::Relaxed),
+        display.failed.load(Ordering::Relaxed),
+    );
+    let mut by_kind: BTreeMap<Kind, usize> = BTreeMap::new();
+    let mut by_system: BTreeMap<&str, usize> = BTreeMap::new();
+    for entry in &manifest.entries {
+        *by_kind.entry(entry.kind).or_default() += 1;
+        for system in &entry.systems {
+            *by_system.entry(system).or_default() += 1;
+        }
+    }
+    let join = |parts: Vec<String>| {
+        if parts.is_empty() {
+            "none".to_string()
+        } else {
+            parts.join(", ")
+        }
+    };
+    eprintln!(
+        "srcgrab: {} fixed-output derivations ({}); by system: {}",
+        manifest.entries.len(),
+        join(by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect()),
+        join(by_system.iter().map(|(s, n)| format!("{s} {n}")).collect()),
+    );
+    if !manifest.failures.is_empty() {
+        eprintln!(
+            "srcgrab: {} attributes failed to evaluate:",
+            manifest.failures.len()
+        );
+        for f in manifest.failures.iter().take(20) {
+            eprintln!("  {} {}: {}", f.system, f.attr, f.error);
+        }
+        if manifest.failures.len() > 20 {
+            eprintln!(
+                "  ... and {} more (see the manifest's failures)",
+                manifest.failures.len() - 20
+            );
+        }
+    }
+}
+
+/// Progress on stderr: a spinner line on a terminal, a line every 10 s otherwise.
+struct Display {
+    bar: indicatif::ProgressBar,
+    log: PeriodicLog,
+    ok: AtomicUsize,
+    failed: AtomicUsize,
+    workers: AtomicUsize,
+    drvs: AtomicUsize,
+    fods: AtomicUsize,
+}
+
+impl Display {
+    fn new() -> Display {
+        Display {
+            bar: progress::bar(0, "{spinner} {elapsed_precise} {msg}"),
+            log: PeriodicLog::new(Duration::from_secs(10)),
+            ok: AtomicUsize::new(0),
+            failed: AtomicUsize::new(0),
+            workers: AtomicUsize::new(0),
+            drvs: AtomicUsize::new(0),
+            fods: AtomicUsize::new(0),
+        }
+    }
+
+    fn update(&self) {
+        let line = || {
+            format!(
+                "attributes: {} ok, {} failed; evaluators: {}; .drv read: {}; FODs: {}",
+                self.ok.load(Ordering::Relaxed),
+                self.failed.load(Ordering::Relaxed),
+                self.workers.load(Ordering::Relaxed),
+                self.drvs.load(Ordering::Relaxed),
+                self.fods.load(Ordering::Relaxed),
+            )
+        };
+        self.bar.set_message(line());
+        self.log.maybe(line);
+    }
+}
+
+impl Progress for Display {
+    fn attr_evaluated(&self, ok: bool) {
+        if ok { &self.ok } else { &self.failed }.fetch_add(1, Ordering::Relaxed);
+        self.update();
+    }
+    fn workers_alive(&self, count: usize) {
+        self.workers.store(count, Ordering::Relaxed);
+        self.update();
+    }
+    fn drvs_read(&self, count: usize) {
+        self.drvs.store(count, Ordering::Relaxed);
+        self.update();
+    }
+    fn fods_found(&self, count: usize) {
+        self.fods.store(count, Ordering::Relaxed);
+        self.update();
+    }
+}
+
+/// `4G`, `512M`, `100K`, or bytes.
+fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (digits, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let number: u64 = digits
+        .parse()
+        .map_err(|_| format!("'{text}' is not a size like 4G or 512M"))?;
+    let shift = match unit.to_ascii_uppercase().trim_end_matches(['B', 'I']) {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => return Err(format!("'{text}' is not a size like 4G or 512M")),
+    };
+    number
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("'{text}' is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4G"), Ok(4 << 30));
+        assert_eq!(parse_size("512m"), Ok(512 << 20));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("4X").is_err());
+    }
 }

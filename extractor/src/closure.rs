@@ -1,0 +1,196 @@
+//! The build closure walk: from every evaluated root .drv, read the .drv files it needs
+//! (in parallel, frontier by frontier, each file once), and find every fixed-output
+//! derivation reachable through inputDrvs, including through other FODs' own inputs.
+//! Each FOD learns which systems and which attribute paths need it.
+
+use crate::aterm::{self, Derivation};
+use crate::walk::Root;
+use crate::Progress;
+use rayon::prelude::*;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+/// A FOD of the closure, with everything that reaches it.
+#[derive(Debug, Clone)]
+pub struct FoundFod {
+    pub drv_path: String,
+    pub drv: Derivation,
+    pub systems: BTreeSet<String>,
+    /// Attribute paths (deduplicated across systems) whose closure holds it.
+    pub attrs: BTreeSet<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClosureError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Parse {
+        path: String,
+        source: aterm::ParseError,
+    },
+}
+
+struct Node {
+    inputs: Vec<u32>,
+    /// The parsed derivation, kept only for FODs (the rest is not needed after the walk).
+    fod: Option<Derivation>,
+}
+
+/// Reads the closure of `roots` and returns one [`FoundFod`] per FOD .drv (not yet merged by
+/// output path).
+pub fn find_fods(roots: &[Root], progress: &dyn Progress) -> Result<Vec<FoundFod>, ClosureError> {
+    let mut index: HashMap<String, u32> = HashMap::new();
+    let mut paths: Vec<String> = Vec::new();
+    let mut nodes: Vec<Option<Node>> = Vec::new();
+    let mut intern =
+        |path: &str, paths: &mut Vec<String>, nodes: &mut Vec<Option<Node>>| -> (u32, bool) {
+            if let Some(&i) = index.get(path) {
+                return (i, false);
+            }
+            let i = paths.len() as u32;
+            index.insert(path.to_string(), i);
+            paths.push(path.to_string());
+            nodes.push(None);
+            (i, true)
+        };
+
+    let mut frontier: Vec<u32> = Vec::new();
+    for root in roots {
+        let (i, new) = intern(&root.drv_path, &mut paths, &mut nodes);
+        if new {
+            frontier.push(i);
+        }
+    }
+    let mut read = 0;
+    let mut fods_seen = 0;
+    while !frontier.is_empty() {
+        let parsed: Vec<(u32, Derivation)> = frontier
+            .par_iter()
+            .map(|&i| {
+                let path = &paths[i as usize];
+                let text = std::fs::read(path).map_err(|source| ClosureError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                let drv = aterm::parse(&text).map_err(|source| ClosureError::Parse {
+                    path: path.clone(),
+                    source,
+                })?;
+                Ok((i, drv))
+            })
+            .collect::<Result<_, ClosureError>>()?;
+        read += parsed.len();
+        progress.drvs_read(read);
+        let mut next = Vec::new();
+        for (i, drv) in parsed {
+            let inputs = drv
+                .input_drvs
+                .keys()
+                .map(|input| {
+                    let (j, new) = intern(input, &mut paths, &mut nodes);
+                    if new {
+                        next.push(j);
+                    }
+                    j
+                })
+                .collect();
+            let fod = drv.fixed_output().is_some().then_some(drv);
+            fods_seen += fod.is_some() as usize;
+            nodes[i as usize] = Some(Node { inputs, fod });
+        }
+        progress.fods_found(fods_seen);
+        frontier = next;
+    }
+    let nodes: Vec<Node> = nodes
+        .into_iter()
+        .map(|n| n.expect("every interned .drv was read"))
+        .collect();
+
+    let reachable = reachable_fods(&nodes);
+    let mut systems: HashMap<u32, BTreeSet<String>> = HashMap::new();
+    let mut attrs: HashMap<u32, BTreeSet<String>> = HashMap::new();
+    for root in roots {
+        for &fod in reachable[index[&root.drv_path] as usize].iter() {
+            systems.entry(fod).or_default().insert(root.system.clone());
+            attrs.entry(fod).or_default().insert(root.attr.clone());
+        }
+    }
+    let mut found = Vec::new();
+    for (i, node) in nodes.into_iter().enumerate() {
+        let i = i as u32;
+        if let Some(drv) = node.fod {
+            found.push(FoundFod {
+                drv_path: paths[i as usize].clone(),
+                drv,
+                systems: systems.remove(&i).unwrap_or_default(),
+                attrs: attrs.remove(&i).unwrap_or_default(),
+            });
+        }
+    }
+    Ok(found)
+}
+
+/// For every node, the sorted FOD nodes its closure holds (itself included). Sets are
+/// shared between a node and its input when the node adds nothing, which is the common case
+/// (most of a package set's FOD sets are the stdenv's), so memory stays near the graph's size.
+fn reachable_fods(nodes: &[Node]) -> Vec<Arc<Vec<u32>>> {
+    let empty = Arc::new(Vec::new());
+    let mut memo: Vec<Option<Arc<Vec<u32>>>> = vec![None; nodes.len()];
+    for start in 0..nodes.len() {
+        if memo[start].is_some() {
+            continue;
+        }
+        // Iterative post-order: a node is finished once all its inputs are.
+        let mut stack: Vec<(usize, bool)> = vec![(start, false)];
+        while let Some((n, inputs_done)) = stack.pop() {
+            if memo[n].is_some() {
+                continue;
+            }
+            if !inputs_done {
+                stack.push((n, true));
+                stack.extend(
+                    nodes[n]
+                        .inputs
+                        .iter()
+                        .filter(|&&j| memo[j as usize].is_none())
+                        .map(|&j| (j as usize, false)),
+                );
+                continue;
+            }
+            let mut sets = nodes[n]
+                .inputs
+                .iter()
+                .map(|&j| memo[j as usize].clone().expect("inputs finish first"));
+            let mut merged = sets.next().unwrap_or_else(|| empty.clone());
+            for set in sets {
+                if Arc::ptr_eq(&merged, &set) || set.iter().all(|f| merged.binary_search(f).is_ok())
+                {
+                    continue;
+                }
+                if merged.iter().all(|f| set.binary_search(f).is_ok()) {
+                    merged = set;
+                    continue;
+                }
+                let mut union: Vec<u32> = merged.iter().chain(set.iter()).copied().collect();
+                union.sort_unstable();
+                union.dedup();
+                merged = Arc::new(union);
+            }
+            if nodes[n].fod.is_some() {
+                let mut with_self = (*merged).clone();
+                if let Err(at) = with_self.binary_search(&(n as u32)) {
+                    with_self.insert(at, n as u32);
+                }
+                merged = Arc::new(with_self);
+            }
+            memo[n] = Some(merged);
+        }
+    }
+    memo.into_iter()
+        .map(|s| s.expect("every node finished"))
+        .collect()
+}

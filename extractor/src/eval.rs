@@ -1,0 +1,290 @@
+//! One evaluator process: a `nix repl` fed one line per question over a pipe.
+//!
+//! `nix repl` keeps going after any error in an expression (abort, missing attribute,
+//! infinite recursion, ...) that would end `nix-instantiate`, so one bad attribute costs only
+//! itself. Answers are read from stderr only: each question prints its result with
+//! `builtins.trace "SRCGRAB-RESULT <json>"` and is followed by a sentinel line
+//! `builtins.trace "SRCGRAB-END <n>"`; whatever appears on stderr before the sentinel belongs
+//! to that question, and without a RESULT line its first `error:` line is the failure.
+//! stdout (prompts, coloured values) is drained and ignored.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::time::Duration;
+
+/// How often a running question checks the evaluator's memory.
+const POLL: Duration = Duration::from_millis(50);
+
+/// How to start evaluators: the nix binary, its environment, and the first line that binds
+/// the loaded expression as `__sg`.
+#[derive(Debug, Clone)]
+pub struct EvaluatorCommand {
+    pub nix: PathBuf,
+    /// Whether `nix` needs `--extra-experimental-features nix-command` (Nix >= 2.4).
+    pub experimental_flag: bool,
+    pub env: Vec<(String, String)>,
+    /// A complete repl line binding `__sg`.
+    pub load_line: String,
+}
+
+/// The outcome of one question.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// The JSON the question traced.
+    Value(serde_json::Value),
+    /// Nix reported an error; its first line, without the `error: ` prefix.
+    Error(String),
+    /// The evaluator died (or was killed for memory); it must be restarted.
+    Crashed(String),
+}
+
+pub struct Evaluator {
+    child: Child,
+    stdin: ChildStdin,
+    stderr_lines: Receiver<String>,
+    questions_asked: u64,
+    /// The last stderr line seen, to say something useful when the process dies.
+    last_line: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot run {nix}: {source}")]
+    Spawn { nix: String, source: std::io::Error },
+    #[error("the expression cannot be loaded: {0}")]
+    Load(String),
+}
+
+impl Evaluator {
+    /// Starts `nix repl`, loads the expression and checks that it loads, so that a broken
+    /// tree is reported once rather than as a failure of every attribute.
+    pub fn start(
+        command: &EvaluatorCommand,
+        memory_limit: Option<u64>,
+    ) -> Result<Evaluator, StartError> {
+        let mut cmd = Command::new(&command.nix);
+        if command.experimental_flag {
+            cmd.args(["--extra-experimental-features", "nix-command"]);
+        }
+        cmd.arg("repl")
+            .env_clear()
+            .envs(command.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().map_err(|source| StartError::Spawn {
+            nix: command.nix.display().to_string(),
+            source,
+        })?;
+        let stdin = child.stdin.take().expect("piped stdin");
+        let mut stdout = child.stdout.take().expect("piped stdout");
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (send, stderr_lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).split(b'\n') {
+                let Ok(line) = line else { break };
+                let line = strip_ansi(&String::from_utf8_lossy(&line));
+                if send.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut evaluator = Evaluator {
+            child,
+            stdin,
+            stderr_lines,
+            questions_asked: 0,
+            last_line: String::new(),
+        };
+        let bind = format!("{}\n", command.load_line);
+        if evaluator.stdin.write_all(bind.as_bytes()).is_err() {
+            return Err(StartError::Load(evaluator.death_note()));
+        }
+        match evaluator.ask("__sg.check", memory_limit) {
+            Answer::Value(_) => Ok(evaluator),
+            Answer::Error(message) | Answer::Crashed(message) => Err(StartError::Load(message)),
+        }
+    }
+
+    /// Asks for `builtins.toJSON (<expression>)`; the expression must fit on one line.
+    pub fn ask(&mut self, expression: &str, memory_limit: Option<u64>) -> Answer {
+        self.questions_asked += 1;
+        let n = self.questions_asked;
+        let lines = format!(
+            "builtins.trace (\"SRCGRAB-RESULT \" + builtins.toJSON ({expression})) null\n\
+             builtins.trace \"SRCGRAB-END {n}\" null\n"
+        );
+        if self
+            .stdin
+            .write_all(lines.as_bytes())
+            .and_then(|()| self.stdin.flush())
+            .is_err()
+        {
+            return Answer::Crashed(self.death_note());
+        }
+        let sentinel = format!("trace: SRCGRAB-END {n}");
+        let mut result = None;
+        let mut first_error = None;
+        loop {
+            match self.stderr_lines.recv_timeout(POLL) {
+                Ok(line) => {
+                    if line == sentinel {
+                        break;
+                    }
+                    if let Some(json) = line.strip_prefix("trace: SRCGRAB-RESULT ") {
+                        result = Some(json.to_string());
+                    } else if let Some(message) = line.strip_prefix("error: ") {
+                        first_error.get_or_insert_with(|| message.trim().to_string());
+                    } else if line == "error:" {
+                        first_error.get_or_insert_with(|| "error".to_string());
+                    }
+                    if !line.trim().is_empty() {
+                        self.last_line = line;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    if let Some(limit) = memory_limit {
+                        if self.resident_bytes().is_some_and(|rss| rss > limit) {
+                            self.kill();
+                            return Answer::Crashed("exceeded --max-memory".into());
+                        }
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => return Answer::Crashed(self.death_note()),
+            }
+        }
+        match (result, first_error) {
+            (Some(json), _) => match serde_json::from_str(&json) {
+                Ok(value) => Answer::Value(value),
+                Err(e) => Answer::Error(format!("unreadable answer from nix: {e}")),
+            },
+            (None, Some(message)) => Answer::Error(message),
+            (None, None) => Answer::Error(format!(
+                "nix printed no result and no error (last line: {})",
+                self.last_line
+            )),
+        }
+    }
+
+    /// Resident memory of the evaluator process, from /proc (None where that is unreadable).
+    pub fn resident_bytes(&self) -> Option<u64> {
+        resident_bytes(self.child.id())
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// What to say about a process that stopped answering: how it ended and its last words.
+    fn death_note(&mut self) -> String {
+        let status = match self.child.wait() {
+            Ok(status) => describe_exit(status),
+            Err(e) => e.to_string(),
+        };
+        while let Ok(line) = self.stderr_lines.try_recv() {
+            if !line.trim().is_empty() {
+                self.last_line = line;
+            }
+        }
+        if self.last_line.is_empty() {
+            format!("evaluator crashed: {status}")
+        } else {
+            format!("evaluator crashed: {status}: {}", self.last_line)
+        }
+    }
+}
+
+impl Drop for Evaluator {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn describe_exit(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (_, Some(signal)) => format!("killed by signal {signal}"),
+        (Some(code), None) => format!("exited with status {code}"),
+        (None, None) => status.to_string(),
+    }
+}
+
+/// VmRSS of a process, in bytes.
+pub fn resident_bytes(pid: u32) -> Option<u64> {
+    let mut status = String::new();
+    std::fs::File::open(format!("/proc/{pid}/status"))
+        .ok()?
+        .read_to_string(&mut status)
+        .ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Removes terminal colour sequences (`ESC [ ... letter`), which Nix prints despite NO_COLOR
+/// in some versions.
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.next() == Some('[') {
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A Nix string literal holding `text` exactly.
+pub fn nix_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '$' if chars.peek() == Some(&'{') => out.push_str("\\$"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A Nix path expression for an absolute path, whatever characters it holds.
+pub fn nix_path(path: &Path) -> String {
+    format!("(/. + {})", nix_string(&path.display().to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_colour_sequences() {
+        assert_eq!(
+            strip_ansi("\u{1b}[31;1merror:\u{1b}[0m attribute \u{1b}[35;1m'x'\u{1b}[0m missing"),
+            "error: attribute 'x' missing"
+        );
+    }
+
+    #[test]
+    fn nix_strings_escape_what_nix_would_interpret() {
+        assert_eq!(nix_string("a\"b\\c\n${x}$y"), r#""a\"b\\c\n\${x}$y""#);
+    }
+}
