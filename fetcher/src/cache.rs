@@ -25,7 +25,7 @@ use srcgrab_manifest::store_path::{
     content_address, fixed_output_path, parse_content_address, StorePath, STORE_DIR,
 };
 use srcgrab_manifest::Entry;
-use tempfile::NamedTempFile;
+use tempfile::{NamedTempFile, TempPath};
 
 use crate::nar::{self, NarVisitor};
 use crate::narinfo::{CacheInfo, NarInfo};
@@ -200,7 +200,24 @@ impl<W: Write> Write for Compressor<W> {
     }
 }
 
-type NarFileWriter = Compressor<HashingWriter<BufWriter<NamedTempFile>>>;
+/// A file being written in `.tmp`, removed when dropped unless persisted. Written through
+/// the plain `File`, so I/O errors keep their OS code (ENOSPC becomes `Error::DiskFull`;
+/// `NamedTempFile`'s own writes would hide it behind the path).
+struct TempFile {
+    file: File,
+    path: TempPath,
+}
+
+impl Write for TempFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.file.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+type NarFileWriter = Compressor<HashingWriter<BufWriter<TempFile>>>;
 
 /// Where the NAR goes in one pass: its sha256 (NarHash) and size, the declared hash when it
 /// is a recursive hash with another algorithm, and the compressed file (with FileHash).
@@ -217,7 +234,7 @@ struct NarOutcome {
     nar_size: u64,
     declared_recursive: Option<Hash>,
     /// The compressed NAR file with its hash and size; absent for a mirror-only layout.
-    file: Option<(NamedTempFile, Hash, u64)>,
+    file: Option<(TempFile, Hash, u64)>,
 }
 
 impl Write for NarSink {
@@ -370,7 +387,7 @@ enum MirrorSource {
     /// A file the caller handed in; hard-linked (or copied) into the mirror.
     Existing(PathBuf),
     /// A temp file written while decoding a NAR.
-    Temp(NamedTempFile),
+    Temp(TempFile),
 }
 
 fn is_flat(entry: &Entry) -> bool {
@@ -571,11 +588,14 @@ impl Cache {
         })
     }
 
-    fn new_temp(&self) -> Result<NamedTempFile, Error> {
-        NamedTempFile::new_in(&self.temp).map_err(Error::io(format!(
-            "creating a temp file in {}",
-            self.temp.display()
-        )))
+    fn new_temp(&self) -> Result<TempFile, Error> {
+        let (file, path) = NamedTempFile::new_in(&self.temp)
+            .map_err(Error::io(format!(
+                "creating a temp file in {}",
+                self.temp.display()
+            )))?
+            .into_parts();
+        Ok(TempFile { file, path })
     }
 
     /// Publishes a downloaded file: flat entries are hashed over the bytes, executable or
@@ -793,15 +813,19 @@ impl Cache {
             .map_err(Error::io(format!("syncing {}", file.display())))?;
         let temp_link = self.temp.join(format!("mirror-{:016x}", fastrand::u64(..)));
         match fs::hard_link(file, &temp_link) {
-            Ok(()) => fs::rename(&temp_link, target).map_err(|e| {
+            Ok(()) => {
+                let renamed = fs::rename(&temp_link, target)
+                    .map_err(Error::io(format!("renaming {}", target.display())));
+                // rename() between two links to one inode succeeds without doing anything
+                // (POSIX), which happens when the same file is published twice.
                 let _ = fs::remove_file(&temp_link);
-                Error::io(format!("renaming {}", target.display()))(e)
-            }),
+                renamed
+            }
             Err(_) => {
                 let mut temp = self.new_temp()?;
                 let mut input =
                     File::open(file).map_err(Error::io(format!("opening {}", file.display())))?;
-                io::copy(&mut input, temp.as_file_mut())
+                io::copy(&mut input, &mut temp.file)
                     .map_err(Error::io(format!("copying {}", file.display())))?;
                 self.persist(temp, target)
             }
@@ -809,15 +833,16 @@ impl Cache {
     }
 
     /// fsync, world-readable (a cache is served as is), rename into place.
-    fn persist(&self, temp: NamedTempFile, target: &Path) -> Result<(), Error> {
+    fn persist(&self, temp: TempFile, target: &Path) -> Result<(), Error> {
         let context = || format!("writing {}", target.display());
-        temp.as_file()
+        temp.file
             .set_permissions(fs::Permissions::from_mode(0o644))
             .map_err(Error::io(context()))?;
-        temp.as_file().sync_all().map_err(Error::io(context()))?;
-        temp.persist(target)
-            .map_err(|e| Error::io(context())(e.error))?;
-        Ok(())
+        temp.file.sync_all().map_err(Error::io(context()))?;
+        drop(temp.file);
+        temp.path
+            .persist(target)
+            .map_err(|e| Error::io(context())(e.error))
     }
 
     fn write_atomically(&self, target: &Path, contents: &[u8]) -> Result<(), Error> {
@@ -1024,7 +1049,7 @@ impl<R: Read> Read for CountingReader<R> {
 /// to a mirror temp file) on the way.
 struct FlatFileVisitor {
     hashes: ContentHashes,
-    mirror: Option<NamedTempFile>,
+    mirror: Option<TempFile>,
     found: bool,
 }
 
@@ -1055,7 +1080,7 @@ impl NarVisitor for FlatFileVisitor {
         };
         let result = match &mut self.mirror {
             Some(temp) => {
-                let mut out = BufWriter::with_capacity(WRITE_BUFFER, temp.as_file_mut());
+                let mut out = BufWriter::with_capacity(WRITE_BUFFER, &mut temp.file);
                 io::copy(&mut reader, &mut out).and_then(|_| out.flush())
             }
             None => io::copy(&mut reader, &mut io::sink()).map(drop),

@@ -1,0 +1,649 @@
+//! The synchronous core against the real Nix: NAR bytes against `nix-store --dump`, narinfo
+//! against `nix copy`, and caches and hashed mirrors that `nix-store --realise` substitutes
+//! from while the derivation's builder (`/bin/false`) could never build them.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use srcgrab_fetcher::cache::{Cache, CacheOptions, Compression, Layout};
+use srcgrab_fetcher::narinfo::NarInfo;
+use srcgrab_fetcher::sign::SecretKey;
+use srcgrab_fetcher::{nar, Error};
+use srcgrab_manifest::hash::{Hash, HashAlgo, HashMode};
+use srcgrab_manifest::store_path::fixed_output_path;
+use srcgrab_manifest::{Entry, Kind, OutputHash};
+
+fn run(program: &str, args: &[&str]) -> String {
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {program}: {e}"));
+    assert!(
+        output.status.success(),
+        "{program} {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap().trim().to_string()
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+/// The hash real Nix computes: flat over the bytes, or recursive over the NAR.
+fn nix_hash(path: &Path, algo: HashAlgo, mode: HashMode) -> Hash {
+    let mut args = vec!["--type", algo.name(), "--base32"];
+    if mode == HashMode::Flat {
+        args.push("--flat");
+    }
+    args.push(path_str(path));
+    Hash::parse_digest(algo, &run("nix-hash", &args)).unwrap()
+}
+
+fn entry(name: &str, mode: HashMode, hash: &Hash, executable: bool) -> Entry {
+    Entry {
+        store_path: fixed_output_path(name, mode, hash).to_path_string(),
+        name: name.to_string(),
+        hash: OutputHash::new(mode, hash),
+        kind: Kind::Url,
+        urls: vec![],
+        original_urls: vec![],
+        executable,
+        post_fetch: false,
+        unpack: None,
+        git: None,
+        drv_path: String::new(),
+        systems: vec![],
+        attrs: vec![],
+        attr_count: 0,
+    }
+}
+
+/// Bytes no earlier run has used, so their store path cannot already be valid.
+fn unique_bytes(len: usize) -> Vec<u8> {
+    let mut bytes: Vec<u8> = (0..len).map(|_| fastrand::u8(..)).collect();
+    if len >= 16 {
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+            .to_le_bytes();
+        bytes[..16].copy_from_slice(&stamp);
+    }
+    bytes
+}
+
+/// A fixed-output derivation whose builder always fails: only substitution can realise it.
+fn unbuildable_drv(dir: &Path, entry: &Entry) -> String {
+    let mode = match entry.hash.mode {
+        HashMode::Flat => "flat",
+        HashMode::Recursive => "recursive",
+    };
+    let hash = entry.hash.hash().unwrap();
+    let expr = format!(
+        "derivation {{ name = \"{}\"; system = builtins.currentSystem; builder = \"/bin/false\"; \
+         outputHashMode = \"{mode}\"; outputHashAlgo = \"{}\"; outputHash = \"{}\"; }}",
+        entry.name,
+        hash.algo,
+        hash.to_nix32()
+    );
+    let file = dir.join(format!("{}.nix", entry.name));
+    fs::write(&file, expr).unwrap();
+    run("nix-instantiate", &[path_str(&file)])
+}
+
+/// Realises `entry` from the binary cache at `cache` alone and returns its store path.
+fn realise_from_cache(cache: &Path, entry: &Entry, extra: &[&str]) -> Result<String, String> {
+    let scratch = tempfile::tempdir().unwrap();
+    let drv = unbuildable_drv(scratch.path(), entry);
+    assert!(
+        !Path::new(&entry.store_path).exists(),
+        "{} already valid",
+        entry.store_path
+    );
+    let substituter = format!("file://{}", path_str(cache));
+    let mut args = vec![
+        "--realise",
+        &drv,
+        "--option",
+        "substituters",
+        &substituter,
+        "--option",
+        "builders",
+        "",
+    ];
+    args.extend_from_slice(extra);
+    let output = Command::new("nix-store").args(&args).output().unwrap();
+    if output.status.success() {
+        Ok(String::from_utf8(output.stdout).unwrap().trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+}
+
+fn hash_part(store_path: &str) -> &str {
+    &store_path["/nix/store/".len().."/nix/store/".len() + 32]
+}
+
+fn open(root: &Path, compression: Compression) -> Cache {
+    Cache::open(
+        root,
+        CacheOptions {
+            compression,
+            ..CacheOptions::default()
+        },
+    )
+    .unwrap()
+}
+
+/// A tree with every node type, odd names, empty things and sizes around the 8-byte padding.
+fn odd_tree(root: &Path) {
+    fs::create_dir_all(root.join("empty dir")).unwrap();
+    fs::create_dir_all(root.join("nested/deeper/deepest")).unwrap();
+    for size in [0usize, 1, 7, 8, 9, 15, 16, 17, 65_537] {
+        fs::write(root.join(format!("size-{size}")), unique_bytes(size)).unwrap();
+    }
+    fs::write(root.join("nested/deeper/deepest/leaf"), b"leaf\n").unwrap();
+    fs::write(root.join("-dash ünïcødé\ttab"), b"odd").unwrap();
+    fs::write(root.join("B-upper"), b"sorts before lower case").unwrap();
+    fs::write(root.join("a.b"), b"dot").unwrap();
+    let script = root.join("nested/run.sh");
+    fs::write(&script, b"#!/bin/sh\necho hi\n").unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::symlink("deeper/deepest/leaf", root.join("nested/rel-link")).unwrap();
+    std::os::unix::fs::symlink("/nonexistent/absolute", root.join("abs-link")).unwrap();
+    std::os::unix::fs::symlink("nested", root.join("dir-link")).unwrap();
+}
+
+#[test]
+fn nar_is_byte_identical_to_nix_store_dump() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tree = tmp.path().join("tree");
+    odd_tree(&tree);
+    let mut ours = Vec::new();
+    let size = nar::dump_path(&tree, &mut ours).unwrap();
+    let theirs = Command::new("nix-store")
+        .args(["--dump", path_str(&tree)])
+        .output()
+        .unwrap()
+        .stdout;
+    assert_eq!(size, ours.len() as u64);
+    assert!(ours == theirs, "NAR differs from nix-store --dump");
+
+    for name in ["size-0", "size-9", "nested/run.sh", "abs-link"] {
+        let path = tree.join(name);
+        let mut single = Vec::new();
+        nar::dump_path(&path, &mut single).unwrap();
+        let theirs = Command::new("nix-store")
+            .args(["--dump", path_str(&path)])
+            .output()
+            .unwrap()
+            .stdout;
+        assert!(single == theirs, "NAR of {name} differs");
+    }
+
+    // write_file_nar wraps bytes as the NAR of a single file would be.
+    let script = tree.join("nested/run.sh");
+    let contents = fs::read(&script).unwrap();
+    let mut wrapped = Vec::new();
+    nar::write_file_nar(
+        &mut contents.as_slice(),
+        contents.len() as u64,
+        true,
+        &mut wrapped,
+    )
+    .unwrap();
+    let mut dumped = Vec::new();
+    nar::dump_path(&script, &mut dumped).unwrap();
+    assert_eq!(wrapped, dumped);
+}
+
+#[test]
+fn nar_hash_matches_nix_hash_and_restore_round_trips() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tree = tmp.path().join("tree");
+    odd_tree(&tree);
+    let mut hasher = HashAlgo::Sha256.hasher();
+    nar::dump_path(&tree, &mut hasher).unwrap();
+    assert_eq!(
+        hasher.finalize(),
+        nix_hash(&tree, HashAlgo::Sha256, HashMode::Recursive)
+    );
+
+    let mut bytes = Vec::new();
+    nar::dump_path(&tree, &mut bytes).unwrap();
+    let copy = tmp.path().join("copy");
+    nar::restore(bytes.as_slice(), &copy).unwrap();
+    assert_eq!(
+        nix_hash(&copy, HashAlgo::Sha256, HashMode::Recursive),
+        nix_hash(&tree, HashAlgo::Sha256, HashMode::Recursive)
+    );
+}
+
+#[test]
+fn parses_the_narinfo_nix_copy_writes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("copied.txt");
+    fs::write(&file, unique_bytes(1000)).unwrap();
+    let store_path = run("nix-store", &["--add-fixed", "sha256", path_str(&file)]);
+    let cache = tmp.path().join("cache");
+    let to = format!("file://{}", path_str(&cache));
+    run(
+        "nix",
+        &[
+            "--extra-experimental-features",
+            "nix-command",
+            "copy",
+            "--to",
+            &to,
+            &store_path,
+        ],
+    );
+    let hash_part = hash_part(&store_path);
+    let text = fs::read_to_string(cache.join(format!("{hash_part}.narinfo"))).unwrap();
+    let info = NarInfo::parse(&text).unwrap();
+    assert_eq!(info.store_path.to_path_string(), store_path);
+    assert_eq!(info.compression, "xz");
+    assert_eq!(
+        info.nar_hash,
+        nix_hash(
+            Path::new(&store_path),
+            HashAlgo::Sha256,
+            HashMode::Recursive
+        )
+    );
+    assert_eq!(
+        info.ca.as_deref(),
+        Some(
+            format!(
+                "fixed:sha256:{}",
+                nix_hash(&file, HashAlgo::Sha256, HashMode::Flat).to_nix32()
+            )
+            .as_str()
+        )
+    );
+    assert_eq!(
+        fs::metadata(cache.join(&info.url)).unwrap().len(),
+        info.file_size.unwrap()
+    );
+    assert_eq!(NarInfo::parse(&info.render()).unwrap(), info);
+}
+
+#[test]
+fn nix_substitutes_flat_executable_and_tree_entries_in_every_compression() {
+    for compression in [Compression::Zstd, Compression::Xz, Compression::None] {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = open(&tmp.path().join("cache"), compression);
+
+        let flat_file = tmp.path().join("flat");
+        fs::write(&flat_file, unique_bytes(300_000)).unwrap();
+        let flat_hash = nix_hash(&flat_file, HashAlgo::Sha256, HashMode::Flat);
+        let flat = entry("flat.tar.gz", HashMode::Flat, &flat_hash, false);
+        cache.publish_file(&flat, &flat_file).unwrap();
+
+        let exe_file = tmp.path().join("exe");
+        fs::write(&exe_file, unique_bytes(5000)).unwrap();
+        fs::set_permissions(&exe_file, fs::Permissions::from_mode(0o755)).unwrap();
+        let exe_hash = nix_hash(&exe_file, HashAlgo::Sha256, HashMode::Recursive);
+        let exe = entry("tool", HashMode::Recursive, &exe_hash, true);
+        // Downloads arrive non-executable; the entry says what the store path holds.
+        fs::set_permissions(&exe_file, fs::Permissions::from_mode(0o644)).unwrap();
+        cache.publish_file(&exe, &exe_file).unwrap();
+
+        let tree = tmp.path().join("tree");
+        odd_tree(&tree);
+        let tree_hash = nix_hash(&tree, HashAlgo::Sha512, HashMode::Recursive);
+        let tree_entry = entry("source", HashMode::Recursive, &tree_hash, false);
+        cache.publish_tree(&tree_entry, &tree).unwrap();
+
+        for (published, original) in [(&flat, &flat_file), (&exe, &exe_file), (&tree_entry, &tree)]
+        {
+            let out = realise_from_cache(cache.root(), published, &[])
+                .unwrap_or_else(|e| panic!("{compression:?} {}: {e}", published.name));
+            assert_eq!(out, published.store_path);
+            let mode = published.hash.mode;
+            let algo = published.hash.algo;
+            let expected = published.hash.hash().unwrap();
+            assert_eq!(nix_hash(Path::new(&out), algo, mode), expected);
+            if published.executable {
+                let perms = fs::metadata(&out).unwrap().permissions().mode();
+                assert_eq!(perms & 0o111, 0o111, "{out} not executable");
+            } else if mode == HashMode::Flat {
+                assert_eq!(fs::read(&out).unwrap(), fs::read(original).unwrap());
+            }
+            let hash_part = hash_part(&out);
+            cache.verify_narinfo(hash_part).unwrap();
+        }
+    }
+}
+
+#[test]
+fn signed_narinfo_without_ca_is_accepted_only_with_the_trusted_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let secret_file = tmp.path().join("secret");
+    let public_file = tmp.path().join("public");
+    run(
+        "nix-store",
+        &[
+            "--generate-binary-cache-key",
+            "srcgrab-test-1",
+            path_str(&secret_file),
+            path_str(&public_file),
+        ],
+    );
+    let key = SecretKey::from_file(&secret_file).unwrap();
+    let public = fs::read_to_string(&public_file).unwrap();
+    assert_eq!(key.public_key().to_string(), public.trim());
+
+    let root = tmp.path().join("cache");
+    let cache = Cache::open(
+        &root,
+        CacheOptions {
+            signing_key: Some(key),
+            ..CacheOptions::default()
+        },
+    )
+    .unwrap();
+    let file = tmp.path().join("signed");
+    fs::write(&file, unique_bytes(4000)).unwrap();
+    let hash = nix_hash(&file, HashAlgo::Sha256, HashMode::Flat);
+    let signed = entry("signed", HashMode::Flat, &hash, false);
+    cache.publish_file(&signed, &file).unwrap();
+
+    // Without CA, Nix has only the signature to go by.
+    let hash_part = hash_part(&signed.store_path);
+    let narinfo = root.join(format!("{hash_part}.narinfo"));
+    let text = fs::read_to_string(&narinfo).unwrap();
+    assert!(text.contains("\nSig: srcgrab-test-1:"), "{text}");
+    let without_ca: String = text
+        .lines()
+        .filter(|l| !l.starts_with("CA:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    fs::write(&narinfo, without_ca).unwrap();
+
+    let other_key = "other-1:72GsXfidZW3bU1RKMuYGHsrUl99P8eylPLFR3OYsyTw=";
+    let refused = realise_from_cache(
+        &root,
+        &signed,
+        &["--option", "trusted-public-keys", other_key],
+    );
+    assert!(refused.is_err(), "accepted without a trusted key");
+    let accepted = realise_from_cache(
+        &root,
+        &signed,
+        &["--option", "trusted-public-keys", public.trim()],
+    );
+    assert_eq!(accepted.unwrap(), signed.store_path);
+}
+
+#[test]
+fn hash_mismatch_leaves_nothing_behind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("cache");
+    let cache = open(&root, Compression::Zstd);
+    let file = tmp.path().join("file");
+    fs::write(&file, b"actual bytes").unwrap();
+    let claimed = Hash {
+        algo: HashAlgo::Sha256,
+        bytes: HashAlgo::Sha256.digest(b"other bytes"),
+    };
+    let wrong = entry("file", HashMode::Flat, &claimed, false);
+    let err = cache.publish_file(&wrong, &file).unwrap_err();
+    assert!(matches!(err, Error::HashMismatch { .. }), "{err}");
+
+    let mut nar_stream = Vec::new();
+    nar::dump_path(&file, &mut nar_stream).unwrap();
+    let err = cache
+        .publish_nar(&wrong, &mut nar_stream.as_slice())
+        .unwrap_err();
+    assert!(matches!(err, Error::HashMismatch { .. }), "{err}");
+
+    let tree_claim = entry("tree", HashMode::Recursive, &claimed, false);
+    let err = cache.publish_tree(&tree_claim, tmp.path()).unwrap_err();
+    assert!(matches!(err, Error::HashMismatch { .. }), "{err}");
+
+    let leftovers: Vec<PathBuf> = walk(&root)
+        .into_iter()
+        .filter(|p| p.is_file() || p.is_symlink())
+        .filter(|p| p.file_name().unwrap() != "nix-cache-info")
+        .collect();
+    assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
+}
+
+#[test]
+fn a_right_hash_under_the_wrong_store_path_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = open(&tmp.path().join("cache"), Compression::Zstd);
+    let file = tmp.path().join("file");
+    fs::write(&file, b"content").unwrap();
+    let hash = nix_hash(&file, HashAlgo::Sha256, HashMode::Flat);
+    let mut renamed = entry("file", HashMode::Flat, &hash, false);
+    renamed.store_path = entry("other-name", HashMode::Flat, &hash, false).store_path;
+    let err = cache.publish_file(&renamed, &file).unwrap_err();
+    assert!(matches!(err, Error::StorePathMismatch { .. }), "{err}");
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() && !path.is_symlink() {
+            found.extend(walk(&path));
+        }
+        found.push(path);
+    }
+    found
+}
+
+#[test]
+fn publish_nar_takes_nix_store_dump_output_and_fills_the_mirror() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("cache");
+    let cache = open(&root, Compression::Zstd);
+    let file = tmp.path().join("upstream");
+    let bytes = unique_bytes(70_000);
+    fs::write(&file, &bytes).unwrap();
+    let hash = nix_hash(&file, HashAlgo::Sha1, HashMode::Flat);
+    let flat = entry("upstream.tar", HashMode::Flat, &hash, false);
+    let mut dump = Command::new("nix-store")
+        .args(["--dump", path_str(&file)])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let published = cache
+        .publish_nar(&flat, dump.stdout.as_mut().unwrap())
+        .unwrap();
+    assert!(dump.wait().unwrap().success());
+    assert_eq!(
+        published.nar_hash,
+        nix_hash(&file, HashAlgo::Sha256, HashMode::Recursive)
+    );
+    assert_eq!(
+        published.nar_size,
+        nar::file_nar_size(bytes.len() as u64, false)
+    );
+    let sha256 = nix_hash(&file, HashAlgo::Sha256, HashMode::Flat);
+    assert_eq!(
+        fs::read(root.join("sha256").join(sha256.to_hex())).unwrap(),
+        bytes
+    );
+    // The declared sha1 is reachable in hex, nix32 and SRI form.
+    for key in [
+        format!("sha1/{}", hash.to_hex()),
+        format!("sha1/{}", hash.to_nix32()),
+        hash.to_sri(),
+    ] {
+        assert_eq!(fs::read(root.join(&key)).unwrap(), bytes, "{key}");
+    }
+    assert!(cache.is_present(&flat).unwrap());
+    let hash_part = hash_part(&flat.store_path);
+    assert!(cache.verify_narinfo(hash_part).unwrap().mirror_checked);
+}
+
+#[test]
+fn verify_reports_a_nar_that_does_not_match_its_narhash() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("cache");
+    let cache = open(&root, Compression::None);
+    let file = tmp.path().join("victim");
+    fs::write(&file, unique_bytes(1000)).unwrap();
+    let hash = nix_hash(&file, HashAlgo::Sha256, HashMode::Flat);
+    let victim = entry("victim", HashMode::Flat, &hash, false);
+    cache.publish_file(&victim, &file).unwrap();
+    let hash_part = hash_part(&victim.store_path);
+    cache.verify_narinfo(hash_part).unwrap();
+
+    let info =
+        NarInfo::parse(&fs::read_to_string(root.join(format!("{hash_part}.narinfo"))).unwrap())
+            .unwrap();
+    let nar_file = root.join(&info.url);
+    let mut bytes = fs::read(&nar_file).unwrap();
+    let last_content_byte = bytes.len() - 16 - 1;
+    bytes[last_content_byte] ^= 1;
+    fs::write(&nar_file, bytes).unwrap();
+    match cache.verify_narinfo(hash_part) {
+        Err(Error::HashMismatch { what, .. }) => assert!(what.contains("NarHash"), "{what}"),
+        other => panic!("expected a NarHash mismatch, got {other:?}"),
+    }
+    // The cheap presence check looks at sizes only, so it cannot notice.
+    assert!(cache.is_present(&victim).unwrap());
+}
+
+#[test]
+fn builtin_fetchurl_downloads_from_the_hashed_mirror() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("cache");
+    let cache = Cache::open(
+        &root,
+        CacheOptions {
+            layout: Layout {
+                cache: false,
+                mirror: true,
+            },
+            ..CacheOptions::default()
+        },
+    )
+    .unwrap();
+    for algo in [HashAlgo::Sha256, HashAlgo::Sha512, HashAlgo::Sha1] {
+        let file = tmp.path().join(format!("mirrored-{algo}"));
+        fs::write(&file, unique_bytes(20_000)).unwrap();
+        let hash = nix_hash(&file, algo, HashMode::Flat);
+        let name = format!("mirrored-{algo}.tar.gz");
+        let mirrored = entry(&name, HashMode::Flat, &hash, false);
+        cache.publish_file(&mirrored, &file).unwrap();
+        assert!(cache.is_present(&mirrored).unwrap());
+        assert!(!root
+            .join(format!("{}.narinfo", hash_part(&mirrored.store_path)))
+            .exists());
+
+        let expr = tmp.path().join(format!("{name}.nix"));
+        fs::write(
+            &expr,
+            format!(
+                "import <nix/fetchurl.nix> {{ url = \"http://nowhere.invalid/{name}\"; {algo} = \"{}\"; }}",
+                hash.to_nix32()
+            ),
+        )
+        .unwrap();
+        let drv = run("nix-instantiate", &[path_str(&expr)]);
+        let mirror = format!("file://{}/", path_str(&root));
+        let out = run(
+            "nix-store",
+            &[
+                "--realise",
+                &drv,
+                "--option",
+                "substituters",
+                "",
+                "--option",
+                "hashed-mirrors",
+                &mirror,
+            ],
+        );
+        assert_eq!(out, mirrored.store_path);
+        assert_eq!(fs::read(&out).unwrap(), fs::read(&file).unwrap());
+    }
+}
+
+#[test]
+fn nixpkgs_style_sri_mirror_urls_resolve_even_with_a_slash_in_base64() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("cache");
+    let cache = open(&root, Compression::Zstd);
+    let (file, hash) = loop {
+        let file = tmp.path().join("slashed");
+        fs::write(&file, unique_bytes(100)).unwrap();
+        let hash = nix_hash(&file, HashAlgo::Sha256, HashMode::Flat);
+        if hash.to_base64().contains('/') {
+            break (file, hash);
+        }
+    };
+    let slashed = entry("slashed", HashMode::Flat, &hash, false);
+    cache.publish_file(&slashed, &file).unwrap();
+    // nixpkgs' fetchurl asks for "$mirror/$outputHashAlgo/$outputHash" with an empty algo.
+    let url = format!("file://{}//{}", path_str(&root), hash.to_sri());
+    let fetched = tmp.path().join("fetched");
+    run(
+        "curl",
+        &["--fail", "--silent", "--output", path_str(&fetched), &url],
+    );
+    assert_eq!(fs::read(fetched).unwrap(), fs::read(&file).unwrap());
+    let url = format!("file://{}/sha256/{}", path_str(&root), hash.to_nix32());
+    run(
+        "curl",
+        &["--fail", "--silent", "--output", "/dev/null", &url],
+    );
+}
+
+#[test]
+fn concurrent_publishes_of_one_entry_all_succeed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = open(&tmp.path().join("cache"), Compression::Zstd);
+    let file = tmp.path().join("shared");
+    fs::write(&file, unique_bytes(200_000)).unwrap();
+    let hash = nix_hash(&file, HashAlgo::Sha256, HashMode::Flat);
+    let shared = entry("shared", HashMode::Flat, &hash, false);
+    std::thread::scope(|scope| {
+        for _ in 0..8 {
+            scope.spawn(|| cache.publish_file(&shared, &file).unwrap());
+        }
+    });
+    let hash_part = hash_part(&shared.store_path);
+    assert!(cache.verify_narinfo(hash_part).unwrap().mirror_checked);
+    assert_eq!(fs::read_dir(cache.temp_dir()).unwrap().count(), 0);
+}
+
+/// A tmpfs too small for the file, unmounted when dropped.
+struct TinyFilesystem(PathBuf);
+
+impl Drop for TinyFilesystem {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_is_a_clear_error_and_leaves_nothing_corrupt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mount = tmp.path().join("tiny");
+    fs::create_dir(&mount).unwrap();
+    run(
+        "mount",
+        &["-t", "tmpfs", "-o", "size=512k", "tmpfs", path_str(&mount)],
+    );
+    let _guard = TinyFilesystem(mount.clone());
+    let cache = open(&mount, Compression::None);
+    let file = tmp.path().join("big");
+    fs::write(&file, unique_bytes(2 << 20)).unwrap();
+    let hash = nix_hash(&file, HashAlgo::Sha256, HashMode::Flat);
+    let big = entry("big", HashMode::Flat, &hash, false);
+    let err = cache.publish_file(&big, &file).unwrap_err();
+    assert!(matches!(err, Error::DiskFull { .. }), "{err}");
+    assert!(err.to_string().contains("disk full"), "{err}");
+    assert_eq!(fs::read_dir(cache.temp_dir()).unwrap().count(), 0);
+    assert!(!cache.is_present(&big).unwrap());
+    assert_eq!(fs::read_dir(mount.join("nar")).unwrap().count(), 0);
+}
