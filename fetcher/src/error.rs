@@ -49,6 +49,12 @@ pub enum Error {
     /// A published cache item that is inconsistent (missing NAR, wrong size, bad CA, ...).
     #[error("{what}: {reason}")]
     Corrupt { what: String, reason: String },
+    /// A URL that gave nothing usable: refused for good (404, 403, ...), or transient errors
+    /// (connection, timeout, 429, 5xx, stalled body) that outlasted the retries.
+    #[error("{url}: {reason}")]
+    Download { url: String, reason: String },
+    #[error("cannot set up the HTTP client: {0}")]
+    HttpClient(String),
 }
 
 impl Error {

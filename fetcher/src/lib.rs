@@ -4,10 +4,14 @@
 //! the cache writer publishes only verified bytes, atomically (temp file, fsync, rename).
 
 pub mod cache;
+pub mod download;
 pub mod error;
+pub mod fetch;
 pub mod nar;
 pub mod narinfo;
+pub mod report;
 pub mod sign;
+pub mod substituter;
 pub mod unpack;
 
 pub use error::Error;

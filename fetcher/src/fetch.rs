@@ -1,0 +1,399 @@
+//! The fetch orchestrator: takes every manifest entry to the cache, or says why it could not.
+//!
+//! Per entry, in order: already present → nothing to do; upstream binary caches (NARs checked
+//! end to end); then natively by kind: `url` and `builtin` download the file (configured
+//! hashed mirrors first, as Nix does), `url-unpack` downloads and unpacks with fetchzip
+//! semantics; `builtin` with `unpack` downloads a NAR. Git, hg, svn and other kinds, and
+//! entries whose downloaded content cannot be made to match the hash (a `postFetch` step,
+//! unusual unpacking), are reported as needing Nix's builder, with the command to run.
+//!
+//! Entries run concurrently (bounded), each on its own task; only a full disk stops the run.
+
+use futures_util::StreamExt;
+use srcgrab_manifest::{Entry, HashMode, Kind, Unpack};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::cache::{Cache, Published};
+use crate::download::{rewrite, DownloadOptions, Downloaded, Downloader, Rewrite};
+use crate::report::{EntryReport, How, Outcome, Progress, Rejection, Report};
+use crate::substituter::{publish_nar_file, Substituter, Substitution};
+use crate::Error;
+
+/// Nix's default substituter, asked first unless told otherwise.
+pub const DEFAULT_SUBSTITUTER: &str = "https://cache.nixos.org";
+
+#[derive(Debug, Clone)]
+pub struct FetchOptions {
+    /// Binary caches to ask first, in order.
+    pub substituters: Vec<String>,
+    /// Hashed mirrors (`<mirror>/<algo>/<hex>`), tried before an entry's own URLs.
+    pub hashed_mirrors: Vec<String>,
+    /// URL prefix rewrites, applied to every URL.
+    pub rewrites: Vec<Rewrite>,
+    pub download: DownloadOptions,
+    /// Entries worked on at once: narinfo lookups in flight plus transfers waiting for a
+    /// slot. Higher than `download.jobs` so lookups overlap with downloads.
+    pub entries_in_flight: usize,
+}
+
+impl Default for FetchOptions {
+    fn default() -> FetchOptions {
+        FetchOptions {
+            substituters: vec![DEFAULT_SUBSTITUTER.to_string()],
+            hashed_mirrors: Vec::new(),
+            rewrites: Vec::new(),
+            download: DownloadOptions::default(),
+            entries_in_flight: 256,
+        }
+    }
+}
+
+/// Errors that stop the whole run: every further entry would fail the same way.
+pub fn is_fatal(err: &Error) -> bool {
+    matches!(err, Error::DiskFull { .. })
+}
+
+/// The command that makes an entry with Nix's own builder.
+pub fn builder_command(entry: &Entry) -> String {
+    format!("nix-store --realise {}", entry.drv_path)
+}
+
+fn needs_builder(entry: &Entry, reason: impl Into<String>) -> Outcome {
+    Outcome::NeedsBuilder {
+        reason: reason.into(),
+        command: builder_command(entry),
+    }
+}
+
+/// How a downloaded file becomes the entry's output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Native {
+    /// The file itself (flat), or its NAR (executable / recursive single file).
+    File,
+    /// Unpacked into a tree (fetchzip).
+    Unpack,
+    /// The file is a NAR, xz-compressed when the URL ends in `.xz` (builtin:fetchurl `unpack`).
+    Nar,
+}
+
+impl Native {
+    fn of(entry: &Entry) -> Native {
+        match (entry.kind, &entry.unpack) {
+            (Kind::UrlUnpack, _) => Native::Unpack,
+            (Kind::Builtin, Some(_)) => Native::Nar,
+            _ => Native::File,
+        }
+    }
+
+    fn how(self) -> How {
+        match self {
+            Native::File => How::Url,
+            Native::Unpack => How::Unpack,
+            Native::Nar => How::Nar,
+        }
+    }
+}
+
+struct Run {
+    cache: Arc<Cache>,
+    downloader: Downloader,
+    substituters: Vec<Substituter>,
+    hashed_mirrors: Vec<String>,
+    rewrites: Vec<Rewrite>,
+}
+
+/// Fetches every entry into `cache`. Returns the report of every entry, in the order given;
+/// `Err` only for a fatal error (a full disk), leaving whatever was published in place.
+pub async fn fetch(
+    entries: &[Entry],
+    cache: Arc<Cache>,
+    options: FetchOptions,
+    progress: Arc<dyn Progress>,
+) -> Result<Report, Error> {
+    let partial_dir = cache.temp_dir().join("partial");
+    let run = Arc::new(Run {
+        downloader: Downloader::new(options.download, &partial_dir, progress.clone())?,
+        cache,
+        substituters: options
+            .substituters
+            .iter()
+            .map(|s| Substituter::new(s))
+            .collect(),
+        hashed_mirrors: options.hashed_mirrors,
+        rewrites: options.rewrites,
+    });
+    progress.start(entries.len() as u64);
+    let mut reports: Vec<Option<EntryReport>> = vec![None; entries.len()];
+    let mut tasks = futures_util::stream::iter(entries.iter().cloned().enumerate())
+        .map(|(index, entry)| {
+            let run = run.clone();
+            tokio::spawn(async move { (index, run.fetch_entry(entry).await) })
+        })
+        .buffer_unordered(options.entries_in_flight.max(1));
+    while let Some(joined) = tasks.next().await {
+        let (index, result) = joined.map_err(task_failed)?;
+        let report = result?;
+        progress.entry_done(&report);
+        reports[index] = Some(report);
+    }
+    Ok(Report::new(reports.into_iter().flatten().collect()))
+}
+
+fn task_failed(err: tokio::task::JoinError) -> Error {
+    Error::Corrupt {
+        what: "fetch task".into(),
+        reason: err.to_string(),
+    }
+}
+
+/// Runs cache work (hashing, compressing, unpacking) off the async threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(task_failed)?
+}
+
+impl Run {
+    async fn fetch_entry(&self, entry: Entry) -> Result<EntryReport, Error> {
+        let mut report = EntryReport::new(&entry, Outcome::Present);
+        if !self.cache.wants(&entry) {
+            report.outcome = Outcome::Skipped {
+                reason: "the cache layout has no place for it (a mirror holds flat files only)"
+                    .into(),
+            };
+            return Ok(report);
+        }
+        let cache = self.cache.clone();
+        let checked = entry.clone();
+        match blocking(move || cache.is_present(&checked)).await {
+            Ok(true) => return Ok(report),
+            Ok(false) => {}
+            Err(err) if is_fatal(&err) => return Err(err),
+            Err(err) => {
+                report.outcome = Outcome::Failed {
+                    reason: "cache".into(),
+                    detail: err.to_string(),
+                };
+                return Ok(report);
+            }
+        }
+        let tally = AtomicU64::new(0);
+        let outcome = self.obtain(&entry, &mut report, &tally).await;
+        report.bytes_downloaded = tally.load(Ordering::Relaxed);
+        report.outcome = outcome?;
+        Ok(report)
+    }
+
+    async fn obtain(
+        &self,
+        entry: &Entry,
+        report: &mut EntryReport,
+        tally: &AtomicU64,
+    ) -> Result<Outcome, Error> {
+        for substituter in &self.substituters {
+            match substituter
+                .substitute(&self.downloader, &self.cache, entry, tally)
+                .await?
+            {
+                Substitution::Absent => {}
+                Substitution::Rejected(reason) => report.rejected.push(Rejection {
+                    substituter: substituter.url().to_string(),
+                    reason,
+                }),
+                Substitution::Published(published) => {
+                    report.bytes_written = published.file_size;
+                    return Ok(Outcome::Fetched {
+                        how: How::Substituter,
+                        from: substituter.url().to_string(),
+                    });
+                }
+            }
+        }
+        match entry.kind {
+            Kind::Url | Kind::UrlUnpack | Kind::Builtin => {
+                self.fetch_native(entry, report, tally).await
+            }
+            // Git checkouts and the `--builder nix` fallback dispatch from here.
+            Kind::Git | Kind::Hg | Kind::Svn | Kind::Other => Ok(needs_builder(
+                entry,
+                format!("srcgrab does not fetch {} sources itself", entry.kind),
+            )),
+        }
+    }
+
+    /// The URLs to try, in order and rewritten: hashed mirrors first for flat files (as
+    /// Nix's fetchers do), then the entry's own list; each URL once.
+    fn candidate_urls(&self, entry: &Entry, native: Native) -> Vec<String> {
+        let mut urls = Vec::new();
+        if native == Native::File && entry.hash.mode == HashMode::Flat && !entry.executable {
+            if let Ok(hash) = entry.hash.hash() {
+                for mirror in &self.hashed_mirrors {
+                    let base = mirror.trim_end_matches('/');
+                    urls.push(format!("{base}/{}/{}", hash.algo, hash.to_hex()));
+                }
+            }
+        }
+        urls.extend(entry.urls.iter().cloned());
+        let mut seen = std::collections::HashSet::new();
+        urls.into_iter()
+            .map(|url| rewrite(&self.rewrites, &url))
+            .filter(|url| seen.insert(url.clone()))
+            .collect()
+    }
+
+    async fn fetch_native(
+        &self,
+        entry: &Entry,
+        report: &mut EntryReport,
+        tally: &AtomicU64,
+    ) -> Result<Outcome, Error> {
+        let native = Native::of(entry);
+        let urls = self.candidate_urls(entry, native);
+        if urls.is_empty() {
+            return Ok(Outcome::Failed {
+                reason: "no url".into(),
+                detail: "the manifest lists no URL for this entry".into(),
+            });
+        }
+        // Only a flat file can be checked while it downloads; the rest is checked on publishing.
+        let expected = (native == Native::File && entry.hash.mode == HashMode::Flat)
+            .then(|| entry.hash.hash().ok())
+            .flatten();
+        let mut mismatches = Vec::new();
+        let mut download_errors = Vec::new();
+        let mut publish_errors = Vec::new();
+        for url in urls {
+            report.urls_tried.push(url.clone());
+            let key = format!("{} {url}", entry.store_path);
+            let downloaded = match self
+                .downloader
+                .fetch(&url, &key, expected.as_ref(), tally)
+                .await
+            {
+                Ok(downloaded) => downloaded,
+                Err(err) if is_fatal(&err) => return Err(err),
+                Err(err @ Error::HashMismatch { .. }) => {
+                    mismatches.push(err.to_string());
+                    continue;
+                }
+                Err(err) => {
+                    download_errors.push(err.to_string());
+                    continue;
+                }
+            };
+            let published = self.publish(native, entry, &downloaded).await;
+            downloaded.remove();
+            match published {
+                Ok(published) => {
+                    report.bytes_written = published.file_size;
+                    return Ok(Outcome::Fetched {
+                        how: native.how(),
+                        from: url,
+                    });
+                }
+                Err(err) if is_fatal(&err) => return Err(err),
+                Err(err @ (Error::HashMismatch { .. } | Error::StorePathMismatch { .. })) => {
+                    mismatches.push(format!("{url}: {err}"))
+                }
+                Err(err) => publish_errors.push(format!("{url}: {err}")),
+            }
+        }
+        Ok(give_up(
+            entry,
+            native,
+            mismatches,
+            publish_errors,
+            download_errors,
+        ))
+    }
+
+    async fn publish(
+        &self,
+        native: Native,
+        entry: &Entry,
+        downloaded: &Downloaded,
+    ) -> Result<Published, Error> {
+        let cache = self.cache.clone();
+        let entry = entry.clone();
+        let path = downloaded.path.clone();
+        match native {
+            Native::File => blocking(move || cache.publish_file(&entry, &path)).await,
+            Native::Nar => {
+                // As Nix: the entry's own URL, not a mirror's, says whether it is compressed.
+                let xz = entry.urls.first().is_some_and(|u| u.ends_with(".xz"));
+                let compression = if xz { "xz" } else { "none" };
+                publish_nar_file(cache, entry, path, compression.into(), None).await
+            }
+            Native::Unpack => blocking(move || unpack_and_publish(&cache, &entry, &path)).await,
+        }
+    }
+}
+
+fn unpack_and_publish(
+    cache: &Cache,
+    entry: &Entry,
+    archive: &std::path::Path,
+) -> Result<Published, Error> {
+    let work = tempfile::Builder::new()
+        .prefix("unpack-")
+        .tempdir_in(cache.temp_dir())
+        .map_err(Error::io(format!(
+            "creating a directory in {}",
+            cache.temp_dir().display()
+        )))?;
+    let tree = work.path().join("out");
+    let options = entry.unpack.clone().unwrap_or(Unpack {
+        strip_root: true,
+        extension: None,
+    });
+    let name = entry
+        .urls
+        .first()
+        .map_or(entry.name.as_str(), String::as_str);
+    crate::unpack::unpack(archive, name, &options, &tree)?;
+    cache.publish_tree(entry, &tree)
+}
+
+/// The outcome once every URL failed. Content that never matches is for the builder when
+/// srcgrab may not reproduce the fetcher's work (postFetch, unpacking); a plain file that
+/// never matches is a failure: every server had wrong content.
+fn give_up(
+    entry: &Entry,
+    native: Native,
+    mismatches: Vec<String>,
+    publish_errors: Vec<String>,
+    download_errors: Vec<String>,
+) -> Outcome {
+    let reproducible = !entry.post_fetch && native != Native::Unpack;
+    if !reproducible && (!mismatches.is_empty() || !publish_errors.is_empty()) {
+        let mut reasons = mismatches;
+        reasons.extend(publish_errors);
+        return needs_builder(
+            entry,
+            format!(
+                "the downloaded content does not give the declared hash without the fetcher's own steps: {}",
+                reasons.join("; ")
+            ),
+        );
+    }
+    let (reason, details) = if !mismatches.is_empty() {
+        (
+            "hash mismatch",
+            [mismatches, publish_errors, download_errors].concat(),
+        )
+    } else if !publish_errors.is_empty() {
+        (
+            "unusable content",
+            [publish_errors, download_errors].concat(),
+        )
+    } else {
+        ("download", download_errors)
+    };
+    Outcome::Failed {
+        reason: reason.into(),
+        detail: details.join("; "),
+    }
+}

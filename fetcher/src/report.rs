@@ -1,0 +1,186 @@
+//! What a fetch run did: live, through [`Progress`], and at the end, as a [`Report`]
+//! (the JSON of `srcgrab fetch --report`).
+
+use serde::Serialize;
+use srcgrab_manifest::{Entry, Kind};
+use std::collections::BTreeMap;
+
+/// Live progress of a fetch run, implemented by the command line (bars or log lines).
+/// Every method has an empty default so an implementation picks what it shows. Called
+/// from many tasks at once; implementations must be cheap and never block.
+pub trait Progress: Send + Sync {
+    /// The run starts with this many manifest entries.
+    fn start(&self, _entries: u64) {}
+    /// A transfer started; `length` is the expected body size when the server said.
+    fn download_start(&self, _id: u64, _url: &str, _length: Option<u64>) {}
+    /// `bytes` more body bytes of transfer `id` arrived.
+    fn download_bytes(&self, _id: u64, _bytes: u64) {}
+    /// Transfer `id` ended, successfully or not.
+    fn download_end(&self, _id: u64) {}
+    /// An entry reached its final state.
+    fn entry_done(&self, _entry: &EntryReport) {}
+}
+
+/// Progress that shows nothing (library use, tests).
+pub struct NoProgress;
+
+impl Progress for NoProgress {}
+
+/// How a fetched entry was obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum How {
+    /// A NAR from an upstream binary cache.
+    Substituter,
+    /// A file downloaded and published as is (or wrapped in a NAR for executables).
+    Url,
+    /// A download unpacked into a tree (fetchzip semantics).
+    Unpack,
+    /// A NAR downloaded by URL and restored (`builtin:fetchurl` with `unpack`).
+    Nar,
+    /// Built by Nix's own builder (`--builder nix`).
+    Builder,
+}
+
+impl How {
+    pub fn name(self) -> &'static str {
+        match self {
+            How::Substituter => "substituter",
+            How::Url => "url",
+            How::Unpack => "unpack",
+            How::Nar => "nar",
+            How::Builder => "builder",
+        }
+    }
+}
+
+/// The final state of one entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "kebab-case")]
+pub enum Outcome {
+    /// Published into the cache during this run.
+    Fetched {
+        how: How,
+        /// The substituter or URL it came from.
+        from: String,
+    },
+    /// Already in the cache; nothing done.
+    Present,
+    /// Every way to get it failed.
+    Failed {
+        /// A short category (`hash mismatch`, `not found`, `network`, ...), for the summary.
+        reason: String,
+        detail: String,
+    },
+    /// Only Nix's builder can produce it; `command` does so.
+    NeedsBuilder { reason: String, command: String },
+    /// Not wanted by this cache (e.g. a tree, for a mirror-only layout).
+    Skipped { reason: String },
+}
+
+/// One substituter that had the entry but whose copy was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rejection {
+    pub substituter: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EntryReport {
+    pub store_path: String,
+    pub name: String,
+    pub kind: Kind,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+    /// URLs requested, in order, after rewriting (empty when a substituter served it).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub urls_tried: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rejected: Vec<Rejection>,
+    /// Body bytes received for this entry, failed attempts included.
+    pub bytes_downloaded: u64,
+    /// Bytes written into the cache (compressed NAR).
+    pub bytes_written: u64,
+}
+
+impl EntryReport {
+    pub fn new(entry: &Entry, outcome: Outcome) -> EntryReport {
+        EntryReport {
+            store_path: entry.store_path.clone(),
+            name: entry.name.clone(),
+            kind: entry.kind,
+            outcome,
+            urls_tried: Vec::new(),
+            rejected: Vec::new(),
+            bytes_downloaded: 0,
+            bytes_written: 0,
+        }
+    }
+
+    /// Whether the entry is now in the cache.
+    pub fn is_done(&self) -> bool {
+        matches!(
+            self.outcome,
+            Outcome::Fetched { .. } | Outcome::Present | Outcome::Skipped { .. }
+        )
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    pub entries: u64,
+    pub present: u64,
+    /// Fetched entries by how they were obtained.
+    pub fetched: BTreeMap<String, u64>,
+    /// Failed entries by reason.
+    pub failed: BTreeMap<String, u64>,
+    pub needs_builder: u64,
+    pub skipped: u64,
+    pub bytes_downloaded: u64,
+    pub bytes_written: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Report {
+    pub summary: Summary,
+    /// In manifest order.
+    pub entries: Vec<EntryReport>,
+}
+
+impl Report {
+    pub fn new(entries: Vec<EntryReport>) -> Report {
+        let mut summary = Summary {
+            entries: entries.len() as u64,
+            ..Summary::default()
+        };
+        for e in &entries {
+            summary.bytes_downloaded += e.bytes_downloaded;
+            summary.bytes_written += e.bytes_written;
+            match &e.outcome {
+                Outcome::Present => summary.present += 1,
+                Outcome::Fetched { how, .. } => {
+                    *summary.fetched.entry(how.name().to_string()).or_default() += 1
+                }
+                Outcome::Failed { reason, .. } => {
+                    *summary.failed.entry(reason.clone()).or_default() += 1
+                }
+                Outcome::NeedsBuilder { .. } => summary.needs_builder += 1,
+                Outcome::Skipped { .. } => summary.skipped += 1,
+            }
+        }
+        Report { summary, entries }
+    }
+
+    /// Whether every entry is in the cache (exit status 0).
+    pub fn all_done(&self) -> bool {
+        self.entries.iter().all(EntryReport::is_done)
+    }
+
+    pub fn to_json(&self) -> String {
+        let mut text = serde_json::to_string_pretty(self).expect("report serialises");
+        text.push('\n');
+        text
+    }
+}

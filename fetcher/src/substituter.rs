@@ -1,0 +1,265 @@
+//! Upstream binary caches (cache.nixos.org, or `--substituter`): look up the entry's
+//! narinfo, download its NAR, and publish it only after every check passed: FileSize and
+//! FileHash of the download, NarSize and NarHash of the decompressed stream (checked as it
+//! flows, before the last byte reaches the cache), and the content address against the
+//! entry (the cache's `publish_nar`). A substituter whose copy fails any check is skipped
+//! for that entry, with the reason recorded.
+
+use srcgrab_manifest::hash::{Hash, Hasher};
+use srcgrab_manifest::store_path::parse_content_address;
+use srcgrab_manifest::Entry;
+use std::io::{self, Read};
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::cache::{Cache, Published};
+use crate::download::Downloader;
+use crate::narinfo::NarInfo;
+use crate::Error;
+
+/// What one substituter gave for one entry.
+#[derive(Debug)]
+pub enum Substitution {
+    /// It has no narinfo for the path.
+    Absent,
+    /// It has one, but its copy was not accepted (why).
+    Rejected(String),
+    Published(Published),
+}
+
+/// Opens `file` through the decompressor a narinfo's `Compression` names.
+pub fn decompress(compression: &str, file: std::fs::File) -> Result<Box<dyn Read + Send>, String> {
+    let reader = io::BufReader::with_capacity(256 * 1024, file);
+    Ok(match compression {
+        "none" | "" => Box::new(reader),
+        "xz" => Box::new(xz2::read::XzDecoder::new_multi_decoder(reader)),
+        "zstd" => Box::new(
+            zstd::stream::read::Decoder::with_buffer(reader).map_err(|e| format!("zstd: {e}"))?,
+        ),
+        "bzip2" => Box::new(bzip2::read::MultiBzDecoder::new(reader)),
+        other => return Err(format!("unsupported compression '{other}'")),
+    })
+}
+
+/// Passes a NAR through while checking it against the narinfo's NarSize and NarHash. The
+/// read that would complete a NAR with the wrong hash fails instead, so a cache consuming
+/// this reader never commits it.
+pub struct CheckedNar<R> {
+    inner: R,
+    hasher: Hasher,
+    seen: u64,
+    size: u64,
+    hash: Hash,
+}
+
+impl<R: Read> CheckedNar<R> {
+    pub fn new(inner: R, size: u64, hash: Hash) -> CheckedNar<R> {
+        CheckedNar {
+            inner,
+            hasher: hash.algo.hasher(),
+            seen: 0,
+            size,
+            hash,
+        }
+    }
+}
+
+fn invalid(message: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, message)
+}
+
+impl<R: Read> Read for CheckedNar<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 {
+            if self.seen != self.size {
+                return Err(invalid(format!(
+                    "NAR ends after {} bytes, narinfo says NarSize {}",
+                    self.seen, self.size
+                )));
+            }
+            return Ok(0);
+        }
+        self.seen += n as u64;
+        if self.seen > self.size {
+            return Err(invalid(format!(
+                "NAR is longer than its NarSize {}",
+                self.size
+            )));
+        }
+        self.hasher.update(&buf[..n]);
+        if self.seen == self.size {
+            let got = self.hasher.clone().finalize();
+            if got != self.hash {
+                return Err(invalid(format!(
+                    "NarHash mismatch: narinfo says {}, NAR has {}",
+                    self.hash.to_nix32_prefixed(),
+                    got.to_nix32_prefixed()
+                )));
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// Narinfo lookups failing in a row (after their retries) before a substituter is taken
+/// as unreachable and no longer asked, as Nix disables a failing substituter.
+const MAX_CONSECUTIVE_ERRORS: u32 = 5;
+
+/// A binary cache to take NARs from.
+#[derive(Debug)]
+pub struct Substituter {
+    base: String,
+    consecutive_errors: AtomicU32,
+}
+
+impl Substituter {
+    pub fn new(url: &str) -> Substituter {
+        Substituter {
+            base: url.trim_end_matches('/').to_string(),
+            consecutive_errors: AtomicU32::new(0),
+        }
+    }
+
+    /// Whether lookups failed so often in a row that asking again is pointless.
+    pub fn is_disabled(&self) -> bool {
+        self.consecutive_errors.load(Ordering::Relaxed) >= MAX_CONSECUTIVE_ERRORS
+    }
+
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    /// Fetches `entry` from this substituter into `cache`. Only a failure of our own side
+    /// that should stop the run (a full disk) is an `Err`; everything the substituter does
+    /// wrong is a `Rejected`.
+    pub async fn substitute(
+        &self,
+        downloader: &Downloader,
+        cache: &Arc<Cache>,
+        entry: &Entry,
+        tally: &AtomicU64,
+    ) -> Result<Substitution, Error> {
+        match self.try_substitute(downloader, cache, entry, tally).await {
+            Ok(substitution) => Ok(substitution),
+            Err(err @ Error::DiskFull { .. }) => Err(err),
+            Err(err) => Ok(Substitution::Rejected(err.to_string())),
+        }
+    }
+
+    async fn try_substitute(
+        &self,
+        downloader: &Downloader,
+        cache: &Arc<Cache>,
+        entry: &Entry,
+        tally: &AtomicU64,
+    ) -> Result<Substitution, Error> {
+        let store_path = entry.parsed_store_path().map_err(|e| Error::Corrupt {
+            what: entry.store_path.clone(),
+            reason: e.to_string(),
+        })?;
+        let narinfo_url = format!("{}/{}.narinfo", self.base, store_path.hash_part);
+        if self.is_disabled() {
+            return Ok(Substitution::Absent);
+        }
+        let lookup = downloader.get_small(&narinfo_url).await;
+        if lookup.is_ok() {
+            self.consecutive_errors.store(0, Ordering::Relaxed);
+        } else {
+            self.consecutive_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        let Some(text) = lookup? else {
+            return Ok(Substitution::Absent);
+        };
+        let text = String::from_utf8_lossy(&text);
+        let info = NarInfo::parse(&text)?;
+        if let Some(reason) = mismatch(&info, entry) {
+            return Ok(Substitution::Rejected(reason));
+        }
+        let nar_url = if info.url.contains("://") {
+            info.url.clone()
+        } else {
+            format!("{}/{}", self.base, info.url)
+        };
+        let key = format!("nar {} {nar_url}", entry.store_path);
+        let downloaded = downloader
+            .fetch(&nar_url, &key, info.file_hash.as_ref(), tally)
+            .await?;
+        if let Some(size) = info.file_size.filter(|size| *size != downloaded.size) {
+            downloaded.remove();
+            return Ok(Substitution::Rejected(format!(
+                "{nar_url}: {} bytes, narinfo says FileSize {size}",
+                downloaded.size
+            )));
+        }
+        let published = publish_nar_file(
+            cache.clone(),
+            entry.clone(),
+            downloaded.path.clone(),
+            info.compression.clone(),
+            Some((info.nar_size, info.nar_hash.clone())),
+        )
+        .await;
+        downloaded.remove();
+        published.map(Substitution::Published)
+    }
+}
+
+/// Why a narinfo cannot describe `entry`, if it cannot.
+fn mismatch(info: &NarInfo, entry: &Entry) -> Option<String> {
+    if info.store_path.to_path_string() != entry.store_path {
+        return Some(format!(
+            "narinfo is for {}",
+            info.store_path.to_path_string()
+        ));
+    }
+    if !info.references.is_empty() {
+        return Some(format!(
+            "narinfo lists references ({}), a fixed output has none",
+            info.references.join(" ")
+        ));
+    }
+    let ca = info.ca.as_deref()?;
+    let matches = parse_content_address(ca)
+        .is_some_and(|(mode, hash)| mode == entry.hash.mode && Ok(hash) == entry.hash.hash());
+    (!matches).then(|| {
+        format!(
+            "narinfo CA {ca} differs from the entry's {}",
+            entry.hash.sri
+        )
+    })
+}
+
+/// Decompresses a downloaded NAR file and publishes it (on a blocking thread), checking
+/// NarSize/NarHash on the way when the narinfo gave them.
+pub async fn publish_nar_file(
+    cache: Arc<Cache>,
+    entry: Entry,
+    file: std::path::PathBuf,
+    compression: String,
+    check: Option<(u64, Hash)>,
+) -> Result<Published, Error> {
+    tokio::task::spawn_blocking(move || {
+        let opened = open_for_reading(&file)?;
+        let reader = decompress(&compression, opened).map_err(|reason| Error::Corrupt {
+            what: file.display().to_string(),
+            reason,
+        })?;
+        match check {
+            Some((size, hash)) => {
+                cache.publish_nar(&entry, &mut CheckedNar::new(reader, size, hash))
+            }
+            None => cache.publish_nar(&entry, &mut { reader }),
+        }
+    })
+    .await
+    .map_err(|e| Error::Corrupt {
+        what: "publishing task".into(),
+        reason: e.to_string(),
+    })?
+}
+
+fn open_for_reading(path: &Path) -> Result<std::fs::File, Error> {
+    std::fs::File::open(path).map_err(Error::io(format!("opening {}", path.display())))
+}

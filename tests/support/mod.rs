@@ -1,0 +1,462 @@
+//! A real HTTP/1.1 server on 127.0.0.1 for end-to-end tests, with per-path fault injection.
+//!
+//! Hand-rolled over a tokio `TcpListener` so faults can break the protocol on purpose
+//! (a body shorter than its Content-Length, a stall mid-body), which a proper server
+//! library refuses to do. It counts requests, bytes and connections so tests assert on
+//! counts, never on seconds. Used with `mod support;` from any root-crate integration test.
+
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+/// How one path answers. Faults that take a count apply to the first N requests of the
+/// path, then the path answers normally.
+#[derive(Clone, Debug)]
+pub struct Route {
+    body: Vec<u8>,
+    /// Answer this status, with no body, to every request (e.g. 404).
+    status: Option<u16>,
+    /// Answer 500 to the first N requests.
+    fail_first: u32,
+    /// Answer with this redirect (status, location) to every request.
+    redirect: Option<(u16, String)>,
+    first_byte_delay: Duration,
+    chunk_size: usize,
+    chunk_delay: Duration,
+    /// The first N responses promise the full length but close after `truncate_at` bytes.
+    truncate_first: u32,
+    truncate_at: usize,
+    /// The first N responses hang forever after `stall_at` bytes.
+    stall_first: u32,
+    stall_at: usize,
+    /// Answer 200 with the whole body to `Range:` requests.
+    ignore_range: bool,
+    /// Send no ETag/Last-Modified, so a client cannot validate a partial download.
+    no_validators: bool,
+}
+
+impl Route {
+    pub fn ok(body: impl Into<Vec<u8>>) -> Route {
+        Route {
+            body: body.into(),
+            status: None,
+            fail_first: 0,
+            redirect: None,
+            first_byte_delay: Duration::ZERO,
+            chunk_size: 64 * 1024,
+            chunk_delay: Duration::ZERO,
+            truncate_first: 0,
+            truncate_at: 0,
+            stall_first: 0,
+            stall_at: 0,
+            ignore_range: false,
+            no_validators: false,
+        }
+    }
+
+    pub fn status(code: u16) -> Route {
+        Route {
+            status: Some(code),
+            ..Route::ok(Vec::new())
+        }
+    }
+
+    pub fn redirect(code: u16, location: &str) -> Route {
+        Route {
+            redirect: Some((code, location.to_string())),
+            ..Route::ok(Vec::new())
+        }
+    }
+
+    pub fn fail_first(mut self, n: u32) -> Route {
+        self.fail_first = n;
+        self
+    }
+
+    pub fn first_byte_delay(mut self, delay: Duration) -> Route {
+        self.first_byte_delay = delay;
+        self
+    }
+
+    /// Sends the body `chunk_size` bytes at a time with `delay` between chunks.
+    pub fn slow(mut self, chunk_size: usize, delay: Duration) -> Route {
+        self.chunk_size = chunk_size.max(1);
+        self.chunk_delay = delay;
+        self
+    }
+
+    pub fn truncate_first(mut self, n: u32, at: usize) -> Route {
+        self.truncate_first = n;
+        self.truncate_at = at;
+        self
+    }
+
+    pub fn stall_first(mut self, n: u32, at: usize) -> Route {
+        self.stall_first = n;
+        self.stall_at = at;
+        self
+    }
+
+    pub fn ignore_range(mut self) -> Route {
+        self.ignore_range = true;
+        self
+    }
+
+    pub fn no_validators(mut self) -> Route {
+        self.no_validators = true;
+        self
+    }
+
+    /// A strong validator derived from the content, so a changed body changes it.
+    fn etag(&self) -> String {
+        let mut h: u64 = 0xcbf29ce484222325;
+        for b in &self.body {
+            h = (h ^ *b as u64).wrapping_mul(0x100000001b3);
+        }
+        format!("\"{:x}-{h:016x}\"", self.body.len())
+    }
+}
+
+/// What the server saw for one path.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PathStats {
+    pub requests: u64,
+    /// Requests carrying a `Range:` header.
+    pub range_requests: u64,
+    /// Body bytes written (not counting headers).
+    pub body_bytes: u64,
+}
+
+#[derive(Default)]
+struct State {
+    routes: Mutex<HashMap<String, Route>>,
+    /// (URL path prefix, directory): files served as `Route::ok` when no route matches.
+    dirs: Mutex<Vec<(String, PathBuf)>>,
+    stats: Mutex<HashMap<String, PathStats>>,
+    connections: AtomicU64,
+}
+
+pub struct TestServer {
+    addr: SocketAddr,
+    state: Arc<State>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl TestServer {
+    pub fn start() -> TestServer {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("test server runtime");
+        let listener = runtime
+            .block_on(TcpListener::bind("127.0.0.1:0"))
+            .expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local addr");
+        let state = Arc::new(State::default());
+        let accept_state = state.clone();
+        runtime.spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                accept_state.connections.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(serve_connection(stream, accept_state.clone()));
+            }
+        });
+        TestServer {
+            addr,
+            state,
+            runtime: Some(runtime),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT` with no trailing slash.
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base())
+    }
+
+    pub fn route(&self, path: &str, route: Route) {
+        self.state
+            .routes
+            .lock()
+            .unwrap()
+            .insert(path.to_string(), route);
+    }
+
+    /// Serves the files under `dir` at `prefix` (e.g. "/cache/").
+    pub fn serve_dir(&self, prefix: &str, dir: impl Into<PathBuf>) {
+        self.state
+            .dirs
+            .lock()
+            .unwrap()
+            .push((prefix.to_string(), dir.into()));
+    }
+
+    pub fn stats(&self, path: &str) -> PathStats {
+        self.state
+            .stats
+            .lock()
+            .unwrap()
+            .get(path)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub fn requests(&self, path: &str) -> u64 {
+        self.stats(path).requests
+    }
+
+    /// Requests on all paths.
+    pub fn total_requests(&self) -> u64 {
+        self.state
+            .stats
+            .lock()
+            .unwrap()
+            .values()
+            .map(|s| s.requests)
+            .sum()
+    }
+
+    pub fn connections(&self) -> u64 {
+        self.state.connections.load(Ordering::SeqCst)
+    }
+
+    /// Stops listening and drops every open connection.
+    pub fn stop(mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+struct Request {
+    method: String,
+    path: String,
+    range_start: Option<u64>,
+    if_range: Option<String>,
+    keep_alive: bool,
+}
+
+async fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Request> {
+    let mut line = String::new();
+    if reader.read_line(&mut line).await.ok()? == 0 {
+        return None;
+    }
+    let mut parts = line.split_whitespace();
+    let method = parts.next()?.to_string();
+    let target = parts.next()?;
+    let path = target.split('?').next()?.to_string();
+    let http10 = parts.next() == Some("HTTP/1.0");
+    let mut request = Request {
+        method,
+        path,
+        range_start: None,
+        if_range: None,
+        keep_alive: !http10,
+    };
+    loop {
+        let mut header = String::new();
+        if reader.read_line(&mut header).await.ok()? == 0 {
+            return None;
+        }
+        let header = header.trim_end();
+        if header.is_empty() {
+            return Some(request);
+        }
+        let Some((name, value)) = header.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        match name.to_ascii_lowercase().as_str() {
+            "range" => {
+                request.range_start = value
+                    .strip_prefix("bytes=")
+                    .and_then(|r| r.strip_suffix('-'))
+                    .and_then(|start| start.parse().ok());
+            }
+            "if-range" => request.if_range = Some(value.to_string()),
+            "connection" => request.keep_alive = !value.eq_ignore_ascii_case("close"),
+            _ => {}
+        }
+    }
+}
+
+fn lookup(state: &State, path: &str) -> Option<Route> {
+    if let Some(route) = state.routes.lock().unwrap().get(path) {
+        return Some(route.clone());
+    }
+    for (prefix, dir) in state.dirs.lock().unwrap().iter() {
+        if let Some(rel) = path.strip_prefix(prefix.as_str()) {
+            if rel.split('/').any(|c| c == "..") {
+                return None;
+            }
+            if let Ok(body) = std::fs::read(dir.join(rel)) {
+                return Some(Route::ok(body));
+            }
+        }
+    }
+    None
+}
+
+async fn serve_connection(stream: TcpStream, state: Arc<State>) {
+    let mut reader = BufReader::new(stream);
+    while let Some(request) = read_request(&mut reader).await {
+        let keep_alive = request.keep_alive;
+        match respond(&mut reader, &state, request).await {
+            Ok(true) if keep_alive => continue,
+            _ => return,
+        }
+    }
+}
+
+async fn write_head(
+    stream: &mut BufReader<TcpStream>,
+    status: u16,
+    headers: &[(&str, String)],
+) -> std::io::Result<()> {
+    let mut head = format!("HTTP/1.1 {status} {}\r\n", reason(status));
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.get_mut().write_all(head.as_bytes()).await
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        206 => "Partial Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        404 => "Not Found",
+        416 => "Range Not Satisfiable",
+        500 => "Internal Server Error",
+        _ => "Status",
+    }
+}
+
+/// Answers one request; `Ok(true)` when the connection may serve another.
+async fn respond(
+    stream: &mut BufReader<TcpStream>,
+    state: &State,
+    request: Request,
+) -> std::io::Result<bool> {
+    let index = {
+        let mut stats = state.stats.lock().unwrap();
+        let s = stats.entry(request.path.clone()).or_default();
+        s.requests += 1;
+        if request.range_start.is_some() {
+            s.range_requests += 1;
+        }
+        s.requests - 1
+    };
+    let Some(route) = lookup(state, &request.path) else {
+        write_head(stream, 404, &[("Content-Length", "0".into())]).await?;
+        return Ok(true);
+    };
+    if route.first_byte_delay > Duration::ZERO {
+        tokio::time::sleep(route.first_byte_delay).await;
+    }
+    if index < route.fail_first as u64 {
+        write_head(stream, 500, &[("Content-Length", "0".into())]).await?;
+        return Ok(true);
+    }
+    if let Some(code) = route.status {
+        write_head(stream, code, &[("Content-Length", "0".into())]).await?;
+        return Ok(true);
+    }
+    if let Some((code, location)) = &route.redirect {
+        let headers = [
+            ("Location", location.clone()),
+            ("Content-Length", "0".into()),
+        ];
+        write_head(stream, *code, &headers).await?;
+        return Ok(true);
+    }
+
+    let etag = route.etag();
+    let validator_ok = match &request.if_range {
+        Some(v) => *v == etag,
+        None => true,
+    };
+    let total = route.body.len() as u64;
+    let start = match request.range_start {
+        Some(start) if !route.ignore_range && validator_ok => start,
+        _ => 0,
+    };
+    if start > total {
+        write_head(
+            stream,
+            416,
+            &[
+                ("Content-Range", format!("bytes */{total}")),
+                ("Content-Length", "0".into()),
+            ],
+        )
+        .await?;
+        return Ok(true);
+    }
+    let mut headers = vec![("Content-Length", (total - start).to_string())];
+    if !route.no_validators {
+        headers.push(("ETag", etag));
+    }
+    if !route.ignore_range {
+        headers.push(("Accept-Ranges", "bytes".into()));
+    }
+    let status = if request.range_start.is_some() && start > 0 {
+        headers.push((
+            "Content-Range",
+            format!("bytes {start}-{}/{total}", total - 1),
+        ));
+        206
+    } else {
+        200
+    };
+    write_head(stream, status, &headers).await?;
+    if request.method == "HEAD" {
+        return Ok(true);
+    }
+
+    let body = &route.body[start as usize..];
+    // Faults cut the response short: `limit` bytes are sent, then the connection is closed
+    // (truncation) or left hanging (stall).
+    let truncate = index < route.truncate_first as u64;
+    let stall = index < route.stall_first as u64;
+    let limit = if truncate {
+        route.truncate_at.min(body.len())
+    } else if stall {
+        route.stall_at.min(body.len())
+    } else {
+        body.len()
+    };
+    for (i, chunk) in body[..limit].chunks(route.chunk_size).enumerate() {
+        if i > 0 && route.chunk_delay > Duration::ZERO {
+            tokio::time::sleep(route.chunk_delay).await;
+        }
+        stream.get_mut().write_all(chunk).await?;
+        let mut stats = state.stats.lock().unwrap();
+        stats.entry(request.path.clone()).or_default().body_bytes += chunk.len() as u64;
+    }
+    stream.get_mut().flush().await?;
+    if stall {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
+    Ok(limit == body.len())
+}
