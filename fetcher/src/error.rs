@@ -49,6 +49,12 @@ pub enum Error {
     /// A published cache item that is inconsistent (missing NAR, wrong size, bad CA, ...).
     #[error("{what}: {reason}")]
     Corrupt { what: String, reason: String },
+    /// An external program (git, nix-store) failed; `stderr` holds the end of what it said.
+    #[error("`{command}` failed: {stderr}")]
+    Command { command: String, stderr: String },
+    /// An entry srcgrab cannot make itself; only Nix's own builder can (`--builder nix`).
+    #[error("needs builder: {0}")]
+    NeedsBuilder(String),
     /// A URL that gave nothing usable: refused for good (404, 403, ...), or transient errors
     /// (connection, timeout, 429, 5xx, stalled body) that outlasted the retries.
     #[error("{url}: {reason}")]

@@ -1,0 +1,313 @@
+//! Native git fetching checked against the real Nix: for every fetchgit flag combination,
+//! srcgrab's checkout must be the very NAR that a Nix build of the same fetch produces (the
+//! fixture builder `tests/fixtures/git/fetchgit-builder.sh` follows nix-prefetch-git), and the
+//! cache srcgrab writes must let Nix realise the source with the git server gone.
+//!
+//! Repositories are made here (tags, an executable, a symlink, a CRLF attribute, a 3 MiB file,
+//! a submodule with a nested submodule, relative submodule URLs) and served by `git daemon`
+//! on 127.0.0.1 and over file://.
+
+mod gitfixture;
+
+use gitfixture::{nix_fetchgit, realise, Daemon, Repos};
+use srcgrab_fetcher::cache::{Cache, CacheOptions};
+use srcgrab_fetcher::git::GitFetcher;
+use srcgrab_fetcher::nar;
+use srcgrab_manifest::{GitSource, HashMode};
+use std::path::Path;
+use std::process::Command;
+
+fn source(url: &str, rev: &str) -> GitSource {
+    GitSource {
+        url: url.to_string(),
+        rev: rev.to_string(),
+        branch_name: None,
+        fetch_submodules: false,
+        leave_dot_git: false,
+        deep_clone: false,
+        sparse_checkout: Vec::new(),
+        non_cone_mode: false,
+        fetch_lfs: false,
+    }
+}
+
+fn nar_of(path: &Path) -> Vec<u8> {
+    let mut nar = Vec::new();
+    nar::dump_path(path, &mut nar).unwrap();
+    nar
+}
+
+fn nix_dump(store_path: &str) -> Vec<u8> {
+    let out = Command::new("nix-store")
+        .args(["--dump", store_path])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// srcgrab's checkout of `src` has the NAR of Nix's own build of it.
+fn assert_same_as_nix(fetcher: &GitFetcher, case: &str, src: &GitSource) {
+    let fod = nix_fetchgit(case, src);
+    let built = realise(&fod.drv, "").unwrap_or_else(|e| panic!("{case}: nix build: {e}"));
+    let work = tempfile::tempdir().unwrap();
+    let ours = work.path().join("out");
+    fetcher
+        .checkout(src, &ours)
+        .unwrap_or_else(|e| panic!("{case}: srcgrab checkout: {e}"));
+    if nar_of(&ours) != nix_dump(&built) {
+        let diff = Command::new("diff")
+            .args(["-r", "--no-dereference"])
+            .arg(&ours)
+            .arg(&built)
+            .output()
+            .unwrap();
+        panic!(
+            "{case}: srcgrab's tree differs from Nix's {built}:\n{}",
+            String::from_utf8_lossy(&diff.stdout)
+        );
+    }
+    fod.delete_output();
+}
+
+#[test]
+fn every_fetchgit_flag_combination_matches_real_nix() {
+    let repos = Repos::make();
+    let daemon = Daemon::start(repos.served());
+    let git_url = daemon.url("main.git");
+    let file_url = repos.file_url("main.git");
+    let mirrors = tempfile::tempdir().unwrap();
+    // One fetcher for all cases: every revision below shares the repository's one mirror.
+    let fetcher = GitFetcher::new(mirrors.path(), Vec::new()).unwrap();
+
+    let cases: Vec<(&str, GitSource)> = vec![
+        ("plain-file", source(&file_url, &repos.c1)),
+        ("plain-daemon", source(&git_url, &repos.c3)),
+        (
+            "submodules",
+            GitSource {
+                fetch_submodules: true,
+                ..source(&git_url, &repos.c3)
+            },
+        ),
+        (
+            "submodules-file",
+            GitSource {
+                fetch_submodules: true,
+                ..source(&file_url, &repos.c2)
+            },
+        ),
+        (
+            "leave-dot-git",
+            GitSource {
+                leave_dot_git: true,
+                fetch_submodules: true,
+                ..source(&git_url, &repos.c2)
+            },
+        ),
+        (
+            "deep-clone",
+            GitSource {
+                deep_clone: true,
+                leave_dot_git: true,
+                ..source(&git_url, &repos.c2)
+            },
+        ),
+        (
+            "deep-clone-tree-only",
+            GitSource {
+                deep_clone: true,
+                fetch_submodules: true,
+                ..source(&git_url, &repos.c3)
+            },
+        ),
+        (
+            "sparse-cone",
+            GitSource {
+                sparse_checkout: vec!["src/lib".into()],
+                ..source(&git_url, &repos.c3)
+            },
+        ),
+        (
+            "sparse-non-cone",
+            GitSource {
+                sparse_checkout: vec!["/docs/".into(), "*.c".into()],
+                non_cone_mode: true,
+                ..source(&git_url, &repos.c3)
+            },
+        ),
+        ("tag-name", source(&git_url, "v1.0")),
+        ("branch-ref", source(&git_url, "refs/heads/main")),
+        (
+            "branch-name",
+            GitSource {
+                branch_name: Some("release".into()),
+                leave_dot_git: true,
+                ..source(&git_url, &repos.c3)
+            },
+        ),
+    ];
+    for (case, src) in &cases {
+        assert_same_as_nix(&fetcher, case, src);
+    }
+
+    // Two URLs (git://, file://) of the main repository, two submodule repositories each.
+    let mirror_count = std::fs::read_dir(mirrors.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "git")
+        })
+        .count();
+    assert_eq!(mirror_count, 6, "one mirror per repository URL");
+}
+
+#[test]
+fn concurrent_entries_of_one_repository_share_a_mirror_safely() {
+    let repos = Repos::make();
+    let daemon = Daemon::start(repos.served());
+    let url = daemon.url("main.git");
+    let revs = [
+        &repos.c1, &repos.c2, &repos.c3, &repos.c2, &repos.c1, &repos.c3,
+    ];
+
+    let reference_mirrors = tempfile::tempdir().unwrap();
+    let sequential = GitFetcher::new(reference_mirrors.path(), Vec::new()).unwrap();
+    let expected: Vec<Vec<u8>> = revs
+        .iter()
+        .map(|rev| {
+            let dir = tempfile::tempdir().unwrap();
+            let src = GitSource {
+                fetch_submodules: true,
+                ..source(&url, rev)
+            };
+            sequential.checkout(&src, &dir.path().join("out")).unwrap();
+            nar_of(&dir.path().join("out"))
+        })
+        .collect();
+    assert_ne!(expected[0], expected[1]);
+
+    let shared_mirrors = tempfile::tempdir().unwrap();
+    let shared = GitFetcher::new(shared_mirrors.path(), Vec::new()).unwrap();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = revs
+            .iter()
+            .map(|rev| {
+                let shared = &shared;
+                let url = &url;
+                scope.spawn(move || {
+                    let dir = tempfile::tempdir().unwrap();
+                    let src = GitSource {
+                        fetch_submodules: true,
+                        ..source(url, rev)
+                    };
+                    shared.checkout(&src, &dir.path().join("out")).unwrap();
+                    nar_of(&dir.path().join("out"))
+                })
+            })
+            .collect();
+        for (handle, want) in handles.into_iter().zip(&expected) {
+            assert!(handle.join().unwrap() == *want);
+        }
+    });
+}
+
+#[test]
+fn rewrite_rules_reach_the_repository_and_its_submodules() {
+    let repos = Repos::make();
+    let daemon = Daemon::start(repos.served());
+    // The package names a host that does not exist; the rule sends it (and the submodules,
+    // whose relative URLs resolve against it) to the loopback daemon.
+    let unreachable = "git://unreachable.invalid/";
+    let src = GitSource {
+        fetch_submodules: true,
+        ..source(&format!("{unreachable}main.git"), &repos.c3)
+    };
+    let mirrors = tempfile::tempdir().unwrap();
+    let plain = GitFetcher::new(mirrors.path(), Vec::new()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    assert!(plain.checkout(&src, &dir.path().join("a")).is_err());
+
+    let rules = vec![(unreachable.to_string(), daemon.url(""))];
+    let rewriting = GitFetcher::new(mirrors.path(), rules).unwrap();
+    rewriting.checkout(&src, &dir.path().join("b")).unwrap();
+    let direct = GitSource {
+        url: daemon.url("main.git"),
+        ..src.clone()
+    };
+    rewriting.checkout(&direct, &dir.path().join("c")).unwrap();
+    assert!(nar_of(&dir.path().join("b")) == nar_of(&dir.path().join("c")));
+    assert!(dir.path().join("b/vendor/sub/nested/nested.txt").is_file());
+}
+
+#[test]
+fn cache_lets_nix_realise_a_git_source_with_the_server_gone() {
+    let repos = Repos::make();
+    let daemon = Daemon::start(repos.served());
+    let src = GitSource {
+        fetch_submodules: true,
+        ..source(&daemon.url("main.git"), &repos.c3)
+    };
+    let fod = nix_fetchgit("offline", &src);
+    let entry = fod.entry(&src);
+    assert_eq!(entry.hash.mode, HashMode::Recursive);
+
+    let cache_dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(cache_dir.path(), CacheOptions::default()).unwrap();
+    let mirrors = tempfile::tempdir().unwrap();
+    let fetcher = GitFetcher::new(mirrors.path(), Vec::new()).unwrap();
+    fetcher.fetch(&entry, &src, &cache).unwrap();
+    assert!(cache.is_present(&entry).unwrap());
+
+    // A wrong declared hash is refused and nothing is published for it.
+    let mut wrong =
+        nix_fetchgit("offline-wrong", &source(&daemon.url("main.git"), &repos.c1)).entry(&src);
+    wrong.git = Some(src.clone());
+    assert!(fetcher.fetch(&wrong, &src, &cache).is_err());
+    assert!(!cache.is_present(&wrong).unwrap());
+
+    drop(daemon);
+    fod.delete_output();
+    let substituter = format!("file://{}", cache_dir.path().display());
+    let out = realise(&fod.drv, &substituter).expect("realised from srcgrab's cache");
+    assert_eq!(out, entry.store_path);
+    let work = tempfile::tempdir().unwrap();
+    let mirrors_after = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(repos.served());
+    let again = GitSource {
+        url: daemon.url("main.git"),
+        ..src.clone()
+    };
+    GitFetcher::new(mirrors_after.path(), Vec::new())
+        .unwrap()
+        .checkout(&again, &work.path().join("out"))
+        .unwrap();
+    assert!(nar_of(&work.path().join("out")) == nix_dump(&out));
+    fod.delete_output();
+}
+
+#[test]
+fn lfs_sources_need_the_builder_when_git_lfs_is_missing() {
+    if Command::new("git-lfs").arg("version").output().is_ok() {
+        return; // this machine could fetch it natively
+    }
+    let mirrors = tempfile::tempdir().unwrap();
+    let fetcher = GitFetcher::new(mirrors.path(), Vec::new()).unwrap();
+    let src = GitSource {
+        fetch_lfs: true,
+        ..source("git://127.0.0.1:1/none.git", "HEAD")
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let err = fetcher.checkout(&src, &dir.path().join("out")).unwrap_err();
+    assert!(
+        matches!(err, srcgrab_fetcher::Error::NeedsBuilder(_)),
+        "{err}"
+    );
+}
