@@ -25,6 +25,10 @@ enum Command {
     Diff(cmd::diff::Args),
     /// Count a manifest's entries and bytes by kind and system, and its largest entries.
     Stats(cmd::stats::Args),
+    /// Re-check every narinfo, NAR and mirror file of a cache; report corrupt, missing and unreferenced items.
+    Verify(cmd::verify::Args),
+    /// Add files brought on a disk to the cache when their hash is a manifest entry's.
+    Ingest(cmd::ingest::Args),
 }
 
 /// How a command that did not fail fatally ended.
@@ -43,6 +47,8 @@ fn main() -> ExitCode {
         Command::Fetch(args) => cmd::fetch::run(args),
         Command::Diff(args) => cmd::diff::run(args),
         Command::Stats(args) => cmd::stats::run(args),
+        Command::Verify(args) => cmd::verify::run(args),
+        Command::Ingest(args) => cmd::ingest::run(args),
     };
     match result {
         Ok(Status::Ok) => ExitCode::SUCCESS,

@@ -8,11 +8,13 @@ pub mod download;
 pub mod error;
 pub mod fetch;
 pub mod git;
+pub mod ingest;
 pub mod nar;
 pub mod narinfo;
 pub mod report;
 pub mod sign;
 pub mod substituter;
 pub mod unpack;
+pub mod verify;
 
 pub use error::Error;

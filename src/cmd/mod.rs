@@ -3,5 +3,7 @@
 pub mod diff;
 pub mod enumerate;
 pub mod fetch;
+pub mod ingest;
 pub mod report;
 pub mod stats;
+pub mod verify;

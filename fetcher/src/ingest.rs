@@ -1,0 +1,394 @@
+//! Files someone brought on a disk → cache (`srcgrab ingest DIR`). Every file under DIR is
+//! hashed once, in parallel, with every algorithm the manifest's flat entries use (and as
+//! a single-file NAR when recursive file entries exist); a file whose hash is an entry's is
+//! published through [`Cache::publish_file`], which checks it all again. Archives that no
+//! flat hash explains, and whose extension is one a `url-unpack` entry uses, are unpacked
+//! as fetchzip would and matched by the NAR hash of the tree. Files with the same content
+//! (by blake3) are handled once; the others are reported as duplicates.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rayon::prelude::*;
+use srcgrab_manifest::diff::strip_archive_extension;
+use srcgrab_manifest::hash::{Hash, HashAlgo, HashMode, Hasher};
+use srcgrab_manifest::{Entry, Kind, Manifest, Unpack};
+
+use crate::cache::Cache;
+use crate::{nar, unpack, Error};
+
+/// Live progress of an ingest run; called from many threads.
+pub trait IngestProgress: Sync {
+    fn start(&self, _files: u64, _bytes: u64) {}
+    fn file_hashed(&self, _bytes: u64) {}
+}
+
+pub struct NoIngestProgress;
+
+impl IngestProgress for NoIngestProgress {}
+
+#[derive(Debug, Default)]
+pub struct IngestReport {
+    pub files: u64,
+    pub bytes: u64,
+    /// (file, store path) newly added to the cache.
+    pub published: Vec<(PathBuf, String)>,
+    /// (file, store path) the cache already had.
+    pub already_present: Vec<(PathBuf, String)>,
+    /// (file, the earlier file with the same content).
+    pub duplicates: Vec<(PathBuf, PathBuf)>,
+    pub unmatched: Vec<PathBuf>,
+    /// (file, store path, why) that matched but could not be published.
+    pub failed: Vec<(PathBuf, String, String)>,
+}
+
+/// The hashes the manifest needs of each file, decided once from its entries.
+struct Wanted<'a> {
+    flat_algos: BTreeSet<HashAlgo>,
+    /// (executable, algo) of single-file NARs (recursive url/builtin entries).
+    file_nar_algos: BTreeSet<(bool, HashAlgo)>,
+    flat: HashMap<Hash, Vec<&'a Entry>>,
+    file_nar: HashMap<(bool, Hash), Vec<&'a Entry>>,
+    /// url-unpack entries by the archive extension their URL (or `extension`) names.
+    unpack_by_extension: BTreeMap<String, Vec<&'a Entry>>,
+}
+
+/// The archive extension of a file or URL name (`.tar.gz` of `x-1.0.tar.gz`), if any.
+fn archive_extension(name: &str) -> Option<&str> {
+    let stem = strip_archive_extension(name);
+    (stem.len() < name.len()).then(|| &name[stem.len()..])
+}
+
+impl<'a> Wanted<'a> {
+    fn new(manifest: &'a Manifest) -> Wanted<'a> {
+        let mut w = Wanted {
+            flat_algos: BTreeSet::new(),
+            file_nar_algos: BTreeSet::new(),
+            flat: HashMap::new(),
+            file_nar: HashMap::new(),
+            unpack_by_extension: BTreeMap::new(),
+        };
+        for e in &manifest.entries {
+            let Ok(hash) = e.hash.hash() else { continue };
+            match (e.hash.mode, &e.unpack) {
+                (HashMode::Flat, _) => {
+                    w.flat_algos.insert(hash.algo);
+                    w.flat.entry(hash).or_default().push(e);
+                }
+                (HashMode::Recursive, Some(options)) if e.kind == Kind::UrlUnpack => {
+                    let from_url = e.urls.iter().find_map(|u| archive_extension(u));
+                    let ext = options
+                        .extension
+                        .as_deref()
+                        .map(|x| format!(".{}", x.trim_start_matches('.')))
+                        .or(from_url.map(str::to_string));
+                    if let Some(ext) = ext {
+                        w.unpack_by_extension.entry(ext).or_default().push(e);
+                    }
+                }
+                (HashMode::Recursive, None) if matches!(e.kind, Kind::Url | Kind::Builtin) => {
+                    w.file_nar_algos.insert((e.executable, hash.algo));
+                    w.file_nar.entry((e.executable, hash)).or_default().push(e);
+                }
+                _ => {}
+            }
+        }
+        w
+    }
+}
+
+/// What one pass over a file found.
+struct Hashed {
+    blake3: [u8; 32],
+    flat: Vec<Hash>,
+    file_nar: Vec<(bool, Hash)>,
+}
+
+/// Feeds every byte read to a set of hashers.
+struct HashingReader<'h, R> {
+    inner: R,
+    hashers: &'h mut [Hasher],
+    blake3: &'h mut blake3::Hasher,
+}
+
+impl<R: Read> Read for HashingReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        for h in self.hashers.iter_mut() {
+            h.update(&buf[..n]);
+        }
+        self.blake3.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Writes into several hashers (the NAR hashes of one variant).
+struct MultiHasher(Vec<Hasher>);
+
+impl io::Write for MultiHasher {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        for h in &mut self.0 {
+            h.update(buf);
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn hash_file(path: &Path, len: u64, wanted: &Wanted) -> Result<Hashed, Error> {
+    let open = || fs::File::open(path).map_err(Error::io(format!("opening {}", path.display())));
+    let mut flat: Vec<Hasher> = wanted.flat_algos.iter().map(|a| a.hasher()).collect();
+    let mut blake3 = blake3::Hasher::new();
+    let mut file_nar = Vec::new();
+    // The first pass hashes the bytes (flat) and, when wanted, the non-executable NAR;
+    // a second pass is needed only for executable single-file NARs.
+    for executable in [false, true] {
+        let algos: Vec<HashAlgo> = wanted
+            .file_nar_algos
+            .iter()
+            .filter(|(x, _)| *x == executable)
+            .map(|(_, a)| *a)
+            .collect();
+        if executable && algos.is_empty() {
+            break;
+        }
+        let mut no_flat: [Hasher; 0] = [];
+        let mut scratch = blake3::Hasher::new();
+        let mut reader = HashingReader {
+            inner: io::BufReader::with_capacity(1 << 20, open()?),
+            hashers: if executable { &mut no_flat } else { &mut flat },
+            blake3: if executable {
+                &mut scratch
+            } else {
+                &mut blake3
+            },
+        };
+        let mut nar_hashers = MultiHasher(algos.iter().map(|a| a.hasher()).collect());
+        if algos.is_empty() {
+            io::copy(&mut reader, &mut io::sink())
+                .map_err(Error::io(format!("reading {}", path.display())))?;
+        } else {
+            nar::write_file_nar(&mut reader, len, executable, &mut nar_hashers)?;
+        }
+        file_nar.extend(
+            nar_hashers
+                .0
+                .into_iter()
+                .map(|h| (executable, h.finalize())),
+        );
+    }
+    Ok(Hashed {
+        blake3: *blake3.finalize().as_bytes(),
+        flat: flat.into_iter().map(Hasher::finalize).collect(),
+        file_nar,
+    })
+}
+
+/// Regular files under `dir`, sorted, with their sizes; symlinks are not followed.
+fn list_files(dir: &Path) -> Result<Vec<(PathBuf, u64)>, Error> {
+    let mut files = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        let entries = fs::read_dir(&d).map_err(Error::io(format!("listing {}", d.display())))?;
+        for entry in entries {
+            let entry = entry.map_err(Error::io(format!("listing {}", d.display())))?;
+            let meta = entry
+                .metadata()
+                .map_err(Error::io(format!("stat {}", entry.path().display())))?;
+            if meta.is_dir() {
+                dirs.push(entry.path());
+            } else if meta.is_file() {
+                files.push((entry.path(), meta.len()));
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Publishes `entries` from `file` unless present, recording each outcome in `report`.
+fn publish_matches(
+    cache: &Cache,
+    file: &Path,
+    entries: &[&Entry],
+    publish: &dyn Fn(&Entry) -> Result<(), Error>,
+    report: &Mutex<IngestReport>,
+) {
+    for entry in entries {
+        let outcome = match cache.is_present(entry) {
+            Ok(true) => Ok(false),
+            Ok(false) => publish(entry).map(|()| true),
+            Err(e) => Err(e),
+        };
+        let mut r = report.lock().unwrap_or_else(|e| e.into_inner());
+        let item = (file.to_path_buf(), entry.store_path.clone());
+        match outcome {
+            Ok(true) => r.published.push(item),
+            Ok(false) => r.already_present.push(item),
+            Err(e) => r.failed.push((item.0, item.1, e.to_string())),
+        }
+    }
+}
+
+/// Copies `file` into the cache's temp directory first: the cache may hard-link what it
+/// publishes into the mirror, and the files on the visitor's disk are not ours to share.
+fn publish_copy(cache: &Cache, file: &Path, entry: &Entry) -> Result<(), Error> {
+    let copy = tempfile::NamedTempFile::new_in(cache.temp_dir())
+        .map_err(Error::io("creating a temp file in the cache"))?;
+    fs::copy(file, copy.path()).map_err(Error::io(format!("copying {}", file.display())))?;
+    cache.publish_file(entry, copy.path()).map(drop)
+}
+
+/// Unpacks `archive` with each option set its candidate entries use and publishes the
+/// entries whose NAR hash the tree has. Returns whether any entry matched.
+fn try_unpack(
+    cache: &Cache,
+    archive: &Path,
+    candidates: &[&Entry],
+    report: &Mutex<IngestReport>,
+) -> bool {
+    let mut by_options: Vec<(&Unpack, Vec<&Entry>)> = Vec::new();
+    for e in candidates {
+        let options = e
+            .unpack
+            .as_ref()
+            .expect("url-unpack candidates have options");
+        match by_options.iter_mut().find(|(o, _)| *o == options) {
+            Some((_, list)) => list.push(e),
+            None => by_options.push((options, vec![e])),
+        }
+    }
+    let name = archive
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut matched = false;
+    for (options, entries) in by_options {
+        let Ok(scratch) = tempfile::tempdir_in(cache.temp_dir()) else {
+            continue;
+        };
+        let tree = scratch.path().join("tree");
+        if unpack::unpack(archive, &name, options, &tree).is_err() {
+            continue;
+        }
+        let algos: BTreeSet<HashAlgo> = entries
+            .iter()
+            .filter_map(|e| e.hash.hash().ok().map(|h| h.algo))
+            .collect();
+        let mut hashers = MultiHasher(algos.iter().map(|a| a.hasher()).collect());
+        if nar::dump_path(&tree, &mut hashers).is_err() {
+            continue;
+        }
+        let digests: Vec<Hash> = hashers.0.into_iter().map(Hasher::finalize).collect();
+        let hits: Vec<&Entry> = entries
+            .into_iter()
+            .filter(|e| e.hash.hash().is_ok_and(|h| digests.contains(&h)))
+            .collect();
+        if !hits.is_empty() {
+            matched = true;
+            let publish = |e: &Entry| cache.publish_tree(e, &tree).map(drop);
+            publish_matches(cache, archive, &hits, &publish, report);
+        }
+    }
+    matched
+}
+
+/// Hashes every file under `dir` and adds what matches `manifest` to `cache`.
+pub fn ingest(
+    dir: &Path,
+    manifest: &Manifest,
+    cache: &Cache,
+    progress: &dyn IngestProgress,
+) -> Result<IngestReport, Error> {
+    let files = list_files(dir)?;
+    let wanted = Wanted::new(manifest);
+    let total: u64 = files.iter().map(|(_, len)| len).sum();
+    progress.start(files.len() as u64, total);
+    let hashed: Vec<(PathBuf, Result<Hashed, Error>)> = files
+        .par_iter()
+        .map(|(path, len)| {
+            let h = hash_file(path, *len, &wanted);
+            progress.file_hashed(*len);
+            (path.clone(), h)
+        })
+        .collect();
+
+    let report = Mutex::new(IngestReport {
+        files: files.len() as u64,
+        bytes: total,
+        ..IngestReport::default()
+    });
+    // First file (in path order) of each content; later ones are duplicates.
+    let mut first_by_content: HashMap<[u8; 32], PathBuf> = HashMap::new();
+    let mut unique = Vec::new();
+    for (path, result) in hashed {
+        let h = match result {
+            Ok(h) => h,
+            Err(e) => {
+                let mut r = report.lock().unwrap_or_else(|e| e.into_inner());
+                r.failed.push((path, String::new(), e.to_string()));
+                continue;
+            }
+        };
+        match first_by_content.get(&h.blake3) {
+            Some(first) => report
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .duplicates
+                .push((path, first.clone())),
+            None => {
+                first_by_content.insert(h.blake3, path.clone());
+                unique.push((path, h));
+            }
+        }
+    }
+
+    unique.par_iter().for_each(|(path, h)| {
+        let mut entries: Vec<&Entry> = h
+            .flat
+            .iter()
+            .filter_map(|d| wanted.flat.get(d))
+            .chain(
+                h.file_nar
+                    .iter()
+                    .filter_map(|(x, d)| wanted.file_nar.get(&(*x, d.clone()))),
+            )
+            .flatten()
+            .copied()
+            .collect();
+        entries.sort_by(|a, b| a.store_path.cmp(&b.store_path));
+        entries.dedup_by(|a, b| a.store_path == b.store_path);
+        if !entries.is_empty() {
+            let publish = |e: &Entry| publish_copy(cache, path, e);
+            publish_matches(cache, path, &entries, &publish, &report);
+            return;
+        }
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default();
+        let candidates = archive_extension(&name)
+            .and_then(|ext| wanted.unpack_by_extension.get(ext))
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        if candidates.is_empty() || !try_unpack(cache, path, candidates, &report) {
+            report
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .unmatched
+                .push(path.clone());
+        }
+    });
+
+    let mut r = report.into_inner().unwrap_or_else(|e| e.into_inner());
+    r.published.sort();
+    r.already_present.sort();
+    r.unmatched.sort();
+    r.failed.sort();
+    Ok(r)
+}

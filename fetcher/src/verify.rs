@@ -1,0 +1,578 @@
+//! Re-checks a whole cache root (`srcgrab verify`): every narinfo with its NAR
+//! ([`Cache::verify_narinfo`]: FileHash, FileSize, NarHash, NarSize, CA against the store
+//! path), every hashed-mirror file against its name, every mirror key symlink; and, given a
+//! manifest, which entries are missing. Files nothing refers to are reported too.
+//!
+//! ## The blake3 index
+//! A full verify is the authority (sha256, decompression, NAR parsing) but is slow on a large
+//! disk. Each run records, for every file that passed, its size, mtime and blake3 in
+//! `<root>/.srcgrab/blake3-index`. `quick` mode re-reads every file but only hashes it with
+//! blake3 (no decompression, several times faster than the full check): a file whose bytes
+//! still have the blake3 recorded when it passed a full check is the same file, so it passed
+//! again. Anything else (not indexed, size or mtime changed, blake3 differs) falls back to
+//! the full check, so `quick` never accepts a file the full check has not accepted once.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::fs;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::UNIX_EPOCH;
+
+use rayon::prelude::*;
+use srcgrab_manifest::hash::{HashAlgo, HashMode};
+use srcgrab_manifest::store_path::{parse_content_address, StorePath};
+use srcgrab_manifest::{Entry, Manifest};
+
+use crate::cache::{Cache, CacheOptions, Layout};
+use crate::narinfo::NarInfo;
+use crate::Error;
+
+/// Where the blake3 index lives, relative to the cache root.
+pub const INDEX_PATH: &str = ".srcgrab/blake3-index";
+
+/// Live progress of a verify run; called from many threads.
+pub trait VerifyProgress: Sync {
+    /// The run will check `items` narinfos and mirror files, reading about `bytes`.
+    fn start(&self, _items: u64, _bytes: u64) {}
+    /// One item was checked; `bytes` were read for it.
+    fn item_done(&self, _bytes: u64) {}
+}
+
+/// Progress that shows nothing.
+pub struct NoVerifyProgress;
+
+impl VerifyProgress for NoVerifyProgress {}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct VerifyOptions {
+    /// Accept files whose blake3 matches the index of an earlier full verify.
+    pub quick: bool,
+}
+
+/// A file that failed its check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Corrupt {
+    /// Relative to the cache root.
+    pub path: PathBuf,
+    /// The store path the file belongs to, when it can be told.
+    pub store_path: Option<String>,
+    pub reason: String,
+}
+
+#[derive(Debug, Default)]
+pub struct VerifyReport {
+    pub narinfos: u64,
+    pub mirror_files: u64,
+    /// Bytes read to check them.
+    pub bytes: u64,
+    /// Items accepted by the blake3 index without a full check (`quick`).
+    pub quick_accepted: u64,
+    pub corrupt: Vec<Corrupt>,
+    /// Store paths of manifest entries the cache lacks (narinfo or mirror file).
+    pub missing: Vec<String>,
+    /// Files (relative to the root) no narinfo points to and no entry explains.
+    pub unreferenced: Vec<PathBuf>,
+}
+
+impl VerifyReport {
+    pub fn is_clean(&self) -> bool {
+        self.corrupt.is_empty() && self.missing.is_empty() && self.unreferenced.is_empty()
+    }
+
+    /// The store paths to fetch again: corrupt ones that can be told, and missing ones.
+    pub fn broken_store_paths(&self) -> BTreeSet<String> {
+        self.corrupt
+            .iter()
+            .filter_map(|c| c.store_path.clone())
+            .chain(self.missing.iter().cloned())
+            .collect()
+    }
+}
+
+/// One file's identity in the blake3 index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Fingerprint {
+    size: u64,
+    mtime_ns: u128,
+    blake3: [u8; 32],
+}
+
+/// `<blake3 hex> <size> <mtime ns> <path>` per line, sorted by path.
+#[derive(Debug, Default)]
+struct Blake3Index {
+    files: HashMap<PathBuf, Fingerprint>,
+}
+
+impl Blake3Index {
+    fn read(root: &Path) -> Blake3Index {
+        let Ok(text) = fs::read_to_string(root.join(INDEX_PATH)) else {
+            return Blake3Index::default();
+        };
+        let parse = |line: &str| -> Option<(PathBuf, Fingerprint)> {
+            let mut parts = line.splitn(4, ' ');
+            let hex = parts.next()?;
+            let size = parts.next()?.parse().ok()?;
+            let mtime_ns = parts.next()?.parse().ok()?;
+            let path = PathBuf::from(parts.next()?);
+            let blake3 = blake3::Hash::from_hex(hex).ok()?;
+            Some((
+                path,
+                Fingerprint {
+                    size,
+                    mtime_ns,
+                    blake3: *blake3.as_bytes(),
+                },
+            ))
+        };
+        // A damaged line only costs that file a full check.
+        Blake3Index {
+            files: text.lines().filter_map(parse).collect(),
+        }
+    }
+
+    fn write(&self, root: &Path) -> Result<(), Error> {
+        let dir = root.join(".srcgrab");
+        fs::create_dir_all(&dir).map_err(Error::io(format!("creating {}", dir.display())))?;
+        let sorted: BTreeMap<_, _> = self.files.iter().collect();
+        let mut text = String::new();
+        for (path, f) in sorted {
+            text.push_str(&format!(
+                "{} {} {} {}\n",
+                blake3::Hash::from(f.blake3).to_hex(),
+                f.size,
+                f.mtime_ns,
+                path.display()
+            ));
+        }
+        let mut temp = tempfile::NamedTempFile::new_in(&dir).map_err(Error::io(format!(
+            "creating a temp file in {}",
+            dir.display()
+        )))?;
+        io::Write::write_all(&mut temp, text.as_bytes())
+            .map_err(Error::io(format!("writing {INDEX_PATH}")))?;
+        temp.persist(root.join(INDEX_PATH))
+            .map_err(|e| Error::io(format!("writing {INDEX_PATH}"))(e.error))?;
+        Ok(())
+    }
+}
+
+/// Size, mtime and blake3 of a file as it is now.
+fn fingerprint(path: &Path) -> io::Result<Fingerprint> {
+    let mut file = fs::File::open(path)?;
+    let meta = file.metadata()?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(Fingerprint {
+        size: meta.len(),
+        mtime_ns: mtime_ns(&meta),
+        blake3: *hasher.finalize().as_bytes(),
+    })
+}
+
+fn mtime_ns(meta: &fs::Metadata) -> u128 {
+    meta.modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos())
+}
+
+/// What a cache root holds, as found on disk.
+#[derive(Debug, Default)]
+struct Contents {
+    layout: Option<Layout>,
+    /// Hash parts of `<hash>.narinfo` files.
+    narinfos: Vec<String>,
+    /// Files under `nar/`, relative to the root.
+    nar_files: Vec<PathBuf>,
+    /// Hex names of regular files under `sha256/`.
+    mirror_files: Vec<String>,
+    /// Symlinks anywhere outside `nar/` (mirror keys), relative to the root.
+    mirror_keys: Vec<PathBuf>,
+}
+
+fn read_dir(dir: &Path) -> Result<Vec<fs::DirEntry>, Error> {
+    match fs::read_dir(dir) {
+        Ok(iter) => iter
+            .collect::<io::Result<Vec<_>>>()
+            .map_err(Error::io(format!("listing {}", dir.display()))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(Error::io(format!("listing {}", dir.display()))(e)),
+    }
+}
+
+fn scan(root: &Path) -> Result<Contents, Error> {
+    let cache = root.join("nix-cache-info").is_file();
+    let mirror = root.join("sha256").is_dir();
+    let mut contents = Contents {
+        layout: (cache || mirror).then_some(Layout { cache, mirror }),
+        ..Contents::default()
+    };
+    let mut dirs = vec![PathBuf::new()];
+    while let Some(rel) = dirs.pop() {
+        for entry in read_dir(&root.join(&rel))? {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let path = rel.join(&*name);
+            let file_type = entry
+                .file_type()
+                .map_err(Error::io(format!("stat {}", path.display())))?;
+            let top = rel.as_os_str().is_empty();
+            if file_type.is_symlink() {
+                contents.mirror_keys.push(path);
+            } else if file_type.is_dir() {
+                if !(top && [".tmp", ".srcgrab"].contains(&&*name)) {
+                    dirs.push(path);
+                }
+            } else if top {
+                if let Some(hash_part) = name.strip_suffix(".narinfo") {
+                    contents.narinfos.push(hash_part.to_string());
+                }
+            } else if rel == Path::new("nar") {
+                contents.nar_files.push(path);
+            } else if rel == Path::new("sha256") {
+                contents.mirror_files.push(name.into_owned());
+            }
+        }
+    }
+    contents.narinfos.sort();
+    contents.nar_files.sort();
+    contents.mirror_files.sort();
+    contents.mirror_keys.sort();
+    Ok(contents)
+}
+
+/// What the narinfos say, read before checking so references are known up front.
+struct NarinfoFacts {
+    /// hash part → parsed narinfo (absent when it does not parse).
+    parsed: HashMap<String, NarInfo>,
+    /// NAR files narinfos point to (parseable or not: a corrupt narinfo's NAR is not an orphan).
+    referenced_nars: HashSet<PathBuf>,
+}
+
+fn read_narinfos(root: &Path, hash_parts: &[String]) -> NarinfoFacts {
+    let parsed: HashMap<String, NarInfo> = hash_parts
+        .par_iter()
+        .filter_map(|h| {
+            let text = fs::read_to_string(root.join(format!("{h}.narinfo"))).ok()?;
+            Some((h.clone(), NarInfo::parse(&text).ok()?))
+        })
+        .collect();
+    let referenced_nars = parsed.values().map(|i| PathBuf::from(&i.url)).collect();
+    NarinfoFacts {
+        parsed,
+        referenced_nars,
+    }
+}
+
+/// Checks every item under `root`. Fails only when the root is not a cache at all or cannot
+/// be listed; every problem with an item is in the report.
+pub fn verify_cache(
+    root: &Path,
+    manifest: Option<&Manifest>,
+    options: VerifyOptions,
+    progress: &dyn VerifyProgress,
+) -> Result<VerifyReport, Error> {
+    let contents = scan(root)?;
+    let Some(layout) = contents.layout else {
+        return Err(Error::Corrupt {
+            what: root.display().to_string(),
+            reason: "not a srcgrab cache (no nix-cache-info and no sha256/ directory)".into(),
+        });
+    };
+    // Mirror files are checked here, each once, so the narinfo check skips them.
+    let cache = Cache::open(
+        root,
+        CacheOptions {
+            layout: Layout {
+                cache: layout.cache,
+                mirror: false,
+            },
+            ..CacheOptions::default()
+        },
+    )?;
+    let facts = read_narinfos(root, &contents.narinfos);
+    let old_index = if options.quick {
+        Blake3Index::read(root)
+    } else {
+        Blake3Index::default()
+    };
+    let by_hash_part: HashMap<String, &Entry> = manifest
+        .map(|m| {
+            m.entries
+                .iter()
+                .filter_map(|e| Some((e.parsed_store_path().ok()?.hash_part, e)))
+                .collect()
+        })
+        .unwrap_or_default();
+
+    let size_of = |rel: &Path| fs::metadata(root.join(rel)).map_or(0, |m| m.len());
+    let narinfo_files = |h: &str| -> Vec<PathBuf> {
+        let mut files = vec![PathBuf::from(format!("{h}.narinfo"))];
+        if let Some(info) = facts.parsed.get(h) {
+            files.push(PathBuf::from(&info.url));
+        }
+        files
+    };
+    let total_bytes: u64 = contents
+        .narinfos
+        .iter()
+        .flat_map(|h| narinfo_files(h))
+        .chain(
+            contents
+                .mirror_files
+                .iter()
+                .map(|h| Path::new("sha256").join(h)),
+        )
+        .map(|p| size_of(&p))
+        .sum();
+    progress.start(
+        (contents.narinfos.len() + contents.mirror_files.len()) as u64,
+        total_bytes,
+    );
+
+    let new_index = Mutex::new(Blake3Index::default());
+    let corrupt = Mutex::new(Vec::new());
+    let bytes_read = AtomicU64::new(0);
+    let quick_accepted = AtomicU64::new(0);
+    // Checks one item made of `files`: by the index when quick and every file matches,
+    // else by `full`; on success the files' fingerprints go into the new index.
+    let check_item =
+        |files: Vec<PathBuf>, store_path: Option<String>, full: &dyn Fn() -> Result<(), Error>| {
+            let bytes: u64 = files.iter().map(|f| size_of(f)).sum();
+            let indexed = |rel: &PathBuf| -> Option<Fingerprint> {
+                let known = old_index.files.get(rel)?;
+                let meta = fs::metadata(root.join(rel)).ok()?;
+                if meta.len() != known.size || mtime_ns(&meta) != known.mtime_ns {
+                    return None;
+                }
+                let now = fingerprint(&root.join(rel)).ok()?;
+                (now == *known).then_some(now)
+            };
+            let by_index: Option<Vec<Fingerprint>> = if options.quick {
+                files.iter().map(indexed).collect()
+            } else {
+                None
+            };
+            let outcome = match by_index {
+                Some(prints) => {
+                    quick_accepted.fetch_add(1, Ordering::Relaxed);
+                    Ok(prints)
+                }
+                None => full().and_then(|()| {
+                    files
+                        .iter()
+                        .map(|f| {
+                            fingerprint(&root.join(f))
+                                .map_err(Error::io(format!("reading {}", f.display())))
+                        })
+                        .collect()
+                }),
+            };
+            match outcome {
+                Ok(prints) => {
+                    let mut index = new_index.lock().unwrap_or_else(|e| e.into_inner());
+                    index.files.extend(files.iter().cloned().zip(prints));
+                }
+                Err(err) => corrupt
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(Corrupt {
+                        path: files[0].clone(),
+                        store_path,
+                        reason: err.to_string(),
+                    }),
+            }
+            bytes_read.fetch_add(bytes, Ordering::Relaxed);
+            progress.item_done(bytes);
+        };
+
+    contents.narinfos.par_iter().for_each(|h| {
+        let store_path = facts
+            .parsed
+            .get(h)
+            .map(|i| i.store_path.to_path_string())
+            .or_else(|| by_hash_part.get(h).map(|e| e.store_path.clone()));
+        check_item(narinfo_files(h), store_path, &|| {
+            cache.verify_narinfo(h).map(drop)
+        });
+    });
+
+    // Which manifest entry (if any) each mirror file serves, through its keys.
+    let flat_entries: Vec<&Entry> = manifest
+        .map(|m| {
+            m.entries
+                .iter()
+                .filter(|e| e.hash.mode == HashMode::Flat)
+                .collect()
+        })
+        .unwrap_or_default();
+    let mirror_owner = mirror_owners(root, &flat_entries, &facts);
+    contents.mirror_files.par_iter().for_each(|hex| {
+        let rel = Path::new("sha256").join(hex);
+        let store_path = mirror_owner.get(hex.as_str()).cloned();
+        check_item(vec![rel.clone()], store_path, &|| {
+            check_mirror_file(root, &rel, hex)
+        });
+    });
+
+    let mut corrupt = corrupt.into_inner().unwrap_or_else(|e| e.into_inner());
+    for key in &contents.mirror_keys {
+        if fs::metadata(root.join(key)).is_err() {
+            corrupt.push(Corrupt {
+                path: key.clone(),
+                store_path: None,
+                reason: "mirror key points to no file".into(),
+            });
+        }
+    }
+    corrupt.sort_by(|a, b| a.path.cmp(&b.path));
+
+    let mut unreferenced: Vec<PathBuf> = contents
+        .nar_files
+        .iter()
+        .filter(|p| !facts.referenced_nars.contains(*p))
+        .cloned()
+        .collect();
+    unreferenced.extend(
+        contents
+            .mirror_files
+            .iter()
+            .filter(|hex| !mirror_owner.contains_key(hex.as_str()))
+            .map(|hex| Path::new("sha256").join(hex)),
+    );
+    unreferenced.sort();
+
+    let missing = manifest
+        .map(|m| missing_entries(root, layout, &m.entries))
+        .unwrap_or_default();
+
+    new_index
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+        .write(root)?;
+    Ok(VerifyReport {
+        narinfos: contents.narinfos.len() as u64,
+        mirror_files: contents.mirror_files.len() as u64,
+        bytes: bytes_read.into_inner(),
+        quick_accepted: quick_accepted.into_inner(),
+        corrupt,
+        missing,
+        unreferenced,
+    })
+}
+
+/// A mirror file must hash (sha256) to its own name.
+fn check_mirror_file(root: &Path, rel: &Path, hex: &str) -> Result<(), Error> {
+    let path = root.join(rel);
+    let mut file =
+        fs::File::open(&path).map_err(Error::io(format!("opening {}", path.display())))?;
+    let mut hasher = HashAlgo::Sha256.hasher();
+    io::copy(&mut file, &mut hasher).map_err(Error::io(format!("reading {}", path.display())))?;
+    let got = hasher.finalize().to_hex();
+    if got != hex {
+        return Err(Error::HashMismatch {
+            what: rel.display().to_string(),
+            expected: hex.to_string(),
+            got,
+        });
+    }
+    Ok(())
+}
+
+/// Maps mirror file names (sha256 hex) to the store path they serve: a flat sha256 hash names
+/// its file directly; another algorithm's key `<algo>/<hex>` is a symlink to it.
+fn mirror_owners(
+    root: &Path,
+    flat_entries: &[&Entry],
+    facts: &NarinfoFacts,
+) -> HashMap<String, String> {
+    let from_narinfos = facts.parsed.values().filter_map(|info| {
+        let (mode, hash) = parse_content_address(info.ca.as_deref()?)?;
+        (mode == HashMode::Flat).then(|| (hash, info.store_path.to_path_string()))
+    });
+    let from_manifest = flat_entries
+        .iter()
+        .filter_map(|e| Some((e.hash.hash().ok()?, e.store_path.clone())));
+    let mut owners = HashMap::new();
+    for (hash, store_path) in from_narinfos.chain(from_manifest) {
+        let file = if hash.algo == HashAlgo::Sha256 {
+            Some(hash.to_hex())
+        } else {
+            fs::read_link(root.join(hash.algo.name()).join(hash.to_hex()))
+                .ok()
+                .and_then(|target| Some(target.file_name()?.to_string_lossy().into_owned()))
+        };
+        if let Some(file) = file {
+            owners.entry(file).or_insert(store_path);
+        }
+    }
+    owners
+}
+
+/// Entries whose narinfo (cache layout) or mirror key (mirror layout, flat entries) is absent.
+fn missing_entries(root: &Path, layout: Layout, entries: &[Entry]) -> Vec<String> {
+    entries
+        .par_iter()
+        .filter(|e| {
+            let Ok(path) = StorePath::parse(&e.store_path) else {
+                return true;
+            };
+            let flat = e.hash.mode == HashMode::Flat;
+            let narinfo_missing =
+                layout.cache && !root.join(format!("{}.narinfo", path.hash_part)).exists();
+            let mirror_missing = layout.mirror
+                && flat
+                && e.hash.hash().map_or(true, |h| {
+                    !root.join(h.algo.name()).join(h.to_hex()).exists()
+                });
+            narinfo_missing || mirror_missing
+        })
+        .map(|e| e.store_path.clone())
+        .collect()
+}
+
+/// `url` as a path inside the cache root, refusing `..`, absolute paths and the like, since
+/// a narinfo's URL is data from disk (or from a bundle) and must not reach outside.
+pub fn relative_path(url: &str) -> Option<PathBuf> {
+    let path = Path::new(url);
+    let normal = path
+        .components()
+        .all(|c| matches!(c, std::path::Component::Normal(_)));
+    (normal && !url.is_empty()).then(|| path.to_path_buf())
+}
+
+/// Deletes what `report` found corrupt, so a fetch puts it back: for a narinfo, the narinfo
+/// first (a visible narinfo must never point at a missing NAR), then its NAR file; for a
+/// mirror file, the file. Returns the store paths whose items were removed.
+pub fn remove_corrupt(root: &Path, report: &VerifyReport) -> Result<BTreeSet<String>, Error> {
+    let remove = |rel: &Path| match fs::remove_file(root.join(rel)) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            Err(Error::io(format!("removing {}", rel.display()))(e))
+        }
+        _ => Ok(()),
+    };
+    let mut removed = BTreeSet::new();
+    for c in &report.corrupt {
+        let is_narinfo = c.path.extension().is_some_and(|e| e == "narinfo");
+        let nar = is_narinfo
+            .then(|| fs::read_to_string(root.join(&c.path)).ok())
+            .flatten()
+            .and_then(|text| NarInfo::parse(&text).ok())
+            .and_then(|info| relative_path(&info.url));
+        remove(&c.path)?;
+        if let Some(nar) = nar {
+            remove(&nar)?;
+        }
+        removed.extend(c.store_path.clone());
+    }
+    Ok(removed)
+}
