@@ -1,10 +1,288 @@
-//! `srcgrab fetch`.
+//! `srcgrab fetch MANIFEST --cache DIR`: download every entry, verify it, publish it into a
+//! binary cache and hashed mirror; bars on a terminal, periodic lines otherwise, a summary
+//! at the end and optionally a JSON report of every entry.
 
+use crate::cmd::report::{human_bytes, read_manifest};
+use crate::progress::{self, PeriodicLog};
 use crate::Status;
+use anyhow::Context as _;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget};
+use srcgrab_fetcher::cache::{Cache, CacheOptions, Compression, Layout};
+use srcgrab_fetcher::download::{parse_rate, DownloadOptions, Rewrite};
+use srcgrab_fetcher::fetch::{FetchOptions, DEFAULT_SUBSTITUTER};
+use srcgrab_fetcher::report::{EntryReport, Outcome, Progress, Report};
+use srcgrab_fetcher::sign::SecretKey;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// The manifest written by `srcgrab enumerate`.
+    manifest: PathBuf,
+    /// The cache directory to fill (binary cache and hashed mirror).
+    #[arg(long, value_name = "DIR")]
+    cache: PathBuf,
+    /// Transfers in flight overall.
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    jobs: usize,
+    /// Transfers in flight per host.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    max_per_host: usize,
+    /// Retries of one URL after transient errors (connection, timeout, 429, 5xx, cut body).
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    retries: u32,
+    /// Seconds to wait for a response, or for more of its body, before retrying.
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    stall_timeout: u64,
+    /// Overall download rate limit, e.g. 2MiB/s.
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    rate_limit: Option<u64>,
+    /// A binary cache to take NARs from first (repeatable; replaces the default
+    /// https://cache.nixos.org).
+    #[arg(long = "substituter", value_name = "URL")]
+    substituters: Vec<String>,
+    /// Ask no binary cache; download everything from its own URLs.
+    #[arg(long, conflicts_with = "substituters")]
+    no_substituters: bool,
+    /// A hashed mirror (`<URL>/<algo>/<hex>`) tried before an entry's URLs (repeatable).
+    #[arg(long = "hashed-mirror", value_name = "URL")]
+    hashed_mirrors: Vec<String>,
+    /// Rewrite URLs starting with FROM to start with TO (repeatable; first match wins).
+    #[arg(long = "rewrite", value_name = "FROM=TO")]
+    rewrites: Vec<Rewrite>,
+    /// Compression of the NARs written.
+    #[arg(long, default_value = "zstd", value_name = "none|xz|zstd")]
+    compression: Compression,
+    /// What to write: `cache` (narinfo + NAR), `mirror` (`<algo>/<hex>` files), or both.
+    #[arg(long, default_value = "cache,mirror", value_parser = parse_layout)]
+    layout: Layout,
+    /// Sign narinfos with this Nix secret key file.
+    #[arg(long, value_name = "FILE")]
+    sign_key: Option<PathBuf>,
+    /// Write a JSON report of every entry here.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<Status> {
-    anyhow::bail!("fetch is not implemented yet")
+fn parse_layout(text: &str) -> Result<Layout, String> {
+    let mut layout = Layout {
+        cache: false,
+        mirror: false,
+    };
+    for part in text.split(',').map(str::trim) {
+        match part {
+            "cache" => layout.cache = true,
+            "mirror" => layout.mirror = true,
+            other => return Err(format!("unknown layout '{other}' (cache, mirror)")),
+        }
+    }
+    Ok(layout)
+}
+
+pub fn run(args: Args) -> anyhow::Result<Status> {
+    let manifest = read_manifest(&args.manifest)?;
+    let signing_key = match &args.sign_key {
+        Some(path) => Some(SecretKey::from_file(path)?),
+        None => None,
+    };
+    let cache = Cache::open(
+        &args.cache,
+        CacheOptions {
+            compression: args.compression,
+            layout: args.layout,
+            signing_key,
+        },
+    )
+    .with_context(|| format!("opening cache {}", args.cache.display()))?;
+    let substituters = if args.no_substituters {
+        Vec::new()
+    } else if args.substituters.is_empty() {
+        vec![DEFAULT_SUBSTITUTER.to_string()]
+    } else {
+        args.substituters.clone()
+    };
+    let options = FetchOptions {
+        substituters,
+        hashed_mirrors: args.hashed_mirrors.clone(),
+        rewrites: args.rewrites.clone(),
+        download: DownloadOptions {
+            jobs: args.jobs,
+            max_per_host: args.max_per_host,
+            retries: args.retries,
+            stall_timeout: Duration::from_secs(args.stall_timeout.max(1)),
+            rate_limit: args.rate_limit,
+            ..DownloadOptions::default()
+        },
+        ..FetchOptions::default()
+    };
+    let display = Arc::new(Display::new(manifest.entries.len() as u64));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let result = runtime.block_on(srcgrab_fetcher::fetch::fetch(
+        &manifest.entries,
+        Arc::new(cache),
+        options,
+        display.clone(),
+    ));
+    // Drop in-flight work (after a fatal error) before printing.
+    runtime.shutdown_background();
+    display.finish();
+    let report = result.context("fetch stopped")?;
+    if let Some(path) = &args.report {
+        std::fs::write(path, report.to_json())
+            .with_context(|| format!("writing report {}", path.display()))?;
+    }
+    print_summary(&report);
+    Ok(if report.all_done() {
+        Status::Ok
+    } else {
+        Status::SomeFailed
+    })
+}
+
+fn print_summary(report: &Report) {
+    let s = &report.summary;
+    let fetched: u64 = s.fetched.values().sum();
+    let by_how: Vec<String> = s
+        .fetched
+        .iter()
+        .map(|(how, n)| format!("{n} {how}"))
+        .collect();
+    let failed: u64 = s.failed.values().sum();
+    let by_reason: Vec<String> = s
+        .failed
+        .iter()
+        .map(|(why, n)| format!("{n} {why}"))
+        .collect();
+    let mut line = format!(
+        "{} entries: {} already present, {fetched} fetched",
+        s.entries, s.present
+    );
+    if !by_how.is_empty() {
+        line.push_str(&format!(" ({})", by_how.join(", ")));
+    }
+    line.push_str(&format!(", {failed} failed"));
+    if !by_reason.is_empty() {
+        line.push_str(&format!(" ({})", by_reason.join(", ")));
+    }
+    line.push_str(&format!(", {} need a builder", s.needs_builder));
+    if s.skipped > 0 {
+        line.push_str(&format!(", {} skipped", s.skipped));
+    }
+    eprintln!("srcgrab: {line}");
+    eprintln!(
+        "srcgrab: downloaded {}, wrote {}",
+        human_bytes(s.bytes_downloaded),
+        human_bytes(s.bytes_written)
+    );
+    for entry in &report.entries {
+        match &entry.outcome {
+            Outcome::Failed { reason, detail } => {
+                eprintln!("srcgrab: failed: {} ({reason}): {detail}", entry.store_path)
+            }
+            Outcome::NeedsBuilder { command, .. } => {
+                eprintln!("srcgrab: needs builder: {}: {command}", entry.store_path)
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Progress on stderr: an entries bar and a bytes line on a terminal, a line every ten
+/// seconds otherwise.
+struct Display {
+    entries: ProgressBar,
+    bytes: ProgressBar,
+    _bars: MultiProgress,
+    log: PeriodicLog,
+    total: u64,
+    done: AtomicU64,
+    not_done: AtomicU64,
+    downloaded: AtomicU64,
+    in_flight: AtomicU64,
+}
+
+impl Display {
+    fn new(total: u64) -> Display {
+        let target = if progress::on_terminal() {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        };
+        let bars = MultiProgress::with_draw_target(target);
+        let entries = bars.add(progress::bar(
+            total,
+            "{bar:30} {pos}/{len} entries [{elapsed_precise}, eta {eta}] {msg}",
+        ));
+        let bytes = bars.add(progress::bar(
+            0,
+            "{binary_bytes} downloaded at {binary_bytes_per_sec} {msg}",
+        ));
+        Display {
+            entries,
+            bytes,
+            _bars: bars,
+            log: PeriodicLog::new(Duration::from_secs(10)),
+            total,
+            done: AtomicU64::new(0),
+            not_done: AtomicU64::new(0),
+            downloaded: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+        }
+    }
+
+    fn in_flight_changed(&self, in_flight: u64) {
+        self.bytes
+            .set_message(format!("({in_flight} transfers in flight)"));
+    }
+
+    fn log_line(&self) {
+        self.log.maybe(|| {
+            format!(
+                "fetch: {}/{} entries ({} not fetched), {} downloaded, {} transfers in flight",
+                self.done.load(Ordering::Relaxed),
+                self.total,
+                self.not_done.load(Ordering::Relaxed),
+                human_bytes(self.downloaded.load(Ordering::Relaxed)),
+                self.in_flight.load(Ordering::Relaxed)
+            )
+        });
+    }
+
+    fn finish(&self) {
+        self.entries.finish_and_clear();
+        self.bytes.finish_and_clear();
+    }
+}
+
+impl Progress for Display {
+    fn download_start(&self, _id: u64, _url: &str, _length: Option<u64>) {
+        let n = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        self.in_flight_changed(n);
+    }
+
+    fn download_bytes(&self, _id: u64, bytes: u64) {
+        self.downloaded.fetch_add(bytes, Ordering::Relaxed);
+        self.bytes.inc(bytes);
+        self.log_line();
+    }
+
+    fn download_end(&self, _id: u64) {
+        let n = self.in_flight.fetch_sub(1, Ordering::Relaxed) - 1;
+        self.in_flight_changed(n);
+    }
+
+    fn entry_done(&self, entry: &EntryReport) {
+        self.done.fetch_add(1, Ordering::Relaxed);
+        if !entry.is_done() {
+            let n = self.not_done.fetch_add(1, Ordering::Relaxed) + 1;
+            self.entries.set_message(format!("{n} not fetched"));
+        }
+        self.entries.inc(1);
+        self.log_line();
+    }
 }
