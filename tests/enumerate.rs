@@ -1,0 +1,718 @@
+//! `srcgrab enumerate` end to end: the built binary, the real Nix, the fixture package set.
+//!
+//! The expected manifest is written here by hand from the fixture's sources (names, hashes,
+//! URLs, which attributes use what); store and .drv paths are asked of nix-instantiate.
+//! Nothing here is a golden file produced by srcgrab itself.
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const BOTH: &[&str] = &["aarch64-linux", "x86_64-linux"];
+const AARCH64: &[&str] = &["aarch64-linux"];
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn fixture() -> PathBuf {
+    root().join("tests/fixtures/pkgs")
+}
+
+fn srcgrab(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_srcgrab"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("srcgrab runs")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Runs enumerate writing to a file, returns (exit code, manifest text).
+fn enumerate(dir: &Path, file: &str, args: &[&str]) -> (i32, String) {
+    let output = dir.join(file);
+    let mut all = vec!["enumerate", "-o", output.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let out = srcgrab(&all);
+    let code = out.status.code().expect("exited");
+    assert!(code == 0 || code == 1, "exit {code}: {}", stderr(&out));
+    (code, std::fs::read_to_string(output).unwrap())
+}
+
+/// One expected manifest entry.
+#[derive(Clone, Copy)]
+struct Expected {
+    name: &'static str,
+    /// Selects the FOD's derivation from the fixture set `pkgs` (for nix-instantiate).
+    select: &'static str,
+    sri: &'static str,
+    recursive: bool,
+    kind: &'static str,
+    urls: &'static [&'static str],
+    original_urls: &'static [&'static str],
+    systems: &'static [&'static str],
+    attrs: &'static [&'static str],
+    attr_count: u64,
+    executable: bool,
+    post_fetch: bool,
+    /// (stripRoot, extension) for url-unpack.
+    unpack: Option<(bool, Option<&'static str>)>,
+    /// The served file, for flat hashes (checked against the file itself).
+    served: Option<&'static str>,
+}
+
+const A: &str = "http://fixture-a.invalid";
+
+fn expected_whole_set() -> Vec<Expected> {
+    let base = Expected {
+        name: "",
+        select: "",
+        sri: "",
+        recursive: false,
+        kind: "url",
+        urls: &[],
+        original_urls: &[],
+        systems: BOTH,
+        attrs: &[],
+        attr_count: 1,
+        executable: false,
+        post_fetch: false,
+        unpack: None,
+        served: None,
+    };
+    vec![
+        Expected {
+            name: "bootstrap-tools.sh",
+            select: "pkgs.bootstrapTools",
+            sri: "sha256-L3Qji/8YOk+PFcOUJZemi8IwthWir2WCL6/xBpAh0ho=",
+            kind: "builtin",
+            urls: &["http://fixture-a.invalid/bootstrap/bootstrap-tools.sh"],
+            // Every package's build sources it: 15 derivation attributes evaluate.
+            attrs: &["assets", "bootstrapTools", "checked", "data-file", "demo"],
+            attr_count: 15,
+            served: Some("bootstrap/bootstrap-tools.sh"),
+            ..base
+        },
+        Expected {
+            name: "data.txt",
+            select: "pkgs.data-file.src",
+            sri: "sha256-/rQjzkEE74pE0agcito+tlbexAgJwEf/UsHQFZ9K0DM=",
+            urls: &["http://fixture-a.invalid/files/data.txt"],
+            attrs: &["data-file"],
+            served: Some("files/data.txt"),
+            ..base
+        },
+        Expected {
+            name: "tool.sh",
+            select: "pkgs.tool.src",
+            sri: "sha256-W9+A624EEI0Z9HWcytpjtTUaZMxlyNWo3lQyaZPFdtA=",
+            recursive: true,
+            urls: &["http://fixture-a.invalid/files/tool.sh"],
+            attrs: &["tool"],
+            executable: true,
+            ..base
+        },
+        Expected {
+            name: "checked.txt",
+            select: "pkgs.checked.src",
+            sri: "sha256-fQScn37t2drdFNNh0TNFz7v/v5tX0yPIvm2YKNGFa9I=",
+            urls: &[
+                "http://fixture-b.invalid/files/checked.txt",
+                "http://fixture-a.invalid/files/checked.txt",
+            ],
+            attrs: &["checked"],
+            post_fetch: true,
+            served: Some("files/checked.txt"),
+            ..base
+        },
+        Expected {
+            name: "libfoo-2.0-source",
+            select: "pkgs.libfoo.src",
+            sri: "sha256-48zi4Nv0Nnm1jRoOstJfdIEg/peYip2zYT+iG2y8zMM=",
+            recursive: true,
+            kind: "url-unpack",
+            urls: &["http://fixture-a.invalid/archives/libfoo-2.0.tar.gz"],
+            attrs: &["libfoo"],
+            unpack: Some((true, None)),
+            ..base
+        },
+        Expected {
+            name: "assets-1",
+            select: "pkgs.assets.src",
+            sri: "sha256-su/XTjhlPgkm9MVQrV0xOBfOv46zEEqwdV3gwwYZ0U0=",
+            recursive: true,
+            kind: "url-unpack",
+            urls: &["http://fixture-a.invalid/archives/assets-1.zip"],
+            attrs: &["assets"],
+            unpack: Some((false, None)),
+            ..base
+        },
+        Expected {
+            name: "snapshot-3-source",
+            select: "pkgs.snapshot.src",
+            sri: "sha256-9aAf3g1LkxF5wPMmKZJiclTmdcw/mqLBGAnAun8jBu0=",
+            recursive: true,
+            kind: "url-unpack",
+            urls: &["http://fixture-a.invalid/archives/snapshot"],
+            attrs: &["snapshot"],
+            unpack: Some((true, Some("tar.gz"))),
+            ..base
+        },
+        Expected {
+            name: "demo-0.2-source",
+            select: "pkgs.demo.src",
+            sri: "sha256-8sJIxrsodjW4fPczLMb2lPJr/HDC8CNz+SfN2nY13UI=",
+            recursive: true,
+            kind: "git",
+            attrs: &["demo"],
+            ..base
+        },
+        Expected {
+            name: "hello-1.0-vendor",
+            select: "pkgs.hello-vendored.vendor",
+            sri: "sha256-N+QCXdAyj+ThAcYxs/Rrfiht8JOwYIC4vxtYCOPKLE8=",
+            recursive: true,
+            kind: "other",
+            attrs: &["hello-vendored"],
+            ..base
+        },
+        Expected {
+            name: "hello-1.0.tar.gz",
+            select: "pkgs.hello.src",
+            sri: "sha256-8ggHkEssc+xpTq1LpyPHlk/Fr9gVcnONl3W+Ju1JuB8=",
+            urls: &[
+                "http://fixture-a.invalid/mirror/hello/hello-1.0.tar.gz",
+                "http://fixture-b.invalid/mirror/hello/hello-1.0.tar.gz",
+            ],
+            original_urls: &["mirror://fixture/hello/hello-1.0.tar.gz"],
+            // The vendor FOD's own input: reached through another FOD.
+            attrs: &["greeting", "hello", "hello-vendored"],
+            attr_count: 3,
+            served: Some("mirror/hello/hello-1.0.tar.gz"),
+            ..base
+        },
+        Expected {
+            name: "extra-0.1.txt",
+            select: r#"pkgs.fetchurl { url = "mirror://fixture/extra/extra-0.1.txt"; sha256 = "f7b9f86252a9580d4b2d7c396086e298f1448a66e7562174ac046b71a585db8a"; }"#,
+            sri: "sha256-97n4YlKpWA1LLXw5YIbimPFEimbnViF0rARrcaWF24o=",
+            urls: &[
+                "http://fixture-a.invalid/mirror/extra/extra-0.1.txt",
+                "http://fixture-b.invalid/mirror/extra/extra-0.1.txt",
+            ],
+            original_urls: &["mirror://fixture/extra/extra-0.1.txt"],
+            attrs: &["script-user"],
+            served: Some("mirror/extra/extra-0.1.txt"),
+            ..base
+        },
+        Expected {
+            name: "firmware-aarch64.bin",
+            select: "builtins.head pkgs.firmware.blobs",
+            sri: "sha256-mLxPG9gIKHlT6Sv7bfQh1l3AqkAwUM/CvRY4FKQ+I20=",
+            urls: &["http://fixture-a.invalid/files/firmware-aarch64.bin"],
+            systems: AARCH64,
+            attrs: &["firmware"],
+            served: Some("files/firmware-aarch64.bin"),
+            ..base
+        },
+        Expected {
+            name: "requests-2.0.txt",
+            select: "pkgs.fixtureSet.requests.src",
+            sri: "sha256-o+PkzhZfycFeJHq/DQFjrSH8CTt5w7VYUkEtedHN52k=",
+            urls: &[
+                "http://fixture-b.invalid/other/requests-2.0.txt",
+                "http://fixture-a.invalid/other/requests-2.0.txt",
+            ],
+            original_urls: &["mirror://other/requests-2.0.txt"],
+            attrs: &["fixtureSet.requests"],
+            served: Some("other/requests-2.0.txt"),
+            ..base
+        },
+        Expected {
+            name: "six-1.16.txt",
+            select: "pkgs.fixtureSet.nested.six.src",
+            sri: "sha256-h0A6w2/YSmTDp8tALD+ZTUsl0MbLKA8MXYXgERmuydM=",
+            urls: &[
+                "http://fixture-b.invalid/other/six-1.16.txt",
+                "http://fixture-a.invalid/other/six-1.16.txt",
+            ],
+            original_urls: &["mirror://other/six-1.16.txt"],
+            attrs: &["fixtureSet.nested.six"],
+            served: Some("other/six-1.16.txt"),
+            ..base
+        },
+    ]
+}
+
+/// Attributes that fail on every system, with a piece of Nix's message.
+const EXPECTED_FAILURES: &[(&str, &str)] = &[
+    ("aborts", "fixture: this attribute aborts evaluation"),
+    ("asserts", "assertion"),
+    ("broken-pkg", "is marked as broken"),
+    ("fixtureSet.nested.deep-abort", "fixture: nested abort"),
+    (
+        "fixtureSet.nested.uses-missing",
+        "attribute 'nothing-here' missing",
+    ),
+    ("infinite", "infinite recursion encountered"),
+    ("insecure-pkg", "is marked as insecure"),
+    ("missing-arg", "without required argument \"notAPackage\""),
+    ("missing-attr", "attribute 'no-such-package' missing"),
+    ("removed-pkg", "removed-pkg has been removed"),
+    ("type-error", "cannot add a string to an integer"),
+    ("unfree-blob", "has an unfree license"),
+];
+
+/// (smallest drvPath over `systems`, outPath) of each selected FOD, asked of Nix.
+fn nix_paths(rows: &[&Expected]) -> BTreeMap<String, (String, String)> {
+    let mut expr = format!(
+        "let at = system: import {} {{ inherit system; }}; in {{ ",
+        fixture().display()
+    );
+    for row in rows {
+        let per_system: Vec<String> = row
+            .systems
+            .iter()
+            .map(|s| format!("(let pkgs = at \"{s}\"; in {})", row.select))
+            .collect();
+        expr.push_str(&format!(
+            "\"{}\" = map (d: [ d.drvPath d.outPath ]) [ {} ]; ",
+            row.name,
+            per_system.join(" ")
+        ));
+    }
+    expr.push('}');
+    let out = Command::new("nix-instantiate")
+        .args([
+            "--eval",
+            "--strict",
+            "--json",
+            "--read-write-mode",
+            "--expr",
+            &expr,
+        ])
+        .output()
+        .expect("nix-instantiate runs");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let value: BTreeMap<String, Vec<(String, String)>> =
+        serde_json::from_slice(&out.stdout).unwrap();
+    value
+        .into_iter()
+        .map(|(name, paths)| {
+            let out_path = paths[0].1.clone();
+            assert!(
+                paths.iter().all(|p| p.1 == out_path),
+                "{name}: one output path on all systems"
+            );
+            let drv = paths.iter().map(|p| p.0.clone()).min().unwrap();
+            (name, (drv, out_path))
+        })
+        .collect()
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    value
+        .as_array()
+        .map(|a| a.iter().map(|v| v.as_str().unwrap().to_string()).collect())
+        .unwrap_or_default()
+}
+
+fn owned(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+/// Compares the manifest's entries with the expectation, field by field.
+fn check_entries(manifest: &Value, expected: &[&Expected]) {
+    let entries = manifest["entries"].as_array().unwrap();
+    let mut names: Vec<&str> = entries
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    let mut want: Vec<&str> = expected.iter().map(|e| e.name).collect();
+    names.sort();
+    want.sort();
+    assert_eq!(names, want);
+    let paths = nix_paths(expected);
+    for row in expected {
+        let e = entries.iter().find(|e| e["name"] == row.name).unwrap();
+        let (drv, out_path) = &paths[row.name];
+        let what = row.name;
+        assert_eq!(e["storePath"], out_path.as_str(), "{what}");
+        assert_eq!(e["drvPath"], drv.as_str(), "{what}");
+        assert_eq!(e["hash"]["sri"], row.sri, "{what}");
+        assert_eq!(e["hash"]["algo"], "sha256", "{what}");
+        assert_eq!(
+            e["hash"]["mode"],
+            if row.recursive { "recursive" } else { "flat" },
+            "{what}"
+        );
+        assert_eq!(e["kind"], row.kind, "{what}");
+        assert_eq!(strings(&e["urls"]), owned(row.urls), "{what}");
+        assert_eq!(
+            strings(&e["originalUrls"]),
+            owned(row.original_urls),
+            "{what}"
+        );
+        assert_eq!(strings(&e["systems"]), owned(row.systems), "{what}");
+        assert_eq!(strings(&e["attrs"]), owned(row.attrs), "{what}");
+        assert_eq!(e["attrCount"], row.attr_count, "{what}");
+        assert_eq!(
+            e["executable"].as_bool().unwrap_or(false),
+            row.executable,
+            "{what}"
+        );
+        assert_eq!(
+            e["postFetch"].as_bool().unwrap_or(false),
+            row.post_fetch,
+            "{what}"
+        );
+        match row.unpack {
+            Some((strip_root, extension)) => {
+                assert_eq!(e["unpack"]["stripRoot"], strip_root, "{what}");
+                assert_eq!(e["unpack"]["extension"].as_str(), extension, "{what}");
+            }
+            None => assert!(e.get("unpack").is_none(), "{what}"),
+        }
+        if row.kind == "git" {
+            let git = &e["git"];
+            assert_eq!(git["url"], format!("{A}/git/demo.git"));
+            assert_eq!(git["rev"], "822dfc54fc7ba20adb4bc8cadcc4fa7930aef36a");
+            assert_eq!(git["fetchSubmodules"], true);
+            assert_eq!(git["leaveDotGit"], false);
+            assert_eq!(git["deepClone"], false);
+            assert_eq!(git["fetchLfs"], false);
+        } else {
+            assert!(e.get("git").is_none(), "{what}");
+        }
+        if let Some(served) = row.served {
+            let file = root().join("tests/fixtures/sources").join(served);
+            let out = Command::new("nix-hash")
+                .args(["--flat", "--type", "sha256", "--base32"])
+                .arg(&file)
+                .output()
+                .unwrap();
+            let nix32 = String::from_utf8(out.stdout).unwrap();
+            let from_file =
+                srcgrab_manifest::Hash::parse(&format!("sha256:{}", nix32.trim()), None).unwrap();
+            assert_eq!(
+                from_file.to_sri(),
+                row.sri,
+                "{what}: the served file has the declared hash"
+            );
+        }
+    }
+}
+
+#[test]
+fn whole_fixture_for_two_systems_matches_the_hand_written_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = fixture();
+    let fixture = fixture.to_str().unwrap();
+    let args = [
+        "--nixpkgs",
+        fixture,
+        "--system",
+        "x86_64-linux",
+        "--system",
+        "aarch64-linux",
+    ];
+    let (code, text) = enumerate(
+        dir.path(),
+        "m.json",
+        &[&args[..], &["--jobs", "2"]].concat(),
+    );
+    assert_eq!(code, 1, "failed attributes make exit code 1");
+    let manifest: Value = serde_json::from_str(&text).unwrap();
+
+    let expected = expected_whole_set();
+    check_entries(&manifest, &expected.iter().collect::<Vec<_>>());
+
+    let failures: Vec<(String, String, String)> = manifest["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["system"].as_str().unwrap().to_string(),
+                f["attr"].as_str().unwrap().to_string(),
+                f["error"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let want: Vec<(&str, &str)> = BOTH
+        .iter()
+        .flat_map(|s| EXPECTED_FAILURES.iter().map(move |(attr, _)| (*s, *attr)))
+        .collect();
+    let got: Vec<(&str, &str)> = failures
+        .iter()
+        .map(|(s, a, _)| (s.as_str(), a.as_str()))
+        .collect();
+    assert_eq!(got, want, "failures, sorted by system then attribute");
+    for (system, attr, error) in &failures {
+        let needle = EXPECTED_FAILURES.iter().find(|(a, _)| a == attr).unwrap().1;
+        assert!(error.contains(needle), "{system} {attr}: {error}");
+    }
+    assert_eq!(
+        strings(&manifest["provenance"]["systems"]),
+        owned(&["x86_64-linux", "aarch64-linux"])
+    );
+    assert_eq!(manifest["provenance"]["nixpkgs"], fixture);
+
+    // One evaluator instead of two: the very same bytes.
+    let (code, again) = enumerate(
+        dir.path(),
+        "again.json",
+        &[&args[..], &["--jobs", "1"]].concat(),
+    );
+    assert_eq!(code, 1);
+    assert!(
+        again == text,
+        "a rerun with --jobs 1 must give a byte-identical manifest"
+    );
+}
+
+#[test]
+fn attrs_select_derivations_and_explicit_sets() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = fixture();
+    let fixture = fixture.to_str().unwrap();
+    let (code, text) = enumerate(
+        dir.path(),
+        "hello.json",
+        &[
+            "--nixpkgs",
+            fixture,
+            "--system",
+            "x86_64-linux",
+            "--attr",
+            "hello",
+        ],
+    );
+    assert_eq!(code, 0);
+    let manifest: Value = serde_json::from_str(&text).unwrap();
+    let all = expected_whole_set();
+    let mut hello = all
+        .iter()
+        .find(|e| e.name == "hello-1.0.tar.gz")
+        .unwrap()
+        .clone_for(&["hello"], 1);
+    hello.systems = &["x86_64-linux"];
+    let mut bootstrap = all
+        .iter()
+        .find(|e| e.name == "bootstrap-tools.sh")
+        .unwrap()
+        .clone_for(&["hello"], 1);
+    bootstrap.systems = &["x86_64-linux"];
+    check_entries(&manifest, &[&hello, &bootstrap]);
+    assert_eq!(manifest["failures"], serde_json::json!([]));
+    assert_eq!(strings(&manifest["provenance"]["attrs"]), owned(&["hello"]));
+
+    // A set without recurseForDerivations is walked when asked for by name; an unfree
+    // package evaluates with --allow-unfree; a missing attribute is a failure (exit 1).
+    let (code, text) = enumerate(
+        dir.path(),
+        "some.json",
+        &[
+            "--nixpkgs",
+            fixture,
+            "--system",
+            "x86_64-linux",
+            "--allow-unfree",
+            "--attr",
+            "fixtureSet.hidden",
+            "--attr",
+            "unfree-blob",
+            "--attr",
+            "no.such.thing",
+        ],
+    );
+    assert_eq!(code, 1);
+    let manifest: Value = serde_json::from_str(&text).unwrap();
+    let names: Vec<&str> = manifest["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    let mut names = names;
+    names.sort();
+    assert_eq!(names, ["blob.txt", "bootstrap-tools.sh", "hidden-0.1.txt"]);
+    let hidden = manifest["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "hidden-0.1.txt")
+        .unwrap();
+    assert_eq!(
+        strings(&hidden["attrs"]),
+        owned(&["fixtureSet.hidden.hidden-pkg"])
+    );
+    assert_eq!(manifest["provenance"]["config"]["allowUnfree"], true);
+    let failures = manifest["failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert_eq!(failures[0]["attr"], "no.such.thing");
+    assert!(failures[0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("attribute 'no' missing"));
+}
+
+#[test]
+fn file_mode_walks_every_set_and_passes_arguments() {
+    let dir = tempfile::tempdir().unwrap();
+    let jobset = fixture().join("jobset.nix");
+    let (code, text) = enumerate(
+        dir.path(),
+        "jobset.json",
+        &[
+            "--file",
+            jobset.to_str().unwrap(),
+            "--arg",
+            "withTool",
+            "true",
+            "--argstr",
+            "label",
+            "lbl",
+            "--system",
+            "x86_64-linux",
+        ],
+    );
+    assert_eq!(code, 0);
+    let manifest: Value = serde_json::from_str(&text).unwrap();
+    let attrs: BTreeMap<&str, Vec<String>> = manifest["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["name"].as_str().unwrap(), strings(&e["attrs"])))
+        .collect();
+    let want: BTreeMap<&str, Vec<String>> = [
+        (
+            "bootstrap-tools.sh",
+            owned(&["hello", "hidden.hidden-pkg", "labelled.lbl", "tool"]),
+        ),
+        ("data.txt", owned(&["labelled.lbl"])),
+        ("hello-1.0.tar.gz", owned(&["hello"])),
+        ("hidden-0.1.txt", owned(&["hidden.hidden-pkg"])),
+        ("tool.sh", owned(&["tool"])),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(attrs, want);
+    assert_eq!(
+        manifest["provenance"]["args"]["label"],
+        serde_json::json!({"type": "str", "value": "lbl"})
+    );
+}
+
+#[test]
+fn a_crashing_or_memory_hungry_attribute_costs_only_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let stress = fixture().join("stress.nix");
+    let (code, text) = enumerate(
+        dir.path(),
+        "stress.json",
+        &[
+            "--file",
+            stress.to_str().unwrap(),
+            "--jobs",
+            "1",
+            "--max-memory",
+            "400M",
+            "--system",
+            "x86_64-linux",
+        ],
+    );
+    assert_eq!(code, 1);
+    let manifest: Value = serde_json::from_str(&text).unwrap();
+    let failures: Vec<(&str, &str)> = manifest["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["attr"].as_str().unwrap(), f["error"].as_str().unwrap()))
+        .collect();
+    assert_eq!(failures.len(), 2, "{failures:?}");
+    assert_eq!(failures[0], ("hog", "exceeded --max-memory"));
+    assert_eq!(failures[1].0, "overflow");
+    assert!(
+        failures[1].1.starts_with("evaluator crashed: "),
+        "{}",
+        failures[1].1
+    );
+    assert!(
+        failures[1].1.contains("stack overflow"),
+        "{}",
+        failures[1].1
+    );
+    // The attributes evaluated after the crash and the kill still are.
+    let mut names: Vec<&str> = manifest["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["bootstrap-tools.sh", "data.txt", "hello-1.0.tar.gz"]
+    );
+}
+
+#[test]
+fn fatal_errors_exit_2_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("never.json");
+    let out = srcgrab(&[
+        "enumerate",
+        "--nixpkgs",
+        "/nonexistent/nixpkgs",
+        "-o",
+        output.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        "srcgrab: nixpkgs path /nonexistent/nixpkgs does not exist\n"
+    );
+    assert!(!output.exists(), "no manifest on a fatal error");
+
+    let fixture = fixture();
+    let out = Command::new(env!("CARGO_BIN_EXE_srcgrab"))
+        .args(["enumerate", "--nixpkgs", fixture.to_str().unwrap()])
+        .env("PATH", dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let message = stderr(&out);
+    assert_eq!(message.lines().count(), 1, "{message}");
+    assert!(
+        message.starts_with("srcgrab: nix not found on PATH"),
+        "{message}"
+    );
+
+    // An expression that does not load at all is fatal too, not a failure per attribute.
+    let broken = dir.path().join("broken.nix");
+    std::fs::write(
+        &broken,
+        "{ system ? builtins.currentSystem }: abort \"cannot load\"",
+    )
+    .unwrap();
+    let out = srcgrab(&["enumerate", "--file", broken.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let message = stderr(&out);
+    assert_eq!(message.lines().count(), 1, "{message}");
+    assert!(message.contains("cannot load"), "{message}");
+}
+
+impl Expected {
+    /// The same FOD as reached from fewer attributes.
+    fn clone_for(&self, attrs: &'static [&'static str], attr_count: u64) -> Expected {
+        Expected {
+            attrs,
+            attr_count,
+            ..*self
+        }
+    }
+}
