@@ -716,3 +716,43 @@ impl Expected {
         }
     }
 }
+
+#[test]
+fn provenance_records_the_commit_of_a_nixpkgs_checkout() {
+    let dir = tempfile::tempdir().unwrap();
+    let checkout = dir.path().join("nixpkgs");
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@t.invalid"])
+            .args(args)
+            .current_dir(&checkout)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let copied = Command::new("cp")
+        .arg("-r")
+        .arg(fixture())
+        .arg(&checkout)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    git(&["init", "-q"]);
+    git(&["add", "-A"]);
+    git(&["commit", "-q", "-m", "fixture"]);
+    let head = git(&["rev-parse", "HEAD"]);
+    let (code, text) = enumerate(
+        dir.path(),
+        "m.json",
+        &[
+            "--nixpkgs",
+            checkout.to_str().unwrap(),
+            "--attr",
+            "data-file",
+        ],
+    );
+    assert_eq!(code, 0);
+    let manifest: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(manifest["provenance"]["nixpkgsRev"], head.as_str());
+}

@@ -378,15 +378,19 @@ fn command_output(command: &mut Command) -> Result<String, EnumerateError> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// The commit of a nixpkgs that is the top of a git checkout (not merely inside one).
 fn git_head(path: &Path) -> Option<String> {
     let out = Command::new("git")
         .arg("-C")
         .arg(path)
-        .args(["rev-parse", "HEAD"])
+        .args(["rev-parse", "--show-toplevel", "HEAD"])
         .output()
         .ok()?;
-    let rev = String::from_utf8(out.stdout).ok()?.trim().to_string();
-    (out.status.success() && !rev.is_empty()).then_some(rev)
+    let text = String::from_utf8(out.stdout).ok()?;
+    let mut lines = text.lines();
+    let (top, rev) = (lines.next()?, lines.next()?);
+    let is_top = Path::new(top).canonicalize().ok()? == path.canonicalize().ok()?;
+    (out.status.success() && is_top).then(|| rev.to_string())
 }
 
 fn find_on_path(program: &str) -> Option<PathBuf> {
