@@ -1,0 +1,690 @@
+//! `srcgrab fetch` end to end: the real binary against a real HTTP server on 127.0.0.1 with
+//! injected faults, real Nix making an upstream binary cache, and real Nix substituting
+//! from the cache srcgrab wrote. Assertions are on what the server counted and what the
+//! cache holds, never on timing.
+
+mod support;
+
+use serde_json::Value;
+use srcgrab_manifest::hash::{Hash, HashAlgo};
+use srcgrab_manifest::{store_path, Entry, HashMode, Kind, Manifest, OutputHash, Provenance};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use support::{Route, TestServer};
+
+fn sha256(bytes: &[u8]) -> Hash {
+    Hash {
+        algo: HashAlgo::Sha256,
+        bytes: HashAlgo::Sha256.digest(bytes),
+    }
+}
+
+/// Content no earlier run has put in the store, so Nix really has to substitute it:
+/// a label, then pseudo-random letters seeded by the clock, the pid and a counter.
+fn unique(label: &str, size: usize) -> Vec<u8> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let mut state = nanos
+        ^ ((std::process::id() as u64) << 32)
+        ^ COUNTER
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_mul(0x9e3779b97f4a7c15)
+        | 1;
+    let mut bytes = format!("{label} ").into_bytes();
+    while bytes.len() < size {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        bytes.push(b'a' + (state % 26) as u8);
+    }
+    bytes
+}
+
+fn entry(name: &str, mode: HashMode, hash: &Hash, kind: Kind, urls: Vec<String>) -> Entry {
+    let path = store_path::fixed_output_path(name, mode, hash);
+    Entry {
+        store_path: path.to_path_string(),
+        name: name.to_string(),
+        hash: OutputHash::new(mode, hash),
+        kind,
+        urls,
+        original_urls: Vec::new(),
+        executable: false,
+        post_fetch: false,
+        unpack: None,
+        git: None,
+        drv_path: format!("/nix/store/00000000000000000000000000000000-{name}.drv"),
+        systems: vec!["x86_64-linux".into()],
+        attrs: vec![name.to_string()],
+        attr_count: 1,
+    }
+}
+
+fn flat_entry(name: &str, content: &[u8], urls: Vec<String>) -> Entry {
+    entry(name, HashMode::Flat, &sha256(content), Kind::Url, urls)
+}
+
+fn write_manifest(dir: &Path, entries: Vec<Entry>) -> PathBuf {
+    let mut manifest = Manifest {
+        version: srcgrab_manifest::MANIFEST_VERSION,
+        provenance: Provenance {
+            systems: vec!["x86_64-linux".into()],
+            nix_version: "test".into(),
+            ..Provenance::default()
+        },
+        failures: Vec::new(),
+        entries,
+    };
+    manifest.normalize();
+    let path = dir.join("manifest.json");
+    std::fs::write(&path, manifest.to_json()).unwrap();
+    path
+}
+
+struct Run {
+    output: Output,
+    report: Value,
+}
+
+impl Run {
+    fn code(&self) -> i32 {
+        self.output.status.code().expect("exited")
+    }
+
+    fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.output.stderr).into_owned()
+    }
+
+    fn entry(&self, store_path: &str) -> &Value {
+        self.report["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["storePath"] == store_path)
+            .unwrap_or_else(|| panic!("{store_path} not in report: {}", self.report))
+    }
+}
+
+fn srcgrab() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_srcgrab"))
+}
+
+/// Runs `srcgrab fetch` with no substituters (unless `args` name some) and short timeouts.
+fn fetch(dir: &Path, manifest: &Path, cache: &Path, args: &[&str]) -> Run {
+    let report_path = dir.join("report.json");
+    let _ = std::fs::remove_file(&report_path);
+    let mut command = srcgrab();
+    command
+        .arg("fetch")
+        .arg(manifest)
+        .arg("--cache")
+        .arg(cache)
+        .arg("--report")
+        .arg(&report_path)
+        .args(["--stall-timeout", "2", "--retries", "3"]);
+    if !args.iter().any(|a| *a == "--substituter") {
+        command.arg("--no-substituters");
+    }
+    let output = command.args(args).output().expect("run srcgrab");
+    let report = std::fs::read_to_string(&report_path)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(Value::Null);
+    Run { output, report }
+}
+
+fn narinfo_path(cache: &Path, entry: &Entry) -> PathBuf {
+    let hash_part = entry.parsed_store_path().unwrap().hash_part;
+    cache.join(format!("{hash_part}.narinfo"))
+}
+
+/// The entry is in the cache: its narinfo names it, and the mirror file holds the content.
+fn assert_published(cache: &Path, entry: &Entry, content: &[u8]) {
+    let narinfo = std::fs::read_to_string(narinfo_path(cache, entry))
+        .unwrap_or_else(|e| panic!("no narinfo for {}: {e}", entry.store_path));
+    assert!(
+        narinfo.contains(&format!("StorePath: {}\n", entry.store_path)),
+        "{narinfo}"
+    );
+    let mirror = cache.join("sha256").join(sha256(content).to_hex());
+    assert_eq!(
+        std::fs::read(&mirror).unwrap(),
+        content,
+        "{}",
+        mirror.display()
+    );
+}
+
+#[test]
+fn falls_back_across_urls_and_retries_transient_errors() {
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let a = unique("a", 70_000);
+    let b = unique("b", 10_000);
+    server.route("/missing/a", Route::status(404));
+    server.route("/flaky/a", Route::ok(a.clone()).fail_first(2));
+    server.route("/wrong/b", Route::ok(unique("not b", 10_000)));
+    server.route("/good/b", Route::ok(b.clone()));
+    let entry_a = flat_entry(
+        "a.tar.gz",
+        &a,
+        vec![server.url("/missing/a"), server.url("/flaky/a")],
+    );
+    let entry_b = flat_entry(
+        "b.tar.gz",
+        &b,
+        vec![server.url("/wrong/b"), server.url("/good/b")],
+    );
+    let manifest = write_manifest(dir.path(), vec![entry_a.clone(), entry_b.clone()]);
+
+    let run = fetch(dir.path(), &manifest, &cache, &[]);
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    assert_published(&cache, &entry_a, &a);
+    assert_published(&cache, &entry_b, &b);
+    assert_eq!(server.requests("/missing/a"), 1, "a 404 is not retried");
+    assert_eq!(server.requests("/flaky/a"), 3, "two 500s, then the file");
+    assert_eq!(
+        server.requests("/wrong/b"),
+        1,
+        "wrong content moves on at once"
+    );
+    let report_a = run.entry(&entry_a.store_path);
+    assert_eq!(report_a["status"], "fetched");
+    assert_eq!(report_a["how"], "url");
+    assert_eq!(report_a["from"], server.url("/flaky/a"));
+    assert_eq!(report_a["urlsTried"].as_array().unwrap().len(), 2);
+    assert_eq!(report_a["bytesDownloaded"], a.len() as u64);
+    assert!(report_a["bytesWritten"].as_u64().unwrap() > 0);
+    assert_eq!(run.report["summary"]["fetched"]["url"], 2);
+
+    // A second run finds both present and asks the server nothing.
+    let before = server.total_requests();
+    let again = fetch(dir.path(), &manifest, &cache, &[]);
+    assert_eq!(again.code(), 0, "{}", again.stderr());
+    assert_eq!(server.total_requests(), before);
+    assert_eq!(again.report["summary"]["present"], 2);
+}
+
+#[test]
+fn resumes_a_cut_body_with_range_and_restarts_when_range_is_ignored() {
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let resumable = unique("resumable", 300_000);
+    let restart = unique("restart", 300_000);
+    let stalled = unique("stalled", 300_000);
+    server.route(
+        "/cut",
+        Route::ok(resumable.clone()).truncate_first(1, 100_000),
+    );
+    server.route(
+        "/cut-no-range",
+        Route::ok(restart.clone())
+            .truncate_first(1, 100_000)
+            .ignore_range(),
+    );
+    server.route("/stall", Route::ok(stalled.clone()).stall_first(1, 120_000));
+    let entries = vec![
+        flat_entry("resumable", &resumable, vec![server.url("/cut")]),
+        flat_entry("restart", &restart, vec![server.url("/cut-no-range")]),
+        flat_entry("stalled", &stalled, vec![server.url("/stall")]),
+    ];
+    let manifest = write_manifest(dir.path(), entries.clone());
+
+    let run = fetch(dir.path(), &manifest, &cache, &[]);
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    for (entry, content) in entries.iter().zip([&resumable, &restart, &stalled]) {
+        assert_published(&cache, entry, content);
+    }
+    let cut = server.stats("/cut");
+    assert_eq!((cut.requests, cut.range_requests), (2, 1));
+    assert_eq!(cut.body_bytes, resumable.len() as u64, "no byte sent twice");
+    let no_range = server.stats("/cut-no-range");
+    assert_eq!(no_range.requests, 2);
+    assert_eq!(no_range.body_bytes, 100_000 + restart.len() as u64);
+    let stall = server.stats("/stall");
+    assert_eq!((stall.requests, stall.range_requests), (2, 1));
+    assert_eq!(stall.body_bytes, stalled.len() as u64);
+    assert_eq!(
+        run.entry(&entries[1].store_path)["bytesDownloaded"],
+        100_000 + restart.len() as u64
+    );
+}
+
+#[test]
+fn follows_redirects_applies_rewrites_and_tries_hashed_mirrors_first() {
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let redirected = unique("redirected", 5_000);
+    let mirrored = unique("mirrored", 5_000);
+    server.route(
+        "/gnu/hello.tar.gz",
+        Route::redirect(302, "/files/hello.tar.gz"),
+    );
+    server.route("/files/hello.tar.gz", Route::ok(redirected.clone()));
+    let mirror_path = format!("/mirror/sha256/{}", sha256(&mirrored).to_hex());
+    server.route(&mirror_path, Route::ok(mirrored.clone()));
+    server.route("/upstream/mirrored", Route::ok(mirrored.clone()));
+    let rewritten = flat_entry(
+        "hello.tar.gz",
+        &redirected,
+        vec!["https://ftpmirror.gnu.invalid/hello.tar.gz".into()],
+    );
+    let from_mirror = flat_entry(
+        "mirrored",
+        &mirrored,
+        vec![server.url("/upstream/mirrored")],
+    );
+    let manifest = write_manifest(dir.path(), vec![rewritten.clone(), from_mirror.clone()]);
+
+    let rule = format!("https://ftpmirror.gnu.invalid/={}", server.url("/gnu/"));
+    let mirror = server.url("/mirror/");
+    let run = fetch(
+        dir.path(),
+        &manifest,
+        &cache,
+        &["--rewrite", &rule, "--hashed-mirror", &mirror],
+    );
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    assert_published(&cache, &rewritten, &redirected);
+    assert_published(&cache, &from_mirror, &mirrored);
+    assert_eq!(server.requests("/gnu/hello.tar.gz"), 1);
+    assert_eq!(server.requests("/files/hello.tar.gz"), 1);
+    assert_eq!(server.requests(&mirror_path), 1);
+    assert_eq!(
+        server.requests("/upstream/mirrored"),
+        0,
+        "the mirror came first"
+    );
+    let report = run.entry(&rewritten.store_path);
+    assert_eq!(report["from"], server.url("/gnu/hello.tar.gz"));
+}
+
+#[test]
+fn wrong_content_everywhere_fails_with_exit_1_and_publishes_nothing() {
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let wanted = unique("wanted", 2_000);
+    server.route("/one", Route::ok(unique("other", 2_000)));
+    server.route("/two", Route::ok(unique("another", 2_000)));
+    let bad = flat_entry(
+        "wanted",
+        &wanted,
+        vec![server.url("/one"), server.url("/two")],
+    );
+    let mut post_fetch = flat_entry("patched", &wanted, vec![server.url("/one")]);
+    post_fetch.post_fetch = true;
+    let manifest = write_manifest(dir.path(), vec![bad.clone(), post_fetch.clone()]);
+
+    let run = fetch(dir.path(), &manifest, &cache, &[]);
+    assert_eq!(run.code(), 1, "{}", run.stderr());
+    let report = run.entry(&bad.store_path);
+    assert_eq!(report["status"], "failed");
+    assert_eq!(report["reason"], "hash mismatch");
+    assert_eq!(
+        report["urlsTried"],
+        serde_json::json!([server.url("/one"), server.url("/two")])
+    );
+    let needs = run.entry(&post_fetch.store_path);
+    assert_eq!(needs["status"], "needs-builder");
+    assert_eq!(
+        needs["command"],
+        format!("nix-store --realise {}", post_fetch.drv_path)
+    );
+    assert!(!narinfo_path(&cache, &bad).exists());
+    assert!(!narinfo_path(&cache, &post_fetch).exists());
+    let mirror_files = std::fs::read_dir(cache.join("sha256")).unwrap().count();
+    assert_eq!(mirror_files, 0, "nothing unverified reaches the mirror");
+}
+
+#[test]
+fn malformed_manifest_is_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("manifest.json");
+    std::fs::write(&manifest, r#"{"version": 1, "entries": 7}"#).unwrap();
+    let run = fetch(dir.path(), &manifest, &dir.path().join("cache"), &[]);
+    assert_eq!(run.code(), 2);
+    assert!(run.stderr().contains("manifest"), "{}", run.stderr());
+}
+
+fn nix(program: &str, args: &[&str]) -> Output {
+    let output = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    output
+}
+
+fn nix_ok(program: &str, args: &[&str]) -> String {
+    let output = nix(program, args);
+    assert!(
+        output.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap().trim().to_string()
+}
+
+/// Removes `path` from the local store so only substitution can bring it back.
+fn delete_from_store(path: &str) {
+    let _ = nix("nix-store", &["--delete", path]);
+    assert!(!Path::new(path).exists(), "{path} is still in the store");
+}
+
+#[test]
+fn upstream_binary_cache_made_by_nix_is_used_and_a_tampered_nar_is_rejected() {
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let upstream = dir.path().join("upstream");
+    let good = unique("substituted", 40_000);
+    let tampered = unique("tampered", 40_000);
+    let mut store_paths = Vec::new();
+    for (name, content) in [("good.tar", &good), ("tampered.tar", &tampered)] {
+        let file = dir.path().join(name);
+        std::fs::write(&file, content).unwrap();
+        let path = nix_ok(
+            "nix-store",
+            &["--add-fixed", "sha256", file.to_str().unwrap()],
+        );
+        let to = format!("file://{}", upstream.display());
+        nix_ok(
+            "nix",
+            &[
+                "--extra-experimental-features",
+                "nix-command",
+                "copy",
+                "--to",
+                &to,
+                &path,
+            ],
+        );
+        store_paths.push(path);
+    }
+    let good_entry = flat_entry("good.tar", &good, vec![server.url("/native/good")]);
+    let tampered_entry = flat_entry(
+        "tampered.tar",
+        &tampered,
+        vec![server.url("/native/tampered")],
+    );
+    assert_eq!(
+        store_paths,
+        [
+            good_entry.store_path.clone(),
+            tampered_entry.store_path.clone()
+        ]
+    );
+    // Swap the tampered entry's NAR for the good one's, and drop the file checks so only
+    // NarHash can tell.
+    let read_narinfo =
+        |entry: &Entry| std::fs::read_to_string(narinfo_path(&upstream, entry)).unwrap();
+    let nar_url = |narinfo: &str| {
+        narinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("URL: "))
+            .unwrap()
+            .to_string()
+    };
+    let good_nar = upstream.join(nar_url(&read_narinfo(&good_entry)));
+    let tampered_narinfo = read_narinfo(&tampered_entry);
+    std::fs::copy(&good_nar, upstream.join(nar_url(&tampered_narinfo))).unwrap();
+    let stripped: String = tampered_narinfo
+        .lines()
+        .filter(|l| !l.starts_with("FileHash:") && !l.starts_with("FileSize:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(narinfo_path(&upstream, &tampered_entry), stripped).unwrap();
+    server.serve_dir("/upstream/", &upstream);
+    server.route("/native/tampered", Route::ok(tampered.clone()));
+    let absent = unique("absent", 1_000);
+    server.route("/native/absent", Route::ok(absent.clone()));
+    let absent_entry = flat_entry("absent", &absent, vec![server.url("/native/absent")]);
+    let manifest = write_manifest(
+        dir.path(),
+        vec![
+            good_entry.clone(),
+            tampered_entry.clone(),
+            absent_entry.clone(),
+        ],
+    );
+
+    let substituter = server.url("/upstream");
+    let run = fetch(
+        dir.path(),
+        &manifest,
+        &cache,
+        &["--substituter", &substituter],
+    );
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    let good_report = run.entry(&good_entry.store_path);
+    assert_eq!(good_report["how"], "substituter");
+    assert_eq!(good_report["from"], substituter);
+    assert_eq!(server.requests("/native/good"), 0);
+    let tampered_report = run.entry(&tampered_entry.store_path);
+    assert_eq!(tampered_report["how"], "url", "{tampered_report}");
+    let reason = tampered_report["rejected"][0]["reason"].as_str().unwrap();
+    assert!(reason.contains("NarHash mismatch"), "{reason}");
+    assert_eq!(run.entry(&absent_entry.store_path)["how"], "url");
+    for (entry, content) in [
+        (&good_entry, &good),
+        (&tampered_entry, &tampered),
+        (&absent_entry, &absent),
+    ] {
+        assert_published(&cache, entry, content);
+    }
+    for path in &store_paths {
+        delete_from_store(path);
+    }
+}
+
+/// `srcgrab fetch` killed with SIGKILL mid-run, then run again: the cache ends complete and
+/// valid, and files finished before the kill are not downloaded again.
+#[test]
+fn sigkill_mid_run_loses_only_in_flight_downloads() {
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let mut entries = Vec::new();
+    let mut contents = Vec::new();
+    for i in 0..16 {
+        let content = unique(&format!("file {i}"), 200_000);
+        let path = format!("/slow/{i}");
+        server.route(
+            &path,
+            Route::ok(content.clone()).slow(20_000, Duration::from_millis(40)),
+        );
+        entries.push(flat_entry(
+            &format!("file-{i}"),
+            &content,
+            vec![server.url(&path)],
+        ));
+        contents.push(content);
+    }
+    let manifest = write_manifest(dir.path(), entries.clone());
+    let mut child = srcgrab()
+        .arg("fetch")
+        .arg(&manifest)
+        .arg("--cache")
+        .arg(&cache)
+        .args(["--no-substituters", "--jobs", "4"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let published = |entries: &[Entry]| -> Vec<usize> {
+        (0..entries.len())
+            .filter(|i| narinfo_path(&cache, &entries[*i]).exists())
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while published(&entries).len() < 5 {
+        assert!(Instant::now() < deadline, "srcgrab made no progress");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "srcgrab ended before the kill"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let done_before = published(&entries);
+    assert!(
+        done_before.len() < entries.len(),
+        "killed too late to test anything"
+    );
+    let requests_before: Vec<u64> = (0..entries.len())
+        .map(|i| server.requests(&format!("/slow/{i}")))
+        .collect();
+
+    let run = fetch(dir.path(), &manifest, &cache, &[]);
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    for (entry, content) in entries.iter().zip(&contents) {
+        assert_published(&cache, entry, content);
+    }
+    for i in done_before {
+        assert_eq!(
+            server.requests(&format!("/slow/{i}")),
+            requests_before[i],
+            "file {i} was finished before the kill and fetched again"
+        );
+    }
+    let resumed: u64 = (0..entries.len())
+        .map(|i| server.stats(&format!("/slow/{i}")).range_requests)
+        .sum();
+    assert!(resumed >= 1, "no partial download was resumed");
+    let opened = srcgrab_fetcher::cache::Cache::open(&cache, Default::default()).unwrap();
+    for entry in &entries {
+        let hash_part = entry.parsed_store_path().unwrap().hash_part;
+        opened.verify_narinfo(&hash_part).unwrap();
+    }
+}
+
+/// The proof: Nix itself, with only the written cache as substituter (or hashed mirror) and
+/// the server gone, realises fixed-output derivations whose builder cannot build anything.
+#[test]
+fn nix_realises_fixed_outputs_from_the_written_cache_alone() {
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let flat = unique("flat", 30_000);
+    let mut tool = b"#!/bin/sh\necho ".to_vec();
+    tool.extend(unique("tool", 3_000));
+    let tool_file = dir.path().join("tool");
+    std::fs::write(&tool_file, &tool).unwrap();
+    std::fs::set_permissions(
+        &tool_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let tool_hash = Hash::parse(
+        &nix_ok(
+            "nix-hash",
+            &["--type", "sha256", tool_file.to_str().unwrap()],
+        ),
+        Some(HashAlgo::Sha256),
+    )
+    .unwrap();
+    let expression = dir.path().join("fods.nix");
+    std::fs::write(
+        &expression,
+        format!(
+            r#"
+let fod = name: mode: hash: derivation {{
+  inherit name;
+  system = builtins.currentSystem;
+  builder = "/bin/false";
+  outputHashMode = mode;
+  outputHashAlgo = "sha256";
+  outputHash = hash;
+}};
+in {{
+  flat = fod "flat.tar.gz" "flat" "{flat_hash}";
+  tool = fod "tool" "recursive" "{tool_hash}";
+  builtin = import <nix/fetchurl.nix> {{
+    url = "http://127.0.0.1:9/flat.tar.gz";
+    sha256 = "{flat_hash}";
+  }};
+}}
+"#,
+            flat_hash = sha256(&flat).to_hex(),
+            tool_hash = tool_hash.to_hex()
+        ),
+    )
+    .unwrap();
+    let drv = |attr: &str| {
+        nix_ok(
+            "nix-instantiate",
+            &[expression.to_str().unwrap(), "-A", attr],
+        )
+    };
+    let (flat_drv, tool_drv, builtin_drv) = (drv("flat"), drv("tool"), drv("builtin"));
+    server.route("/flat.tar.gz", Route::ok(flat.clone()));
+    server.route("/tool", Route::ok(tool.clone()));
+    let mut flat_entry = flat_entry("flat.tar.gz", &flat, vec![server.url("/flat.tar.gz")]);
+    flat_entry.drv_path = flat_drv.clone();
+    let mut tool_entry = entry(
+        "tool",
+        HashMode::Recursive,
+        &tool_hash,
+        Kind::Url,
+        vec![server.url("/tool")],
+    );
+    tool_entry.executable = true;
+    tool_entry.drv_path = tool_drv.clone();
+    for (entry, drv) in [(&flat_entry, &flat_drv), (&tool_entry, &tool_drv)] {
+        let out = nix_ok("nix-store", &["--query", "--outputs", drv]);
+        assert_eq!(
+            out, entry.store_path,
+            "srcgrab and Nix agree on the output path"
+        );
+        delete_from_store(&out);
+    }
+    let manifest = write_manifest(dir.path(), vec![flat_entry.clone(), tool_entry.clone()]);
+    let run = fetch(dir.path(), &manifest, &cache, &[]);
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    server.stop();
+
+    let substituters = format!("file://{}", cache.display());
+    for (entry, drv) in [(&flat_entry, &flat_drv), (&tool_entry, &tool_drv)] {
+        let out = nix_ok(
+            "nix-store",
+            &["--realise", drv, "--option", "substituters", &substituters],
+        );
+        assert_eq!(out, entry.store_path);
+    }
+    assert_eq!(std::fs::read(&flat_entry.store_path).unwrap(), flat);
+    let tool_meta = std::fs::metadata(&tool_entry.store_path).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&tool_meta.permissions()) & 0o111,
+        0o111
+    );
+
+    // builtin:fetchurl through Nix's hashed-mirrors, with no substituter and a dead URL.
+    delete_from_store(&flat_entry.store_path);
+    let mirrors = format!("file://{}/", cache.display());
+    let out = nix_ok(
+        "nix-store",
+        &[
+            "--realise",
+            &builtin_drv,
+            "--option",
+            "substituters",
+            "",
+            "--option",
+            "hashed-mirrors",
+            &mirrors,
+        ],
+    );
+    assert_eq!(out, flat_entry.store_path);
+    assert_eq!(std::fs::read(&out).unwrap(), flat);
+    delete_from_store(&flat_entry.store_path);
+    delete_from_store(&tool_entry.store_path);
+}
