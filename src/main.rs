@@ -29,6 +29,10 @@ enum Command {
     Verify(cmd::verify::Args),
     /// Add files brought on a disk to the cache when their hash is a manifest entry's.
     Ingest(cmd::ingest::Args),
+    /// Write a bundle of the cache items a manifest has and an older one lacks.
+    Export(cmd::bundle::ExportArgs),
+    /// Verify and add the items of a bundle (directory, .tar, or - for stdin) to a cache.
+    Import(cmd::bundle::ImportArgs),
 }
 
 /// How a command that did not fail fatally ended.
@@ -49,6 +53,8 @@ fn main() -> ExitCode {
         Command::Stats(args) => cmd::stats::run(args),
         Command::Verify(args) => cmd::verify::run(args),
         Command::Ingest(args) => cmd::ingest::run(args),
+        Command::Export(args) => cmd::bundle::run_export(args),
+        Command::Import(args) => cmd::bundle::run_import(args),
     };
     match result {
         Ok(Status::Ok) => ExitCode::SUCCESS,

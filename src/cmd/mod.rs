@@ -1,5 +1,6 @@
 //! One module per subcommand: its clap arguments and its `run`.
 
+pub mod bundle;
 pub mod diff;
 pub mod enumerate;
 pub mod fetch;
