@@ -756,3 +756,86 @@ fn provenance_records_the_commit_of_a_nixpkgs_checkout() {
     let manifest: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(manifest["provenance"]["nixpkgsRev"], head.as_str());
 }
+
+/// `nix-hash` (recursive, sha256) of a path, as SRI.
+fn nar_sri(path: &Path) -> String {
+    let out = Command::new("nix-hash")
+        .args(["--type", "sha256", "--base32"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let nix32 = String::from_utf8(out.stdout).unwrap();
+    srcgrab_manifest::Hash::parse(&format!("sha256:{}", nix32.trim()), None)
+        .unwrap()
+        .to_sri()
+}
+
+fn run_ok(command: &mut Command) {
+    let out = command.output().unwrap();
+    assert!(out.status.success(), "{command:?}: {}", stderr(&out));
+}
+
+/// The unpacked and executable sources hash to what the fixture declares, computed from the
+/// served files with tar, python's zipfile, git and nix-hash (no srcgrab code, no store).
+#[test]
+fn fixture_sources_unpack_to_the_declared_recursive_hashes() {
+    let dir = tempfile::tempdir().unwrap();
+    let sources = root().join("tests/fixtures/sources");
+    let expected = expected_whole_set();
+    let sri = |name: &str| expected.iter().find(|e| e.name == name).unwrap().sri;
+
+    let tool = dir.path().join("tool.sh");
+    std::fs::copy(sources.join("files/tool.sh"), &tool).unwrap();
+    run_ok(Command::new("chmod").arg("755").arg(&tool));
+    assert_eq!(nar_sri(&tool), sri("tool.sh"));
+
+    for (archive, top, name) in [
+        (
+            "archives/libfoo-2.0.tar.gz",
+            "libfoo-2.0",
+            "libfoo-2.0-source",
+        ),
+        ("archives/snapshot", "snap-3", "snapshot-3-source"),
+    ] {
+        let into = dir.path().join(name);
+        std::fs::create_dir(&into).unwrap();
+        run_ok(
+            Command::new("tar")
+                .arg("xzf")
+                .arg(sources.join(archive))
+                .arg("-C")
+                .arg(&into),
+        );
+        assert_eq!(nar_sri(&into.join(top)), sri(name), "{name}: stripRoot");
+    }
+
+    let assets = dir.path().join("assets");
+    run_ok(
+        Command::new("python3")
+            .args(["-m", "zipfile", "-e"])
+            .arg(sources.join("archives/assets-1.zip"))
+            .arg(&assets),
+    );
+    assert_eq!(nar_sri(&assets), sri("assets-1"), "stripRoot = false");
+
+    let served = dir.path().join("served");
+    run_ok(Command::new(root().join("tests/fixtures/make-git-repo.sh")).arg(&served));
+    let checkout = dir.path().join("checkout");
+    run_ok(
+        Command::new("git")
+            .arg("clone")
+            .arg("-q")
+            .arg(served.join("demo.git"))
+            .arg(&checkout),
+    );
+    run_ok(Command::new("git").arg("-C").arg(&checkout).args([
+        "-c",
+        "advice.detachedHead=false",
+        "checkout",
+        "-q",
+        "822dfc54fc7ba20adb4bc8cadcc4fa7930aef36a",
+    ]));
+    std::fs::remove_dir_all(checkout.join(".git")).unwrap();
+    assert_eq!(nar_sri(&checkout), sri("demo-0.2-source"));
+}
