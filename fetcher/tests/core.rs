@@ -13,7 +13,7 @@ use srcgrab_fetcher::sign::SecretKey;
 use srcgrab_fetcher::{nar, Error};
 use srcgrab_manifest::hash::{Hash, HashAlgo, HashMode};
 use srcgrab_manifest::store_path::fixed_output_path;
-use srcgrab_manifest::{Entry, Kind, OutputHash};
+use srcgrab_manifest::{Entry, Kind, OutputHash, Unpack};
 
 fn run(program: &str, args: &[&str]) -> String {
     let output = Command::new(program)
@@ -646,4 +646,346 @@ fn a_full_disk_is_a_clear_error_and_leaves_nothing_corrupt() {
     assert_eq!(fs::read_dir(cache.temp_dir()).unwrap().count(), 0);
     assert!(!cache.is_present(&big).unwrap());
     assert_eq!(fs::read_dir(mount.join("nar")).unwrap().count(), 0);
+}
+
+/// What fetchzip's postFetch produces, by running the same tools: GNU tar or unzip in an
+/// empty directory, then the single top-level entry (or the directory itself).
+fn fetchzip_reference(archive: &Path, zip: bool, strip_root: bool, out: &Path) {
+    let unpack_dir = PathBuf::from(format!("{}.unpack", path_str(out)));
+    fs::create_dir(&unpack_dir).unwrap();
+    let status = if zip {
+        Command::new("unzip")
+            .args(["-qq", path_str(archive)])
+            .current_dir(&unpack_dir)
+            .status()
+    } else {
+        Command::new("tar")
+            .args([
+                "xf",
+                path_str(archive),
+                "--mode=+w",
+                "--warning=no-timestamp",
+            ])
+            .current_dir(&unpack_dir)
+            .status()
+    };
+    assert!(status.unwrap().success(), "reference unpack of {archive:?}");
+    if strip_root {
+        let mut entries: Vec<_> = fs::read_dir(&unpack_dir).unwrap().collect();
+        assert_eq!(entries.len(), 1);
+        fs::rename(entries.pop().unwrap().unwrap().path(), out).unwrap();
+    } else {
+        fs::rename(&unpack_dir, out).unwrap();
+    }
+}
+
+fn unpack_options(strip_root: bool) -> Unpack {
+    Unpack {
+        strip_root,
+        extension: None,
+    }
+}
+
+#[test]
+fn unpack_matches_gnu_tar_and_unzip_in_every_format() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let top = src.join("pkg-1.0");
+    odd_tree(&top);
+    // A hard link, and a name too long for a plain ustar header.
+    fs::hard_link(top.join("a.b"), top.join("nested/hard-link")).unwrap();
+    let long = top.join(format!("nested/deeper/{}", "long-name-".repeat(15)));
+    fs::write(&long, b"long").unwrap();
+    let expected = nix_hash(&top, HashAlgo::Sha256, HashMode::Recursive);
+
+    let archives: &[(&str, &[&str])] = &[
+        ("pkg.tar.gz", &["czf"]),
+        ("pkg.tar.xz", &["cJf"]),
+        ("pkg.tar.bz2", &["cjf"]),
+        ("pkg.tar.zst", &["--zstd", "-cf"]),
+        ("pkg.tar", &["--format=pax", "-cf"]),
+        // Misnamed on purpose: GNU tar goes by the magic bytes, and so must we.
+        ("pkg.tar.bz2-really-gzip.tar.gz", &["cjf"]),
+    ];
+    for (name, flags) in archives {
+        let archive = tmp.path().join(name);
+        let mut args: Vec<&str> = flags.to_vec();
+        args.extend([path_str(&archive), "-C", path_str(&src), "pkg-1.0"]);
+        run("tar", &args);
+        let dest = tmp.path().join(format!("ours-{name}"));
+        let url = format!("https://example.org/download/{name}");
+        srcgrab_fetcher::unpack::unpack(&archive, &url, &unpack_options(true), &dest)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(
+            nix_hash(&dest, HashAlgo::Sha256, HashMode::Recursive),
+            expected,
+            "{name}"
+        );
+        let reference = tmp.path().join(format!("reference-{name}"));
+        fetchzip_reference(&archive, false, true, &reference);
+        assert_eq!(
+            nix_hash(&reference, HashAlgo::Sha256, HashMode::Recursive),
+            expected
+        );
+        assert_eq!(
+            fs::read_link(dest.join("abs-link")).unwrap(),
+            Path::new("/nonexistent/absolute")
+        );
+    }
+
+    let zip = tmp.path().join("pkg.zip");
+    Command::new("zip")
+        .args(["-qry", path_str(&zip), "pkg-1.0"])
+        .current_dir(&src)
+        .status()
+        .unwrap();
+    let dest = tmp.path().join("ours-zip");
+    // No extension in the URL: fetchzip's `extension` says what it is.
+    let options = Unpack {
+        strip_root: true,
+        extension: Some("zip".into()),
+    };
+    srcgrab_fetcher::unpack::unpack(&zip, "https://example.org/get?id=1", &options, &dest).unwrap();
+    let reference = tmp.path().join("reference-zip");
+    fetchzip_reference(&zip, true, true, &reference);
+    assert_eq!(
+        nix_hash(&dest, HashAlgo::Sha256, HashMode::Recursive),
+        nix_hash(&reference, HashAlgo::Sha256, HashMode::Recursive)
+    );
+
+    let flat = tmp.path().join("ours-unstripped");
+    srcgrab_fetcher::unpack::unpack(&zip, "x/pkg.zip", &unpack_options(false), &flat).unwrap();
+    assert!(flat.join("pkg-1.0/nested/run.sh").is_file());
+}
+
+#[test]
+fn git_archive_tarball_unpacks_and_nix_substitutes_the_tree() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    odd_tree(&repo);
+    let git = |args: &[&str]| {
+        let status = Command::new("git")
+            .args([
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t",
+                "-c",
+                "init.defaultBranch=main",
+            ])
+            .args(args)
+            .current_dir(&repo)
+            .output()
+            .unwrap();
+        assert!(
+            status.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&status.stderr)
+        );
+    };
+    git(&["init", "-q"]);
+    git(&["add", "-A"]);
+    git(&["commit", "-qm", "snapshot"]);
+    // Like a forge's archive download: a pax global header with the commit, one top directory.
+    let archive = tmp.path().join("repo-main.tar.gz");
+    git(&[
+        "archive",
+        "--format=tar.gz",
+        "--prefix=repo-main/",
+        "-o",
+        path_str(&archive),
+        "HEAD",
+    ]);
+
+    let reference = tmp.path().join("reference");
+    fetchzip_reference(&archive, false, true, &reference);
+    let hash = nix_hash(&reference, HashAlgo::Sha256, HashMode::Recursive);
+    let dest = tmp.path().join("ours");
+    srcgrab_fetcher::unpack::unpack(
+        &archive,
+        "https://example.org/owner/repo/archive/main.tar.gz",
+        &unpack_options(true),
+        &dest,
+    )
+    .unwrap();
+    let source = entry("source", HashMode::Recursive, &hash, false);
+    let cache = open(&tmp.path().join("cache"), Compression::Zstd);
+    cache.publish_tree(&source, &dest).unwrap();
+    let out = realise_from_cache(cache.root(), &source, &[]).unwrap();
+    assert_eq!(out, source.store_path);
+    assert_eq!(
+        nix_hash(Path::new(&out), HashAlgo::Sha256, HashMode::Recursive),
+        hash
+    );
+}
+
+#[test]
+fn strip_root_needs_exactly_one_top_level_entry() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    fs::create_dir_all(src.join("a")).unwrap();
+    fs::write(src.join("b"), b"b").unwrap();
+    let two = tmp.path().join("two.tar.gz");
+    run(
+        "tar",
+        &["czf", path_str(&two), "-C", path_str(&src), "a", "b"],
+    );
+    let err = srcgrab_fetcher::unpack::unpack(
+        &two,
+        "two.tar.gz",
+        &unpack_options(true),
+        &tmp.path().join("x"),
+    )
+    .unwrap_err();
+    assert!(matches!(err, Error::Unpack { .. }), "{err}");
+    assert!(
+        err.to_string().contains("single file or directory"),
+        "{err}"
+    );
+
+    // A lone file becomes the only entry of the output directory, as fetchzip's `mkdir $out`.
+    let one = tmp.path().join("one.tar");
+    run("tar", &["cf", path_str(&one), "-C", path_str(&src), "b"]);
+    let dest = tmp.path().join("single");
+    srcgrab_fetcher::unpack::unpack(&one, "one.tar", &unpack_options(true), &dest).unwrap();
+    assert_eq!(fs::read(dest.join("b")).unwrap(), b"b");
+
+    let junk = tmp.path().join("junk.bin");
+    fs::write(&junk, b"not an archive at all").unwrap();
+    let err = srcgrab_fetcher::unpack::unpack(
+        &junk,
+        "junk.bin",
+        &unpack_options(true),
+        &tmp.path().join("j"),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("do not know how to unpack"),
+        "{err}"
+    );
+}
+
+/// A tar entry with exactly the given raw name, type and link target (the `tar` crate's
+/// builder refuses hostile names, so the header is written by hand).
+fn raw_tar_entry(out: &mut Vec<u8>, name: &str, kind: tar::EntryType, link: &str, data: &[u8]) {
+    let mut header = tar::Header::new_ustar();
+    header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+    header.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
+    header.set_entry_type(kind);
+    header.set_mode(0o644);
+    header.set_size(data.len() as u64);
+    header.set_cksum();
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(data);
+    out.resize(out.len().div_ceil(512) * 512, 0);
+}
+
+/// Name, type and link target of a hand-made tar entry.
+type TarEntrySpec<'a> = (&'a str, tar::EntryType, &'a str);
+/// Name of a zip entry, and its target when it is a symlink.
+type ZipEntrySpec<'a> = (&'a str, Option<&'a str>);
+
+#[test]
+fn hostile_archives_are_refused_without_writing_outside() {
+    use tar::EntryType::{Block, Char, Directory, Fifo, Link, Regular, Symlink};
+    let tmp = tempfile::tempdir().unwrap();
+    let outside = tmp.path().join("outside");
+    fs::create_dir(&outside).unwrap();
+    let outside_str = path_str(&outside).to_string();
+    let escape_link = format!("{outside_str}/");
+    let cases: Vec<(&str, Vec<TarEntrySpec>)> = vec![
+        ("dotdot", vec![("top/../../outside/evil", Regular, "")]),
+        (
+            "absolute",
+            vec![
+                (outside_str.as_str(), Directory, ""),
+                ("/tmp/srcgrab-evil", Regular, ""),
+            ],
+        ),
+        (
+            "through absolute symlink",
+            vec![
+                ("top/link", Symlink, escape_link.as_str()),
+                ("top/link/evil", Regular, ""),
+            ],
+        ),
+        (
+            "through relative symlink",
+            vec![("top/up", Symlink, "../.."), ("top/up/evil", Regular, "")],
+        ),
+        (
+            "hard link outside",
+            vec![("top/hard", Link, "../../etc/passwd")],
+        ),
+        (
+            "hard link absolute",
+            vec![("top/hard", Link, "/etc/passwd")],
+        ),
+        ("character device", vec![("top/tty", Char, "")]),
+        ("block device", vec![("top/disk", Block, "")]),
+        ("fifo", vec![("top/pipe", Fifo, "")]),
+    ];
+    for (what, entries) in cases {
+        let mut bytes = Vec::new();
+        for (name, kind, link) in entries {
+            raw_tar_entry(
+                &mut bytes,
+                name,
+                kind,
+                link,
+                if kind == Regular { b"evil" } else { b"" },
+            );
+        }
+        bytes.resize(bytes.len() + 1024, 0);
+        let archive = tmp.path().join("hostile.tar");
+        fs::write(&archive, &bytes).unwrap();
+        let dest = tmp.path().join("dest");
+        let err =
+            srcgrab_fetcher::unpack::unpack(&archive, "hostile.tar", &unpack_options(false), &dest)
+                .unwrap_err();
+        assert!(matches!(err, Error::UnsafeArchive { .. }), "{what}: {err}");
+        assert!(!dest.exists(), "{what}: left a destination");
+        assert_eq!(
+            fs::read_dir(&outside).unwrap().count(),
+            0,
+            "{what}: wrote outside"
+        );
+        assert!(!Path::new("/tmp/srcgrab-evil").exists());
+        assert_eq!(
+            fs::read_dir(tmp.path()).unwrap().count(),
+            2,
+            "{what}: left staging files"
+        );
+    }
+
+    // The same in a zip: a name with '..', and a file written through a symlink.
+    let zip_cases: [(&str, &[ZipEntrySpec]); 2] = [
+        ("zip dotdot", &[("top/../../evil", None)]),
+        (
+            "zip through symlink",
+            &[("top/link", Some("/tmp")), ("top/link/srcgrab-evil", None)],
+        ),
+    ];
+    for (what, entries) in zip_cases {
+        let archive = tmp.path().join("hostile.zip");
+        let mut writer = zip::ZipWriter::new(fs::File::create(&archive).unwrap());
+        let options = zip::write::SimpleFileOptions::default();
+        for (name, symlink_target) in entries {
+            match symlink_target {
+                Some(target) => writer.add_symlink(*name, *target, options).unwrap(),
+                None => {
+                    writer.start_file(*name, options).unwrap();
+                    std::io::Write::write_all(&mut writer, b"evil").unwrap();
+                }
+            }
+        }
+        writer.finish().unwrap();
+        let dest = tmp.path().join("dest");
+        let err =
+            srcgrab_fetcher::unpack::unpack(&archive, "hostile.zip", &unpack_options(false), &dest)
+                .unwrap_err();
+        assert!(matches!(err, Error::UnsafeArchive { .. }), "{what}: {err}");
+        assert!(!Path::new("/tmp/srcgrab-evil").exists(), "{what}");
+        assert!(!dest.exists(), "{what}: left a destination");
+    }
 }
