@@ -11,6 +11,7 @@ mod gitfixture;
 
 use gitfixture::{nix_fetchgit, realise, Daemon, Repos};
 use srcgrab_fetcher::cache::{Cache, CacheOptions};
+use srcgrab_fetcher::download::Rewrite;
 use srcgrab_fetcher::git::GitFetcher;
 use srcgrab_fetcher::nar;
 use srcgrab_manifest::{GitSource, HashMode};
@@ -235,7 +236,10 @@ fn rewrite_rules_reach_the_repository_and_its_submodules() {
     let dir = tempfile::tempdir().unwrap();
     assert!(plain.checkout(&src, &dir.path().join("a")).is_err());
 
-    let rules = vec![(unreachable.to_string(), daemon.url(""))];
+    let rules = vec![Rewrite {
+        from: unreachable.to_string(),
+        to: daemon.url(""),
+    }];
     let rewriting = GitFetcher::new(mirrors.path(), rules).unwrap();
     rewriting.checkout(&src, &dir.path().join("b")).unwrap();
     let direct = GitSource {

@@ -55,6 +55,9 @@ pub enum Error {
     /// An entry srcgrab cannot make itself; only Nix's own builder can (`--builder nix`).
     #[error("needs builder: {0}")]
     NeedsBuilder(String),
+    /// The entry's .drv is gone from the Nix store (garbage-collected since enumeration).
+    #[error("derivation {0} is not in the Nix store any more; run `srcgrab enumerate` again to re-instantiate it")]
+    MissingDerivation(String),
     /// A URL that gave nothing usable: refused for good (404, 403, ...), or transient errors
     /// (connection, timeout, 429, 5xx, stalled body) that outlasted the retries.
     #[error("{url}: {reason}")]

@@ -3,9 +3,12 @@
 //! Per entry, in order: already present → nothing to do; upstream binary caches (NARs checked
 //! end to end); then natively by kind: `url` and `builtin` download the file (configured
 //! hashed mirrors first, as Nix does), `url-unpack` downloads and unpacks with fetchzip
-//! semantics; `builtin` with `unpack` downloads a NAR. Git, hg, svn and other kinds, and
-//! entries whose downloaded content cannot be made to match the hash (a `postFetch` step,
-//! unusual unpacking), are reported as needing Nix's builder, with the command to run.
+//! semantics (falling back to the entry's git source when it has one); `builtin` with
+//! `unpack` downloads a NAR; `git` is checked out through shared mirrors ([`crate::git`]).
+//! Hg, svn and other kinds, and entries whose content cannot be made to match the hash (a
+//! `postFetch` step, unusual unpacking), need Nix's builder: with `--builder nix` they (and
+//! every other entry the native paths could not verify) are realised by Nix
+//! ([`crate::builder`]); otherwise they are reported with the command to run.
 //!
 //! Entries run concurrently (bounded), each on its own task; only a full disk stops the run.
 
@@ -14,8 +17,10 @@ use srcgrab_manifest::{Entry, HashMode, Kind, Unpack};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::builder::NixBuilder;
 use crate::cache::{Cache, Published};
 use crate::download::{rewrite, DownloadOptions, Downloaded, Downloader, Rewrite};
+use crate::git::GitFetcher;
 use crate::report::{EntryReport, How, Outcome, Progress, Rejection, Report};
 use crate::substituter::{publish_nar_file, Substituter, Substitution};
 use crate::Error;
@@ -35,6 +40,15 @@ pub struct FetchOptions {
     /// Entries worked on at once: narinfo lookups in flight plus transfers waiting for a
     /// slot. Higher than `download.jobs` so lookups overlap with downloads.
     pub entries_in_flight: usize,
+    /// Where the shared git mirrors live (one bare repository per URL); by default
+    /// `<cache>/.srcgrab/git`.
+    pub git_mirrors: Option<std::path::PathBuf>,
+    /// Git checkouts at once.
+    pub git_jobs: usize,
+    /// Realise what srcgrab cannot make with Nix's own builder (`--builder nix`).
+    pub builder: Option<NixBuilder>,
+    /// Nix builds at once.
+    pub builder_jobs: usize,
 }
 
 impl Default for FetchOptions {
@@ -45,6 +59,10 @@ impl Default for FetchOptions {
             rewrites: Vec::new(),
             download: DownloadOptions::default(),
             entries_in_flight: 256,
+            git_mirrors: None,
+            git_jobs: 4,
+            builder: None,
+            builder_jobs: 2,
         }
     }
 }
@@ -79,9 +97,10 @@ enum Native {
 
 impl Native {
     fn of(entry: &Entry) -> Native {
-        match (entry.kind, &entry.unpack) {
-            (Kind::UrlUnpack, _) => Native::Unpack,
-            (Kind::Builtin, Some(_)) => Native::Nar,
+        match entry.kind {
+            Kind::UrlUnpack => Native::Unpack,
+            // builtin:fetchurl's `unpack` (a NAR download) reaches the manifest as postFetch.
+            Kind::Builtin if entry.post_fetch || entry.unpack.is_some() => Native::Nar,
             _ => Native::File,
         }
     }
@@ -101,6 +120,11 @@ struct Run {
     substituters: Vec<Substituter>,
     hashed_mirrors: Vec<String>,
     rewrites: Vec<Rewrite>,
+    /// The git fetcher, or why there is none (no git installed).
+    git: Result<Arc<GitFetcher>, String>,
+    git_slots: Arc<tokio::sync::Semaphore>,
+    builder: Option<NixBuilder>,
+    builder_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// Fetches every entry into `cache`. Returns the report of every entry, in the order given;
@@ -112,7 +136,18 @@ pub async fn fetch(
     progress: Arc<dyn Progress>,
 ) -> Result<Report, Error> {
     let partial_dir = cache.temp_dir().join("partial");
+    let git_mirrors = options
+        .git_mirrors
+        .clone()
+        .unwrap_or_else(|| cache.root().join(".srcgrab/git"));
+    let git = GitFetcher::new(&git_mirrors, options.rewrites.clone())
+        .map(Arc::new)
+        .map_err(|err| err.to_string());
     let run = Arc::new(Run {
+        git,
+        git_slots: Arc::new(tokio::sync::Semaphore::new(options.git_jobs.max(1))),
+        builder: options.builder.clone(),
+        builder_slots: Arc::new(tokio::sync::Semaphore::new(options.builder_jobs.max(1))),
         downloader: Downloader::new(options.download, &partial_dir, progress.clone())?,
         cache,
         substituters: options
@@ -138,6 +173,13 @@ pub async fn fetch(
         reports[index] = Some(report);
     }
     Ok(Report::new(reports.into_iter().flatten().collect()))
+}
+
+fn closed() -> Error {
+    Error::Corrupt {
+        what: "fetch".into(),
+        reason: "worker slots closed".into(),
+    }
 }
 
 fn task_failed(err: tokio::task::JoinError) -> Error {
@@ -212,15 +254,108 @@ impl Run {
                 }
             }
         }
-        match entry.kind {
-            Kind::Url | Kind::UrlUnpack | Kind::Builtin => {
-                self.fetch_native(entry, report, tally).await
+        let native = match entry.kind {
+            Kind::Url | Kind::Builtin => self.fetch_native(entry, report, tally).await?,
+            Kind::UrlUnpack => {
+                let outcome = self.fetch_native(entry, report, tally).await?;
+                // A forge archive (fetchFromGitHub) that did not give the entry: its git
+                // source may, when the archive was merely unavailable.
+                match (&outcome, &entry.git) {
+                    (Outcome::Fetched { .. }, _) | (_, None) => outcome,
+                    (_, Some(_)) => match self.fetch_git(entry).await? {
+                        fetched @ Outcome::Fetched { .. } => fetched,
+                        _ => outcome,
+                    },
+                }
             }
-            // Git checkouts and the `--builder nix` fallback dispatch from here.
-            Kind::Git | Kind::Hg | Kind::Svn | Kind::Other => Ok(needs_builder(
+            Kind::Git => self.fetch_git(entry).await?,
+            Kind::Hg | Kind::Svn | Kind::Other => needs_builder(
                 entry,
                 format!("srcgrab does not fetch {} sources itself", entry.kind),
-            )),
+            ),
+        };
+        self.or_builder(entry, native).await
+    }
+
+    /// Checks out the entry's git source through the shared mirrors and publishes it.
+    async fn fetch_git(&self, entry: &Entry) -> Result<Outcome, Error> {
+        let Some(source) = entry.git.clone() else {
+            return Ok(Outcome::Failed {
+                reason: "no git source".into(),
+                detail: "the manifest gives no git URL for this entry".into(),
+            });
+        };
+        if entry.post_fetch {
+            return Ok(needs_builder(
+                entry,
+                "fetchgit with a postFetch step changes the checkout",
+            ));
+        }
+        let git = match &self.git {
+            Ok(git) => git.clone(),
+            Err(why) => return Ok(needs_builder(entry, format!("no usable git: {why}"))),
+        };
+        let _slot = self.git_slots.acquire().await.map_err(|_| closed())?;
+        let cache = self.cache.clone();
+        let task_entry = entry.clone();
+        let task_source = source.clone();
+        let result = blocking(move || git.fetch(&task_entry, &task_source, &cache)).await;
+        Ok(match result {
+            Ok(_) => Outcome::Fetched {
+                how: How::Git,
+                from: format!("{} {}", source.url, source.rev),
+            },
+            Err(err) if is_fatal(&err) => return Err(err),
+            Err(Error::NeedsBuilder(reason)) => needs_builder(entry, reason),
+            // A kept .git holds packs whose bytes depend on git's version.
+            Err(err @ (Error::HashMismatch { .. } | Error::StorePathMismatch { .. }))
+                if source.leave_dot_git =>
+            {
+                needs_builder(
+                    entry,
+                    format!("the kept .git depends on the git version that made it: {err}"),
+                )
+            }
+            Err(err @ (Error::HashMismatch { .. } | Error::StorePathMismatch { .. })) => {
+                Outcome::Failed {
+                    reason: "hash mismatch".into(),
+                    detail: err.to_string(),
+                }
+            }
+            Err(err) => Outcome::Failed {
+                reason: "git".into(),
+                detail: err.to_string(),
+            },
+        })
+    }
+
+    /// With `--builder nix`, whatever the native paths did not publish is realised by Nix.
+    async fn or_builder(&self, entry: &Entry, native: Outcome) -> Result<Outcome, Error> {
+        let Some(builder) = self.builder.clone() else {
+            return Ok(native);
+        };
+        let before = match &native {
+            Outcome::NeedsBuilder { reason, .. } => reason.clone(),
+            Outcome::Failed { detail, .. } => detail.clone(),
+            _ => return Ok(native),
+        };
+        let _slot = self.builder_slots.acquire().await.map_err(|_| closed())?;
+        let cache = self.cache.clone();
+        let task_entry = entry.clone();
+        match blocking(move || builder.build(&task_entry, &cache)).await {
+            Ok(built) => Ok(Outcome::Fetched {
+                how: How::Builder,
+                from: if built.removed_from_store {
+                    format!("{} (removed from the store again)", entry.drv_path)
+                } else {
+                    entry.drv_path.clone()
+                },
+            }),
+            Err(err) if is_fatal(&err) => Err(err),
+            Err(err) => Ok(Outcome::Failed {
+                reason: "builder".into(),
+                detail: format!("{before}; then {}: {err}", builder_command(entry)),
+            }),
         }
     }
 

@@ -21,6 +21,7 @@ use std::process::{Command, Stdio};
 use srcgrab_manifest::{Entry, GitSource};
 
 use crate::cache::{Cache, Published};
+use crate::download::Rewrite;
 use crate::Error;
 
 /// The branch nix-prefetch-git checks out when the package names none.
@@ -29,9 +30,10 @@ const DEFAULT_BRANCH: &str = "fetchgit";
 /// Makes git entries; one per run, shared by all workers (it is `Sync`).
 pub struct GitFetcher {
     mirror_root: PathBuf,
-    /// `(from, to)` URL prefix rules, handed to git as `url.<to>.insteadOf=<from>` so they also
-    /// reach submodule URLs and every other URL git derives.
-    rewrites: Vec<(String, String)>,
+    /// `--rewrite` rules, handed to git as `url.<to>.insteadOf=<from>` so they also reach
+    /// submodule URLs and every other URL git derives. (Where rules overlap, git takes the
+    /// longest matching prefix rather than the first rule.)
+    rewrites: Vec<Rewrite>,
     /// An empty HOME: no user configuration, hooks or credentials leak into a fetch.
     home: tempfile::TempDir,
     lfs_available: bool,
@@ -85,9 +87,8 @@ impl MirrorLock {
 }
 
 impl GitFetcher {
-    /// `mirror_root` holds the bare mirrors (created if missing); `rewrites` are `--rewrite`
-    /// rules as URL prefix pairs.
-    pub fn new(mirror_root: &Path, rewrites: Vec<(String, String)>) -> Result<GitFetcher, Error> {
+    /// `mirror_root` holds the bare mirrors (created if missing).
+    pub fn new(mirror_root: &Path, rewrites: Vec<Rewrite>) -> Result<GitFetcher, Error> {
         fs::create_dir_all(mirror_root)
             .map_err(Error::io(format!("creating {}", mirror_root.display())))?;
         let home = tempfile::Builder::new()
@@ -184,8 +185,8 @@ impl GitFetcher {
             }
         }
         let mut config = vec![("protocol.file.allow".to_string(), "always".to_string())];
-        for (from, to) in &self.rewrites {
-            config.push((format!("url.{to}.insteadOf"), from.clone()));
+        for rule in &self.rewrites {
+            config.push((format!("url.{}.insteadOf", rule.to), rule.from.clone()));
         }
         cmd.env("GIT_CONFIG_COUNT", config.len().to_string());
         for (i, (key, value)) in config.into_iter().enumerate() {
@@ -715,7 +716,7 @@ fn remove_path(path: &Path) -> Result<(), Error> {
 }
 
 /// `git arg arg ...` for messages, without the environment.
-fn describe(cmd: &Command) -> String {
+pub(crate) fn describe(cmd: &Command) -> String {
     std::iter::once(cmd.get_program())
         .chain(cmd.get_args())
         .map(|a| a.to_string_lossy())
@@ -724,9 +725,9 @@ fn describe(cmd: &Command) -> String {
 }
 
 /// The last lines of a command's stderr: enough to see why, short enough for a report.
-fn tail(stderr: &str) -> String {
+pub(crate) fn tail(stderr: &str) -> String {
     let lines: Vec<&str> = stderr.trim_end().lines().collect();
-    lines[lines.len().saturating_sub(5)..].join("\n")
+    lines[lines.len().saturating_sub(8)..].join("\n")
 }
 
 #[cfg(test)]

@@ -38,6 +38,8 @@ pub enum How {
     Unpack,
     /// A NAR downloaded by URL and restored (`builtin:fetchurl` with `unpack`).
     Nar,
+    /// A git checkout made natively (fetchgit semantics), through the shared mirrors.
+    Git,
     /// Built by Nix's own builder (`--builder nix`).
     Builder,
 }
@@ -49,6 +51,7 @@ impl How {
             How::Url => "url",
             How::Unpack => "unpack",
             How::Nar => "nar",
+            How::Git => "git",
             How::Builder => "builder",
         }
     }

@@ -7,6 +7,7 @@ use crate::progress::{self, PeriodicLog};
 use crate::Status;
 use anyhow::Context as _;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget};
+use srcgrab_fetcher::builder::NixBuilder;
 use srcgrab_fetcher::cache::{Cache, CacheOptions, Compression, Layout};
 use srcgrab_fetcher::download::{parse_rate, DownloadOptions, Rewrite};
 use srcgrab_fetcher::fetch::{FetchOptions, DEFAULT_SUBSTITUTER};
@@ -64,6 +65,24 @@ pub struct Args {
     /// Write a JSON report of every entry here.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
+    /// Where to keep the shared git mirrors, one bare repository per URL (default:
+    /// `<cache>/.srcgrab/git`).
+    #[arg(long, value_name = "DIR")]
+    git_cache: Option<PathBuf>,
+    /// Git checkouts at once.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    git_jobs: usize,
+    /// Realise what srcgrab cannot fetch itself (hg, svn, vendor hashes, postFetch, entries
+    /// that did not verify) with this builder; only `nix` (the entry's own .drv) exists.
+    #[arg(long, value_name = "nix", value_parser = ["nix"])]
+    builder: Option<String>,
+    /// Nix builds at once with `--builder nix`.
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    builder_jobs: usize,
+    /// Leave outputs built with `--builder nix` in the Nix store (default: delete those that
+    /// were not there before).
+    #[arg(long)]
+    keep_store_paths: bool,
 }
 
 fn parse_layout(text: &str) -> Result<Layout, String> {
@@ -115,6 +134,13 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
             rate_limit: args.rate_limit,
             ..DownloadOptions::default()
         },
+        git_mirrors: args.git_cache.clone(),
+        git_jobs: args.git_jobs,
+        builder: args
+            .builder
+            .is_some()
+            .then(|| NixBuilder::new(args.keep_store_paths)),
+        builder_jobs: args.builder_jobs,
         ..FetchOptions::default()
     };
     let display = Arc::new(Display::new(manifest.entries.len() as u64));

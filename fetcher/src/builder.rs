@@ -1,0 +1,134 @@
+//! The Nix builder fallback (`--builder nix`): entries srcgrab cannot make itself (hg, svn,
+//! vendor hashes, postFetch scripts, or native results that did not verify) are realised from
+//! their own .drv by the real Nix, exported into the cache through the same verification as
+//! every other item (declared hash, then the store path it implies), and removed from the
+//! store again when they were not there before.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use srcgrab_manifest::Entry;
+
+use crate::cache::{Cache, Published};
+use crate::git::{describe, tail};
+use crate::Error;
+
+/// What building one entry did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Built {
+    pub published: Published,
+    /// The output was already in the store before the build (so it was left there).
+    pub was_in_store: bool,
+    /// The output was deleted from the store again afterwards.
+    pub removed_from_store: bool,
+}
+
+/// Realises entries with `nix-store`. Blocking; run one per worker thread.
+#[derive(Debug, Clone, Default)]
+pub struct NixBuilder {
+    /// Leave built outputs in the store (`--keep-store-paths`).
+    pub keep_store_paths: bool,
+}
+
+impl NixBuilder {
+    pub fn new(keep_store_paths: bool) -> NixBuilder {
+        NixBuilder { keep_store_paths }
+    }
+
+    /// Realises `entry.drv_path`, publishes the output into `cache`, then removes it from
+    /// the store unless it was there before or the builder keeps store paths.
+    pub fn build(&self, entry: &Entry, cache: &Cache) -> Result<Built, Error> {
+        if !is_valid(&entry.drv_path)? {
+            return Err(Error::MissingDerivation(entry.drv_path.clone()));
+        }
+        let was_in_store = is_valid(&entry.store_path)?;
+        // A temporary GC root keeps a concurrent `nix-store --gc` off the output until it
+        // is exported.
+        let roots = tempfile::Builder::new()
+            .prefix("builder-")
+            .tempdir_in(cache.temp_dir())
+            .map_err(Error::io("creating a directory for a GC root"))?;
+        let root = roots.path().join("result");
+        run(Command::new("nix-store")
+            .arg("--realise")
+            .arg(&entry.drv_path)
+            .arg("--add-root")
+            .arg(&root))?;
+        let output = std::fs::read_link(&root)
+            .map_err(Error::io(format!("reading GC root {}", root.display())))?;
+        if output != Path::new(&entry.store_path) {
+            return Err(Error::StorePathMismatch {
+                what: entry.drv_path.clone(),
+                expected: entry.store_path.clone(),
+                got: output.display().to_string(),
+            });
+        }
+        let published = export(entry, cache)?;
+        std::fs::remove_file(&root)
+            .map_err(Error::io(format!("removing GC root {}", root.display())))?;
+        let removed_from_store = !was_in_store && !self.keep_store_paths && {
+            run(Command::new("nix-store")
+                .arg("--delete")
+                .arg(&entry.store_path))?;
+            true
+        };
+        Ok(Built {
+            published,
+            was_in_store,
+            removed_from_store,
+        })
+    }
+}
+
+/// `nix-store --dump` of the output, straight into the cache's verifying publisher.
+fn export(entry: &Entry, cache: &Cache) -> Result<Published, Error> {
+    let command = format!("nix-store --dump {}", entry.store_path);
+    let mut child = Command::new("nix-store")
+        .arg("--dump")
+        .arg(&entry.store_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(Error::io(format!("starting {command}")))?;
+    let mut nar = child.stdout.take().expect("stdout was piped");
+    let published = cache.publish_nar(entry, &mut nar);
+    drop(nar);
+    let output = child
+        .wait_with_output()
+        .map_err(Error::io(format!("waiting for {command}")))?;
+    if !output.status.success() {
+        return Err(Error::Command {
+            command,
+            stderr: tail(&String::from_utf8_lossy(&output.stderr)),
+        });
+    }
+    published
+}
+
+/// Whether a store path (or .drv) is valid in the local store.
+fn is_valid(path: &str) -> Result<bool, Error> {
+    let status = Command::new("nix-store")
+        .args(["--check-validity", path])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map_err(Error::io("running nix-store --check-validity"))?;
+    Ok(status.success())
+}
+
+fn run(cmd: &mut Command) -> Result<(), Error> {
+    let command = describe(cmd);
+    let output = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(Error::io(format!("running {command}")))?;
+    if output.status.success() {
+        return Ok(());
+    }
+    Err(Error::Command {
+        command,
+        stderr: tail(&String::from_utf8_lossy(&output.stderr)),
+    })
+}
