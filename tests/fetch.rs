@@ -127,7 +127,7 @@ fn fetch(dir: &Path, manifest: &Path, cache: &Path, args: &[&str]) -> Run {
         .arg("--report")
         .arg(&report_path)
         .args(["--stall-timeout", "2", "--retries", "3"]);
-    if !args.iter().any(|a| *a == "--substituter") {
+    if !args.contains(&"--substituter") {
         command.arg("--no-substituters");
     }
     let output = command.args(args).output().expect("run srcgrab");
@@ -687,4 +687,126 @@ in {{
     assert_eq!(std::fs::read(&out).unwrap(), flat);
     delete_from_store(&flat_entry.store_path);
     delete_from_store(&tool_entry.store_path);
+}
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pkgs")
+}
+
+/// The whole proof on the fixture package set: enumerate, fetch from the fixture's sources
+/// (its hosts rewritten to the test server), stop the server, delete every fetched output
+/// from the store, then let Nix realise each of them and build `hello` with only the cache
+/// as substituter; and the fixture fetchurl through NIX_HASHED_MIRRORS alone.
+#[test]
+fn fixture_package_set_builds_offline_from_the_cache() {
+    let server = TestServer::start();
+    server.serve_dir("/a/", fixture().join("../sources"));
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let manifest = dir.path().join("manifest.json");
+    let enumerate = srcgrab()
+        .args(["enumerate", "--system", "x86_64-linux", "--nixpkgs"])
+        .arg(fixture())
+        .arg("-o")
+        .arg(&manifest)
+        .output()
+        .unwrap();
+    assert!(
+        matches!(enumerate.status.code(), Some(0 | 1)),
+        "{}",
+        String::from_utf8_lossy(&enumerate.stderr)
+    );
+    let entries = Manifest::from_json(&std::fs::read_to_string(&manifest).unwrap())
+        .unwrap()
+        .entries;
+    let native: Vec<&Entry> = entries
+        .iter()
+        .filter(|e| matches!(e.kind, Kind::Url | Kind::UrlUnpack | Kind::Builtin))
+        .collect();
+    assert!(native.iter().any(|e| e.kind == Kind::UrlUnpack));
+    assert!(native.iter().any(|e| e.kind == Kind::Builtin));
+
+    let rule_a = format!("http://fixture-a.invalid/={}", server.url("/a/"));
+    let rule_b = format!("http://fixture-b.invalid/={}", server.url("/dead/"));
+    let run = fetch(
+        dir.path(),
+        &manifest,
+        &cache,
+        &["--rewrite", &rule_a, "--rewrite", &rule_b],
+    );
+    for entry in &native {
+        let report = run.entry(&entry.store_path);
+        assert_eq!(report["status"], "fetched", "{report}\n{}", run.stderr());
+    }
+    // The vendor FOD has no URL: only Nix's builder can make it. (Git sources are not
+    // served here.)
+    let vendor = entries.iter().find(|e| e.kind == Kind::Other).unwrap();
+    assert_eq!(run.entry(&vendor.store_path)["status"], "needs-builder");
+    assert_eq!(run.code(), 1, "entries not fetched make exit code 1");
+    server.stop();
+
+    let hello_drv = nix_ok(
+        "nix-instantiate",
+        &[fixture().to_str().unwrap(), "-A", "hello"],
+    );
+    let hello_out = nix_ok("nix-store", &["--query", "--outputs", &hello_drv]);
+    delete_from_store(&hello_out);
+    for entry in &native {
+        delete_from_store(&entry.store_path);
+    }
+    let substituters = format!("file://{}", cache.display());
+    for entry in &native {
+        let out = nix_ok(
+            "nix-store",
+            &[
+                "--realise",
+                &entry.drv_path,
+                "--option",
+                "substituters",
+                &substituters,
+            ],
+        );
+        assert_eq!(out, entry.store_path);
+    }
+    let built = nix_ok(
+        "nix-build",
+        &[
+            fixture().to_str().unwrap(),
+            "-A",
+            "hello",
+            "--no-out-link",
+            "--option",
+            "substituters",
+            &substituters,
+        ],
+    );
+    assert_eq!(built, hello_out);
+
+    // The fixture's fetchurl asks `$NIX_HASHED_MIRRORS/$outputHashAlgo/$outputHash` first.
+    let tarball = native
+        .iter()
+        .find(|e| e.name == "hello-1.0.tar.gz")
+        .expect("hello's tarball");
+    delete_from_store(&hello_out);
+    delete_from_store(&tarball.store_path);
+    let output = Command::new("nix-store")
+        .args([
+            "--realise",
+            &tarball.drv_path,
+            "--option",
+            "substituters",
+            "",
+        ])
+        .env("NIX_HASHED_MIRRORS", format!("file://{}", cache.display()))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        tarball.store_path
+    );
 }
