@@ -12,7 +12,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How often a running question checks the evaluator's memory.
 const POLL: Duration = Duration::from_millis(50);
@@ -128,7 +128,19 @@ impl Evaluator {
         let sentinel = format!("trace: SRCGRAB-END {n}");
         let mut result = None;
         let mut first_error = None;
+        let mut last_memory_check = Instant::now();
         loop {
+            // Checked on a clock, not only when Nix is quiet: a chatty evaluation (traces,
+            // warnings) must not escape the cap.
+            if last_memory_check.elapsed() >= POLL {
+                last_memory_check = Instant::now();
+                if let Some(limit) = memory_limit {
+                    if self.resident_bytes().is_some_and(|rss| rss > limit) {
+                        self.kill();
+                        return Answer::Crashed("exceeded --max-memory".into());
+                    }
+                }
+            }
             match self.stderr_lines.recv_timeout(POLL) {
                 Ok(line) => {
                     if line == sentinel {
@@ -145,14 +157,7 @@ impl Evaluator {
                         self.last_line = line;
                     }
                 }
-                Err(RecvTimeoutError::Timeout) => {
-                    if let Some(limit) = memory_limit {
-                        if self.resident_bytes().is_some_and(|rss| rss > limit) {
-                            self.kill();
-                            return Answer::Crashed("exceeded --max-memory".into());
-                        }
-                    }
-                }
+                Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return Answer::Crashed(self.death_note()),
             }
         }

@@ -56,7 +56,7 @@ pub struct Provenance {
     #[serde(default)]
     pub attrs: Vec<String>,
     pub systems: Vec<String>,
-    /// `nix-instantiate --version` of the evaluator used.
+    /// `nix --version` of the evaluator used.
     pub nix_version: String,
     pub config: EvalConfig,
 }
