@@ -127,7 +127,7 @@ impl Evaluator {
         }
         let sentinel = format!("trace: SRCGRAB-END {n}");
         let mut result = None;
-        let mut first_error = None;
+        let mut error_lines = ErrorLines::default();
         let mut last_memory_check = Instant::now();
         loop {
             // Checked on a clock, not only when Nix is quiet: a chatty evaluation (traces,
@@ -148,10 +148,8 @@ impl Evaluator {
                     }
                     if let Some(json) = line.strip_prefix("trace: SRCGRAB-RESULT ") {
                         result = Some(json.to_string());
-                    } else if let Some(message) = line.strip_prefix("error: ") {
-                        first_error.get_or_insert_with(|| message.trim().to_string());
-                    } else if line == "error:" {
-                        first_error.get_or_insert_with(|| "error".to_string());
+                    } else {
+                        error_lines.push(&line);
                     }
                     if !line.trim().is_empty() {
                         self.last_line = line;
@@ -161,7 +159,7 @@ impl Evaluator {
                 Err(RecvTimeoutError::Disconnected) => return Answer::Crashed(self.death_note()),
             }
         }
-        match (result, first_error) {
+        match (result, error_lines.message) {
             (Some(json), _) => match serde_json::from_str(&json) {
                 Ok(value) => Answer::Value(value),
                 Err(e) => Answer::Error(format!("unreadable answer from nix: {e}")),
@@ -199,6 +197,36 @@ impl Evaluator {
             format!("evaluator crashed: {status}")
         } else {
             format!("evaluator crashed: {status}: {}", self.last_line)
+        }
+    }
+}
+
+/// Finds the message of Nix's error report. Older Nix prints `error: <message>` first;
+/// Nix >= 2.13 and Lix print a bare `error:`, the evaluation trace (`… while evaluating …`),
+/// and the message last, as an indented `error: <message>` line.
+#[derive(Default)]
+struct ErrorLines {
+    message: Option<String>,
+    /// A bare `error:` was seen: the message comes in a later line.
+    in_trace: bool,
+}
+
+impl ErrorLines {
+    fn push(&mut self, line: &str) {
+        if self.message.is_some() && !self.in_trace {
+            return;
+        }
+        let trimmed = line.trim();
+        if trimmed == "error:" && self.message.is_none() {
+            self.in_trace = true;
+            self.message = Some("error".into());
+        } else if let Some(message) = trimmed.strip_prefix("error: ") {
+            let from_top = line.starts_with("error: ");
+            if self.message.is_none() && from_top {
+                self.message = Some(message.trim().to_string());
+            } else if self.in_trace {
+                self.message = Some(message.trim().to_string());
+            }
         }
     }
 }
@@ -279,6 +307,42 @@ pub fn nix_path(path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn error_of(lines: &[&str]) -> Option<String> {
+        let mut errors = ErrorLines::default();
+        for line in lines {
+            errors.push(line);
+        }
+        errors.message
+    }
+
+    #[test]
+    fn error_messages_in_old_and_new_layouts() {
+        // Nix 2.8 (seen here).
+        assert_eq!(
+            error_of(&[
+                "error: attribute 'nope' missing",
+                "",
+                "       at /t.nix:2:50:",
+                "       error: not this"
+            ])
+            .as_deref(),
+            Some("attribute 'nope' missing")
+        );
+        // Nix >= 2.13: the trace first, the message last.
+        assert_eq!(
+            error_of(&[
+                "error:",
+                "       … while evaluating the attribute 'drvPath'",
+                "         at /t.nix:3:5:",
+                "       error: attribute 'nope' missing",
+                "       at /t.nix:2:50:",
+            ])
+            .as_deref(),
+            Some("attribute 'nope' missing")
+        );
+        assert_eq!(error_of(&["trace: warning: x", "warning: y"]), None);
+    }
 
     #[test]
     fn strips_colour_sequences() {
