@@ -810,3 +810,134 @@ fn fixture_package_set_builds_offline_from_the_cache() {
         tarball.store_path
     );
 }
+
+#[test]
+fn per_host_limit_bounds_concurrent_transfers() {
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let mut entries = Vec::new();
+    for i in 0..8 {
+        let content = unique(&format!("host {i}"), 60_000);
+        let path = format!("/host/{i}");
+        server.route(
+            &path,
+            Route::ok(content.clone()).slow(10_000, Duration::from_millis(30)),
+        );
+        entries.push(flat_entry(
+            &format!("host-{i}"),
+            &content,
+            vec![server.url(&path)],
+        ));
+    }
+    let manifest = write_manifest(dir.path(), entries);
+    let run = fetch(
+        dir.path(),
+        &manifest,
+        &cache,
+        &["--jobs", "8", "--max-per-host", "2"],
+    );
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    assert_eq!(run.report["summary"]["fetched"]["url"], 8);
+    assert_eq!(server.max_concurrent_bodies(), 2);
+}
+
+#[test]
+fn builtin_unpack_downloads_an_xz_nar_and_restores_it() {
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("bin")).unwrap();
+    std::fs::write(tree.join("bin/busybox"), unique("busybox", 20_000)).unwrap();
+    std::fs::set_permissions(
+        tree.join("bin/busybox"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("bin/busybox", tree.join("sh")).unwrap();
+    let nar = nix("nix-store", &["--dump", tree.to_str().unwrap()]).stdout;
+    let mut xz = Command::new("xz")
+        .arg("-c")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = xz.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || std::io::Write::write_all(&mut stdin, &nar));
+    let compressed = xz.wait_with_output().unwrap().stdout;
+    writer.join().unwrap().unwrap();
+    server.route("/bootstrap-tools.nar.xz", Route::ok(compressed));
+    let hash = Hash::parse(
+        &nix_ok("nix-hash", &["--type", "sha256", tree.to_str().unwrap()]),
+        Some(HashAlgo::Sha256),
+    )
+    .unwrap();
+    let mut tools = entry(
+        "bootstrap-tools",
+        HashMode::Recursive,
+        &hash,
+        Kind::Builtin,
+        vec![server.url("/bootstrap-tools.nar.xz")],
+    );
+    tools.post_fetch = true; // builtin:fetchurl's `unpack`, as the extractor records it
+    let manifest = write_manifest(dir.path(), vec![tools.clone()]);
+    let run = fetch(dir.path(), &manifest, &cache, &[]);
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    assert_eq!(run.entry(&tools.store_path)["how"], "nar");
+    let opened = srcgrab_fetcher::cache::Cache::open(&cache, Default::default()).unwrap();
+    let hash_part = tools.parsed_store_path().unwrap().hash_part;
+    opened.verify_narinfo(&hash_part).unwrap();
+}
+
+/// Unmounts a test tmpfs however the test ends.
+struct Mount(PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_stops_the_run_with_exit_2() {
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let small = dir.path().join("small");
+    std::fs::create_dir(&small).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&small)
+        .status()
+        .unwrap();
+    assert!(
+        mounted.success(),
+        "this test mounts a 1 MiB tmpfs (needs root)"
+    );
+    let _mount = Mount(small.clone());
+    let mut entries = Vec::new();
+    for i in 0..5 {
+        let content = unique(&format!("big {i}"), 900_000);
+        let path = format!("/big/{i}");
+        server.route(&path, Route::ok(content.clone()));
+        entries.push(flat_entry(
+            &format!("big-{i}"),
+            &content,
+            vec![server.url(&path)],
+        ));
+    }
+    let manifest = write_manifest(dir.path(), entries);
+    let run = fetch(
+        dir.path(),
+        &manifest,
+        &small.join("cache"),
+        &["--jobs", "1"],
+    );
+    assert_eq!(run.code(), 2, "{}", run.stderr());
+    assert!(run.stderr().contains("disk full"), "{}", run.stderr());
+    assert!(
+        server.total_requests() < 5,
+        "the run went on after the disk filled: {} requests",
+        server.total_requests()
+    );
+}

@@ -141,6 +141,26 @@ struct State {
     dirs: Mutex<Vec<(String, PathBuf)>>,
     stats: Mutex<HashMap<String, PathStats>>,
     connections: AtomicU64,
+    /// Responses whose body is being sent now, and the most there ever were at once.
+    active: AtomicU64,
+    max_active: AtomicU64,
+}
+
+/// Counts a response as active while it lives.
+struct ActiveGuard<'a>(&'a State);
+
+impl<'a> ActiveGuard<'a> {
+    fn new(state: &'a State) -> ActiveGuard<'a> {
+        let now = state.active.fetch_add(1, Ordering::SeqCst) + 1;
+        state.max_active.fetch_max(now, Ordering::SeqCst);
+        ActiveGuard(state)
+    }
+}
+
+impl Drop for ActiveGuard<'_> {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 pub struct TestServer {
@@ -228,6 +248,11 @@ impl TestServer {
 
     pub fn connections(&self) -> u64 {
         self.state.connections.load(Ordering::SeqCst)
+    }
+
+    /// The most responses that were sending a body at the same time.
+    pub fn max_concurrent_bodies(&self) -> u64 {
+        self.state.max_active.load(Ordering::SeqCst)
     }
 
     /// Stops listening and drops every open connection.
@@ -434,6 +459,7 @@ async fn respond(
         return Ok(true);
     }
 
+    let _active = ActiveGuard::new(state);
     let body = &route.body[start as usize..];
     // Faults cut the response short: `limit` bytes are sent, then the connection is closed
     // (truncation) or left hanging (stall).
