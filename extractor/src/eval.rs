@@ -221,10 +221,9 @@ impl ErrorLines {
             self.in_trace = true;
             self.message = Some("error".into());
         } else if let Some(message) = trimmed.strip_prefix("error: ") {
+            // Indented `error:` lines before a bare `error:` belong to something else.
             let from_top = line.starts_with("error: ");
-            if self.message.is_none() && from_top {
-                self.message = Some(message.trim().to_string());
-            } else if self.in_trace {
+            if self.in_trace || (self.message.is_none() && from_top) {
                 self.message = Some(message.trim().to_string());
             }
         }
