@@ -14,7 +14,7 @@ use srcgrab_fetcher::cache::{Cache, CacheOptions};
 use srcgrab_fetcher::download::Rewrite;
 use srcgrab_fetcher::git::GitFetcher;
 use srcgrab_fetcher::nar;
-use srcgrab_manifest::{GitSource, HashMode};
+use srcgrab_manifest::{GitSource, HashMode, Kind, Manifest, Provenance, Unpack};
 use std::path::Path;
 use std::process::Command;
 
@@ -314,4 +314,74 @@ fn lfs_sources_need_the_builder_when_git_lfs_is_missing() {
         matches!(err, srcgrab_fetcher::Error::NeedsBuilder(_)),
         "{err}"
     );
+}
+
+/// `srcgrab fetch` on a manifest of git entries: checked out natively (a forge archive that
+/// cannot be downloaded through its git source), reported as `git`, present on a rerun.
+#[test]
+fn fetch_command_checks_out_git_entries_and_falls_back_to_git_for_archives() {
+    let repos = Repos::make();
+    let daemon = Daemon::start(repos.served());
+    let url = daemon.url("main.git");
+    let with_submodules = GitSource {
+        fetch_submodules: true,
+        ..source(&url, &repos.c3)
+    };
+    let kept_dot_git = GitSource {
+        leave_dot_git: true,
+        ..source(&url, &repos.c2)
+    };
+    let archive_source = source(&url, &repos.c1);
+    let mut archive = nix_fetchgit("cli-archive", &archive_source).entry(&archive_source);
+    archive.kind = Kind::UrlUnpack;
+    archive.urls = vec!["http://127.0.0.1:1/archive/c1.tar.gz".into()];
+    archive.unpack = Some(Unpack {
+        strip_root: true,
+        extension: None,
+    });
+    let mut entries = vec![
+        nix_fetchgit("cli-submodules", &with_submodules).entry(&with_submodules),
+        nix_fetchgit("cli-dot-git", &kept_dot_git).entry(&kept_dot_git),
+        archive,
+    ];
+    entries.sort_by(|a, b| a.store_path.cmp(&b.store_path));
+    let work = tempfile::tempdir().unwrap();
+    let manifest = work.path().join("manifest.json");
+    let m = Manifest {
+        version: srcgrab_manifest::MANIFEST_VERSION,
+        provenance: Provenance {
+            systems: vec!["x86_64-linux".into()],
+            nix_version: "nix-instantiate (Nix) 2.8.0".into(),
+            ..Provenance::default()
+        },
+        failures: Vec::new(),
+        entries: entries.clone(),
+    };
+    std::fs::write(&manifest, m.to_json()).unwrap();
+    let cache = work.path().join("cache");
+    let report_path = work.path().join("report.json");
+    let fetch = || {
+        Command::new(env!("CARGO_BIN_EXE_srcgrab"))
+            .arg("fetch")
+            .arg(&manifest)
+            .arg("--cache")
+            .arg(&cache)
+            .args(["--no-substituters", "--retries", "0", "--report"])
+            .arg(&report_path)
+            .output()
+            .unwrap()
+    };
+    let first = fetch();
+    let stderr = String::from_utf8_lossy(&first.stderr);
+    assert_eq!(first.status.code(), Some(0), "{stderr}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
+    assert_eq!(report["summary"]["fetched"]["git"], 3, "{report}");
+    assert!(cache.join(".srcgrab/git").is_dir(), "default mirror place");
+
+    let second = fetch();
+    assert_eq!(second.status.code(), Some(0));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
+    assert_eq!(report["summary"]["present"], 3, "{report}");
 }
