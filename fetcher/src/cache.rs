@@ -403,7 +403,8 @@ fn declared_hash(entry: &Entry) -> Result<Hash, Error> {
 
 /// The relative symlink target from `key` (a path under the root) to `sha256/<hex>`.
 fn mirror_link_target(key: &str, sha256_hex: &str) -> PathBuf {
-    let depth = key.matches('/').count();
+    // Components, not slashes: a base64 `//` makes one directory level, not two.
+    let depth = Path::new(key).components().count().saturating_sub(1);
     let mut target = PathBuf::new();
     for _ in 0..depth {
         target.push("..");
