@@ -4,8 +4,12 @@
 use crate::cmd::report::{human_bytes, read_manifest};
 use crate::progress::{bar, PeriodicLog};
 use crate::Status;
+use anyhow::Context as _;
 use indicatif::ProgressBar;
-use srcgrab_fetcher::verify::{verify_cache, VerifyOptions, VerifyProgress, VerifyReport};
+use srcgrab_fetcher::verify::{
+    remove_corrupt, verify_cache, VerifyOptions, VerifyProgress, VerifyReport,
+};
+use srcgrab_manifest::Manifest;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -21,6 +25,12 @@ pub struct Args {
     /// everything else gets the full (sha256) check.
     #[arg(long)]
     quick: bool,
+    /// Remove what is corrupt, then fetch it and what is missing again with `srcgrab fetch`
+    /// (needs --manifest); arguments after `--` go to fetch (e.g. `-- --no-substituters`).
+    #[arg(long, requires = "manifest")]
+    repair: bool,
+    #[arg(last = true, value_name = "FETCH ARGS", requires = "repair")]
+    fetch_args: Vec<String>,
 }
 
 /// A byte bar on a terminal, a line every 10 seconds otherwise.
@@ -59,7 +69,54 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     let manifest = args.manifest.as_deref().map(read_manifest).transpose()?;
     let options = VerifyOptions { quick: args.quick };
     let report = verify_once(&args, manifest.as_ref(), options)?;
-    Ok(status(&report))
+    let Some(manifest) = manifest.filter(|_| args.repair && !report.is_clean()) else {
+        return Ok(status(&report));
+    };
+    repair(&args, &manifest, &report)?;
+    let again = verify_once(&args, Some(&manifest), VerifyOptions::default())?;
+    Ok(status(&again))
+}
+
+/// Removes the corrupt files, then runs `srcgrab fetch` (this same binary, so with exactly
+/// fetch's rules) on a manifest of the entries to mend.
+fn repair(args: &Args, manifest: &Manifest, report: &VerifyReport) -> anyhow::Result<()> {
+    remove_corrupt(&args.cache, report)?;
+    let broken = report.broken_store_paths();
+    let subset = Manifest {
+        entries: manifest
+            .entries
+            .iter()
+            .filter(|e| broken.contains(&e.store_path))
+            .cloned()
+            .collect(),
+        failures: Vec::new(),
+        ..manifest.clone()
+    };
+    if subset.entries.is_empty() {
+        return Ok(());
+    }
+    let dir = args.cache.join(".srcgrab");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let subset_path = dir.join("repair-manifest.json");
+    std::fs::write(&subset_path, subset.to_json())
+        .with_context(|| format!("writing {}", subset_path.display()))?;
+    eprintln!(
+        "srcgrab: repairing {} entries with srcgrab fetch",
+        subset.entries.len()
+    );
+    let fetch = std::process::Command::new(std::env::current_exe()?)
+        .arg("fetch")
+        .arg(&subset_path)
+        .arg("--cache")
+        .arg(&args.cache)
+        .args(&args.fetch_args)
+        .status()
+        .context("running srcgrab fetch")?;
+    anyhow::ensure!(
+        fetch.code().is_some_and(|c| c <= 1),
+        "srcgrab fetch failed ({fetch})"
+    );
+    Ok(())
 }
 
 fn status(report: &VerifyReport) -> Status {
@@ -72,7 +129,7 @@ fn status(report: &VerifyReport) -> Status {
 
 fn verify_once(
     args: &Args,
-    manifest: Option<&srcgrab_manifest::Manifest>,
+    manifest: Option<&Manifest>,
     options: VerifyOptions,
 ) -> anyhow::Result<VerifyReport> {
     let started = Instant::now();

@@ -1,0 +1,752 @@
+//! Keeping a cache current over a thin link, end to end with the real binary: `diff`,
+//! `stats`, `verify` (and `--repair`), `export`/`import`, `ingest`. Caches are made by
+//! `ingest` from files on disk (or by `fetch` from a real HTTP server on 127.0.0.1), and the
+//! round trip ends with the real Nix realising a derivation from the imported cache alone.
+
+mod support;
+
+use serde_json::Value;
+use srcgrab_manifest::hash::{Hash, HashAlgo};
+use srcgrab_manifest::{
+    store_path, Entry, HashMode, Kind, Manifest, OutputHash, Provenance, MANIFEST_VERSION,
+};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use support::{Route, TestServer};
+
+fn srcgrab(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_srcgrab"))
+        .args(args.iter().map(|a| a.as_ref()))
+        .output()
+        .expect("run srcgrab")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[track_caller]
+fn assert_code(o: &Output, code: i32) {
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "stdout:\n{}\nstderr:\n{}",
+        stdout(o),
+        stderr(o)
+    );
+}
+
+/// Content no earlier run put in the Nix store: a label and letters seeded by the clock,
+/// the pid and a counter.
+fn unique(label: &str, size: usize) -> Vec<u8> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let mut state = (nanos ^ ((std::process::id() as u64) << 32))
+        .wrapping_add(COUNTER.fetch_add(1, Ordering::Relaxed) << 20)
+        | 1;
+    let mut bytes = format!("{label} ").into_bytes();
+    while bytes.len() < size {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        bytes.push(b'a' + (state % 26) as u8);
+    }
+    bytes
+}
+
+fn digest(algo: HashAlgo, bytes: &[u8]) -> Hash {
+    Hash {
+        algo,
+        bytes: algo.digest(bytes),
+    }
+}
+
+fn entry(name: &str, mode: HashMode, hash: &Hash) -> Entry {
+    Entry {
+        store_path: store_path::fixed_output_path(name, mode, hash).to_path_string(),
+        name: name.into(),
+        hash: OutputHash::new(mode, hash),
+        kind: Kind::Url,
+        urls: vec![format!("https://example.org/{name}")],
+        original_urls: vec![],
+        executable: false,
+        post_fetch: false,
+        unpack: None,
+        git: None,
+        drv_path: format!("/nix/store/00000000000000000000000000000000-{name}.drv"),
+        systems: vec!["x86_64-linux".into()],
+        attrs: vec![name.into()],
+        attr_count: 1,
+    }
+}
+
+fn flat(name: &str, content: &[u8]) -> Entry {
+    entry(name, HashMode::Flat, &digest(HashAlgo::Sha256, content))
+}
+
+fn write_manifest(path: &Path, entries: Vec<Entry>) -> PathBuf {
+    let mut m = Manifest {
+        version: MANIFEST_VERSION,
+        provenance: Provenance {
+            systems: vec!["aarch64-linux".into(), "x86_64-linux".into()],
+            nix_version: "nix-instantiate (Nix) 2.8.0".into(),
+            ..Provenance::default()
+        },
+        failures: vec![],
+        entries,
+    };
+    m.normalize();
+    std::fs::write(path, m.to_json()).unwrap();
+    path.to_path_buf()
+}
+
+fn hash_part(e: &Entry) -> String {
+    e.parsed_store_path().unwrap().hash_part
+}
+
+fn narinfo_url(cache: &Path, e: &Entry) -> PathBuf {
+    let text = std::fs::read_to_string(cache.join(format!("{}.narinfo", hash_part(e)))).unwrap();
+    let url = text
+        .lines()
+        .find_map(|l| l.strip_prefix("URL: "))
+        .expect("narinfo has a URL");
+    cache.join(url)
+}
+
+fn nix(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run nix");
+    assert!(out.status.success(), "{program} {args:?}: {}", stderr(&out));
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// Three files on disk, the manifest of their entries, and a cache `ingest` made of them.
+struct IngestedCache {
+    dir: tempfile::TempDir,
+    manifest: PathBuf,
+    cache: PathBuf,
+    entries: Vec<Entry>,
+    contents: Vec<Vec<u8>>,
+}
+
+fn ingested_cache(compression: &str) -> IngestedCache {
+    let dir = tempfile::tempdir().unwrap();
+    let files = dir.path().join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    let contents: Vec<Vec<u8>> = (0..3)
+        .map(|i| unique(&format!("item{i}"), 50_000))
+        .collect();
+    let names = ["one-1.0.tar.gz", "two-2.0.tar.xz", "three-3.0.zip"];
+    let mut entries = Vec::new();
+    for (name, content) in names.iter().zip(&contents) {
+        std::fs::write(files.join(name), content).unwrap();
+        entries.push(flat(name, content));
+    }
+    let manifest = write_manifest(&dir.path().join("m.json"), entries.clone());
+    let cache = dir.path().join("cache");
+    let o = srcgrab(&[
+        &"ingest",
+        &files,
+        &"--manifest",
+        &manifest,
+        &"--cache",
+        &cache,
+        &"--compression",
+        &compression,
+    ]);
+    assert_code(&o, 0);
+    IngestedCache {
+        dir,
+        manifest,
+        cache,
+        entries,
+        contents,
+    }
+}
+
+fn verify(cache: &Path, extra: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
+    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"verify", &"--cache", &cache];
+    args.extend_from_slice(extra);
+    srcgrab(&args)
+}
+
+#[test]
+fn diff_reads_a_new_version_as_an_update() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut moved = flat("zlib-1.3.tar.gz", b"zlib");
+    let old = write_manifest(
+        &dir.path().join("old.json"),
+        vec![
+            flat("openssl-3.0.13.tar.gz", b"old ssl"),
+            moved.clone(),
+            flat("gone-1.0.tar.gz", b"gone"),
+        ],
+    );
+    moved.systems.insert(0, "aarch64-linux".into());
+    let new = write_manifest(
+        &dir.path().join("new.json"),
+        vec![
+            flat("openssl-3.0.14.tar.gz", b"new ssl"),
+            moved,
+            flat("fresh-0.1.tar.gz", b"fresh"),
+        ],
+    );
+    let o = srcgrab(&[&"diff", &old, &new, &"--format", &"json"]);
+    assert_code(&o, 0);
+    let report: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let updated = report["updated"].as_array().unwrap();
+    assert_eq!(updated.len(), 1, "{report}");
+    assert_eq!(updated[0]["package"], "openssl");
+    assert_eq!(updated[0]["oldVersion"], "3.0.13");
+    assert_eq!(updated[0]["newVersion"], "3.0.14");
+    assert_eq!(report["added"][0]["name"], "fresh-0.1.tar.gz");
+    assert_eq!(report["removed"][0]["name"], "gone-1.0.tar.gz");
+    assert_eq!(report["metadataChanged"][0]["fields"][0], "systems");
+    assert_eq!(
+        report["summary"]["bySystem"]["aarch64-linux"]["metadataChanged"]["count"],
+        1
+    );
+
+    let o = srcgrab(&[
+        &"diff",
+        &old,
+        &new,
+        &"--format",
+        &"markdown",
+        &"--fail-on-change",
+    ]);
+    assert_code(&o, 1);
+    let markdown = stdout(&o);
+    assert!(markdown.contains("| updated | 1 |"), "{markdown}");
+    assert!(
+        markdown.contains("<details><summary>Updated (1)</summary>"),
+        "{markdown}"
+    );
+    assert!(
+        markdown.contains("| openssl | 3.0.13 → 3.0.14 |"),
+        "{markdown}"
+    );
+    let again = srcgrab(&[&"diff", &old, &new, &"--format", &"markdown"]);
+    assert_eq!(stdout(&again), markdown, "output is deterministic");
+
+    assert_code(&srcgrab(&[&"diff", &new, &new, &"--fail-on-change"]), 0);
+}
+
+#[test]
+fn malformed_or_wrong_version_manifests_fail_with_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = write_manifest(
+        &dir.path().join("good.json"),
+        vec![flat("a-1.tar.gz", b"a")],
+    );
+    let text = std::fs::read_to_string(&good).unwrap();
+    let cases = [
+        (
+            "truncated.json",
+            text[..text.len() / 2].to_string(),
+            "truncated.json",
+        ),
+        (
+            "v7.json",
+            text.replace("\"version\": 1", "\"version\": 7"),
+            "version 7 is not supported",
+        ),
+        (
+            "badpath.json",
+            text.replace("-a-1.tar.gz\"", "-b-1.tar.gz\""),
+            "differs from the store path",
+        ),
+    ];
+    for (name, contents, expected) in cases {
+        let path = dir.path().join(name);
+        std::fs::write(&path, contents).unwrap();
+        for args in [
+            vec![&"diff" as &dyn AsRef<std::ffi::OsStr>, &good, &path],
+            vec![&"stats", &path],
+            vec![&"verify", &"--cache", &dir.path(), &"--manifest", &path],
+        ] {
+            let o = srcgrab(&args);
+            assert_code(&o, 2);
+            let err = stderr(&o);
+            assert_eq!(err.lines().count(), 1, "one line: {err}");
+            assert!(err.contains(expected) && err.contains(name), "{err}");
+        }
+    }
+    let o = srcgrab(&[&"diff", &good, &dir.path().join("absent.json")]);
+    assert_code(&o, 2);
+    assert!(stderr(&o).contains("absent.json"), "{}", stderr(&o));
+}
+
+#[test]
+fn ingest_adds_matching_files_once_and_reports_duplicates_and_strangers() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("disk");
+    std::fs::create_dir_all(disk.join("deep/er")).unwrap();
+    let tarball = unique("tarball", 20_000);
+    let sha512_file = unique("sha512", 10_000);
+    let tool = unique("#!/bin/sh\n", 5_000);
+    std::fs::write(disk.join("hello-2.12.tar.gz"), &tarball).unwrap();
+    std::fs::write(disk.join("deep/er/renamed-copy"), &tarball).unwrap();
+    std::fs::write(disk.join("deep/data.bin"), &sha512_file).unwrap();
+    std::fs::write(disk.join("tool"), &tool).unwrap();
+    std::fs::write(disk.join("notes.txt"), unique("notes", 100)).unwrap();
+
+    // The recursive hash of an executable file, as Nix computes it.
+    let tool_path = dir.path().join("tool-exec");
+    std::fs::write(&tool_path, &tool).unwrap();
+    std::fs::set_permissions(
+        &tool_path,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let tool_hash = Hash::parse(
+        &nix(
+            "nix-hash",
+            &["--type", "sha256", tool_path.to_str().unwrap()],
+        ),
+        Some(HashAlgo::Sha256),
+    )
+    .unwrap();
+    let mut tool_entry = entry("tool", HashMode::Recursive, &tool_hash);
+    tool_entry.executable = true;
+    let hello = flat("hello-2.12.tar.gz", &tarball);
+    let sha512 = entry(
+        "data.bin",
+        HashMode::Flat,
+        &digest(HashAlgo::Sha512, &sha512_file),
+    );
+    let never = flat("never-1.0.tar.gz", b"not on the disk");
+    // Real Nix agrees on the store path of a flat file.
+    let added = nix(
+        "nix-store",
+        &[
+            "--add-fixed",
+            "sha256",
+            disk.join("hello-2.12.tar.gz").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(added, hello.store_path);
+    let manifest = write_manifest(
+        &dir.path().join("m.json"),
+        vec![
+            hello.clone(),
+            sha512.clone(),
+            tool_entry.clone(),
+            never.clone(),
+        ],
+    );
+    let cache = dir.path().join("cache");
+    let ingest = || {
+        srcgrab(&[
+            &"ingest",
+            &disk,
+            &"--manifest",
+            &manifest,
+            &"--cache",
+            &cache,
+        ])
+    };
+    let o = ingest();
+    assert_code(&o, 0);
+    let out = stdout(&o);
+    for e in [&hello, &sha512, &tool_entry] {
+        assert!(out.contains(&format!("-> {}", e.store_path)), "{out}");
+    }
+    assert!(
+        out.contains(&format!(
+            "duplicate: {}",
+            disk.join("hello-2.12.tar.gz").display()
+        )) || out.contains(&format!(
+            "duplicate: {}",
+            disk.join("deep/er/renamed-copy").display()
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("unmatched: {}", disk.join("notes.txt").display())),
+        "{out}"
+    );
+    assert!(stderr(&o).contains("5 files"), "{}", stderr(&o));
+    assert!(
+        stderr(&o)
+            .contains("3 matched (3 entries added, 0 already present), 1 duplicates, 1 unmatched"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        std::fs::read(
+            cache
+                .join("sha512")
+                .join(digest(HashAlgo::Sha512, &sha512_file).to_hex())
+        )
+        .unwrap(),
+        sha512_file
+    );
+
+    // What ingest added passes a full verify; only the entry nobody brought is missing.
+    let o = verify(&cache, &[&"--manifest", &manifest]);
+    assert_code(&o, 1);
+    assert_eq!(stdout(&o).trim(), format!("missing: {}", never.store_path));
+
+    // Again: nothing new.
+    let o = ingest();
+    assert_code(&o, 0);
+    assert!(
+        stderr(&o).contains("(0 entries added, 3 already present)"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn verify_finds_bit_flips_truncations_missing_items_and_strays() {
+    let c = ingested_cache("none");
+    assert_code(&verify(&c.cache, &[&"--manifest", &c.manifest]), 0);
+
+    // A flipped bit inside the NAR of the first entry.
+    let nar = narinfo_url(&c.cache, &c.entries[0]);
+    let mut bytes = std::fs::read(&nar).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x10;
+    std::fs::write(&nar, bytes).unwrap();
+    // A truncated mirror file of the second.
+    let mirror = c
+        .cache
+        .join("sha256")
+        .join(c.entries[1].hash.hash().unwrap().to_hex());
+    let len = std::fs::metadata(&mirror).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&mirror)
+        .unwrap()
+        .set_len(len - 1)
+        .unwrap();
+    // The third's narinfo is gone, and a stray NAR appears.
+    std::fs::remove_file(
+        c.cache
+            .join(format!("{}.narinfo", hash_part(&c.entries[2]))),
+    )
+    .unwrap();
+    std::fs::write(c.cache.join("nar/stray.nar"), b"stray").unwrap();
+
+    let o = verify(&c.cache, &[&"--manifest", &c.manifest]);
+    assert_code(&o, 1);
+    let out = stdout(&o);
+    let corrupt: Vec<&str> = out.lines().filter(|l| l.starts_with("corrupt: ")).collect();
+    assert_eq!(corrupt.len(), 2, "{out}");
+    assert!(
+        corrupt.iter().any(|l| l.contains(&format!(
+            "{}.narinfo ({})",
+            hash_part(&c.entries[0]),
+            c.entries[0].store_path
+        ))),
+        "{out}"
+    );
+    assert!(
+        corrupt.iter().any(|l| l.contains(&format!(
+            "sha256/{}",
+            c.entries[1].hash.hash().unwrap().to_hex()
+        )) && l.contains("hash mismatch")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("missing: {}", c.entries[2].store_path)),
+        "{out}"
+    );
+    assert!(out.contains("unreferenced: nar/stray.nar"), "{out}");
+    // The third entry's NAR lost its narinfo, so it is unreferenced too.
+    assert_eq!(
+        out.lines()
+            .filter(|l| l.starts_with("unreferenced: "))
+            .count(),
+        2,
+        "{out}"
+    );
+}
+
+#[test]
+fn quick_verify_trusts_only_files_whose_blake3_is_unchanged() {
+    let c = ingested_cache("zstd");
+    let o = verify(&c.cache, &[]);
+    assert_code(&o, 0);
+    assert!(c.cache.join(".srcgrab/blake3-index").is_file());
+    let o = verify(&c.cache, &[&"--quick"]);
+    assert_code(&o, 0);
+    // 3 narinfos (with their NARs and mirror files), all accepted by the index.
+    assert!(
+        stderr(&o).contains("3 accepted by the blake3 index"),
+        "{}",
+        stderr(&o)
+    );
+
+    // Bit rot: same size, same mtime, different bytes.
+    let nar = narinfo_url(&c.cache, &c.entries[1]);
+    let mtime = std::fs::metadata(&nar).unwrap().modified().unwrap();
+    let mut bytes = std::fs::read(&nar).unwrap();
+    let last = bytes.len() - 5;
+    bytes[last] ^= 1;
+    std::fs::write(&nar, bytes).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&nar)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    let o = verify(&c.cache, &[&"--quick"]);
+    assert_code(&o, 1);
+    assert!(
+        stderr(&o).contains("2 accepted by the blake3 index"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        stdout(&o).contains(&c.entries[1].store_path),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn repair_refetches_corrupt_and_missing_entries() {
+    let c = ingested_cache("zstd");
+    let server = TestServer::start();
+    let mut entries = c.entries.clone();
+    for (e, content) in entries.iter_mut().zip(&c.contents) {
+        let path = format!("/{}", e.name);
+        server.route(&path, Route::ok(content.clone()));
+        e.urls = vec![server.url(&path)];
+    }
+    let manifest = write_manifest(&c.dir.path().join("served.json"), entries.clone());
+    let nar = narinfo_url(&c.cache, &entries[0]);
+    let len = std::fs::metadata(&nar).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&nar)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    let mirror = c
+        .cache
+        .join("sha256")
+        .join(entries[1].hash.hash().unwrap().to_hex());
+    let mut bytes = std::fs::read(&mirror).unwrap();
+    bytes[100] ^= 4;
+    std::fs::write(&mirror, bytes).unwrap();
+    std::fs::remove_file(c.cache.join(format!("{}.narinfo", hash_part(&entries[2])))).unwrap();
+
+    let o = verify(
+        &c.cache,
+        &[
+            &"--manifest",
+            &manifest,
+            &"--repair",
+            &"--",
+            &"--no-substituters",
+        ],
+    );
+    assert_code(&o, 0);
+    for e in &entries[..2] {
+        assert!(
+            server.requests(&format!("/{}", e.name)) >= 1,
+            "{} refetched",
+            e.name
+        );
+    }
+    assert_code(&verify(&c.cache, &[&"--manifest", &manifest]), 0);
+    assert_eq!(std::fs::read(&mirror).unwrap(), c.contents[1]);
+    server.stop();
+}
+
+/// A tiny FOD whose builder cannot build: only a substituter can realise it.
+fn instantiate_fod(dir: &Path, name: &str, content: &[u8]) -> String {
+    let expr = dir.join(format!("{name}.nix"));
+    std::fs::write(
+        &expr,
+        format!(
+            r#"derivation {{
+  name = "{name}";
+  system = builtins.currentSystem;
+  builder = "/bin/false";
+  outputHashMode = "flat";
+  outputHashAlgo = "sha256";
+  outputHash = "{}";
+}}"#,
+            digest(HashAlgo::Sha256, content).to_hex()
+        ),
+    )
+    .unwrap();
+    nix("nix-instantiate", &[expr.to_str().unwrap()])
+}
+
+#[test]
+fn export_import_round_trip_ends_in_a_cache_nix_realises_from_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("disk");
+    std::fs::create_dir_all(&disk).unwrap();
+    let old_content = unique("old", 30_000);
+    let new_content = unique("new", 40_000);
+    std::fs::write(disk.join("lib-1.0.tar.gz"), &old_content).unwrap();
+    std::fs::write(disk.join("lib-1.1.tar.gz"), &new_content).unwrap();
+    let mut old_entry = flat("lib-1.0.tar.gz", &old_content);
+    let mut new_entry = flat("lib-1.1.tar.gz", &new_content);
+    old_entry.drv_path = instantiate_fod(dir.path(), "lib-1.0.tar.gz", &old_content);
+    new_entry.drv_path = instantiate_fod(dir.path(), "lib-1.1.tar.gz", &new_content);
+    for e in [&old_entry, &new_entry] {
+        assert_eq!(
+            nix("nix-store", &["--query", "--outputs", &e.drv_path]),
+            e.store_path
+        );
+        let _ = nix("nix-store", &["--delete", &e.store_path]);
+    }
+    let v1 = write_manifest(&dir.path().join("v1.json"), vec![old_entry.clone()]);
+    let v2 = write_manifest(
+        &dir.path().join("v2.json"),
+        vec![old_entry.clone(), new_entry.clone()],
+    );
+    let online = dir.path().join("online");
+    assert_code(
+        &srcgrab(&[
+            &"ingest",
+            &disk,
+            &"--manifest",
+            &v2,
+            &"--cache",
+            &online,
+            &"--compression",
+            &"none",
+        ]),
+        0,
+    );
+
+    // First trip: everything of v1, as a directory. Second: only what v2 adds, as a tar on a pipe.
+    let full = dir.path().join("full-bundle");
+    assert_code(
+        &srcgrab(&[
+            &"export",
+            &"--manifest",
+            &v1,
+            &"--cache",
+            &online,
+            &"--to",
+            &full,
+        ]),
+        0,
+    );
+    let offline = dir.path().join("offline");
+    let o = srcgrab(&[&"import", &full, &"--cache", &offline]);
+    assert_code(&o, 0);
+    assert_eq!(
+        stdout(&o).trim(),
+        format!("imported: {}", old_entry.store_path)
+    );
+
+    let delta = Command::new(env!("CARGO_BIN_EXE_srcgrab"))
+        .args(["export", "--manifest"])
+        .arg(&v2)
+        .arg("--since")
+        .arg(&v1)
+        .arg("--cache")
+        .arg(&online)
+        .args(["--to", "-"])
+        .output()
+        .unwrap();
+    assert_code(&delta, 0);
+    assert!(
+        stderr(&delta).contains("exported 1 of 1 new entries"),
+        "{}",
+        stderr(&delta)
+    );
+    let import = |bytes: &[u8]| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_srcgrab"))
+            .args(["import", "-", "--cache"])
+            .arg(&offline)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), bytes).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    // A tampered copy of the stream is refused, and leaves nothing behind.
+    let mut tampered = delta.stdout.clone();
+    let at = tampered
+        .windows(20)
+        .position(|w| w == &new_content[1000..1020])
+        .expect("the NAR is stored uncompressed enough to find")
+        + 5;
+    tampered[at] ^= 1;
+    let o = import(&tampered);
+    assert_code(&o, 1);
+    assert!(
+        stdout(&o).contains(&format!("failed: {}", new_entry.store_path)),
+        "{}",
+        stdout(&o)
+    );
+    assert!(!offline
+        .join(format!("{}.narinfo", hash_part(&new_entry)))
+        .exists());
+
+    let o = import(&delta.stdout);
+    assert_code(&o, 0);
+    assert_eq!(
+        stdout(&o).trim(),
+        format!("imported: {}", new_entry.store_path)
+    );
+    let o = import(&delta.stdout);
+    assert_code(&o, 0);
+    assert!(
+        stderr(&o).contains("0 imported, 2 already present"),
+        "{}",
+        stderr(&o)
+    );
+    assert_code(&verify(&offline, &[&"--manifest", &v2]), 0);
+
+    let substituters = format!("file://{}", offline.display());
+    for (e, content) in [(&old_entry, &old_content), (&new_entry, &new_content)] {
+        let out = nix(
+            "nix-store",
+            &[
+                "--realise",
+                &e.drv_path,
+                "--option",
+                "substituters",
+                &substituters,
+            ],
+        );
+        assert_eq!(out, e.store_path);
+        assert_eq!(&std::fs::read(&out).unwrap(), content);
+        let _ = nix("nix-store", &["--delete", &out]);
+    }
+}
+
+#[test]
+fn stats_counts_sizes_from_the_cache_and_what_systems_share() {
+    let c = ingested_cache("none");
+    let mut entries = c.entries.clone();
+    entries[0].systems = vec!["aarch64-linux".into(), "x86_64-linux".into()];
+    let manifest = write_manifest(&c.dir.path().join("stats.json"), entries);
+    let o = srcgrab(&[&"stats", &manifest, &"--cache", &c.cache, &"--json"]);
+    assert_code(&o, 0);
+    let stats: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(stats["total"]["entries"], 3);
+    assert_eq!(stats["total"]["unknownSizes"], 0);
+    // Uncompressed NARs of 50,000-byte files: the content plus the NAR framing.
+    let nar_bytes = stats["total"]["narBytes"].as_u64().unwrap();
+    assert!(nar_bytes > 150_000 && nar_bytes < 150_500, "{stats}");
+    assert_eq!(stats["shared"]["allSystems"]["entries"], 1);
+    assert_eq!(stats["shared"]["onlyOn"]["x86_64-linux"]["entries"], 2);
+    assert_eq!(stats["bySystem"]["x86_64-linux"]["entries"], 3);
+    assert_eq!(stats["largest"].as_array().unwrap().len(), 3);
+}
