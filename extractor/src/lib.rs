@@ -55,6 +55,17 @@ pub trait Progress: Sync {
     fn drvs_read(&self, _count: usize) {}
     /// Fixed-output .drv files found so far.
     fn fods_found(&self, _count: usize) {}
+    /// An evaluator process was replaced by a fresh one.
+    fn evaluator_restarted(&self, _why: Restart) {}
+}
+
+/// Why an evaluator process was replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restart {
+    /// It died, or was killed above `--max-memory`, during an attribute (which failed).
+    Failed,
+    /// It had grown above 80% of `--max-memory`; replaced between attributes.
+    MemoryHigh,
 }
 
 /// A [`Progress`] that reports nothing.

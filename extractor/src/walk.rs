@@ -6,7 +6,7 @@
 
 use crate::attr_path;
 use crate::eval::{nix_string, Answer, Evaluator, EvaluatorCommand, StartError};
-use crate::Progress;
+use crate::{Progress, Restart};
 use srcgrab_manifest::Failure;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -197,6 +197,7 @@ fn run_worker(
                 progress.workers_alive(alive.fetch_sub(1, Ordering::SeqCst) - 1);
                 evaluator = start()?;
                 progress.workers_alive(alive.fetch_add(1, Ordering::SeqCst) + 1);
+                progress.evaluator_restarted(Restart::Failed);
                 Some(message)
             }
         };
@@ -217,6 +218,7 @@ fn run_worker(
             if rss > limit {
                 evaluator.kill();
                 evaluator = start()?;
+                progress.evaluator_restarted(Restart::MemoryHigh);
             }
         }
     }

@@ -4,7 +4,7 @@
 use crate::progress::{self, PeriodicLog};
 use crate::Status;
 use anyhow::Context;
-use srcgrab_extractor::{EnumerateError, Options, Progress, Source};
+use srcgrab_extractor::{EnumerateError, Options, Progress, Restart, Source};
 use srcgrab_manifest::{EvalArg, EvalConfig, Kind, Manifest};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -119,6 +119,10 @@ fn print_summary(manifest: &Manifest, display: &Display) {
         display.ok.load(Ordering::Relaxed),
         display.failed.load(Ordering::Relaxed),
     );
+    let restarts = display.restarts.load(Ordering::Relaxed);
+    if restarts > 0 {
+        eprintln!("srcgrab: evaluator processes replaced (crash or memory): {restarts}");
+    }
     let mut by_kind: BTreeMap<Kind, usize> = BTreeMap::new();
     let mut by_system: BTreeMap<&str, usize> = BTreeMap::new();
     for entry in &manifest.entries {
@@ -166,6 +170,7 @@ struct Display {
     workers: AtomicUsize,
     drvs: AtomicUsize,
     fods: AtomicUsize,
+    restarts: AtomicUsize,
 }
 
 impl Display {
@@ -178,6 +183,7 @@ impl Display {
             workers: AtomicUsize::new(0),
             drvs: AtomicUsize::new(0),
             fods: AtomicUsize::new(0),
+            restarts: AtomicUsize::new(0),
         }
     }
 
@@ -213,6 +219,9 @@ impl Progress for Display {
     fn fods_found(&self, count: usize) {
         self.fods.store(count, Ordering::Relaxed);
         self.update();
+    }
+    fn evaluator_restarted(&self, _why: Restart) {
+        self.restarts.fetch_add(1, Ordering::Relaxed);
     }
 }
 
