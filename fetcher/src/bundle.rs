@@ -328,6 +328,14 @@ fn record(report: &mut ImportReport, entry: &Entry, outcome: Result<(), Error>) 
     }
 }
 
+/// What became of one entry of a bundle directory.
+enum DirOutcome {
+    Present,
+    /// Neither in the bundle nor in the cache.
+    Absent,
+    Published(Result<(), Error>),
+}
+
 /// Imports a bundle directory, entries in parallel. Returns the report and the manifest.
 pub fn import_dir(bundle: &Path, cache: &Cache) -> Result<(ImportReport, Manifest), Error> {
     let read = |name: &str| {
@@ -338,36 +346,33 @@ pub fn import_dir(bundle: &Path, cache: &Cache) -> Result<(ImportReport, Manifes
     };
     check_marker(&read(MARKER)?)?;
     let manifest = parse_manifest(&read(MANIFEST)?)?;
-    let outcomes: Vec<(usize, Option<Result<(), Error>>, bool)> = manifest
+    let outcomes: Vec<DirOutcome> = manifest
         .entries
         .par_iter()
-        .enumerate()
-        .map(|(index, entry)| {
+        .map(|entry| {
             if cache.is_present(entry).unwrap_or(false) {
-                return (index, None, true);
+                return DirOutcome::Present;
             }
             let Ok(store_path) = entry.parsed_store_path() else {
-                return (index, None, false);
+                return DirOutcome::Absent;
             };
             let narinfo = bundle.join(format!("{}.narinfo", store_path.hash_part));
             let file = bundle.join("files").join(&store_path.hash_part);
-            let outcome = if narinfo.is_file() {
-                Some(import_narinfo_file(cache, entry, bundle, &narinfo))
+            if narinfo.is_file() {
+                DirOutcome::Published(import_narinfo_file(cache, entry, bundle, &narinfo))
             } else if file.is_file() {
-                Some(publish_from_file(cache, entry, &file))
+                DirOutcome::Published(publish_from_file(cache, entry, &file))
             } else {
-                None
-            };
-            (index, outcome, false)
+                DirOutcome::Absent
+            }
         })
         .collect();
     let mut report = ImportReport::default();
-    for (index, outcome, present) in outcomes {
-        let entry = &manifest.entries[index];
-        match (outcome, present) {
-            (_, true) => report.present.push(entry.store_path.clone()),
-            (Some(outcome), _) => record(&mut report, entry, outcome),
-            (None, _) => report.absent.push(entry.store_path.clone()),
+    for (entry, outcome) in manifest.entries.iter().zip(outcomes) {
+        match outcome {
+            DirOutcome::Present => report.present.push(entry.store_path.clone()),
+            DirOutcome::Published(outcome) => record(&mut report, entry, outcome),
+            DirOutcome::Absent => report.absent.push(entry.store_path.clone()),
         }
     }
     report.sort();

@@ -102,8 +102,11 @@ struct View<'a> {
     max_list: Option<usize>,
 }
 
+/// Picks one kind of change out of a slice's tallies.
+type PickTally = fn(&ChangeTallies) -> Tally;
+
 /// The four kinds of change, in the order every output lists them.
-const CHANGES: [(&str, fn(&ChangeTallies) -> Tally); 4] = [
+const CHANGES: [(&str, PickTally); 4] = [
     ("added", |t| t.added),
     ("removed", |t| t.removed),
     ("updated", |t| t.updated),
