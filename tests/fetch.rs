@@ -255,6 +255,8 @@ fn resumes_a_cut_body_with_range_and_restarts_when_range_is_ignored() {
         run.entry(&entries[1].store_path)["bytesDownloaded"],
         100_000 + restart.len() as u64
     );
+    let leftovers = std::fs::read_dir(cache.join(".tmp/partial")).unwrap().count();
+    assert_eq!(leftovers, 0, "partial downloads are cleaned up once published");
 }
 
 #[test]

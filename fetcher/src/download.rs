@@ -437,6 +437,18 @@ impl Downloader {
         }
     }
 
+    fn partial_stem(&self, key: &str) -> PathBuf {
+        self.partial_dir
+            .join(&encode_hex(&HashAlgo::Sha256.digest(key.as_bytes()))[..32])
+    }
+
+    /// Forgets what a download under `key` left behind (once its entry came from elsewhere).
+    pub fn discard_partial(&self, key: &str) {
+        let stem = self.partial_stem(key);
+        let _ = std::fs::remove_file(stem.with_extension("part"));
+        let _ = std::fs::remove_file(stem.with_extension("meta"));
+    }
+
     /// Downloads `url` into the partial directory under a name derived from `key` (which
     /// must differ between concurrent downloads), hashing with `expected`'s algorithm (sha256
     /// when `None`). A hash other than `expected` is `Error::HashMismatch`, after one fresh
@@ -449,9 +461,7 @@ impl Downloader {
         expected: Option<&Hash>,
         tally: &AtomicU64,
     ) -> Result<Downloaded, Error> {
-        let stem = self
-            .partial_dir
-            .join(&encode_hex(&HashAlgo::Sha256.digest(key.as_bytes()))[..32]);
+        let stem = self.partial_stem(key);
         let algo = expected.map_or(HashAlgo::Sha256, |h| h.algo);
         let mut partial = Partial::load(
             stem.with_extension("part"),

@@ -84,6 +84,11 @@ fn needs_builder(entry: &Entry, reason: impl Into<String>) -> Outcome {
     }
 }
 
+/// Names an entry's partial download of one URL (entries may share a URL).
+fn partial_key(entry: &Entry, url: &str) -> String {
+    format!("{} {url}", entry.store_path)
+}
+
 /// How a downloaded file becomes the entry's output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Native {
@@ -402,7 +407,7 @@ impl Run {
         let mut publish_errors = Vec::new();
         for url in urls {
             report.urls_tried.push(url.clone());
-            let key = format!("{} {url}", entry.store_path);
+            let key = partial_key(entry, &url);
             let downloaded = match self
                 .downloader
                 .fetch(&url, &key, expected.as_ref(), tally)
@@ -424,6 +429,9 @@ impl Run {
             match published {
                 Ok(published) => {
                     report.bytes_written = published.file_size;
+                    for tried in &report.urls_tried {
+                        self.downloader.discard_partial(&partial_key(entry, tried));
+                    }
                     return Ok(Outcome::Fetched {
                         how: native.how(),
                         from: url,
