@@ -35,7 +35,8 @@ pub fn classify(drv: &Derivation, mirrors: Option<&BTreeMap<String, String>>) ->
         unpack: None,
         git: None,
     };
-    let written_urls: Vec<String> = {
+    // Nix's builtin:fetchurl writes `url` (and `urls` in newer versions); the VCS fetchers `url`.
+    let url_or_urls = || {
         let urls = split_words(env("urls"));
         if urls.is_empty() {
             split_words(env("url"))
@@ -46,7 +47,7 @@ pub fn classify(drv: &Derivation, mirrors: Option<&BTreeMap<String, String>>) ->
 
     if drv.builder == "builtin:fetchurl" {
         fetch.kind = Kind::Builtin;
-        fetch.urls = written_urls;
+        fetch.urls = url_or_urls();
         fetch.executable = flag("executable");
         // `unpack` means the download is a NAR to unpack: the bytes are not the output.
         fetch.post_fetch = flag("unpack");
@@ -71,15 +72,18 @@ pub fn classify(drv: &Derivation, mirrors: Option<&BTreeMap<String, String>>) ->
     }
     if has("rev") && has("subrepoClause") {
         fetch.kind = Kind::Hg;
-        fetch.urls = written_urls;
+        fetch.urls = url_or_urls();
         return fetch;
     }
     if has("rev") && (has("ignoreExternals") || has("ignoreKeywords")) {
         fetch.kind = Kind::Svn;
-        fetch.urls = written_urls;
+        fetch.urls = url_or_urls();
         return fetch;
     }
-    if written_urls.is_empty() || !has("outputHashMode") && !has("outputHash") {
+    // nixpkgs' fetchurl (and fetchzip on top of it) always writes `urls`; a lone `url`
+    // belongs to some other fetcher (bzr, darcs, fossil, ...) that only Nix can run.
+    let written_urls = split_words(env("urls"));
+    if written_urls.is_empty() || has("rev") {
         return fetch;
     }
     let recursive = env("outputHashMode") == "recursive";
@@ -257,11 +261,42 @@ mod tests {
     }
 
     #[test]
-    fn custom_builders_without_urls_are_other() {
-        let d = drv(
+    fn custom_builders_and_unknown_vcs_fetchers_are_other() {
+        let vendor = drv(
             "/bin/sh",
             &[("outputHashMode", "recursive"), ("src", "/nix/store/x")],
         );
-        assert_eq!(classify(&d, None).kind, Kind::Other);
+        assert_eq!(classify(&vendor, None).kind, Kind::Other);
+        let bzr = drv(
+            "/bin/sh",
+            &[
+                ("url", "https://x/trunk"),
+                ("rev", "42"),
+                ("outputHashMode", "recursive"),
+            ],
+        );
+        assert_eq!(classify(&bzr, None).kind, Kind::Other);
+    }
+
+    #[test]
+    fn hg_and_svn_by_their_markers() {
+        let hg = drv(
+            "/bin/sh",
+            &[
+                ("url", "https://hg.x/r"),
+                ("rev", "abc"),
+                ("subrepoClause", ""),
+            ],
+        );
+        let fetch = classify(&hg, None);
+        assert_eq!(
+            (fetch.kind, fetch.urls),
+            (Kind::Hg, vec!["https://hg.x/r".to_string()])
+        );
+        let svn = drv(
+            "/bin/sh",
+            &[("url", "svn://s/x"), ("rev", "7"), ("ignoreExternals", "")],
+        );
+        assert_eq!(classify(&svn, None).kind, Kind::Svn);
     }
 }
