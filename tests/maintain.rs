@@ -750,3 +750,41 @@ fn stats_counts_sizes_from_the_cache_and_what_systems_share() {
     assert_eq!(stats["bySystem"]["x86_64-linux"]["entries"], 3);
     assert_eq!(stats["largest"].as_array().unwrap().len(), 3);
 }
+
+/// `scripts/manifest-diff` (what the CI workflow runs) on two revisions of a tiny package
+/// set: hello updated, zlib kept, oldtool removed, newlib added.
+#[test]
+fn manifest_diff_script_enumerates_two_revisions_and_prints_the_markdown_diff() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = tempfile::tempdir().unwrap();
+    let o = Command::new(root.join("scripts/manifest-diff"))
+        .arg(root.join("tests/fixtures/pkgs-v1"))
+        .arg(root.join("tests/fixtures/pkgs-v2"))
+        .env("SRCGRAB", env!("CARGO_BIN_EXE_srcgrab"))
+        .env("OUT_DIR", out.path())
+        .output()
+        .unwrap();
+    assert_code(&o, 0);
+    let markdown = stdout(&o);
+    assert_eq!(
+        std::fs::read_to_string(out.path().join("diff.md")).unwrap(),
+        markdown
+    );
+    for row in [
+        "| hello | 2.12 → 2.13 | url |",
+        "| newlib-1.0.tar.gz | url |",
+        "| oldtool-0.9.tar.gz | url |",
+    ] {
+        assert!(markdown.contains(row), "{row} in:\n{markdown}");
+    }
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("diff.json")).unwrap())
+            .unwrap();
+    assert_eq!(report["updated"].as_array().unwrap().len(), 1);
+    assert_eq!(report["added"].as_array().unwrap().len(), 1);
+    assert_eq!(report["removed"].as_array().unwrap().len(), 1);
+    // zlib and the bootstrap tools are the same store paths on both sides.
+    let unchanged = report["unchanged"].as_u64().unwrap()
+        + report["metadataChanged"].as_array().unwrap().len() as u64;
+    assert_eq!(unchanged, 2, "{report}");
+}

@@ -69,6 +69,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         diff: &d,
         summary: &summary,
         size: &size,
+        sized: args.cache.is_some(),
         max_list: args
             .max_list
             .or((args.format == Format::Markdown).then_some(200)),
@@ -99,6 +100,8 @@ struct View<'a> {
     diff: &'a ManifestDiff<'a>,
     summary: &'a DiffSummary,
     size: &'a dyn Fn(&Entry) -> Option<u64>,
+    /// Whether sizes were asked for (`--cache`), so size columns are worth showing.
+    sized: bool,
     max_list: Option<usize>,
 }
 
@@ -225,7 +228,8 @@ impl View<'_> {
         );
         for (name, pick) in CHANGES {
             let t = pick(&self.summary.total);
-            let _ = writeln!(s, "  {name:<17} {:>7}  {}", t.count, tally_size(t));
+            let line = format!("  {name:<17} {:>7}  {}", t.count, tally_size(t));
+            let _ = writeln!(s, "{}", line.trim_end());
         }
         let _ = writeln!(s, "  {:<17} {:>7}", "unchanged", self.diff.unchanged);
         let breakdowns = [
@@ -292,12 +296,26 @@ impl View<'_> {
             self.new_path,
             revision(self.new)
         );
-        let _ = writeln!(s, "| change | entries | size |\n|---|---:|---:|");
+        if self.sized {
+            let _ = writeln!(s, "| change | entries | size |\n|---|---:|---:|");
+        } else {
+            let _ = writeln!(s, "| change | entries |\n|---|---:|");
+        }
         for (name, pick) in CHANGES {
             let t = pick(&self.summary.total);
-            let _ = writeln!(s, "| {name} | {} | {} |", t.count, tally_size(t));
+            let size = if self.sized {
+                format!(" {} |", tally_size(t))
+            } else {
+                String::new()
+            };
+            let _ = writeln!(s, "| {name} | {} |{size}", t.count);
         }
-        let _ = writeln!(s, "| unchanged | {} | |", self.diff.unchanged);
+        let _ = writeln!(
+            s,
+            "| unchanged | {} |{}",
+            self.diff.unchanged,
+            if self.sized { " |" } else { "" }
+        );
         if !self.summary.by_system.is_empty() {
             let _ = writeln!(
                 s,
@@ -314,7 +332,7 @@ impl View<'_> {
         let headers = |title: &str| match title {
             "Updated" => ["package", "version", "kind", "size"],
             "Metadata changed" => ["name", "kind", "changed", "size"],
-            t if t.starts_with("Evaluation") => ["attribute", "system", "error", ""],
+            t if t.starts_with("Evaluation") => ["attribute", "system", "error", "size"],
             _ => ["name", "kind", "systems", "size"],
         };
         for (title, rows) in self.sections() {
@@ -326,15 +344,22 @@ impl View<'_> {
                 "\n<details><summary>{title} ({})</summary>\n",
                 rows.len()
             );
+            // The size column only when sizes are known (and never for failures).
+            let columns = if self.sized && !title.starts_with("Evaluation") {
+                4
+            } else {
+                3
+            };
             let h = headers(title);
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} |\n|---|---|---|---:|",
-                h[0], h[1], h[2], h[3]
+                "| {} |\n|{}",
+                h[..columns].join(" | "),
+                "---|".repeat(columns)
             );
             let (shown, hidden) = self.listed(&rows);
             for r in shown {
-                let cells: Vec<String> = r.iter().map(|c| markdown_cell(c)).collect();
+                let cells: Vec<String> = r[..columns].iter().map(|c| markdown_cell(c)).collect();
                 let _ = writeln!(s, "| {} |", cells.join(" | "));
             }
             if hidden > 0 {
