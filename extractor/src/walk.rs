@@ -37,6 +37,10 @@ pub struct WalkSettings<'a> {
     pub memory_limit: Option<u64>,
 }
 
+/// Sets nested deeper than this are not walked: a set that contains itself (like a whole
+/// nixpkgs' `pkgs.pkgs`, under --file's walk-everything rule) would never end.
+pub const MAX_DEPTH: usize = 12;
+
 #[derive(Debug, Clone)]
 struct Task {
     system: usize,
@@ -174,6 +178,9 @@ fn run_worker(
                     });
                     None
                 }
+                Ok(Found::Set(_)) if task.path.len() >= MAX_DEPTH => Some(format!(
+                    "not walked: attribute sets nested deeper than {MAX_DEPTH} levels (a set that contains itself?)"
+                )),
                 Ok(Found::Set(names)) => {
                     children = names
                         .into_iter()

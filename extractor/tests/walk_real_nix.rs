@@ -50,3 +50,26 @@ fn an_evaluator_grown_past_80_percent_is_replaced_between_attributes() {
     assert_eq!(manifest.failures, vec![]);
     assert_eq!(restarts, vec![]);
 }
+
+/// Under --file's rule every set is walked; a set containing itself must still end, with the
+/// cut-off recorded rather than silent.
+#[test]
+fn a_set_that_contains_itself_is_walked_to_a_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cycle.nix");
+    std::fs::write(
+        &file,
+        r#"let set = { d = derivation { name = "d"; system = "x86_64-linux"; builder = "/bin/sh"; }; self = set; }; in set"#,
+    )
+    .unwrap();
+    let (manifest, _) = run(&file, 4 << 30);
+    assert_eq!(manifest.failures.len(), 1, "{:?}", manifest.failures);
+    let failure = &manifest.failures[0];
+    let depth = srcgrab_extractor::walk::MAX_DEPTH;
+    assert_eq!(failure.attr, vec!["self"; depth].join("."));
+    assert!(
+        failure.error.contains("nested deeper than"),
+        "{}",
+        failure.error
+    );
+}
