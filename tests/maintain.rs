@@ -301,6 +301,38 @@ fn ingest_adds_matching_files_once_and_reports_duplicates_and_strangers() {
     std::fs::write(disk.join("deep/data.bin"), &sha512_file).unwrap();
     std::fs::write(disk.join("tool"), &tool).unwrap();
     std::fs::write(disk.join("notes.txt"), unique("notes", 100)).unwrap();
+    // A release tarball (a url-unpack entry: matched by the NAR hash of its unpacked tree)
+    // and another archive that unpacks to something nobody asked for.
+    let tree = dir.path().join("proj-1.0");
+    std::fs::create_dir_all(tree.join("src")).unwrap();
+    std::fs::write(tree.join("README"), unique("readme", 3_000)).unwrap();
+    std::fs::write(tree.join("src/main.c"), unique("int main", 3_000)).unwrap();
+    let tar = |archive: PathBuf| {
+        let status = Command::new("tar")
+            .arg("czf")
+            .arg(archive)
+            .arg("-C")
+            .arg(dir.path())
+            .arg("proj-1.0")
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    tar(disk.join("proj-1.0.tar.gz"));
+    let tree_hash = Hash::parse(
+        &nix("nix-hash", &["--type", "sha256", tree.to_str().unwrap()]),
+        Some(HashAlgo::Sha256),
+    )
+    .unwrap();
+    std::fs::write(tree.join("README"), b"changed").unwrap();
+    tar(disk.join("deep/other-2.0.tar.gz"));
+    let mut proj = entry("source", HashMode::Recursive, &tree_hash);
+    proj.kind = Kind::UrlUnpack;
+    proj.unpack = Some(srcgrab_manifest::Unpack {
+        strip_root: true,
+        extension: None,
+    });
+    proj.urls = vec!["https://github.com/o/proj/archive/v1.0.tar.gz".into()];
 
     // The recursive hash of an executable file, as Nix computes it.
     let tool_path = dir.path().join("tool-exec");
@@ -344,6 +376,7 @@ fn ingest_adds_matching_files_once_and_reports_duplicates_and_strangers() {
             sha512.clone(),
             tool_entry.clone(),
             never.clone(),
+            proj.clone(),
         ],
     );
     let cache = dir.path().join("cache");
@@ -360,9 +393,16 @@ fn ingest_adds_matching_files_once_and_reports_duplicates_and_strangers() {
     let o = ingest();
     assert_code(&o, 0);
     let out = stdout(&o);
-    for e in [&hello, &sha512, &tool_entry] {
+    for e in [&hello, &sha512, &tool_entry, &proj] {
         assert!(out.contains(&format!("-> {}", e.store_path)), "{out}");
     }
+    assert!(
+        out.contains(&format!(
+            "unmatched: {}",
+            disk.join("deep/other-2.0.tar.gz").display()
+        )),
+        "{out}"
+    );
     assert!(
         out.contains(&format!(
             "duplicate: {}",
@@ -377,10 +417,10 @@ fn ingest_adds_matching_files_once_and_reports_duplicates_and_strangers() {
         out.contains(&format!("unmatched: {}", disk.join("notes.txt").display())),
         "{out}"
     );
-    assert!(stderr(&o).contains("5 files"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("7 files"), "{}", stderr(&o));
     assert!(
         stderr(&o)
-            .contains("3 matched (3 entries added, 0 already present), 1 duplicates, 1 unmatched"),
+            .contains("4 matched (4 entries added, 0 already present), 1 duplicates, 2 unmatched"),
         "{}",
         stderr(&o)
     );
@@ -403,7 +443,7 @@ fn ingest_adds_matching_files_once_and_reports_duplicates_and_strangers() {
     let o = ingest();
     assert_code(&o, 0);
     assert!(
-        stderr(&o).contains("(0 entries added, 3 already present)"),
+        stderr(&o).contains("(0 entries added, 4 already present)"),
         "{}",
         stderr(&o)
     );
