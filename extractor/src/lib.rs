@@ -78,7 +78,7 @@ pub enum EnumerateError {
     #[error("nix not found on PATH (srcgrab enumerate runs the real Nix evaluator)")]
     NixNotFound,
     #[error("cannot run {command}: {message}")]
-    NixVersion { command: String, message: String },
+    NixCommand { command: String, message: String },
     #[error("nixpkgs path {0} does not exist")]
     NixpkgsMissing(PathBuf),
     #[error("expression file {0} does not exist")]
@@ -136,35 +136,6 @@ pub fn enumerate(options: &Options, progress: &dyn Progress) -> Result<Manifest,
     let workdir = tempfile::Builder::new()
         .prefix("srcgrab-enumerate")
         .tempdir()?;
-    let nix_file = workdir.path().join("enumerate.nix");
-    std::fs::write(&nix_file, ENUMERATE_NIX)?;
-    let settings_file = workdir.path().join("settings.json");
-    let str_args: BTreeMap<&String, &String> = options
-        .args
-        .iter()
-        .filter_map(|(name, arg)| match arg {
-            EvalArg::Str(value) => Some((name, value)),
-            EvalArg::Expr(_) => None,
-        })
-        .collect();
-    let settings = serde_json::json!({
-        "mode": match options.source { Source::Nixpkgs(_) => "nixpkgs", Source::File(_) => "file" },
-        "systems": systems,
-        "allowUnfree": options.config.allow_unfree,
-        "allowBroken": options.config.allow_broken,
-        "allowInsecure": options.config.allow_insecure,
-        "strArgs": str_args,
-    });
-    std::fs::write(&settings_file, settings.to_string())?;
-    let mut expr_args = String::new();
-    for (name, arg) in &options.args {
-        if let EvalArg::Expr(expr) = arg {
-            if expr.contains('\n') || expr.contains('\r') {
-                return Err(EnumerateError::BadArg(name.clone()));
-            }
-            expr_args.push_str(&format!("{} = ({expr}); ", eval::nix_string(name)));
-        }
-    }
     let command = eval::EvaluatorCommand {
         nix,
         experimental_flag,
@@ -175,11 +146,7 @@ pub fn enumerate(options: &Options, progress: &dyn Progress) -> Result<Manifest,
                 workdir.path().display().to_string(),
             )])
             .collect(),
-        load_line: format!(
-            "__sg = import {} {{ source = {source_expr}; exprArgs = {{ {expr_args}}}; settings = builtins.fromJSON (builtins.readFile {}); }}",
-            eval::nix_path(&nix_file),
-            eval::nix_path(&settings_file),
-        ),
+        load_line: load_line(options, &source_expr, &systems, workdir.path())?,
     };
 
     let walked = walk::walk(
@@ -217,6 +184,51 @@ pub fn enumerate(options: &Options, progress: &dyn Progress) -> Result<Manifest,
     };
     manifest.normalize();
     Ok(manifest)
+}
+
+/// Writes the loader and its settings into `workdir` and returns the repl line binding `__sg`.
+fn load_line(
+    options: &Options,
+    source_expr: &str,
+    systems: &[String],
+    workdir: &Path,
+) -> Result<String, EnumerateError> {
+    let nix_file = workdir.join("enumerate.nix");
+    std::fs::write(&nix_file, ENUMERATE_NIX)?;
+    let settings_file = workdir.join("settings.json");
+    let str_args: BTreeMap<&String, &String> = options
+        .args
+        .iter()
+        .filter_map(|(name, arg)| match arg {
+            EvalArg::Str(value) => Some((name, value)),
+            EvalArg::Expr(_) => None,
+        })
+        .collect();
+    let settings = serde_json::json!({
+        "mode": match options.source { Source::Nixpkgs(_) => "nixpkgs", Source::File(_) => "file" },
+        "systems": systems,
+        "allowUnfree": options.config.allow_unfree,
+        "allowBroken": options.config.allow_broken,
+        "allowInsecure": options.config.allow_insecure,
+        "strArgs": str_args,
+    });
+    std::fs::write(&settings_file, settings.to_string())?;
+    // --arg values are Nix expressions: they are written into the line itself, so that
+    // relative paths in them resolve against the current directory, as with nix-build.
+    let mut expr_args = String::new();
+    for (name, arg) in &options.args {
+        if let EvalArg::Expr(expr) = arg {
+            if expr.contains('\n') || expr.contains('\r') {
+                return Err(EnumerateError::BadArg(name.clone()));
+            }
+            expr_args.push_str(&format!("{} = ({expr}); ", eval::nix_string(name)));
+        }
+    }
+    Ok(format!(
+        "__sg = import {} {{ source = {source_expr}; exprArgs = {{ {expr_args}}}; settings = builtins.fromJSON (builtins.readFile {}); }}",
+        eval::nix_path(&nix_file),
+        eval::nix_path(&settings_file),
+    ))
 }
 
 /// Turns the FOD .drvs into manifest entries, one per output path.
@@ -368,7 +380,7 @@ fn current_system(nix: &Path, env: &[(String, String)]) -> Result<String, Enumer
             .env_clear()
             .envs(env.iter().map(|(k, v)| (k, v))),
     )?;
-    serde_json::from_str(out.trim()).map_err(|e| EnumerateError::NixVersion {
+    serde_json::from_str(out.trim()).map_err(|e| EnumerateError::NixCommand {
         command: instantiate.display().to_string(),
         message: e.to_string(),
     })
@@ -376,12 +388,12 @@ fn current_system(nix: &Path, env: &[(String, String)]) -> Result<String, Enumer
 
 fn command_output(command: &mut Command) -> Result<String, EnumerateError> {
     let describe = format!("{:?}", command.get_program());
-    let out = command.output().map_err(|e| EnumerateError::NixVersion {
+    let out = command.output().map_err(|e| EnumerateError::NixCommand {
         command: describe.clone(),
         message: e.to_string(),
     })?;
     if !out.status.success() {
-        return Err(EnumerateError::NixVersion {
+        return Err(EnumerateError::NixCommand {
             command: describe,
             message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
         });
