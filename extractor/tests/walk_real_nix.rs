@@ -73,3 +73,40 @@ fn a_set_that_contains_itself_is_walked_to_a_limit() {
         failure.error
     );
 }
+
+/// Attribute names that need quoting reach Nix intact, and come back quoted.
+#[test]
+fn odd_attribute_names_round_trip_through_the_evaluator() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("odd.nix");
+    std::fs::write(
+        &file,
+        r#"let d = name: derivation { inherit name; system = "x86_64-linux"; builder = "/bin/sh";
+             src = derivation { name = "${name}-src"; system = "x86_64-linux"; builder = "/bin/sh";
+               outputHash = builtins.hashString "sha256" name; outputHashAlgo = "sha256"; }; };
+           in { "a.b" = d "dotted"; "q\"uote" = { "$" = d "dollar"; "\${x}" = d "interp"; }; }"#,
+    )
+    .unwrap();
+    let (manifest, _) = run(&file, 4 << 30);
+    assert_eq!(manifest.failures, vec![]);
+    let mut attrs: Vec<(String, Vec<String>)> = manifest
+        .entries
+        .iter()
+        .map(|e| (e.name.clone(), e.attrs.clone()))
+        .collect();
+    attrs.sort();
+    assert_eq!(
+        attrs,
+        [
+            (
+                "dollar-src".to_string(),
+                vec![r#""q\"uote"."$""#.to_string()]
+            ),
+            ("dotted-src".to_string(), vec![r#""a.b""#.to_string()]),
+            (
+                "interp-src".to_string(),
+                vec![r#""q\"uote"."${x}""#.to_string()]
+            ),
+        ]
+    );
+}
