@@ -19,6 +19,8 @@
 #   (d)       srcgrab enumerate --jobs 2 on the crash variant (--crash-fraction)
 #   (e)       find-tarballs on the crash variant (expected to die at the first uncatchable error)
 #   (f)       srcgrab enumerate --jobs 2 --system x86_64-linux --system aarch64-linux
+# "evaluators alive s" is how long srcgrab had evaluator processes (its attribute walk); the
+# rest of its wall time is the .drv closure walk and the manifest.
 # Every FOD set is checked against the generator's ground truth (expected.json, store paths
 # computed independently of Nix), and srcgrab's against find-tarballs'.
 set -euo pipefail
@@ -50,7 +52,8 @@ elif [ -z "$srcgrab" ]; then
 fi
 
 # Samples the summed VmRSS of PID and all its descendants until PID exits; prints
-# "<peak sum kB> <peak single process kB> <most processes at once>".
+# "<peak sum kB> <peak single process kB> <most processes at once> <s until the last
+# grandchild (an evaluator under srcgrab under time) was seen> <s until PID exited>".
 cat > "$work/tree-rss.py" <<'EOF'
 import os, sys, time
 root = int(sys.argv[1])
@@ -80,19 +83,23 @@ def rss(pid):
         pass
     return 0
 peak_sum = peak_one = peak_procs = 0
+start = last_grandchild = time.monotonic()
 while os.path.exists(f"/proc/{root}"):
-    sizes = [rss(p) for p in tree()]
+    pids = tree()
+    sizes = [rss(p) for p in pids]
     peak_sum, peak_one = max(peak_sum, sum(sizes)), max([peak_one] + sizes)
     peak_procs = max(peak_procs, sum(1 for s in sizes if s))
+    if sum(1 for s in sizes if s) > 2:
+        last_grandchild = time.monotonic()
     time.sleep(0.2)
-print(peak_sum, peak_one, peak_procs)
+print(peak_sum, peak_one, peak_procs, f"{last_grandchild - start:.1f}", f"{time.monotonic() - start:.1f}")
 EOF
 
 # measure NAME CMD...: runs CMD (stdout to NAME.out, stderr to NAME.err) timed and sampled.
 measure() {
     local name=$1
     shift
-    log "run $name: $*"
+    log "run $name (load average $(cut -d' ' -f1-3 /proc/loadavg)): $*"
     /usr/bin/time -v -o "$work/$name.time" "$@" >"$work/$name.out" 2>"$work/$name.err" &
     local pid=$!
     python3 "$work/tree-rss.py" "$pid" >"$work/$name.rss" &
@@ -109,15 +116,23 @@ python3 "$root/bench/gen-pkgset.py" "$work/set" --packages "$packages" --seed "$
 python3 "$root/bench/gen-pkgset.py" "$work/crash" --packages "$packages" --seed "$seed" --crash-fraction "$crash_fraction"
 
 measure prewarm nix-instantiate "$work/set"
+[ "$(cat "$work/prewarm.rc")" = 0 ] || { log "the set does not instantiate: see $work/prewarm.err"; exit 1; }
 log "pre-instantiating the crash set's healthy attributes and the aarch64 set (untimed)"
-python3 - "$work/crash/expected.json" >"$work/crash-healthy.args" <<'EOF'
+# A list of every healthy attribute of the crash set, so one nix-instantiate writes their .drvs.
+python3 - "$work/crash" >"$work/crash-healthy.nix" <<'EOF'
 import json, sys
-expected = json.load(open(sys.argv[1]))
+expected = json.load(open(f"{sys.argv[1]}/expected.json"))
 failing = {f["attr"] for f in expected["failing"]}
-print("\n".join(f"-A\n{a}" for a in expected["attrs"] if a not in failing))
+print(f"let pkgs = import {sys.argv[1]} {{ }}; in [")
+print("\n".join(f"  pkgs.{a}" for a in expected["attrs"] if a not in failing))
+print("]")
 EOF
-xargs -d '\n' -a "$work/crash-healthy.args" nix-instantiate "$work/crash" >/dev/null 2>&1
-[ "${BOTH_SYSTEMS:-1}" = 1 ] && nix-instantiate "$work/set" --argstr system aarch64-linux >/dev/null 2>&1
+nix-instantiate "$work/crash-healthy.nix" >/dev/null 2>"$work/prewarm-crash.err" ||
+    { log "the crash set's healthy attributes do not instantiate: see $work/prewarm-crash.err"; exit 1; }
+if [ "${BOTH_SYSTEMS:-1}" = 1 ]; then
+    nix-instantiate "$work/set" --argstr system aarch64-linux >/dev/null 2>"$work/prewarm-aarch64.err" ||
+        { log "the aarch64 set does not instantiate: see $work/prewarm-aarch64.err"; exit 1; }
+fi
 
 if [ -n "$srcgrab" ]; then
     measure srcgrab-j1 "$srcgrab" enumerate --nixpkgs "$work/set" --jobs 1 -o "$work/srcgrab-j1.json"
@@ -157,9 +172,11 @@ def timing(name):
     seconds = sum(float(part) * 60 ** i for i, part in enumerate(reversed(wall)))
     cpu = float(fields["User time (seconds)"]) + float(fields["System time (seconds)"])
     largest = int(fields["Maximum resident set size (kbytes)"])
-    tree_sum, _, procs = open(os.path.join(work, f"{name}.rss")).read().split()
+    tree_sum, _, procs, evaluators_until, _ = open(os.path.join(work, f"{name}.rss")).read().split()
     rc = int(open(os.path.join(work, f"{name}.rc")).read())
-    return seconds, cpu, largest, int(tree_sum), int(procs), rc
+    # Evaluator processes are alive during srcgrab's walk; what follows is the .drv closure.
+    walk = f"{float(evaluators_until):.1f}" if int(procs) > 2 else "-"
+    return seconds, cpu, largest, int(tree_sum), int(procs), walk, rc
 
 def mib(kb):
     return f"{kb / 1024:.0f}"
@@ -184,7 +201,7 @@ rows, notes = [], []
 def row(label, name, which, systems, found, failed):
     if not os.path.exists(os.path.join(work, f"{name}.time")):
         return
-    seconds, cpu, largest, tree_sum, procs, rc = timing(name)
+    seconds, cpu, largest, tree_sum, procs, walk, rc = timing(name)
     truth = expected_paths(which, systems)
     expected_failing = {f["attr"] for f in expected[which]["failing"]}
     if found is None:
@@ -192,7 +209,7 @@ def row(label, name, which, systems, found, failed):
     else:
         fods, missing, extra = len(found), len(truth - found), len(found - truth)
     fails = "-" if failed is None else f"{len(failed)} / {len(expected_failing)}"
-    rows.append(f"| {label} | {seconds:.1f} | {cpu:.1f} | {mib(largest)} | {mib(tree_sum)} ({procs}) "
+    rows.append(f"| {label} | {seconds:.1f} | {walk} | {cpu:.1f} | {mib(largest)} | {mib(tree_sum)} ({procs}) "
                 f"| {fods} | {len(truth)} | {missing} | {extra} | {fails} | {rc} |")
 
 row("nix-instantiate, every attribute (writes all .drv; cold unless this seed ran before)", "prewarm", "set", [X86], None, None)
@@ -244,9 +261,9 @@ if os.path.exists(os.path.join(work, "find-tarballs-crash.time")):
     notes.append(f"- (e) find-tarballs on the crash set: {err[0].strip() if err else 'no error'}")
 
 print(f"\n### srcgrab enumerate vs find-tarballs: {packages} packages, seed from the command, work dir {work}\n")
-print("| run | wall s | CPU s | peak RSS, largest process (MiB) | peak RSS, process tree sum (MiB) (procs) "
+print("| run | wall s | evaluators alive s | CPU s | peak RSS, largest process (MiB) | peak RSS, process tree sum (MiB) (procs) "
       "| FODs found | expected | missing | extra | failed attrs found / expected | exit |")
-print("|---|---|---|---|---|---|---|---|---|---|---|")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|")
 print("\n".join(rows))
 print()
 print("\n".join(notes))

@@ -386,6 +386,10 @@ RESERVED = {
     "fetchGoModules", "commonPatches", "src", "self", "super", "version", "pname", "import",
     "rec", "let", "in", "with", "inherit", "if", "then", "else", "assert", "or", "null", "true",
     "false", "builtins",
+    # attributes of the generated `stdenv.mkDerivation rec { ... }`, which a dependency
+    # of the same name would be shadowed by
+    "meta", "name", "patches", "buildInputs", "nativeBuildInputs", "postInstall", "postPatch",
+    "configureFlags", "cargoDeps", "goModules", "buildCommand", "passthru", "NIX_CFLAGS_COMPILE",
 }
 NESTED_SETS = {
     # set name: (file, interpreter package, share of all packages)
