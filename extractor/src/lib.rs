@@ -68,10 +68,6 @@ pub enum Restart {
     MemoryHigh,
 }
 
-/// A [`Progress`] that reports nothing.
-pub struct Quiet;
-impl Progress for Quiet {}
-
 /// Why a run could not produce a manifest at all.
 #[derive(Debug, thiserror::Error)]
 pub enum EnumerateError {
