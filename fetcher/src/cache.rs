@@ -4,10 +4,13 @@
 //! - binary cache: `nix-cache-info`, `<hashpart>.narinfo`, `nar/<filehash>.nar[.zst|.xz]`;
 //! - hashed mirror (flat entries only, as hashed mirrors are only asked for flat hashes):
 //!   the raw file at `sha256/<hex>`, and relative symlinks to it for every key a fetcher
-//!   may ask for: `<algo>/<hex>` and `<algo>/<nix32>` for sha256, sha512 and the declared
+//!   may ask for: `<algo>/<hex>` and `<algo>/<nix32>` for sha256 and the declared
 //!   algorithm, `<algo>-<base64>` at the root (nixpkgs' fetchurl with an SRI hash asks for
 //!   `<mirror>//<sri>`) and `<algo>/<algo>-<base64>` (older fetchurl given an SRI `sha256`).
-//!   A '/' inside base64 makes a subdirectory, as a URL path would.
+//!   A '/' inside base64 makes a subdirectory, as a URL path would. Fetchers only ever ask
+//!   by the declared algorithm, so sha512 keys exist only for entries declared sha512:
+//!   hashing every file with sha512 as well (as tarballs.nixos.org does) would cost as much
+//!   CPU as the three sha256 passes a publish needs together.
 //!
 //! Everything is written to a temp file in `<root>/.tmp` (same filesystem), fsynced and
 //! renamed into place, with the narinfo last, so a visible narinfo always points at a
@@ -19,6 +22,7 @@ use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::mpsc;
 
 use srcgrab_manifest::hash::{Hash, HashAlgo, HashMode, Hasher};
 use srcgrab_manifest::store_path::{
@@ -128,17 +132,18 @@ pub struct Cache {
 }
 
 /// Passes bytes through to `inner`, hashing (sha256) and counting them on the way.
+/// Without a hasher it only counts: an uncompressed NAR file's hash is the NarHash.
 struct HashingWriter<W: Write> {
     inner: W,
-    hasher: Hasher,
+    hasher: Option<Hasher>,
     size: u64,
 }
 
 impl<W: Write> HashingWriter<W> {
-    fn new(inner: W) -> Self {
+    fn new(inner: W, hash: bool) -> Self {
         HashingWriter {
             inner,
-            hasher: Hasher::new(HashAlgo::Sha256),
+            hasher: hash.then(|| Hasher::new(HashAlgo::Sha256)),
             size: 0,
         }
     }
@@ -147,7 +152,9 @@ impl<W: Write> HashingWriter<W> {
 impl<W: Write> Write for HashingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
+        if let Some(hasher) = &mut self.hasher {
+            hasher.update(&buf[..n]);
+        }
         self.size += n as u64;
         Ok(n)
     }
@@ -260,10 +267,13 @@ impl Write for NarSink {
 
 impl NarSink {
     fn finish(self) -> Result<NarOutcome, Error> {
+        let nar_hash = self.nar_hasher.finalize();
         let file = match self.file {
             Some(compressor) => {
                 let hashing = compressor.finish().map_err(Error::io("compressing NAR"))?;
-                let file_hash = hashing.hasher.finalize();
+                let file_hash = hashing
+                    .hasher
+                    .map_or_else(|| nar_hash.clone(), Hasher::finalize);
                 let file_size = hashing.size;
                 let temp = hashing
                     .inner
@@ -274,7 +284,7 @@ impl NarSink {
             None => None,
         };
         Ok(NarOutcome {
-            nar_hash: self.nar_hasher.finalize(),
+            nar_hash,
             nar_size: self.nar_size,
             declared_recursive: self.declared_recursive.map(Hasher::finalize),
             file,
@@ -283,6 +293,7 @@ impl NarSink {
 }
 
 /// The hashes of a flat file's bytes the mirror and the entry's check need.
+#[derive(Clone)]
 struct ContentHashes {
     sha256: Hasher,
     sha512: Option<Hasher>,
@@ -297,11 +308,11 @@ struct ContentDigests {
 }
 
 impl ContentHashes {
-    fn new(declared: HashAlgo, want_sha512: bool) -> Self {
+    /// sha256 (the mirror's file name) and the declared algorithm.
+    fn new(declared: HashAlgo) -> Self {
         ContentHashes {
             sha256: Hasher::new(HashAlgo::Sha256),
-            sha512: (want_sha512 || declared == HashAlgo::Sha512)
-                .then(|| Hasher::new(HashAlgo::Sha512)),
+            sha512: (declared == HashAlgo::Sha512).then(|| Hasher::new(HashAlgo::Sha512)),
             other: matches!(declared, HashAlgo::Md5 | HashAlgo::Sha1)
                 .then(|| Hasher::new(declared)),
         }
@@ -342,10 +353,70 @@ impl ContentDigests {
     }
 }
 
-/// A reader that feeds what it reads into [`ContentHashes`].
+/// Files at least this big are hashed on a helper thread.
+const BACKGROUND_HASHING_FROM: u64 = 4 << 20;
+
+/// [`ContentHashes`] fed inline, or, for a big file, on a helper thread: then one publish
+/// uses a second core for the bytes' sha256 (+ sha512) while this thread builds, hashes and
+/// compresses the NAR. Chunks are copied into the channel; a copy is cheap next to a hash.
+enum ContentHasher {
+    Inline(ContentHashes),
+    Background {
+        chunks: mpsc::SyncSender<Vec<u8>>,
+        worker: std::thread::JoinHandle<ContentHashes>,
+    },
+}
+
+impl ContentHasher {
+    fn new(hashes: ContentHashes, expected_len: u64) -> Self {
+        if expected_len < BACKGROUND_HASHING_FROM {
+            return ContentHasher::Inline(hashes);
+        }
+        let (chunks, received) = mpsc::sync_channel::<Vec<u8>>(16);
+        let mut background = hashes.clone();
+        let spawned = std::thread::Builder::new()
+            .name("srcgrab-hash".into())
+            .spawn(move || {
+                for chunk in received {
+                    background.update(&chunk);
+                }
+                background
+            });
+        match spawned {
+            Ok(worker) => ContentHasher::Background { chunks, worker },
+            // No thread to be had (resource limits): hash inline, just slower.
+            Err(_) => ContentHasher::Inline(hashes),
+        }
+    }
+
+    fn update(&mut self, data: &[u8]) {
+        match self {
+            ContentHasher::Inline(hashes) => hashes.update(data),
+            ContentHasher::Background { chunks, .. } => {
+                // The worker only stops when the channel closes, so sending cannot fail.
+                let _ = chunks.send(data.to_vec());
+            }
+        }
+    }
+
+    fn finish(self) -> ContentDigests {
+        match self {
+            ContentHasher::Inline(hashes) => hashes.finish(),
+            ContentHasher::Background { chunks, worker } => {
+                drop(chunks);
+                match worker.join() {
+                    Ok(hashes) => hashes.finish(),
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            }
+        }
+    }
+}
+
+/// A reader that feeds what it reads into a [`ContentHasher`].
 struct HashingReader<'a, R: Read> {
     inner: R,
-    hashes: &'a mut ContentHashes,
+    hashes: &'a mut ContentHasher,
 }
 
 impl<R: Read> Read for HashingReader<'_, R> {
@@ -572,8 +643,11 @@ impl Cache {
             let temp = self.new_temp()?;
             let buffered = BufWriter::with_capacity(WRITE_BUFFER, temp);
             Some(
-                Compressor::new(self.options.compression, HashingWriter::new(buffered))
-                    .map_err(Error::io("starting compressor"))?,
+                Compressor::new(
+                    self.options.compression,
+                    HashingWriter::new(buffered, self.options.compression != Compression::None),
+                )
+                .map_err(Error::io("starting compressor"))?,
             )
         } else {
             None
@@ -612,7 +686,7 @@ impl Cache {
             .map_err(Error::io(format!("stat {}", file.display())))?
             .len();
         let flat = if is_flat(entry) {
-            let mut hashes = ContentHashes::new(declared.algo, self.options.layout.mirror);
+            let mut hashes = ContentHasher::new(ContentHashes::new(declared.algo), len);
             let mut reader = HashingReader {
                 inner: &mut input,
                 hashes: &mut hashes,
@@ -660,21 +734,18 @@ impl Cache {
         };
         let flat = if is_flat(entry) {
             let mut visitor = FlatFileVisitor {
-                hashes: ContentHashes::new(declared.algo, self.options.layout.mirror),
+                hashes: ContentHashes::new(declared.algo),
+                digests: None,
                 mirror: if self.options.layout.mirror {
                     Some(self.new_temp()?)
                 } else {
                     None
                 },
-                found: false,
             };
             let parsed = nar::parse(&mut tee, &mut visitor);
             check_tee(tee.sink_error, parsed)?;
-            if !visitor.found {
-                return Err(Error::BadNar("no regular file in archive".into()));
-            }
             Some(FlatOutcome {
-                digests: visitor.hashes.finish(),
+                digests: visitor.digests()?,
                 mirror_source: visitor.mirror.map(MirrorSource::Temp),
             })
         } else {
@@ -889,7 +960,12 @@ impl Cache {
         let nar_path = self.root.join(&info.url);
         let nar_file =
             File::open(&nar_path).map_err(Error::io(format!("opening {}", nar_path.display())))?;
-        let mut file_hashes = ContentHashes::new(HashAlgo::Sha256, false);
+        let nar_file_size = nar_file
+            .metadata()
+            .map_err(Error::io(format!("stat {}", nar_path.display())))?
+            .len();
+        let mut file_hashes =
+            ContentHasher::new(ContentHashes::new(HashAlgo::Sha256), nar_file_size);
         let mut compressed = HashingReader {
             inner: io::BufReader::with_capacity(WRITE_BUFFER, nar_file),
             hashes: &mut file_hashes,
@@ -898,7 +974,7 @@ impl Cache {
             HashMode::Recursive => ca_hash.algo,
             HashMode::Flat => HashAlgo::Sha256,
         };
-        let mut nar_hashes = ContentHashes::new(nar_algo, false);
+        let mut nar_hashes = ContentHasher::new(ContentHashes::new(nar_algo), info.nar_size);
         let (flat, nar_size) = {
             let decompressed = decompressor(&info.compression, &mut compressed)
                 .map_err(|e| corrupt(format!("{}: {e}", info.compression)))?;
@@ -911,15 +987,12 @@ impl Cache {
             };
             let flat = if mode == HashMode::Flat {
                 let mut visitor = FlatFileVisitor {
-                    hashes: ContentHashes::new(ca_hash.algo, false),
+                    hashes: ContentHashes::new(ca_hash.algo),
+                    digests: None,
                     mirror: None,
-                    found: false,
                 };
                 nar::parse(&mut counted, &mut visitor)?;
-                if !visitor.found {
-                    return Err(Error::BadNar("no regular file in archive".into()));
-                }
-                Some(visitor.hashes.finish())
+                Some(visitor.digests()?)
             } else {
                 nar::parse(&mut counted, &mut ValidateOnly)?;
                 None
@@ -953,9 +1026,7 @@ impl Cache {
         if let Some(file_hash) = &info.file_hash {
             check("FileHash", file_hash, &file_digests.sha256)?;
         }
-        let file_size = fs::metadata(&nar_path)
-            .map_err(Error::io(format!("stat {}", nar_path.display())))?
-            .len();
+        let file_size = nar_file_size;
         if info.file_size.is_some_and(|size| size != file_size) {
             return Err(corrupt(format!(
                 "FileSize {} but {} has {file_size} bytes",
@@ -992,7 +1063,7 @@ impl Cache {
             }
             Err(e) => return Err(Error::io(format!("opening mirror file {}", path.display()))(e)),
         };
-        let mut hashes = ContentHashes::new(HashAlgo::Sha256, false);
+        let mut hashes = ContentHasher::Inline(ContentHashes::new(HashAlgo::Sha256));
         let mut reader = HashingReader {
             inner: file,
             hashes: &mut hashes,
@@ -1049,9 +1120,19 @@ impl<R: Read> Read for CountingReader<R> {
 /// Decodes the NAR of a flat output: one non-executable regular file, hashed (and copied
 /// to a mirror temp file) on the way.
 struct FlatFileVisitor {
+    /// The hashers to run over the file's bytes.
     hashes: ContentHashes,
+    /// What they gave, once the file was seen.
+    digests: Option<ContentDigests>,
     mirror: Option<TempFile>,
-    found: bool,
+}
+
+impl FlatFileVisitor {
+    fn digests(&mut self) -> Result<ContentDigests, Error> {
+        self.digests
+            .take()
+            .ok_or_else(|| Error::BadNar("no regular file in archive".into()))
+    }
 }
 
 impl NarVisitor for FlatFileVisitor {
@@ -1069,15 +1150,16 @@ impl NarVisitor for FlatFileVisitor {
         &mut self,
         _: &Path,
         executable: bool,
-        _size: u64,
+        size: u64,
         contents: &mut dyn Read,
     ) -> Result<(), Error> {
         if executable {
             return Err(Error::BadNar("a flat output must not be executable".into()));
         }
+        let mut hashes = ContentHasher::new(self.hashes.clone(), size);
         let mut reader = HashingReader {
             inner: contents,
-            hashes: &mut self.hashes,
+            hashes: &mut hashes,
         };
         let result = match &mut self.mirror {
             Some(temp) => {
@@ -1087,7 +1169,7 @@ impl NarVisitor for FlatFileVisitor {
             None => io::copy(&mut reader, &mut io::sink()).map(drop),
         };
         result.map_err(Error::io("copying the file out of the NAR"))?;
-        self.found = true;
+        self.digests = Some(hashes.finish());
         Ok(())
     }
 }

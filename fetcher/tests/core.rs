@@ -278,7 +278,8 @@ fn nix_substitutes_flat_executable_and_tree_entries_in_every_compression() {
         let cache = open(&tmp.path().join("cache"), compression);
 
         let flat_file = tmp.path().join("flat");
-        fs::write(&flat_file, unique_bytes(300_000)).unwrap();
+        // Over 4 MiB, so the bytes are hashed on a helper thread.
+        fs::write(&flat_file, unique_bytes(5 << 20)).unwrap();
         let flat_hash = nix_hash(&flat_file, HashAlgo::Sha256, HashMode::Flat);
         let flat = entry("flat.tar.gz", HashMode::Flat, &flat_hash, false);
         cache.publish_file(&flat, &flat_file).unwrap();
@@ -444,7 +445,7 @@ fn publish_nar_takes_nix_store_dump_output_and_fills_the_mirror() {
     let root = tmp.path().join("cache");
     let cache = open(&root, Compression::Zstd);
     let file = tmp.path().join("upstream");
-    let bytes = unique_bytes(70_000);
+    let bytes = unique_bytes(5 << 20);
     fs::write(&file, &bytes).unwrap();
     let hash = nix_hash(&file, HashAlgo::Sha1, HashMode::Flat);
     let flat = entry("upstream.tar", HashMode::Flat, &hash, false);
