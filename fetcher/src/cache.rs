@@ -360,7 +360,7 @@ const BACKGROUND_HASHING_FROM: u64 = 4 << 20;
 /// uses a second core for the bytes' sha256 (+ sha512) while this thread builds, hashes and
 /// compresses the NAR. Chunks are copied into the channel; a copy is cheap next to a hash.
 enum ContentHasher {
-    Inline(ContentHashes),
+    Inline(Box<ContentHashes>),
     Background {
         chunks: mpsc::SyncSender<Vec<u8>>,
         worker: std::thread::JoinHandle<ContentHashes>,
@@ -370,7 +370,7 @@ enum ContentHasher {
 impl ContentHasher {
     fn new(hashes: ContentHashes, expected_len: u64) -> Self {
         if expected_len < BACKGROUND_HASHING_FROM {
-            return ContentHasher::Inline(hashes);
+            return ContentHasher::Inline(Box::new(hashes));
         }
         let (chunks, received) = mpsc::sync_channel::<Vec<u8>>(16);
         let mut background = hashes.clone();
@@ -385,7 +385,7 @@ impl ContentHasher {
         match spawned {
             Ok(worker) => ContentHasher::Background { chunks, worker },
             // No thread to be had (resource limits): hash inline, just slower.
-            Err(_) => ContentHasher::Inline(hashes),
+            Err(_) => ContentHasher::Inline(Box::new(hashes)),
         }
     }
 
@@ -1063,7 +1063,7 @@ impl Cache {
             }
             Err(e) => return Err(Error::io(format!("opening mirror file {}", path.display()))(e)),
         };
-        let mut hashes = ContentHasher::Inline(ContentHashes::new(HashAlgo::Sha256));
+        let mut hashes = ContentHasher::Inline(Box::new(ContentHashes::new(HashAlgo::Sha256)));
         let mut reader = HashingReader {
             inner: file,
             hashes: &mut hashes,
