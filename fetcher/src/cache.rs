@@ -707,7 +707,8 @@ impl Cache {
         self.commit(entry, &declared, sink.finish()?, flat)
     }
 
-    /// Publishes a directory tree (recursive entries): the NAR of `dir`.
+    /// Publishes a directory tree (recursive entries): the NAR of `dir`, which may also be a
+    /// single file or symlink (e.g. a store path Nix built).
     pub fn publish_tree(&self, entry: &Entry, dir: &Path) -> Result<Published, Error> {
         let declared = declared_hash(entry)?;
         if is_flat(entry) {
@@ -926,7 +927,8 @@ impl Cache {
 
     /// Fully re-checks one published item: FileSize/FileHash of the NAR file, NarHash/NarSize
     /// of its decompressed content, the NAR's structure, the CA against the StorePath, and
-    /// for a flat item the mirror file (when present, or required by the layout).
+    /// for a flat item, when the layout has a mirror, the mirror file (a cache opened without
+    /// the mirror layout leaves mirror files to its caller).
     pub fn verify_narinfo(&self, hash_part: &str) -> Result<Verified, Error> {
         let narinfo_path = self.narinfo_path(hash_part);
         let what = narinfo_path.display().to_string();
@@ -1042,8 +1044,11 @@ impl Cache {
         check("CA", &ca_hash, content_hash)?;
 
         let mirror_checked = match &flat {
-            Some(digests) => self.verify_mirror_file(&digests.sha256)?,
-            None => false,
+            Some(digests) if self.options.layout.mirror => {
+                self.verify_mirror_file(&digests.sha256)?;
+                true
+            }
+            _ => false,
         };
         Ok(Verified {
             store_path: info.store_path.to_path_string(),
@@ -1053,16 +1058,11 @@ impl Cache {
         })
     }
 
-    /// Re-hashes `sha256/<hex>`; a missing file is an error only when the layout has a mirror.
-    fn verify_mirror_file(&self, sha256: &Hash) -> Result<bool, Error> {
+    /// Re-hashes `sha256/<hex>`, which must exist.
+    fn verify_mirror_file(&self, sha256: &Hash) -> Result<(), Error> {
         let path = self.root.join("sha256").join(sha256.to_hex());
-        let file = match File::open(&path) {
-            Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound && !self.options.layout.mirror => {
-                return Ok(false)
-            }
-            Err(e) => return Err(Error::io(format!("opening mirror file {}", path.display()))(e)),
-        };
+        let file = File::open(&path)
+            .map_err(Error::io(format!("opening mirror file {}", path.display())))?;
         let mut hashes = ContentHasher::Inline(Box::new(ContentHashes::new(HashAlgo::Sha256)));
         let mut reader = HashingReader {
             inner: file,
@@ -1078,7 +1078,7 @@ impl Cache {
                 got: got.to_hex(),
             });
         }
-        Ok(true)
+        Ok(())
     }
 }
 

@@ -990,3 +990,32 @@ fn hostile_archives_are_refused_without_writing_outside() {
         assert!(!dest.exists(), "{what}: left a destination");
     }
 }
+
+#[test]
+fn verify_reports_a_tampered_mirror_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("cache");
+    let cache = open(&root, Compression::Zstd);
+    let file = tmp.path().join("mirrored");
+    fs::write(&file, unique_bytes(3000)).unwrap();
+    let hash = nix_hash(&file, HashAlgo::Sha256, HashMode::Flat);
+    let mirrored = entry("mirrored", HashMode::Flat, &hash, false);
+    cache.publish_file(&mirrored, &file).unwrap();
+    let hash_part = hash_part(&mirrored.store_path);
+    assert!(cache.verify_narinfo(hash_part).unwrap().mirror_checked);
+
+    let mirror_file = root.join("sha256").join(hash.to_hex());
+    let mut bytes = fs::read(&mirror_file).unwrap();
+    bytes[0] ^= 1;
+    fs::remove_file(&mirror_file).unwrap();
+    fs::write(&mirror_file, bytes).unwrap();
+    match cache.verify_narinfo(hash_part) {
+        Err(Error::HashMismatch { what, .. }) => assert!(what.contains("sha256/"), "{what}"),
+        other => panic!("expected a mirror mismatch, got {other:?}"),
+    }
+    fs::remove_file(&mirror_file).unwrap();
+    assert!(matches!(
+        cache.verify_narinfo(hash_part),
+        Err(Error::Io { .. })
+    ));
+}
