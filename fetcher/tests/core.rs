@@ -539,12 +539,16 @@ fn builtin_fetchurl_downloads_from_the_hashed_mirror() {
         assert!(!root
             .join(format!("{}.narinfo", hash_part(&mirrored.store_path)))
             .exists());
+        // Leave only `<algo>/<hex>`, to show that is the key Nix 2.8 asks for (the URL,
+        // a closed port on loopback, would fail).
+        fs::remove_file(root.join(algo.name()).join(hash.to_nix32())).unwrap();
+        fs::remove_file(root.join(hash.to_sri())).unwrap();
 
         let expr = tmp.path().join(format!("{name}.nix"));
         fs::write(
             &expr,
             format!(
-                "import <nix/fetchurl.nix> {{ url = \"http://nowhere.invalid/{name}\"; {algo} = \"{}\"; }}",
+                "import <nix/fetchurl.nix> {{ url = \"http://127.0.0.1:1/{name}\"; {algo} = \"{}\"; }}",
                 hash.to_nix32()
             ),
         )
