@@ -828,3 +828,81 @@ fn manifest_diff_script_enumerates_two_revisions_and_prints_the_markdown_diff() 
         + report["metadataChanged"].as_array().unwrap().len() as u64;
     assert_eq!(unchanged, 2, "{report}");
 }
+
+/// `stats --probe` sizes entries by HEAD requests through fetch's engine: rewrites applied,
+/// a 500 retried, a 404 URL skipped for the next one; nothing downloaded.
+#[test]
+fn stats_probe_sizes_entries_with_head_requests_only() {
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let big = unique("big", 300_000);
+    let small = unique("small", 1_000);
+    server.route("/big.tar.gz", Route::ok(big.clone()).fail_first(1));
+    server.route("/small.tar.gz", Route::ok(small.clone()));
+    server.route("/gone.tar.gz", Route::status(404));
+    let mut big_entry = flat("big-1.0.tar.gz", &big);
+    big_entry.urls = vec!["http://upstream.invalid/big.tar.gz".into()];
+    let mut small_entry = flat("small-1.0.tar.gz", &small);
+    small_entry.urls = vec![server.url("/gone.tar.gz"), server.url("/small.tar.gz")];
+    let mut git_entry = entry(
+        "source",
+        HashMode::Recursive,
+        &digest(HashAlgo::Sha256, b"tree"),
+    );
+    git_entry.kind = Kind::Git;
+    git_entry.urls = vec![];
+    git_entry.git = Some(srcgrab_manifest::GitSource {
+        url: "http://upstream.invalid/repo.git".into(),
+        rev: "0123456789abcdef0123456789abcdef01234567".into(),
+        branch_name: None,
+        fetch_submodules: false,
+        leave_dot_git: false,
+        deep_clone: false,
+        sparse_checkout: vec![],
+        non_cone_mode: false,
+        fetch_lfs: false,
+    });
+    let manifest = write_manifest(
+        &dir.path().join("m.json"),
+        vec![big_entry.clone(), small_entry.clone(), git_entry],
+    );
+    let rewrite = format!("http://upstream.invalid/={}/", server.base());
+    let o = srcgrab(&[
+        &"stats",
+        &manifest,
+        &"--probe",
+        &"--json",
+        &"--rewrite",
+        &rewrite,
+        &"--retries",
+        &"2",
+    ]);
+    assert_code(&o, 0);
+    let stats: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(stats["total"]["entries"], 3);
+    assert_eq!(stats["total"]["unknownSizes"], 1, "the git entry: {stats}");
+    assert_eq!(
+        stats["total"]["fileBytes"],
+        (big.len() + small.len()) as u64
+    );
+    // The NAR sizes of single files, as `nix-store --dump` writes them.
+    let nar = |content: &[u8]| {
+        let file = dir.path().join("dump-me");
+        std::fs::write(&file, content).unwrap();
+        let dump = Command::new("nix-store")
+            .arg("--dump")
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(dump.status.success());
+        dump.stdout.len() as u64
+    };
+    assert_eq!(stats["total"]["narBytes"], nar(&big) + nar(&small));
+    assert_eq!(stats["largest"][0]["storePath"], big_entry.store_path);
+    assert_eq!(server.requests("/big.tar.gz"), 2, "retried after the 500");
+    assert_eq!(server.requests("/gone.tar.gz"), 1);
+    for path in ["/big.tar.gz", "/small.tar.gz"] {
+        assert_eq!(server.stats(path).body_bytes, 0, "{path}: no body sent");
+    }
+    server.stop();
+}

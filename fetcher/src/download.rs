@@ -9,7 +9,9 @@
 //! (`If-Range`), and the final hash check catches anything else.
 
 use futures_util::StreamExt;
-use reqwest::header::{HeaderMap, CONTENT_RANGE, ETAG, IF_RANGE, LAST_MODIFIED, RANGE};
+use reqwest::header::{
+    HeaderMap, CONTENT_LENGTH, CONTENT_RANGE, ETAG, IF_RANGE, LAST_MODIFIED, RANGE,
+};
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 use srcgrab_manifest::hash::{encode_hex, Hash, HashAlgo, Hasher};
@@ -432,6 +434,56 @@ impl Downloader {
                     tokio::time::sleep(self.backoff(failures)).await;
                 }
                 Attempt::Refused(reason) => return Err(download_error(reason)),
+                Attempt::Local(err) => return Err(err),
+            }
+        }
+    }
+
+    /// The size a download of `url` would have, asked with HEAD (Content-Length), under the
+    /// same transfer and per-host limits and retry rules as a download (`srcgrab stats
+    /// --probe`). `Ok(None)` when the server does not say; `Err` when it refuses or keeps
+    /// failing.
+    pub async fn content_length(&self, url: &str) -> Result<Option<u64>, Error> {
+        let mut failures = 0;
+        loop {
+            let outcome = {
+                let host_slots = self.host_slots(url);
+                let _host_slot = host_slots.acquire().await.expect("semaphore never closed");
+                let _slot = self
+                    .transfers
+                    .acquire()
+                    .await
+                    .expect("semaphore never closed");
+                let sent =
+                    tokio::time::timeout(self.options.stall_timeout, self.client.head(url).send())
+                        .await;
+                match sent {
+                    Err(_) => transient("no response (timed out)"),
+                    Ok(Err(err)) => classify(err),
+                    Ok(Ok(response)) if response.status().is_success() => {
+                        return Ok(header_text(response.headers(), CONTENT_LENGTH)
+                            .and_then(|length| length.parse().ok()))
+                    }
+                    Ok(Ok(response)) => status_attempt(response.status()),
+                }
+            };
+            match outcome {
+                Attempt::Transient { reason, .. } => {
+                    failures += 1;
+                    if failures > self.options.retries {
+                        return Err(Error::Download {
+                            url: url.to_string(),
+                            reason: format!("{reason} (gave up after {failures} tries)"),
+                        });
+                    }
+                    tokio::time::sleep(self.backoff(failures)).await;
+                }
+                Attempt::Refused(reason) => {
+                    return Err(Error::Download {
+                        url: url.to_string(),
+                        reason,
+                    })
+                }
                 Attempt::Local(err) => return Err(err),
             }
         }

@@ -13,6 +13,7 @@ pub mod git;
 pub mod ingest;
 pub mod nar;
 pub mod narinfo;
+pub mod probe;
 pub mod report;
 pub mod sign;
 pub mod substituter;

@@ -2,7 +2,7 @@
 //! comments (markdown) and for programs (json). Output is deterministic: the same two
 //! manifests always print the same bytes.
 
-use crate::cmd::report::{human_bytes, read_manifest, write_stdout};
+use crate::cmd::report::{human_bytes, read_manifest, write_stdout, EntrySizes};
 use crate::Status;
 use serde_json::{json, Value};
 use srcgrab_manifest::diff::{diff, ChangeTallies, DiffSummary, ManifestDiff, Tally};
@@ -31,6 +31,9 @@ pub struct Args {
     /// A cache holding the entries (either side's): sizes come from its narinfos.
     #[arg(long, value_name = "DIR")]
     cache: Option<PathBuf>,
+    /// A `srcgrab fetch --report` file: sizes of the entries it fetched (after `--cache`).
+    #[arg(long = "report", value_name = "FILE")]
+    fetch_report: Option<PathBuf>,
     /// List at most this many entries per section (default: all; 200 for markdown, which
     /// must fit a CI comment). The counts always cover everything.
     #[arg(long, value_name = "N")]
@@ -53,12 +56,13 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
             new.entries.len()
         );
     }
-    let sizes = match &args.cache {
-        Some(dir) => {
-            crate::cmd::report::CacheSizes::read(dir, old.entries.iter().chain(&new.entries))?
-        }
-        None => Default::default(),
+    let mut sizes = match &args.cache {
+        Some(dir) => EntrySizes::from_cache(dir, old.entries.iter().chain(&new.entries))?,
+        None => EntrySizes::default(),
     };
+    if let Some(report) = &args.fetch_report {
+        sizes.fill_from(EntrySizes::from_fetch_report(report)?);
+    }
     let size = |e: &Entry| sizes.file_size(e);
     let summary = d.summarize(&size);
     let view = View {
@@ -69,7 +73,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         diff: &d,
         summary: &summary,
         size: &size,
-        sized: args.cache.is_some(),
+        sized: args.cache.is_some() || args.fetch_report.is_some(),
         max_list: args
             .max_list
             .or((args.format == Format::Markdown).then_some(200)),

@@ -16,27 +16,36 @@ pub fn read_manifest(path: &Path) -> anyhow::Result<Manifest> {
     Manifest::from_json(&text).with_context(|| format!("manifest {}", path.display()))
 }
 
-/// The sizes a cache's narinfos record, by store path.
-#[derive(Debug, Default)]
-pub struct CacheSizes {
-    by_store_path: HashMap<String, NarSizes>,
-}
-
-#[derive(Debug, Clone, Copy)]
-pub struct NarSizes {
-    /// Compressed NAR size: what the cache holds and a bundle carries.
+/// What is known of one entry's size.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sizes {
+    /// Compressed NAR size (what the cache holds and a bundle carries), or for a probed
+    /// entry the download's Content-Length.
     pub file_size: Option<u64>,
     /// Uncompressed NAR size: what the store will hold.
-    pub nar_size: u64,
+    pub nar_size: Option<u64>,
 }
 
-impl CacheSizes {
+impl Sizes {
+    /// The size on the wire or in the cache; the NAR size when nothing else is known.
+    pub fn compressed(&self) -> Option<u64> {
+        self.file_size.or(self.nar_size)
+    }
+}
+
+/// Entry sizes by store path, from a cache's narinfos, a fetch report or a probe.
+#[derive(Debug, Default)]
+pub struct EntrySizes {
+    by_store_path: HashMap<String, Sizes>,
+}
+
+impl EntrySizes {
     /// Reads `<cache>/<hash>.narinfo` of each entry, in parallel. Entries the cache lacks, or
     /// whose narinfo does not parse, simply have no size (`srcgrab verify` reports those).
-    pub fn read<'a>(
+    pub fn from_cache<'a>(
         cache: &Path,
         entries: impl Iterator<Item = &'a Entry>,
-    ) -> anyhow::Result<CacheSizes> {
+    ) -> anyhow::Result<EntrySizes> {
         anyhow::ensure!(
             cache.is_dir(),
             "cache {} is not a directory",
@@ -50,23 +59,58 @@ impl CacheSizes {
                 let text =
                     std::fs::read_to_string(cache.join(format!("{hash_part}.narinfo"))).ok()?;
                 let info = NarInfo::parse(&text).ok()?;
-                let sizes = NarSizes {
+                let sizes = Sizes {
                     file_size: info.file_size,
-                    nar_size: info.nar_size,
+                    nar_size: Some(info.nar_size),
                 };
                 Some((path.to_string(), sizes))
             })
             .collect();
-        Ok(CacheSizes { by_store_path })
+        Ok(EntrySizes { by_store_path })
     }
 
-    pub fn get(&self, entry: &Entry) -> Option<NarSizes> {
+    /// Reads a `srcgrab fetch --report` file: the bytes each fetched entry wrote into the
+    /// cache (else the bytes it downloaded). Entries that were already present have neither.
+    pub fn from_fetch_report(path: &Path) -> anyhow::Result<EntrySizes> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading fetch report {}", path.display()))?;
+        let report: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("fetch report {}", path.display()))?;
+        let entries = report["entries"]
+            .as_array()
+            .with_context(|| format!("fetch report {}: no \"entries\" list", path.display()))?;
+        let by_store_path = entries
+            .iter()
+            .filter_map(|e| {
+                let positive = |key: &str| e[key].as_u64().filter(|n| *n > 0);
+                let size = positive("bytesWritten").or_else(|| positive("bytesDownloaded"))?;
+                let sizes = Sizes {
+                    file_size: Some(size),
+                    nar_size: None,
+                };
+                Some((e["storePath"].as_str()?.to_string(), sizes))
+            })
+            .collect();
+        Ok(EntrySizes { by_store_path })
+    }
+
+    pub fn insert(&mut self, store_path: String, sizes: Sizes) {
+        self.by_store_path.insert(store_path, sizes);
+    }
+
+    /// Adds what `other` knows of entries this does not know.
+    pub fn fill_from(&mut self, other: EntrySizes) {
+        for (path, sizes) in other.by_store_path {
+            self.by_store_path.entry(path).or_insert(sizes);
+        }
+    }
+
+    pub fn get(&self, entry: &Entry) -> Option<Sizes> {
         self.by_store_path.get(&entry.store_path).copied()
     }
 
-    /// The compressed size (the NAR size for an uncompressed cache).
     pub fn file_size(&self, entry: &Entry) -> Option<u64> {
-        self.get(entry).map(|s| s.file_size.unwrap_or(s.nar_size))
+        self.get(entry).and_then(|s| s.compressed())
     }
 }
 

@@ -1,13 +1,18 @@
 //! `srcgrab stats MANIFEST`: how big the cache of a manifest is, or would be. Sizes come from
-//! a cache's narinfos (`--cache`: compressed and NAR sizes).
+//! a cache's narinfos (`--cache`: compressed and NAR sizes), then from the servers
+//! (`--probe`: Content-Length of a HEAD request; the NAR size too for single files).
 
-use crate::cmd::report::{human_bytes, read_manifest, write_stdout, CacheSizes, NarSizes};
+use crate::cmd::report::{human_bytes, read_manifest, write_stdout, EntrySizes, Sizes};
 use crate::Status;
+use anyhow::Context as _;
 use serde_json::json;
+use srcgrab_fetcher::download::{DownloadOptions, Rewrite};
+use srcgrab_fetcher::probe::{probe, ProbeOptions, Probed};
 use srcgrab_manifest::{Entry, Kind};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -21,28 +26,97 @@ pub struct Args {
     /// How many of the largest entries to list.
     #[arg(long, default_value_t = 20, value_name = "N")]
     largest: usize,
+    /// Ask the servers: a HEAD request per entry the cache does not size (Content-Length),
+    /// nothing downloaded; with fetch's limits, retries and rewrites.
+    #[arg(long)]
+    probe: bool,
+    /// Requests in flight overall (--probe).
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    jobs: usize,
+    /// Requests in flight per host (--probe).
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    max_per_host: usize,
+    /// Retries of one URL after transient errors (--probe).
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    retries: u32,
+    /// Seconds to wait for a response before retrying (--probe).
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    stall_timeout: u64,
+    /// Rewrite URLs starting with FROM to start with TO (repeatable; --probe).
+    #[arg(long = "rewrite", value_name = "FROM=TO")]
+    rewrites: Vec<Rewrite>,
+}
+
+/// Sizes of the entries `known` lacks, from HEAD requests; failures are counted on stderr.
+fn probe_sizes(args: &Args, entries: &[Entry], known: &mut EntrySizes) -> anyhow::Result<()> {
+    let unsized_entries: Vec<Entry> = entries
+        .iter()
+        .filter(|e| known.get(e).is_none())
+        .cloned()
+        .collect();
+    let options = ProbeOptions {
+        rewrites: args.rewrites.clone(),
+        download: DownloadOptions {
+            jobs: args.jobs,
+            max_per_host: args.max_per_host,
+            retries: args.retries,
+            stall_timeout: Duration::from_secs(args.stall_timeout.max(1)),
+            ..DownloadOptions::default()
+        },
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let probed = runtime.block_on(probe(&unsized_entries, options))?;
+    let mut failed = 0;
+    for (entry, probed) in unsized_entries.iter().zip(probed) {
+        match probed {
+            Probed::Size { download, nar } => known.insert(
+                entry.store_path.clone(),
+                Sizes {
+                    file_size: Some(download),
+                    nar_size: nar,
+                },
+            ),
+            Probed::Failed(reason) => {
+                failed += 1;
+                eprintln!("srcgrab: probing {}: {reason}", entry.store_path);
+            }
+            Probed::Unknown => {}
+        }
+    }
+    if failed > 0 {
+        eprintln!("srcgrab: {failed} entries could not be probed");
+    }
+    Ok(())
 }
 
 /// Entry count and sizes of a group of entries.
 #[derive(Debug, Default, Clone, Copy)]
 struct Totals {
     entries: u64,
-    /// Compressed (FileSize), as the cache stores them.
+    /// Compressed (FileSize), as the cache stores them (or Content-Length, probed).
     file_bytes: u64,
-    /// Uncompressed (NarSize), as the store will hold them.
+    /// Uncompressed (NarSize), as the store will hold them, where known.
     nar_bytes: u64,
+    /// Entries of no known size (not in `file_bytes`).
     unknown_sizes: u64,
+    /// Entries of no known NAR size (not in `nar_bytes`).
+    unknown_nar_sizes: u64,
 }
 
 impl Totals {
-    fn add(&mut self, size: Option<NarSizes>) {
+    fn add(&mut self, size: Option<Sizes>) {
         self.entries += 1;
-        match size {
-            Some(s) => {
-                self.file_bytes += s.file_size.unwrap_or(s.nar_size);
-                self.nar_bytes += s.nar_size;
-            }
+        let size = size.unwrap_or_default();
+        match size.compressed() {
+            Some(bytes) => self.file_bytes += bytes,
             None => self.unknown_sizes += 1,
+        }
+        match size.nar_size {
+            Some(bytes) => self.nar_bytes += bytes,
+            None => self.unknown_nar_sizes += 1,
         }
     }
 
@@ -52,18 +126,17 @@ impl Totals {
             "fileBytes": self.file_bytes,
             "narBytes": self.nar_bytes,
             "unknownSizes": self.unknown_sizes,
+            "unknownNarSizes": self.unknown_nar_sizes,
         })
     }
 
     fn text(&self, known_any: bool) -> String {
         let mut s = format!("{:>7} entries", self.entries);
         if known_any {
-            let _ = write!(
-                s,
-                "  {:>10} compressed  {:>10} unpacked",
-                human_bytes(self.file_bytes),
-                human_bytes(self.nar_bytes)
-            );
+            let _ = write!(s, "  {:>10} compressed", human_bytes(self.file_bytes));
+            if self.unknown_nar_sizes < self.entries {
+                let _ = write!(s, "  {:>10} unpacked", human_bytes(self.nar_bytes));
+            }
             if self.unknown_sizes > 0 {
                 let _ = write!(s, "  ({} of unknown size)", self.unknown_sizes);
             }
@@ -82,13 +155,13 @@ struct Stats<'a> {
     only_on: BTreeMap<String, Totals>,
     /// Needed by more than one system but not all.
     on_some_systems: Totals,
-    largest: Vec<(&'a Entry, NarSizes)>,
+    largest: Vec<(&'a Entry, Sizes)>,
 }
 
 fn compute<'a>(
     entries: &'a [Entry],
     systems: &[String],
-    sizes: &CacheSizes,
+    sizes: &EntrySizes,
     largest: usize,
 ) -> Stats<'a> {
     let mut stats = Stats {
@@ -113,13 +186,13 @@ fn compute<'a>(
             [only] => stats.only_on.entry(only.clone()).or_default().add(size),
             _ => stats.on_some_systems.add(size),
         }
-        if let Some(size) = size {
+        if let Some(size) = size.filter(|s| s.compressed().is_some()) {
             stats.largest.push((e, size));
         }
     }
     stats.largest.sort_by(|a, b| {
-        b.1.file_size
-            .cmp(&a.1.file_size)
+        b.1.compressed()
+            .cmp(&a.1.compressed())
             .then(b.1.nar_size.cmp(&a.1.nar_size))
             .then_with(|| a.0.store_path.cmp(&b.0.store_path))
     });
@@ -129,10 +202,13 @@ fn compute<'a>(
 
 pub fn run(args: Args) -> anyhow::Result<Status> {
     let manifest = read_manifest(&args.manifest)?;
-    let sizes = match &args.cache {
-        Some(dir) => CacheSizes::read(dir, manifest.entries.iter())?,
-        None => CacheSizes::default(),
+    let mut sizes = match &args.cache {
+        Some(dir) => EntrySizes::from_cache(dir, manifest.entries.iter())?,
+        None => EntrySizes::default(),
     };
+    if args.probe {
+        probe_sizes(&args, &manifest.entries, &mut sizes)?;
+    }
     // The systems evaluated; an entry on all of them is what every machine needs.
     let mut systems = manifest.provenance.systems.clone();
     if systems.is_empty() {
@@ -150,7 +226,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         s.push('\n');
         s
     } else {
-        stats_text(&stats, &systems)
+        stats_text(&stats, &systems, args.probe)
     };
     write_stdout(&out)?;
     Ok(Status::Ok)
@@ -177,18 +253,23 @@ fn stats_json(stats: &Stats) -> serde_json::Value {
         "largest": stats.largest.iter().map(|(e, s)| json!({
             "storePath": e.store_path,
             "kind": e.kind,
-            "fileSize": s.file_size,
+            "fileSize": s.compressed(),
             "narSize": s.nar_size,
         })).collect::<Vec<_>>(),
     })
 }
 
-fn stats_text(stats: &Stats, systems: &[String]) -> String {
+fn stats_text(stats: &Stats, systems: &[String], probed: bool) -> String {
     let known = stats.total.unknown_sizes < stats.total.entries;
     let mut s = String::new();
     let _ = writeln!(s, "total                    {}", stats.total.text(known));
     if !known && stats.total.entries > 0 {
-        let _ = writeln!(s, "(no sizes known: give --cache DIR of a fetched cache)");
+        let hint = if probed {
+            "no server gave a size"
+        } else {
+            "give --cache DIR of a fetched cache, or --probe"
+        };
+        let _ = writeln!(s, "(no sizes known: {hint})");
     }
     let _ = writeln!(s, "\nby kind:");
     for (kind, t) in &stats.by_kind {
@@ -217,11 +298,12 @@ fn stats_text(stats: &Stats, systems: &[String]) -> String {
     if !stats.largest.is_empty() {
         let _ = writeln!(s, "\nlargest:");
         for (e, size) in &stats.largest {
+            let nar = size.nar_size.map(human_bytes).unwrap_or_default();
             let _ = writeln!(
                 s,
                 "  {:>10} {:>10}  {}",
-                human_bytes(size.file_size.unwrap_or(size.nar_size)),
-                human_bytes(size.nar_size),
+                human_bytes(size.compressed().unwrap_or_default()),
+                nar,
                 e.store_path
             );
         }
