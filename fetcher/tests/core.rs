@@ -701,6 +701,17 @@ fn unpack_matches_gnu_tar_and_unzip_in_every_format() {
     fs::hard_link(top.join("a.b"), top.join("nested/hard-link")).unwrap();
     let long = top.join(format!("nested/deeper/{}", "long-name-".repeat(15)));
     fs::write(&long, b"long").unwrap();
+    // A file with a hole, for GNU tar's sparse entries (-S).
+    let sparse = top.join("sparse");
+    fs::write(&sparse, b"start").unwrap();
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&sparse)
+        .unwrap()
+        .set_len(3 << 20)
+        .unwrap();
+    let mut end = fs::OpenOptions::new().append(true).open(&sparse).unwrap();
+    std::io::Write::write_all(&mut end, b"end").unwrap();
     let expected = nix_hash(&top, HashAlgo::Sha256, HashMode::Recursive);
 
     let archives: &[(&str, &[&str])] = &[
@@ -709,6 +720,7 @@ fn unpack_matches_gnu_tar_and_unzip_in_every_format() {
         ("pkg.tar.bz2", &["cjf"]),
         ("pkg.tar.zst", &["--zstd", "-cf"]),
         ("pkg.tar", &["--format=pax", "-cf"]),
+        ("pkg-sparse.tar.gz", &["--sparse", "-czf"]),
         // Misnamed on purpose: GNU tar goes by the magic bytes, and so must we.
         ("pkg.tar.bz2-really-gzip.tar.gz", &["cjf"]),
     ];
