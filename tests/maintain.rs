@@ -523,9 +523,9 @@ fn quick_verify_trusts_only_files_whose_blake3_is_unchanged() {
     assert!(c.cache.join(".srcgrab/blake3-index").is_file());
     let o = verify(&c.cache, &[&"--quick"]);
     assert_code(&o, 0);
-    // 3 narinfos (with their NARs and mirror files), all accepted by the index.
+    // 3 narinfos (with their NARs) and 3 mirror files, all accepted by the index.
     assert!(
-        stderr(&o).contains("3 accepted by the blake3 index"),
+        stderr(&o).contains("6 accepted by the blake3 index"),
         "{}",
         stderr(&o)
     );
@@ -546,7 +546,7 @@ fn quick_verify_trusts_only_files_whose_blake3_is_unchanged() {
     let o = verify(&c.cache, &[&"--quick"]);
     assert_code(&o, 1);
     assert!(
-        stderr(&o).contains("2 accepted by the blake3 index"),
+        stderr(&o).contains("5 accepted by the blake3 index"),
         "{}",
         stderr(&o)
     );
@@ -904,5 +904,52 @@ fn stats_probe_sizes_entries_with_head_requests_only() {
     for path in ["/big.tar.gz", "/small.tar.gz"] {
         assert_eq!(server.stats(path).body_bytes, 0, "{path}: no body sent");
     }
+    server.stop();
+}
+
+/// Sizes in `diff` come from a fetched cache's narinfos or from the fetch's own report, and
+/// the two agree.
+#[test]
+fn diff_sizes_come_from_the_cache_or_the_fetch_report() {
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let old_content = unique("lib-1.0", 20_000);
+    let new_content = unique("lib-1.1", 60_000);
+    server.route("/lib-1.1.tar.gz", Route::ok(new_content.clone()));
+    let old = flat("lib-1.0.tar.gz", &old_content);
+    let mut new = flat("lib-1.1.tar.gz", &new_content);
+    new.urls = vec![server.url("/lib-1.1.tar.gz")];
+    let v1 = write_manifest(&dir.path().join("v1.json"), vec![old]);
+    let v2 = write_manifest(&dir.path().join("v2.json"), vec![new.clone()]);
+    let cache = dir.path().join("cache");
+    let report = dir.path().join("report.json");
+    let o = srcgrab(&[
+        &"fetch",
+        &v2,
+        &"--cache",
+        &cache,
+        &"--no-substituters",
+        &"--report",
+        &report,
+    ]);
+    assert_code(&o, 0);
+    let sizes = |source: &[&dyn AsRef<std::ffi::OsStr>]| {
+        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> =
+            vec![&"diff", &v1, &v2, &"--format", &"json"];
+        args.extend_from_slice(source);
+        let o = srcgrab(&args);
+        assert_code(&o, 0);
+        let diff: Value = serde_json::from_str(&stdout(&o)).unwrap();
+        assert_eq!(diff["updated"][0]["new"]["storePath"], new.store_path);
+        (
+            diff["updated"][0]["new"]["fileSize"].as_u64(),
+            diff["summary"]["total"]["updated"]["bytes"].as_u64(),
+        )
+    };
+    let from_cache = sizes(&[&"--cache", &cache]);
+    let from_report = sizes(&[&"--report", &report]);
+    assert!(from_cache.0.is_some_and(|s| s > 1_000), "{from_cache:?}");
+    assert_eq!(from_cache, from_report);
+    assert_eq!(sizes(&[]).0, None);
     server.stop();
 }

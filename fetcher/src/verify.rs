@@ -258,15 +258,6 @@ struct NarinfoFacts {
     referenced_nars: HashSet<PathBuf>,
 }
 
-impl NarinfoFacts {
-    /// `sha256/<hex>` of a narinfo whose CA is a flat sha256 hash: its mirror file.
-    fn flat_sha256_mirror(&self, hash_part: &str) -> Option<PathBuf> {
-        let (mode, hash) = parse_content_address(self.parsed.get(hash_part)?.ca.as_deref()?)?;
-        (mode == HashMode::Flat && hash.algo == HashAlgo::Sha256)
-            .then(|| Path::new("sha256").join(hash.to_hex()))
-    }
-}
-
 fn read_narinfos(root: &Path, hash_parts: &[String]) -> NarinfoFacts {
     let parsed: HashMap<String, NarInfo> = hash_parts
         .par_iter()
@@ -324,43 +315,31 @@ pub fn verify_cache(
         .unwrap_or_default();
 
     let size_of = |rel: &Path| fs::metadata(root.join(rel)).map_or(0, |m| m.len());
-    // A narinfo item is its narinfo, its NAR and, for a flat sha256 item, the mirror file,
-    // which `verify_narinfo` checks too when present.
+    // Each file is checked once: a narinfo item is the narinfo and its NAR (the cache is
+    // opened without a mirror layout, so `verify_narinfo` leaves mirror files alone); each
+    // mirror file is an item of its own.
     let narinfo_files = |h: &str| -> Vec<PathBuf> {
         let mut files = vec![PathBuf::from(format!("{h}.narinfo"))];
         if let Some(info) = facts.parsed.get(h) {
             files.push(PathBuf::from(&info.url));
-            files.extend(
-                facts
-                    .flat_sha256_mirror(h)
-                    .filter(|m| root.join(m).is_file()),
-            );
         }
         files
     };
-    let covered_by_narinfo: HashSet<PathBuf> = contents
-        .narinfos
-        .iter()
-        .filter_map(|h| facts.flat_sha256_mirror(h))
-        .collect();
-    let separate_mirror_files: Vec<&String> = contents
-        .mirror_files
-        .iter()
-        .filter(|hex| !covered_by_narinfo.contains(&Path::new("sha256").join(hex)))
-        .collect();
+
     let total_bytes: u64 = contents
         .narinfos
         .iter()
         .flat_map(|h| narinfo_files(h))
         .chain(
-            separate_mirror_files
+            contents
+                .mirror_files
                 .iter()
                 .map(|h| Path::new("sha256").join(h)),
         )
         .map(|p| size_of(&p))
         .sum();
     progress.start(
-        (contents.narinfos.len() + separate_mirror_files.len()) as u64,
+        (contents.narinfos.len() + contents.mirror_files.len()) as u64,
         total_bytes,
     );
 
@@ -441,7 +420,7 @@ pub fn verify_cache(
         })
         .unwrap_or_default();
     let mirror_owner = mirror_owners(root, &flat_entries, &facts);
-    separate_mirror_files.par_iter().for_each(|hex| {
+    contents.mirror_files.par_iter().for_each(|hex| {
         let rel = Path::new("sha256").join(hex);
         let store_path = mirror_owner.get(hex.as_str()).cloned();
         check_item(vec![rel.clone()], store_path, &|| {
