@@ -737,6 +737,15 @@ fn export_import_round_trip_ends_in_a_cache_nix_realises_from_offline() {
     assert!(!offline
         .join(format!("{}.narinfo", hash_part(&new_entry)))
         .exists());
+    // So is a stream cut in the middle of the NAR (a link that dropped): exit 2, nothing
+    // half-written visible, no temp file left.
+    let o = import(&delta.stdout[..at]);
+    assert_code(&o, 2);
+    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+    assert!(!offline
+        .join(format!("{}.narinfo", hash_part(&new_entry)))
+        .exists());
+    assert_eq!(std::fs::read_dir(offline.join(".tmp")).unwrap().count(), 0);
 
     let o = import(&delta.stdout);
     assert_code(&o, 0);
