@@ -266,7 +266,10 @@ fn read_narinfos(root: &Path, hash_parts: &[String]) -> NarinfoFacts {
             Some((h.clone(), NarInfo::parse(&text).ok()?))
         })
         .collect();
-    let referenced_nars = parsed.values().map(|i| PathBuf::from(&i.url)).collect();
+    let referenced_nars = parsed
+        .values()
+        .filter_map(|i| relative_path(&i.url))
+        .collect();
     NarinfoFacts {
         parsed,
         referenced_nars,
@@ -320,9 +323,12 @@ pub fn verify_cache(
     // mirror file is an item of its own.
     let narinfo_files = |h: &str| -> Vec<PathBuf> {
         let mut files = vec![PathBuf::from(format!("{h}.narinfo"))];
-        if let Some(info) = facts.parsed.get(h) {
-            files.push(PathBuf::from(&info.url));
-        }
+        files.extend(
+            facts
+                .parsed
+                .get(h)
+                .and_then(|info| relative_path(&info.url)),
+        );
         files
     };
 
