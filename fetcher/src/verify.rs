@@ -586,3 +586,39 @@ pub fn remove_corrupt(root: &Path, report: &VerifyReport) -> Result<BTreeSet<Str
     }
     Ok(removed)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn narinfo_urls_stay_inside_the_cache() {
+        assert_eq!(
+            relative_path("nar/abc.nar.zst"),
+            Some(PathBuf::from("nar/abc.nar.zst"))
+        );
+        for bad in ["", "/etc/passwd", "../outside", "nar/../../x", "./nar/x"] {
+            assert_eq!(relative_path(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_blake3_index_reads_back_what_it_wrote_and_skips_damaged_lines() {
+        let root = tempfile::tempdir().unwrap();
+        fs::write(root.path().join("a"), b"contents").unwrap();
+        let print = fingerprint(&root.path().join("a")).unwrap();
+        assert_eq!(print.blake3, *blake3::hash(b"contents").as_bytes());
+        let mut index = Blake3Index::default();
+        index
+            .files
+            .insert(PathBuf::from("nar/with space.nar"), print);
+        index.write(root.path()).unwrap();
+        let path = root.path().join(INDEX_PATH);
+        let mut text = fs::read_to_string(&path).unwrap();
+        text.push_str("not-hex 1 2 nar/broken\n");
+        fs::write(&path, text).unwrap();
+        let back = Blake3Index::read(root.path());
+        assert_eq!(back.files.len(), 1);
+        assert_eq!(back.files[Path::new("nar/with space.nar")], print);
+    }
+}
