@@ -11,12 +11,13 @@
 # Runs, in this order, each under /usr/bin/time -v with the RSS of its whole process tree
 # sampled every 0.2 s (time -v reports only the largest single process of the tree):
 #   prewarm   nix-instantiate of every attribute of the set (cold: writes every .drv); the
-#             crash set's healthy attributes and the aarch64 evaluation are pre-instantiated
+#             crash sets' healthy attributes and the aarch64 evaluation are pre-instantiated
 #             too, untimed, so every srcgrab run below finds its .drv files already in the store
 #   (a)(b)    srcgrab enumerate --jobs 1 / --jobs 2
 #   (c)       find-tarballs baseline: nix-instantiate --eval --strict --json (read-only mode:
 #             it never writes a .drv)
 #   (d)       srcgrab enumerate --jobs 2 on the crash variant (--crash-fraction)
+#   (d')      the same on a crash variant without stack overflows (which end an evaluator)
 #   (e)       find-tarballs on the crash variant (expected to die at the first uncatchable error)
 #   (f)       srcgrab enumerate --jobs 2 --system x86_64-linux --system aarch64-linux
 # "evaluators alive s" is how long srcgrab had evaluator processes (its attribute walk); the
@@ -114,12 +115,16 @@ measure() {
 log "generating $packages packages (seed $seed) in $work"
 python3 "$root/bench/gen-pkgset.py" "$work/set" --packages "$packages" --seed "$seed"
 python3 "$root/bench/gen-pkgset.py" "$work/crash" --packages "$packages" --seed "$seed" --crash-fraction "$crash_fraction"
+# The same without stack overflows, the one failure that ends a `nix repl` evaluator.
+python3 "$root/bench/gen-pkgset.py" "$work/crash-nso" --packages "$packages" --seed "$seed" \
+    --crash-fraction "$crash_fraction" --crash-kinds abort,missing-attribute,infinite-recursion,missing-argument,type-error
 
 measure prewarm nix-instantiate "$work/set"
 [ "$(cat "$work/prewarm.rc")" = 0 ] || { log "the set does not instantiate: see $work/prewarm.err"; exit 1; }
-log "pre-instantiating the crash set's healthy attributes and the aarch64 set (untimed)"
-# A list of every healthy attribute of the crash set, so one nix-instantiate writes their .drvs.
-python3 - "$work/crash" >"$work/crash-healthy.nix" <<'EOF'
+# prewarm_healthy SET: instantiates every attribute of SET that is meant to evaluate (one
+# nix-instantiate over a list of them, since the failing ones would stop it), untimed.
+prewarm_healthy() {
+    python3 - "$1" >"$1-healthy.nix" <<'EOF'
 import json, sys
 expected = json.load(open(f"{sys.argv[1]}/expected.json"))
 failing = {f["attr"] for f in expected["failing"]}
@@ -127,8 +132,12 @@ print(f"let pkgs = import {sys.argv[1]} {{ }}; in [")
 print("\n".join(f"  pkgs.{a}" for a in expected["attrs"] if a not in failing))
 print("]")
 EOF
-nix-instantiate "$work/crash-healthy.nix" >/dev/null 2>"$work/prewarm-crash.err" ||
-    { log "the crash set's healthy attributes do not instantiate: see $work/prewarm-crash.err"; exit 1; }
+    nix-instantiate "$1-healthy.nix" >/dev/null 2>"$1-prewarm.err" ||
+        { log "the healthy attributes of $1 do not instantiate: see $1-prewarm.err"; exit 1; }
+}
+log "pre-instantiating the crash sets' healthy attributes and the aarch64 set (untimed)"
+prewarm_healthy "$work/crash"
+prewarm_healthy "$work/crash-nso"
 if [ "${BOTH_SYSTEMS:-1}" = 1 ]; then
     nix-instantiate "$work/set" --argstr system aarch64-linux >/dev/null 2>"$work/prewarm-aarch64.err" ||
         { log "the aarch64 set does not instantiate: see $work/prewarm-aarch64.err"; exit 1; }
@@ -142,6 +151,8 @@ measure find-tarballs nix-instantiate --eval --strict --json "$root/bench/find-t
     --arg pkgs "import $work/set { }"
 if [ -n "$srcgrab" ]; then
     measure srcgrab-crash-j2 "$srcgrab" enumerate --nixpkgs "$work/crash" --jobs 2 -o "$work/srcgrab-crash-j2.json"
+    measure srcgrab-crash-nso-j2 "$srcgrab" enumerate --nixpkgs "$work/crash-nso" --jobs 2 \
+        -o "$work/srcgrab-crash-nso-j2.json"
 fi
 measure find-tarballs-crash nix-instantiate --eval --strict --json "$root/bench/find-tarballs.nix" \
     --arg pkgs "import $work/crash { }"
@@ -181,7 +192,7 @@ def timing(name):
 def mib(kb):
     return f"{kb / 1024:.0f}"
 
-expected = {"set": load("set/expected.json"), "crash": load("crash/expected.json")}
+expected = {name: load(f"{name}/expected.json") for name in ("set", "crash", "crash-nso")}
 def expected_paths(which, systems):
     return {e["storePath"] for s in systems for e in expected[which]["fods"][s]}
 def categories(which, paths):
@@ -217,6 +228,7 @@ for name, label, which, systems in (
     ("srcgrab-j1", "(a) srcgrab enumerate --jobs 1", "set", [X86]),
     ("srcgrab-j2", "(b) srcgrab enumerate --jobs 2", "set", [X86]),
     ("srcgrab-crash-j2", f"(d) srcgrab --jobs 2, {crash_fraction} crashing", "crash", [X86]),
+    ("srcgrab-crash-nso-j2", f"(d') the same, no stack overflows among the crashes", "crash-nso", [X86]),
     ("srcgrab-2sys-j2", "(f) srcgrab --jobs 2, x86_64 + aarch64", "set", [X86, ARM]),
 ):
     result = srcgrab_result(name, which, systems)

@@ -18,8 +18,10 @@ through string context ("${fetchurl {...}}" in a build script) and ones needed o
 aarch64-linux.
 
 With --crash-fraction F, that fraction of the package attributes fails with errors
-`builtins.tryEval` cannot catch (abort, missing attribute, infinite recursion / stack overflow,
-callPackage missing argument, type error), spread evenly over the set; --catchable-fraction
+`builtins.tryEval` cannot catch (abort, missing attribute, infinite recursion, stack overflow,
+callPackage missing argument, type error; --crash-kinds picks some), spread evenly over the
+set, the kinds taking turns. A stack overflow ends a `nix repl` (Nix 2.8), the others do not.
+--catchable-fraction
 adds throw/assert/meta.broken failures. No package depends on a failing one, so exactly those
 attributes fail.
 
@@ -29,7 +31,7 @@ nixpkgs' find-tarballs.nix filter (url/urls, flat hash, no postFetch, reachable 
 derivation attributes) would report it.
 
 Usage: gen-pkgset.py OUT_DIR [--packages N] [--seed S] [--crash-fraction F]
-                             [--catchable-fraction F] [--per-file K]
+                             [--crash-kinds K,...] [--catchable-fraction F] [--per-file K]
 """
 
 import argparse
@@ -399,7 +401,8 @@ NESTED_SETS = {
 }
 # The build tools the fetchers and vendor FODs need, and the interpreters of the nested sets.
 CORE = ("curl", "unzip", "git", "cargo", "go", "python3", "perl", "ghc")
-UNCATCHABLE = ("abort", "missing-attribute", "infinite-recursion", "missing-argument", "type-error")
+UNCATCHABLE = ("abort", "missing-attribute", "infinite-recursion", "stack-overflow", "missing-argument",
+               "type-error")
 CATCHABLE = ("throw", "assert", "broken")
 SRC_KINDS = (  # (kind, weight) for top-level packages
     ("url", 36), ("mirror", 17), ("urls", 4), ("github", 14), ("zip", 3), ("git", 12),
@@ -428,6 +431,7 @@ class Generator:
         self.seed = args.seed
         self.n = args.packages
         self.crash_fraction = args.crash_fraction
+        self.crash_kinds = args.crash_kinds
         self.catchable_fraction = args.catchable_fraction
         self.per_file = args.per_file
         self.names = set(RESERVED)
@@ -497,7 +501,7 @@ class Generator:
             fail = None
             k = i - len(CORE)
             if int((k + 1) * self.crash_fraction) > int(k * self.crash_fraction):
-                fail = UNCATCHABLE[crashers % len(UNCATCHABLE)]
+                fail = self.crash_kinds[crashers % len(self.crash_kinds)]
                 crashers += 1
             else:
                 # Counted over the survivors, so the two quotas never land on the same package.
@@ -568,7 +572,7 @@ class Generator:
             self.fods[s][fod.store_path] = fod
 
     def fetchurl(self, pname, version, url_template, category, *, visible=True, executable=False,
-                 systems=SYSTEMS, urls=None, patch=False):
+                 systems=SYSTEMS, urls=None):
         """Text of a fetchurl call; records the FOD when the package is healthy (see package())."""
         algo, digest, hash_text = self.url_hash()
         first = (urls or [url_template])[0]
@@ -723,9 +727,9 @@ class Generator:
                 arch = system.split("-")[0]
                 call = self.fetchurl(pname, version, f"https://{host}/{pname}/${{version}}/{pname}-{arch}.tar.gz",
                                      "binary", systems=(system,))
-                per_system.append(f"      {system} = {call};")
+                per_system.append(f"        {system} = {call};")
             body = "\n".join(per_system)
-            return (f"src = {{\n{body}\n    }}.${{stdenv.system}} or (throw \"{pname}: unsupported system\");"), kind
+            return (f"src = {{\n{body}\n      }}.${{stdenv.system}} or (throw \"{pname}: unsupported system\");"), kind
         assert kind == "nosrc"
         return None, kind
 
@@ -814,10 +818,9 @@ class Generator:
         if fail == "abort":
             attrs.append(f'configureFlags = [ (abort "{pname}: this configuration is no longer supported") ];')
         elif fail == "infinite-recursion":
-            if p["index"] % 2:
-                attrs[1] = "version = let v = v; in v;"
-            else:
-                attrs.append("NIX_CFLAGS_COMPILE = toString (let depth = n: 1 + depth (n + 1); in depth 0);")
+            attrs[1] = "version = let v = v; in v;"
+        elif fail == "stack-overflow":
+            attrs.append("NIX_CFLAGS_COMPILE = toString (let depth = n: 1 + depth (n + 1); in depth 0);")
         elif fail == "missing-argument":
             args.add(f"{pname}-unwrapped")
         elif fail == "type-error":
@@ -920,10 +923,15 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--crash-fraction", type=float, default=0.0,
                     help="fraction of package attributes failing with uncatchable errors")
+    ap.add_argument("--crash-kinds", default=",".join(UNCATCHABLE),
+                    help=f"comma-separated, among {','.join(UNCATCHABLE)} (default: all)")
     ap.add_argument("--catchable-fraction", type=float, default=None,
                     help="fraction failing with throw/assert/broken (default 0.01 with crashes, else 0)")
     ap.add_argument("--per-file", type=int, default=10, help="packages per pkgs/**/default.nix")
     args = ap.parse_args()
+    args.crash_kinds = args.crash_kinds.split(",")
+    if not args.crash_kinds or not set(args.crash_kinds) <= set(UNCATCHABLE):
+        sys.exit(f"--crash-kinds: choose among {','.join(UNCATCHABLE)}")
     if args.catchable_fraction is None:
         args.catchable_fraction = 0.01 if args.crash_fraction > 0 else 0.0
     if args.packages <= len(CORE):
