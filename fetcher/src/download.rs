@@ -113,7 +113,7 @@ impl Default for DownloadOptions {
         DownloadOptions {
             jobs: 16,
             max_per_host: 4,
-            queries: 128,
+            queries: 32,
             retries: 4,
             connect_timeout: Duration::from_secs(20),
             stall_timeout: Duration::from_secs(60),
