@@ -263,3 +263,90 @@ pub async fn publish_nar_file(
 fn open_for_reading(path: &Path) -> Result<std::fs::File, Error> {
     std::fs::File::open(path).map_err(Error::io(format!("opening {}", path.display())))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use srcgrab_manifest::hash::HashAlgo;
+
+    fn sha256(bytes: &[u8]) -> Hash {
+        Hash {
+            algo: HashAlgo::Sha256,
+            bytes: HashAlgo::Sha256.digest(bytes),
+        }
+    }
+
+    fn read_all(reader: &mut impl Read) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        // Small reads, so the check happens on a read boundary like a real consumer's.
+        let mut buf = [0u8; 7];
+        loop {
+            let n = reader.read(&mut buf)?;
+            if n == 0 {
+                return Ok(out);
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    #[test]
+    fn checked_nar_passes_the_declared_stream_and_refuses_others() {
+        let nar = b"a stand-in for NAR bytes, any length".to_vec();
+        let good = &mut CheckedNar::new(&nar[..], nar.len() as u64, sha256(&nar));
+        assert_eq!(read_all(good).unwrap(), nar);
+
+        let err = read_all(&mut CheckedNar::new(
+            &nar[..],
+            nar.len() as u64,
+            sha256(b"x"),
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("NarHash mismatch"), "{err}");
+        let err = read_all(&mut CheckedNar::new(
+            &nar[..],
+            nar.len() as u64 + 1,
+            sha256(&nar),
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("NAR ends after"), "{err}");
+        let err = read_all(&mut CheckedNar::new(
+            &nar[..],
+            nar.len() as u64 - 1,
+            sha256(&nar[..nar.len() - 1]),
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("longer than its NarSize"), "{err}");
+    }
+
+    #[test]
+    fn decompresses_what_nix_writes_and_refuses_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = b"nix-archive-1 stand-in".repeat(100);
+        let path = dir.path().join("nar");
+        let compressed = |name: &str, bytes: Vec<u8>| {
+            std::fs::write(&path, bytes).unwrap();
+            let mut out = Vec::new();
+            decompress(name, std::fs::File::open(&path).unwrap())
+                .unwrap()
+                .read_to_end(&mut out)
+                .unwrap();
+            out
+        };
+        assert_eq!(compressed("none", plain.clone()), plain);
+        assert_eq!(
+            compressed("zstd", zstd::encode_all(&plain[..], 3).unwrap()),
+            plain
+        );
+        let mut xz = Vec::new();
+        xz2::read::XzEncoder::new(&plain[..], 6)
+            .read_to_end(&mut xz)
+            .unwrap();
+        assert_eq!(compressed("xz", xz), plain);
+        let mut bz = Vec::new();
+        bzip2::read::BzEncoder::new(&plain[..], bzip2::Compression::default())
+            .read_to_end(&mut bz)
+            .unwrap();
+        assert_eq!(compressed("bzip2", bz), plain);
+        assert!(decompress("br", std::fs::File::open(&path).unwrap()).is_err());
+    }
+}
