@@ -607,6 +607,54 @@ fn file_mode_walks_every_set_and_passes_arguments() {
     );
 }
 
+/// README's NixOS recipe: `--file <nixos>` with `--arg configuration` and the toplevel as
+/// `--attr`, for two systems; the closure holds what the configuration installs, and the
+/// aarch64-only firmware only for aarch64.
+#[test]
+fn nixos_recipe_enumerates_the_system_closure_per_system() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, text) = enumerate(
+        dir.path(),
+        "nixos.json",
+        &[
+            "--file",
+            "tests/fixtures/nixos",
+            "--arg",
+            "configuration",
+            "./tests/fixtures/nixos/configuration.nix",
+            "--attr",
+            "config.system.build.toplevel",
+            "--system",
+            "x86_64-linux",
+            "--system",
+            "aarch64-linux",
+        ],
+    );
+    assert_eq!(code, 0, "{text}");
+    let manifest: Value = serde_json::from_str(&text).unwrap();
+    let got: BTreeMap<&str, (Vec<String>, Vec<String>)> = manifest["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap(),
+                (strings(&e["systems"]), strings(&e["attrs"])),
+            )
+        })
+        .collect();
+    let toplevel = owned(&["config.system.build.toplevel"]);
+    let want: BTreeMap<&str, (Vec<String>, Vec<String>)> = [
+        ("bootstrap-tools.sh", (owned(BOTH), toplevel.clone())),
+        ("demo-0.2-source", (owned(BOTH), toplevel.clone())),
+        ("firmware-aarch64.bin", (owned(AARCH64), toplevel.clone())),
+        ("hello-1.0.tar.gz", (owned(BOTH), toplevel.clone())),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(got, want);
+}
+
 #[test]
 fn a_crashing_or_memory_hungry_attribute_costs_only_itself() {
     let dir = tempfile::tempdir().unwrap();
