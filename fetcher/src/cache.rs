@@ -1161,14 +1161,10 @@ impl NarVisitor for FlatFileVisitor {
             inner: contents,
             hashes: &mut hashes,
         };
-        let result = match &mut self.mirror {
-            Some(temp) => {
-                let mut out = BufWriter::with_capacity(WRITE_BUFFER, &mut temp.file);
-                io::copy(&mut reader, &mut out).and_then(|_| out.flush())
-            }
-            None => io::copy(&mut reader, &mut io::sink()).map(drop),
+        match &mut self.mirror {
+            Some(temp) => nar::copy_contents(&mut reader, &mut temp.file)?,
+            None => nar::copy_contents(&mut reader, &mut io::sink())?,
         };
-        result.map_err(Error::io("copying the file out of the NAR"))?;
         self.digests = Some(hashes.finish());
         Ok(())
     }

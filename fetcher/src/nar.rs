@@ -470,7 +470,7 @@ pub fn extract_file(nar: impl Read, out: &mut impl Write) -> Result<ExtractedFil
 }
 
 /// Copies file contents out of a NAR with a large buffer; read errors are NAR errors.
-fn copy_contents(contents: &mut dyn Read, out: &mut dyn Write) -> Result<u64, Error> {
+pub(crate) fn copy_contents(contents: &mut dyn Read, out: &mut dyn Write) -> Result<u64, Error> {
     let mut buffer = vec![0u8; COPY_BUFFER];
     let mut total = 0u64;
     loop {
