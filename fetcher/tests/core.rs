@@ -482,6 +482,9 @@ fn publish_nar_takes_nix_store_dump_output_and_fills_the_mirror() {
     assert!(cache.is_present(&flat).unwrap());
     let hash_part = hash_part(&flat.store_path);
     assert!(cache.verify_narinfo(hash_part).unwrap().mirror_checked);
+    // A flat sha1 output (CA fixed:sha1:...) substitutes too.
+    let out = realise_from_cache(&root, &flat, &[]).unwrap();
+    assert_eq!(fs::read(out).unwrap(), bytes);
 }
 
 #[test]
