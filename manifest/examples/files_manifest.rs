@@ -1,0 +1,50 @@
+//! Prints a manifest with one flat sha256 `url` entry per file in a directory, named after
+//! the file (for benchmarks: `bench/verify.sh` ingests the files into a cache with it).
+//!
+//! usage: cargo run --release -p srcgrab-manifest --example files_manifest -- DIR > m.json
+
+use srcgrab_manifest::store_path::fixed_output_path;
+use srcgrab_manifest::{
+    Entry, Hash, HashAlgo, HashMode, Kind, Manifest, OutputHash, Provenance, MANIFEST_VERSION,
+};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = std::env::args().nth(1).ok_or("usage: files_manifest DIR")?;
+    let mut entries = Vec::new();
+    for file in std::fs::read_dir(&dir)? {
+        let file = file?;
+        let name = file.file_name().to_string_lossy().into_owned();
+        let mut hasher = HashAlgo::Sha256.hasher();
+        std::io::copy(&mut std::fs::File::open(file.path())?, &mut hasher)?;
+        let hash: Hash = hasher.finalize();
+        entries.push(Entry {
+            store_path: fixed_output_path(&name, HashMode::Flat, &hash).to_path_string(),
+            hash: OutputHash::new(HashMode::Flat, &hash),
+            kind: Kind::Url,
+            urls: vec![],
+            original_urls: vec![],
+            executable: false,
+            post_fetch: false,
+            unpack: None,
+            git: None,
+            drv_path: "/nix/store/00000000000000000000000000000000-bench.drv".into(),
+            systems: vec!["x86_64-linux".into()],
+            attrs: vec![name.clone()],
+            attr_count: 1,
+            name,
+        });
+    }
+    let mut manifest = Manifest {
+        version: MANIFEST_VERSION,
+        provenance: Provenance {
+            systems: vec!["x86_64-linux".into()],
+            nix_version: "bench".into(),
+            ..Provenance::default()
+        },
+        failures: vec![],
+        entries,
+    };
+    manifest.normalize();
+    print!("{}", manifest.to_json());
+    Ok(())
+}
