@@ -962,3 +962,50 @@ fn diff_sizes_come_from_the_cache_or_the_fetch_report() {
     assert_eq!(sizes(&[]).0, None);
     server.stop();
 }
+
+/// A mirror-only cache (no narinfos) exports its flat files as such; import publishes them
+/// into a full cache (narinfo, NAR and mirror), from a directory and from a tar file.
+#[test]
+fn a_mirror_only_cache_exports_its_files_and_import_makes_full_entries() {
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let content = unique("mirror-only", 10_000);
+    server.route("/m-1.0.tar.gz", Route::ok(content.clone()));
+    let mut e = flat("m-1.0.tar.gz", &content);
+    e.urls = vec![server.url("/m-1.0.tar.gz")];
+    let manifest = write_manifest(&dir.path().join("m.json"), vec![e.clone()]);
+    let mirror = dir.path().join("mirror");
+    let o = srcgrab(&[
+        &"fetch",
+        &manifest,
+        &"--cache",
+        &mirror,
+        &"--no-substituters",
+        &"--layout",
+        &"mirror",
+    ]);
+    assert_code(&o, 0);
+    server.stop();
+    assert!(!mirror.join(format!("{}.narinfo", hash_part(&e))).exists());
+    assert_code(&verify(&mirror, &[&"--manifest", &manifest]), 0);
+
+    for to in ["bundle", "bundle.tar"] {
+        let bundle = dir.path().join(to);
+        let o = srcgrab(&[
+            &"export",
+            &"--manifest",
+            &manifest,
+            &"--cache",
+            &mirror,
+            &"--to",
+            &bundle,
+        ]);
+        assert_code(&o, 0);
+        let offline = dir.path().join(format!("offline-{to}"));
+        let o = srcgrab(&[&"import", &bundle, &"--cache", &offline]);
+        assert_code(&o, 0);
+        assert_eq!(stdout(&o).trim(), format!("imported: {}", e.store_path));
+        assert!(offline.join(format!("{}.narinfo", hash_part(&e))).is_file());
+        assert_code(&verify(&offline, &[&"--manifest", &manifest]), 0);
+    }
+}
