@@ -435,15 +435,17 @@ pub fn verify_cache(
     });
 
     let mut corrupt = corrupt.into_inner().unwrap_or_else(|e| e.into_inner());
-    for key in &contents.mirror_keys {
-        if fs::metadata(root.join(key)).is_err() {
-            corrupt.push(Corrupt {
+    corrupt.par_extend(
+        contents
+            .mirror_keys
+            .par_iter()
+            .filter(|key| fs::metadata(root.join(key)).is_err())
+            .map(|key| Corrupt {
                 path: key.clone(),
                 store_path: None,
                 reason: "mirror key points to no file".into(),
-            });
-        }
-    }
+            }),
+    );
     corrupt.sort_by(|a, b| a.path.cmp(&b.path));
 
     let mut unreferenced: Vec<PathBuf> = contents
