@@ -16,6 +16,7 @@ pub struct ExportArgs {
     /// The manifest the other side already has: its entries are left out.
     #[arg(long, value_name = "FILE")]
     since: Option<PathBuf>,
+    /// The cache holding the entries.
     #[arg(long, value_name = "DIR")]
     cache: PathBuf,
     /// A new directory, a file ending in `.tar`, or `-` for a tar stream on stdout.
@@ -62,6 +63,7 @@ pub fn run_export(args: ExportArgs) -> anyhow::Result<Status> {
 pub struct ImportArgs {
     /// A bundle directory, a bundle `.tar`, or `-` for a tar stream on stdin.
     bundle: PathBuf,
+    /// The cache to add the entries to (created if needed).
     #[arg(long, value_name = "DIR")]
     cache: PathBuf,
     /// How imported NARs are compressed in the cache: zstd, xz or none.

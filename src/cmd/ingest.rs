@@ -15,8 +15,10 @@ use std::time::Duration;
 pub struct Args {
     /// The directory to scan (recursively; symlinks are not followed).
     dir: PathBuf,
+    /// The manifest whose entries the files may be.
     #[arg(long, value_name = "FILE")]
     manifest: PathBuf,
+    /// The cache to add them to (created if needed).
     #[arg(long, value_name = "DIR")]
     cache: PathBuf,
     /// How new NARs are compressed: zstd, xz or none.

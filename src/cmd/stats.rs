@@ -16,6 +16,7 @@ use std::time::Duration;
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// The manifest to count.
     manifest: PathBuf,
     /// A cache holding (some of) the entries: sizes come from its narinfos.
     #[arg(long, value_name = "DIR")]

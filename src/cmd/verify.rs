@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// The cache directory to check.
     #[arg(long, value_name = "DIR")]
     cache: PathBuf,
     /// Also report the entries of this manifest the cache lacks.
@@ -29,6 +30,7 @@ pub struct Args {
     /// (needs --manifest); arguments after `--` go to fetch (e.g. `-- --no-substituters`).
     #[arg(long, requires = "manifest")]
     repair: bool,
+    /// Options for the `srcgrab fetch` that --repair runs.
     #[arg(last = true, value_name = "FETCH ARGS", requires = "repair")]
     fetch_args: Vec<String>,
 }
