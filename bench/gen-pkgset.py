@@ -426,6 +426,8 @@ class Fod:
 
 
 class Generator:
+    """Plans the package DAG, writes the Nix files and collects the ground truth as it goes."""
+
     def __init__(self, args):
         self.rng = random.Random(args.seed)
         self.seed = args.seed
@@ -436,7 +438,7 @@ class Generator:
         self.per_file = args.per_file
         self.names = set(RESERVED)
         self.hash_counter = 0
-        self.common_patches = []  # (attr, Fod, nix text)
+        self.common_patches = []  # (attribute name, Fod)
 
     # -- names, versions, hashes -------------------------------------------------------------
 
