@@ -505,6 +505,16 @@ fn sync_dir(dir: &Path) -> Result<(), Error> {
 }
 
 impl Cache {
+    /// A cache root as it is, for reading only (`srcgrab verify` of a read-only disk):
+    /// creates nothing, so it cannot publish.
+    pub fn open_read_only(root: &Path, options: CacheOptions) -> Cache {
+        Cache {
+            root: root.to_path_buf(),
+            temp: root.join(".tmp"),
+            options,
+        }
+    }
+
     /// Opens (creating if needed) a cache root: its directories and `nix-cache-info`.
     pub fn open(root: &Path, options: CacheOptions) -> Result<Cache, Error> {
         let temp = root.join(".tmp");

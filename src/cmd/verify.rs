@@ -168,6 +168,9 @@ fn print_report(report: &VerifyReport, elapsed: Duration) {
         ));
     }
     eprintln!("srcgrab: {summary}");
+    if let Some(err) = &report.index_error {
+        eprintln!("srcgrab: warning: blake3 index not updated: {err}");
+    }
     for c in &report.corrupt {
         let owner = c.store_path.as_deref().unwrap_or("no known store path");
         println!("corrupt: {} ({owner}): {}", c.path.display(), c.reason);
