@@ -55,6 +55,7 @@ if [ ! -d "$served/big.git" ]; then
     rm -rf "$repo" "$served"
     mkdir -p "$repo" "$served"
     git -C "$repo" init -q -b main
+    git -C "$repo" config gc.auto 0   # a background gc would race the clone below
     python3 - "$repo" "$files" <<'EOF'
 import os, random, sys
 root, n = sys.argv[1], int(sys.argv[2])

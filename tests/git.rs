@@ -8,6 +8,7 @@
 //! on 127.0.0.1 and over file://.
 
 mod gitfixture;
+mod support;
 
 use gitfixture::{nix_fetchgit, realise, Daemon, Repos};
 use srcgrab_fetcher::cache::{Cache, CacheOptions};
@@ -168,6 +169,25 @@ fn every_fetchgit_flag_combination_matches_real_nix() {
         })
         .count();
     assert_eq!(mirror_count, 6, "one mirror per repository URL");
+}
+
+/// A static file server speaks only git's "dumb" HTTP protocol: no shallow fetches, no
+/// fetching a bare commit. Both fall back to fetching the branches and tags whole.
+#[test]
+fn dumb_http_servers_give_the_same_trees() {
+    let repos = Repos::make();
+    let server = support::TestServer::start();
+    server.serve_dir("/git/", repos.served());
+    let mirrors = tempfile::tempdir().unwrap();
+    let fetcher = GitFetcher::new(mirrors.path(), Vec::new()).unwrap();
+    let url = server.url("/git/main.git");
+    let submodules = GitSource {
+        fetch_submodules: true,
+        ..source(&url, &repos.c3)
+    };
+    assert_same_as_nix(&fetcher, "dumb-http-submodules", &submodules);
+    assert_same_as_nix(&fetcher, "dumb-http-tag", &source(&url, "v2.0"));
+    server.stop();
 }
 
 #[test]

@@ -267,23 +267,23 @@ impl Run {
                 // source may, when the archive was merely unavailable.
                 match (&outcome, &entry.git) {
                     (Outcome::Fetched { .. }, _) | (_, None) => outcome,
-                    (_, Some(_)) => match self.fetch_git(entry).await? {
+                    (_, Some(_)) => match self.fetch_git(entry, report).await? {
                         fetched @ Outcome::Fetched { .. } => fetched,
                         _ => outcome,
                     },
                 }
             }
-            Kind::Git => self.fetch_git(entry).await?,
+            Kind::Git => self.fetch_git(entry, report).await?,
             Kind::Hg | Kind::Svn | Kind::Other => needs_builder(
                 entry,
                 format!("srcgrab does not fetch {} sources itself", entry.kind),
             ),
         };
-        self.or_builder(entry, native).await
+        self.or_builder(entry, native, report).await
     }
 
     /// Checks out the entry's git source through the shared mirrors and publishes it.
-    async fn fetch_git(&self, entry: &Entry) -> Result<Outcome, Error> {
+    async fn fetch_git(&self, entry: &Entry, report: &mut EntryReport) -> Result<Outcome, Error> {
         let Some(source) = entry.git.clone() else {
             return Ok(Outcome::Failed {
                 reason: "no git source".into(),
@@ -306,10 +306,13 @@ impl Run {
         let task_source = source.clone();
         let result = blocking(move || git.fetch(&task_entry, &task_source, &cache)).await;
         Ok(match result {
-            Ok(_) => Outcome::Fetched {
-                how: How::Git,
-                from: format!("{} {}", source.url, source.rev),
-            },
+            Ok(published) => {
+                report.bytes_written = published.file_size;
+                Outcome::Fetched {
+                    how: How::Git,
+                    from: format!("{} {}", source.url, source.rev),
+                }
+            }
             Err(err) if is_fatal(&err) => return Err(err),
             Err(Error::NeedsBuilder(reason)) => needs_builder(entry, reason),
             // A kept .git holds packs whose bytes depend on git's version.
@@ -335,7 +338,12 @@ impl Run {
     }
 
     /// With `--builder nix`, whatever the native paths did not publish is realised by Nix.
-    async fn or_builder(&self, entry: &Entry, native: Outcome) -> Result<Outcome, Error> {
+    async fn or_builder(
+        &self,
+        entry: &Entry,
+        native: Outcome,
+        report: &mut EntryReport,
+    ) -> Result<Outcome, Error> {
         let Some(builder) = self.builder.clone() else {
             return Ok(native);
         };
@@ -348,14 +356,17 @@ impl Run {
         let cache = self.cache.clone();
         let task_entry = entry.clone();
         match blocking(move || builder.build(&task_entry, &cache)).await {
-            Ok(built) => Ok(Outcome::Fetched {
-                how: How::Builder,
-                from: if built.removed_from_store {
-                    format!("{} (removed from the store again)", entry.drv_path)
-                } else {
-                    entry.drv_path.clone()
-                },
-            }),
+            Ok(built) => {
+                report.bytes_written = built.published.file_size;
+                Ok(Outcome::Fetched {
+                    how: How::Builder,
+                    from: if built.removed_from_store {
+                        format!("{} (removed from the store again)", entry.drv_path)
+                    } else {
+                        entry.drv_path.clone()
+                    },
+                })
+            }
             Err(err) if is_fatal(&err) => Err(err),
             Err(err) => Ok(Outcome::Failed {
                 reason: "builder".into(),

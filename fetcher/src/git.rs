@@ -36,7 +36,9 @@ pub struct GitFetcher {
     rewrites: Vec<Rewrite>,
     /// An empty HOME: no user configuration, hooks or credentials leak into a fetch.
     home: tempfile::TempDir,
-    lfs_available: bool,
+    /// A HOME where `git lfs install` put the LFS filters, for fetchLFS sources only (as
+    /// nix-prefetch-git, which installs them only then); `None` without git-lfs.
+    lfs_home: Option<tempfile::TempDir>,
 }
 
 /// What nix-prefetch-git makes of a `rev`: a hexadecimal string is an object id, `HEAD` and
@@ -91,26 +93,28 @@ impl GitFetcher {
     pub fn new(mirror_root: &Path, rewrites: Vec<Rewrite>) -> Result<GitFetcher, Error> {
         fs::create_dir_all(mirror_root)
             .map_err(Error::io(format!("creating {}", mirror_root.display())))?;
-        let home = tempfile::Builder::new()
-            .prefix("srcgrab-git-home-")
-            .tempdir()
-            .map_err(Error::io("creating an empty HOME for git"))?;
+        let new_home = || {
+            tempfile::Builder::new()
+                .prefix("srcgrab-git-home-")
+                .tempdir()
+                .map_err(Error::io("creating an empty HOME for git"))
+        };
         let mut fetcher = GitFetcher {
             mirror_root: mirror_root.to_path_buf(),
             rewrites,
-            home,
-            lfs_available: false,
+            home: new_home()?,
+            lfs_home: None,
         };
         fetcher.run(fetcher.git(mirror_root).arg("--version"))?;
-        // `git lfs install` writes the smudge filter into our private HOME, as nix-prefetch-git
-        // does into its temporary HOME, so only checkouts made by this fetcher use it.
-        fetcher.lfs_available = fetcher
-            .run(
-                fetcher
-                    .git(mirror_root)
-                    .args(["lfs", "install", "--skip-repo"]),
-            )
+        let lfs_home = new_home()?;
+        let lfs_installed = fetcher
+            .run(fetcher.git(mirror_root).env("HOME", lfs_home.path()).args([
+                "lfs",
+                "install",
+                "--skip-repo",
+            ]))
             .is_ok();
+        fetcher.lfs_home = lfs_installed.then_some(lfs_home);
         Ok(fetcher)
     }
 
@@ -133,7 +137,7 @@ impl GitFetcher {
 
     /// Makes in `out` (which must not exist yet) what fetchgit would leave in `$out`.
     pub fn checkout(&self, source: &GitSource, out: &Path) -> Result<(), Error> {
-        if source.fetch_lfs && !self.lfs_available {
+        if source.fetch_lfs && self.lfs_home.is_none() {
             return Err(Error::NeedsBuilder(format!(
                 "{} uses fetchLFS and git-lfs is not installed",
                 source.url
@@ -157,10 +161,19 @@ impl GitFetcher {
 
     /// A git command with a clean, deterministic environment, run in `dir`.
     fn git(&self, dir: &Path) -> Command {
+        self.git_for(dir, false)
+    }
+
+    /// A git command that checks files out: with the LFS filters when `lfs` (and git-lfs).
+    fn git_for(&self, dir: &Path, lfs: bool) -> Command {
+        let home = match &self.lfs_home {
+            Some(lfs_home) if lfs => lfs_home.path(),
+            _ => self.home.path(),
+        };
         let mut cmd = Command::new("git");
         cmd.current_dir(dir)
             .env_clear()
-            .env("HOME", self.home.path())
+            .env("HOME", home)
             .env("GIT_CONFIG_NOSYSTEM", "1")
             .env("GIT_TERMINAL_PROMPT", "0")
             .env("LC_ALL", "C")
@@ -184,7 +197,15 @@ impl GitFetcher {
                 cmd.env(var, value);
             }
         }
-        let mut config = vec![("protocol.file.allow".to_string(), "always".to_string())];
+        let mut config: Vec<(String, String)> = [
+            ("protocol.file.allow", "always"),
+            // A server that stalls fails the fetch instead of hanging the run.
+            ("http.lowSpeedLimit", "1"),
+            ("http.lowSpeedTime", "120"),
+        ]
+        .into_iter()
+        .map(|(key, value)| (key.to_string(), value.to_string()))
+        .collect();
         for rule in &self.rewrites {
             config.push((format!("url.{}.insteadOf", rule.to), rule.from.clone()));
         }
@@ -359,7 +380,7 @@ impl GitFetcher {
         .map_err(Error::io(format!("writing {}", alternates.display())))?;
         let commit = self.commit_of(dir, &object)?;
         self.run(
-            self.git(dir)
+            self.git_for(dir, source.fetch_lfs)
                 .args(["checkout", "--quiet", "-b", branch])
                 .arg(&commit),
         )?;
@@ -515,7 +536,7 @@ impl GitFetcher {
         }
         if source.fetch_submodules {
             // Shallow submodules would change the kept .git, so they are full (as nixpkgs).
-            self.run(self.git(dir).args([
+            self.run(self.git_for(dir, source.fetch_lfs).args([
                 "submodule",
                 "update",
                 "--init",
@@ -575,10 +596,13 @@ impl GitFetcher {
             return Ok(false);
         }
         Ok(self
-            .run(
-                self.git(dir)
-                    .args(["checkout", "--quiet", "-b", branch, "FETCH_HEAD"]),
-            )
+            .run(self.git_for(dir, source.fetch_lfs).args([
+                "checkout",
+                "--quiet",
+                "-b",
+                branch,
+                "FETCH_HEAD",
+            ]))
             .is_ok())
     }
 
@@ -621,7 +645,7 @@ impl GitFetcher {
         };
         Ok(self
             .run(
-                self.git(dir)
+                self.git_for(dir, source.fetch_lfs)
                     .args(["checkout", "--quiet", "-b", branch])
                     .arg(&commit),
             )

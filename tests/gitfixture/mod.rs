@@ -68,6 +68,7 @@ impl Repos {
         let work = root.path().join("work");
         std::fs::create_dir_all(&srv).unwrap();
         let bare = |name: &str| {
+            let served = srv.join(format!("{name}.git"));
             git_in(
                 root.path(),
                 &[
@@ -75,9 +76,11 @@ impl Repos {
                     "--quiet",
                     "--bare",
                     work.join(name).to_str().unwrap(),
-                    srv.join(format!("{name}.git")).to_str().unwrap(),
+                    served.to_str().unwrap(),
                 ],
             );
+            // Lets a static file server serve it too ("dumb" HTTP protocol).
+            git_in(&served, &["update-server-info"]);
         };
         let init = |name: &str| {
             let dir = work.join(name);
