@@ -15,6 +15,10 @@
 //! Everything is written to a temp file in `<root>/.tmp` (same filesystem), fsynced and
 //! renamed into place, with the narinfo last, so a visible narinfo always points at a
 //! complete NAR and nothing is visible before the declared hash and store path check out.
+//! Directories are not fsynced after a rename (a file system that journals in order, as
+//! ext4, XFS and btrfs do, cannot keep the later narinfo rename and lose the earlier NAR
+//! one; and should one, [`Cache::is_present`] sees the missing NAR and the entry is
+//! published again): an fsync costs milliseconds, and a publish is three already.
 //! Temp names are unique and renames atomic, so concurrent publishes cannot corrupt anything.
 
 use std::fs::{self, File};
@@ -498,12 +502,6 @@ fn mirror_keys(digests: &ContentDigests) -> Vec<String> {
     keys
 }
 
-fn sync_dir(dir: &Path) -> Result<(), Error> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(Error::io(format!("syncing {}", dir.display())))
-}
-
 impl Cache {
     /// A cache root as it is, for reading only (`srcgrab verify` of a read-only disk):
     /// creates nothing, so it cannot publish.
@@ -814,7 +812,6 @@ impl Cache {
                     self.options.compression.extension()
                 );
                 self.persist(temp, &self.root.join(&url))?;
-                sync_dir(&self.root.join("nar"))?;
                 Some(url)
             }
             None => None,
@@ -869,20 +866,45 @@ impl Cache {
             MirrorSource::Existing(file) => self.link_or_copy(&file, &target)?,
         }
         for key in mirror_keys(digests) {
-            let link = self.root.join(&key);
-            let parent = link.parent().expect("keys are below the root");
-            fs::create_dir_all(parent)
-                .map_err(Error::io(format!("creating {}", parent.display())))?;
-            let temp_link = self.temp.join(format!("link-{:016x}", fastrand::u64(..)));
-            std::os::unix::fs::symlink(mirror_link_target(&key, &sha256_hex), &temp_link).map_err(
-                Error::io(format!("creating symlink {}", temp_link.display())),
+            self.place_symlink(
+                &self.root.join(&key),
+                &mirror_link_target(&key, &sha256_hex),
             )?;
-            fs::rename(&temp_link, &link).map_err(|e| {
-                let _ = fs::remove_file(&temp_link);
-                Error::io(format!("renaming symlink to {}", link.display()))(e)
-            })?;
         }
         Ok(())
+    }
+
+    /// Makes `link` point to `target`. Creating a symlink is atomic by itself, so an absent
+    /// link is created in place (its directory only when missing: publishing thousands of
+    /// small files is syscall-bound); an identical one is kept; anything else is replaced
+    /// atomically through a temp link and a rename.
+    fn place_symlink(&self, link: &Path, target: &Path) -> Result<(), Error> {
+        let context = || format!("creating symlink {}", link.display());
+        let create = || std::os::unix::fs::symlink(target, link);
+        let created = match create() {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let parent = link.parent().expect("keys are below the root");
+                fs::create_dir_all(parent)
+                    .map_err(Error::io(format!("creating {}", parent.display())))?;
+                create()
+            }
+            other => other,
+        };
+        match created {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                if fs::read_link(link).is_ok_and(|existing| existing == target) {
+                    return Ok(());
+                }
+                let temp_link = self.temp.join(format!("link-{:016x}", fastrand::u64(..)));
+                std::os::unix::fs::symlink(target, &temp_link).map_err(Error::io(context()))?;
+                fs::rename(&temp_link, link).map_err(|e| {
+                    let _ = fs::remove_file(&temp_link);
+                    Error::io(context())(e)
+                })
+            }
+            Err(e) => Err(Error::io(context())(e)),
+        }
     }
 
     /// Hard-links `file` to `target` atomically (link to a temp name, rename), copying
