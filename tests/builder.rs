@@ -214,3 +214,54 @@ fn fetch_command_uses_the_builder_only_when_asked() {
     assert_eq!(out, fod.entry.store_path);
     delete_store_path(&out);
 }
+
+/// A git entry srcgrab may not check out itself (fetchgit with a postFetch step) is realised
+/// by Nix from its own .drv with `--builder nix`, and reported as built.
+#[test]
+fn git_entries_with_post_fetch_go_to_the_builder() {
+    let repos = gitfixture::Repos::make();
+    let daemon = gitfixture::Daemon::start(repos.served());
+    let src = srcgrab_manifest::GitSource {
+        url: daemon.url("main.git"),
+        rev: repos.c2.clone(),
+        branch_name: None,
+        fetch_submodules: true,
+        leave_dot_git: false,
+        deep_clone: false,
+        sparse_checkout: Vec::new(),
+        non_cone_mode: false,
+        fetch_lfs: false,
+    };
+    let fod = gitfixture::nix_fetchgit("git-post-fetch", &src);
+    let mut entry = fod.entry(&src);
+    entry.post_fetch = true;
+    fod.delete_output();
+    let work = tempfile::tempdir().unwrap();
+    let manifest = write_manifest(work.path(), vec![entry.clone()]);
+    let cache_dir = work.path().join("cache");
+    let report_path = work.path().join("report.json");
+
+    let run = srcgrab_fetch(
+        &manifest,
+        &cache_dir,
+        &[
+            "--builder",
+            "nix",
+            "--report",
+            report_path.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
+    assert_eq!(report["summary"]["fetched"]["builder"], 1, "{report}");
+    assert_eq!(report["entries"][0]["how"], "builder", "{report}");
+    assert!(!is_valid(&entry.store_path), "removed from the store again");
+    let cache = Cache::open(&cache_dir, CacheOptions::default()).unwrap();
+    assert!(cache.is_present(&entry).unwrap());
+}
