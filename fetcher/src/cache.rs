@@ -1216,3 +1216,44 @@ impl NarVisitor for ValidateOnly {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mirror_link_targets_climb_one_level_per_directory() {
+        let hex = "ab".repeat(32);
+        let to = |key: &str| mirror_link_target(key, &hex);
+        assert_eq!(to("sha256/0abc"), Path::new("../sha256").join(&hex));
+        assert_eq!(to("sha256-AbC="), Path::new("sha256").join(&hex));
+        assert_eq!(to("sha256-Ab/C="), Path::new("../sha256").join(&hex));
+        // An empty component ('//' in base64) is no directory level.
+        assert_eq!(to("sha256-A//bC="), Path::new("../sha256").join(&hex));
+        assert_eq!(
+            to("sha1/sha1-a/b/c="),
+            Path::new("../../../sha256").join(&hex)
+        );
+    }
+
+    #[test]
+    fn mirror_keys_cover_every_form_of_the_declared_hash() {
+        let mut hashes = ContentHashes::new(HashAlgo::Sha1);
+        hashes.update(b"contents");
+        let digests = hashes.finish();
+        let sha1 = digests.get(HashAlgo::Sha1).unwrap().clone();
+        let sha256 = digests.sha256.clone();
+        let keys = mirror_keys(&digests);
+        for expected in [
+            format!("sha256/{}", sha256.to_nix32()),
+            sha256.to_sri(),
+            format!("sha256/{}", sha256.to_sri()),
+            format!("sha1/{}", sha1.to_hex()),
+            format!("sha1/{}", sha1.to_nix32()),
+            sha1.to_sri(),
+        ] {
+            assert!(keys.contains(&expected), "{expected} missing from {keys:?}");
+        }
+        assert!(!keys.iter().any(|k| k.starts_with("sha512")), "{keys:?}");
+    }
+}
