@@ -255,8 +255,13 @@ fn resumes_a_cut_body_with_range_and_restarts_when_range_is_ignored() {
         run.entry(&entries[1].store_path)["bytesDownloaded"],
         100_000 + restart.len() as u64
     );
-    let leftovers = std::fs::read_dir(cache.join(".tmp/partial")).unwrap().count();
-    assert_eq!(leftovers, 0, "partial downloads are cleaned up once published");
+    let leftovers = std::fs::read_dir(cache.join(".tmp/partial"))
+        .unwrap()
+        .count();
+    assert_eq!(
+        leftovers, 0,
+        "partial downloads are cleaned up once published"
+    );
 }
 
 #[test]
@@ -526,8 +531,18 @@ fn sigkill_mid_run_loses_only_in_flight_downloads() {
             .filter(|i| narinfo_path(&cache, &entries[*i]).exists())
             .collect()
     };
+    // Kill once some files are published and some other one is well under way on disk.
+    let partial_dir = cache.join(".tmp/partial");
+    let under_way = || {
+        std::fs::read_dir(&partial_dir).is_ok_and(|dir| {
+            dir.flatten().any(|f| {
+                f.path().extension().is_some_and(|e| e == "part")
+                    && f.metadata().is_ok_and(|m| m.len() >= 100_000)
+            })
+        })
+    };
     let deadline = Instant::now() + Duration::from_secs(120);
-    while published(&entries).len() < 5 {
+    while published(&entries).len() < 5 || !under_way() {
         assert!(Instant::now() < deadline, "srcgrab made no progress");
         assert!(
             child.try_wait().unwrap().is_none(),

@@ -27,8 +27,9 @@ use tokio::sync::Semaphore;
 use crate::report::Progress;
 use crate::Error;
 
-/// Buffer between the network and the partial file.
-const WRITE_BUFFER: usize = 256 * 1024;
+/// Buffer between the network and the partial file: also the most of each in-flight
+/// download a killed run loses.
+const WRITE_BUFFER: usize = 64 * 1024;
 /// Longest backoff between two tries of one URL.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -395,48 +396,27 @@ impl Downloader {
     /// GETs a small document (a narinfo) into memory. `Ok(None)` when the server says it has
     /// no such thing (404, 403, 410, as S3-backed caches answer for missing keys).
     pub async fn get_small(&self, url: &str) -> Result<Option<Vec<u8>>, Error> {
-        let download_error = |reason: String| Error::Download {
-            url: url.to_string(),
-            reason,
-        };
-        let mut failures = 0;
-        loop {
-            let outcome = {
-                let _slot = self
-                    .queries
-                    .acquire()
-                    .await
-                    .expect("semaphore never closed");
-                let sent = tokio::time::timeout(self.options.stall_timeout, async {
-                    let response = self.client.get(url).send().await?;
-                    let status = response.status();
-                    response.bytes().await.map(|body| (status, body))
-                })
-                .await;
-                match sent {
-                    Err(_) => transient("timed out"),
-                    Ok(Err(err)) => classify(err),
-                    Ok(Ok((status, body))) if status.is_success() => {
-                        return Ok(Some(body.to_vec()))
-                    }
-                    Ok(Ok((status, _))) if matches!(status.as_u16(), 403 | 404 | 410) => {
-                        return Ok(None)
-                    }
-                    Ok(Ok((status, _))) => status_attempt(status),
-                }
-            };
-            match outcome {
-                Attempt::Transient { reason, .. } => {
-                    failures += 1;
-                    if failures > self.options.retries {
-                        return Err(download_error(format!("{reason} (after {failures} tries)")));
-                    }
-                    tokio::time::sleep(self.backoff(failures)).await;
-                }
-                Attempt::Refused(reason) => return Err(download_error(reason)),
-                Attempt::Local(err) => return Err(err),
+        self.with_retries(url, || async {
+            let _slot = self
+                .queries
+                .acquire()
+                .await
+                .expect("semaphore never closed");
+            let sent = tokio::time::timeout(self.options.stall_timeout, async {
+                let response = self.client.get(url).send().await?;
+                let status = response.status();
+                response.bytes().await.map(|body| (status, body))
+            })
+            .await;
+            match sent {
+                Err(_) => Err(transient("timed out")),
+                Ok(Err(err)) => Err(classify(err)),
+                Ok(Ok((status, body))) if status.is_success() => Ok(Some(body.to_vec())),
+                Ok(Ok((status, _))) if matches!(status.as_u16(), 403 | 404 | 410) => Ok(None),
+                Ok(Ok((status, _))) => Err(status_attempt(status)),
             }
-        }
+        })
+        .await
     }
 
     /// The size a download of `url` would have, asked with HEAD (Content-Length), under the
@@ -444,48 +424,61 @@ impl Downloader {
     /// --probe`). `Ok(None)` when the server does not say; `Err` when it refuses or keeps
     /// failing.
     pub async fn content_length(&self, url: &str) -> Result<Option<u64>, Error> {
+        self.with_retries(url, || async {
+            let host_slots = self.host_slots(url);
+            let _host_slot = host_slots.acquire().await.expect("semaphore never closed");
+            let _slot = self
+                .transfers
+                .acquire()
+                .await
+                .expect("semaphore never closed");
+            let sent =
+                tokio::time::timeout(self.options.stall_timeout, self.client.head(url).send())
+                    .await;
+            match sent {
+                Err(_) => Err(transient("no response (timed out)")),
+                Ok(Err(err)) => Err(classify(err)),
+                Ok(Ok(response)) if response.status().is_success() => {
+                    Ok(header_text(response.headers(), CONTENT_LENGTH)
+                        .and_then(|length| length.parse().ok()))
+                }
+                Ok(Ok(response)) => Err(status_attempt(response.status())),
+            }
+        })
+        .await
+    }
+
+    /// Runs a small request until it answers, retrying transient failures with backoff.
+    async fn with_retries<T, Request, Pending>(
+        &self,
+        url: &str,
+        mut try_once: Request,
+    ) -> Result<T, Error>
+    where
+        Request: FnMut() -> Pending,
+        Pending: std::future::Future<Output = Result<T, Attempt>>,
+    {
         let mut failures = 0;
         loop {
-            let outcome = {
-                let host_slots = self.host_slots(url);
-                let _host_slot = host_slots.acquire().await.expect("semaphore never closed");
-                let _slot = self
-                    .transfers
-                    .acquire()
-                    .await
-                    .expect("semaphore never closed");
-                let sent =
-                    tokio::time::timeout(self.options.stall_timeout, self.client.head(url).send())
-                        .await;
-                match sent {
-                    Err(_) => transient("no response (timed out)"),
-                    Ok(Err(err)) => classify(err),
-                    Ok(Ok(response)) if response.status().is_success() => {
-                        return Ok(header_text(response.headers(), CONTENT_LENGTH)
-                            .and_then(|length| length.parse().ok()))
-                    }
-                    Ok(Ok(response)) => status_attempt(response.status()),
-                }
-            };
-            match outcome {
-                Attempt::Transient { reason, .. } => {
-                    failures += 1;
-                    if failures > self.options.retries {
-                        return Err(Error::Download {
-                            url: url.to_string(),
-                            reason: format!("{reason} (gave up after {failures} tries)"),
-                        });
-                    }
-                    tokio::time::sleep(self.backoff(failures)).await;
-                }
-                Attempt::Refused(reason) => {
+            let reason = match try_once().await {
+                Ok(answer) => return Ok(answer),
+                Err(Attempt::Transient { reason, .. }) => reason,
+                Err(Attempt::Refused(reason)) => {
                     return Err(Error::Download {
                         url: url.to_string(),
                         reason,
                     })
                 }
-                Attempt::Local(err) => return Err(err),
+                Err(Attempt::Local(err)) => return Err(err),
+            };
+            failures += 1;
+            if failures > self.options.retries {
+                return Err(Error::Download {
+                    url: url.to_string(),
+                    reason: format!("{reason} (gave up after {failures} tries)"),
+                });
             }
+            tokio::time::sleep(self.backoff(failures)).await;
         }
     }
 
