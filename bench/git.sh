@@ -13,9 +13,10 @@
 #     over its history become manifest entries (hashes from nix-hash of `git archive`).
 #       shared   srcgrab fetch, cold mirror: one bare mirror, every revision fetched into it
 #       warm     srcgrab fetch again into an empty cache, mirror kept (revisions already there)
+#       unshared srcgrab fetch of each entry alone with its own new mirror (no sharing)
 #       fresh    one fresh shallow clone per entry, as nixpkgs' fetchgit does in a Nix build
-#                (the steps of tests/fixtures/git/fetchgit-builder.sh), then nix-hash of it;
-#                JOBS at once
+#                (the steps of tests/fixtures/git/fetchgit-builder.sh), then nix-hash of it
+#     all with JOBS entries at once.
 # (b) builder: VENDOR fixed-output derivations made by a shell script (about 1 MiB each);
 #     both runs with NIX_CONFIG="substituters =" so neither waits on an unreachable cache
 #       realise  nix-store --realise of all of them, then delete the outputs
@@ -136,18 +137,40 @@ print(json.dumps({"version": 1, "provenance": {"systems": ["x86_64-linux"], "nix
 EOF
 n=$(wc -l < "$work/entries.tsv")
 
-# --- (a) shared mirror vs fresh clone per entry ---------------------------------------------
+# --- (a) shared mirror vs a clone per entry -------------------------------------------------
+# Dirty pages of one phase must not be flushed on the next one's clock.
+settle() { sync; sleep 1; }
 rm -rf "$work/cache" "$work/mirrors"
+settle
 t0=$(seconds)
 "$SRCGRAB" fetch "$work/git-manifest.json" --cache "$work/cache" --no-substituters \
     --git-jobs "$jobs" --git-cache "$work/mirrors" 2> "$work/shared.log"
 t1=$(seconds)
+mirror_size=$(du -sm "$work/mirrors" | cut -f1)
 rm -rf "$work/cache"
+settle
+t2=$(seconds)
 "$SRCGRAB" fetch "$work/git-manifest.json" --cache "$work/cache" --no-substituters \
     --git-jobs "$jobs" --git-cache "$work/mirrors" 2> "$work/warm.log"
-t2=$(seconds)
-mirror_size=$(du -sm "$work/mirrors" | cut -f1)
+t3=$(seconds)
 
+# The same srcgrab, but every entry with its own new mirror (no sharing): same checkout and
+# publishing work, each revision downloaded on its own.
+python3 - "$work/git-manifest.json" "$work/single" <<'EOF2'
+import json, os, sys
+m = json.load(open(sys.argv[1]))
+os.makedirs(sys.argv[2], exist_ok=True)
+for i, e in enumerate(m["entries"]):
+    json.dump(dict(m, entries=[e]), open(os.path.join(sys.argv[2], f"{i}.json"), "w"))
+EOF2
+unshared_one() {
+    local manifest=$1 dir
+    dir=$(mktemp -d "$work/unshared.XXXXXX")
+    "$SRCGRAB" fetch "$manifest" --cache "$work/cache-unshared" --no-substituters \
+        --git-cache "$dir/mirror" 2>> "$work/unshared.log"
+    du -sk "$dir/mirror" | cut -f1 >> "$work/unshared.sizes"
+    rm -rf "$dir"
+}
 fresh_one() {
     local rev=$1 expected=$2 out
     out=$(mktemp -d "$work/fresh.XXXXXX")/out
@@ -156,17 +179,25 @@ fresh_one() {
     [ "$(nix-hash --type sha256 --base32 "$out")" = "$expected" ] || { echo "fresh clone of $rev: wrong hash" >&2; exit 1; }
     rm -rf "$(dirname "$out")"
 }
-export -f fresh_one
-export url root work
-t3=$(seconds)
-cut -f1,3 "$work/entries.tsv" | xargs -P "$jobs" -L 1 bash -c 'fresh_one "$0" "$1"'
+export -f fresh_one unshared_one
+export url root work SRCGRAB
+rm -rf "$work/cache-unshared" "$work/unshared.sizes"
+settle
 t4=$(seconds)
+ls "$work"/single/*.json | xargs -P "$jobs" -n 1 bash -c 'unshared_one "$0"'
+t5=$(seconds)
+unshared_size=$(( $(paste -sd+ "$work/unshared.sizes" | bc) / 1024 ))
+settle
+t6=$(seconds)
+cut -f1,3 "$work/entries.tsv" | xargs -P "$jobs" -L 1 bash -c 'fresh_one "$0" "$1"'
+t7=$(seconds)
 
 echo
 echo "(a) $n git entries of one repository ($files files, $commits commits, 8 MiB blob), $jobs at once"
-echo "    shared mirror, cold : $(elapsed "$t0" "$t1") s = $(per_minute "$n" "$t0" "$t1") entries/min  (mirror: $mirror_size MiB)"
-echo "    shared mirror, warm : $(elapsed "$t1" "$t2") s = $(per_minute "$n" "$t1" "$t2") entries/min"
-echo "    fresh clone / entry : $(elapsed "$t3" "$t4") s = $(per_minute "$n" "$t3" "$t4") entries/min"
+echo "    srcgrab, shared mirror, cold   : $(elapsed "$t0" "$t1") s = $(per_minute "$n" "$t0" "$t1") entries/min; git objects fetched: $mirror_size MiB"
+echo "    srcgrab, shared mirror, warm   : $(elapsed "$t2" "$t3") s = $(per_minute "$n" "$t2" "$t3") entries/min"
+echo "    srcgrab, own mirror per entry  : $(elapsed "$t4" "$t5") s = $(per_minute "$n" "$t4" "$t5") entries/min; git objects fetched: $unshared_size MiB"
+echo "    fetchgit steps, clone per entry: $(elapsed "$t6" "$t7") s = $(per_minute "$n" "$t6" "$t7") entries/min (+ nix-hash, no cache writing)"
 tail -n 2 "$work/shared.log" | sed 's/^/    /'
 
 # --- (b) builder fallback overhead ------------------------------------------------------------
@@ -227,21 +258,21 @@ print(json.dumps({"version": 1, "provenance": {"systems": ["x86_64-linux"], "nix
       "failures": [], "entries": entries}, indent=1))
 EOF
 export NIX_CONFIG="substituters ="
-t5=$(seconds)
+b0=$(seconds)
 nix-store --max-jobs 2 --realise "${drvs[@]}" > /dev/null 2>&1
-t6=$(seconds)
+b1=$(seconds)
 nix-store --delete "${outs[@]}" > /dev/null 2>&1
 rm -rf "$work/vendor-cache"
-t7=$(seconds)
+b2=$(seconds)
 "$SRCGRAB" fetch "$work/vendor-manifest.json" --cache "$work/vendor-cache" --no-substituters \
     --builder nix --builder-jobs 2 2> "$work/builder.log"
-t8=$(seconds)
+b3=$(seconds)
 for o in "${outs[@]}"; do
     ! nix-store --check-validity "$o" 2>/dev/null || { echo "$o left in the store" >&2; exit 1; }
 done
 echo
 echo "(b) $vendor vendor FODs (1 MiB each), 2 at once"
-echo "    nix-store --realise alone      : $(elapsed "$t5" "$t6") s"
-echo "    srcgrab fetch --builder nix    : $(elapsed "$t7" "$t8") s (realise + check + export + delete)"
-python3 -c "print(f'    overhead per entry             : {(($t8 - $t7) - ($t6 - $t5)) / $vendor * 1000:.0f} ms')"
+echo "    nix-store --realise alone      : $(elapsed "$b0" "$b1") s"
+echo "    srcgrab fetch --builder nix    : $(elapsed "$b2" "$b3") s (realise + check + export + delete)"
+python3 -c "print(f'    overhead per entry             : {(($b3 - $b2) - ($b1 - $b0)) / $vendor * 1000:.0f} ms')"
 tail -n 2 "$work/builder.log" | sed 's/^/    /'
