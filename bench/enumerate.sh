@@ -5,12 +5,14 @@
 #   bench/enumerate.sh [PACKAGES]        default 20000; `bench/enumerate.sh small` = 2000
 #
 # Environment: SEED (1), CRASH_FRACTION (0.33), SRCGRAB (a built binary, or `none` for the
-# baseline alone; default: cargo build --release -p srcgrab), WORKDIR (default: a new /tmp/srcgrab-bench.XXXXXX, kept for inspection),
-# BOTH_SYSTEMS=0 to skip the x86_64+aarch64 run.
+# baseline alone; default: cargo build --release -p srcgrab), WORKDIR (default: a new
+# /tmp/srcgrab-bench.XXXXXX, kept for inspection), BOTH_SYSTEMS=0 to skip the aarch64 run.
+# The 20000-package run takes about 10 minutes on 2 cores, most of it in (d).
 #
 # Runs, in this order, each under /usr/bin/time -v with the RSS of its whole process tree
 # sampled every 0.2 s (time -v reports only the largest single process of the tree):
-#   prewarm   nix-instantiate of every attribute of the set (cold: writes every .drv); the
+#   prewarm   nix-instantiate of every attribute of the set (on a cold store it writes every
+#             .drv; the table says whether the store was cold); the
 #             crash sets' healthy attributes and the aarch64 evaluation are pre-instantiated
 #             too, untimed, so every srcgrab run below finds its .drv files already in the store
 #   (a)(b)    srcgrab enumerate --jobs 1 / --jobs 2
