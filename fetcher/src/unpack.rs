@@ -49,6 +49,8 @@ enum TarCompression {
     Gzip,
     Bzip2,
     Xz,
+    /// The legacy `.lzma` format, which has no magic bytes: only a `.tar.lzma` name says so.
+    Lzma,
     Zstd,
 }
 
@@ -151,7 +153,11 @@ pub fn unpack(archive: &Path, url: &str, options: &Unpack, dest: &Path) -> Resul
     };
     match format {
         ArchiveFormat::Tar => {
-            let compression = magic_compression(&head).unwrap_or(TarCompression::None);
+            let compression = magic_compression(&head).unwrap_or(if name.ends_with(".tar.lzma") {
+                TarCompression::Lzma
+            } else {
+                TarCompression::None
+            });
             extract_tar(&tree, decompress(compression, file)?)?;
         }
         ArchiveFormat::Zip => extract_zip(&tree, file)?,
@@ -195,6 +201,11 @@ fn decompress(compression: TarCompression, file: File) -> Result<Box<dyn Read>, 
         TarCompression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(buffered)),
         TarCompression::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(buffered)),
         TarCompression::Xz => Box::new(xz2::read::XzDecoder::new_multi_decoder(buffered)),
+        TarCompression::Lzma => Box::new(xz2::read::XzDecoder::new_stream(
+            buffered,
+            xz2::stream::Stream::new_lzma_decoder(u64::MAX)
+                .map_err(|e| Error::io("starting lzma decoder")(e.into()))?,
+        )),
         TarCompression::Zstd => Box::new(
             zstd::stream::read::Decoder::with_buffer(buffered)
                 .map_err(Error::io("starting zstd decoder"))?,

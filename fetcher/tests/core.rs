@@ -724,6 +724,7 @@ fn unpack_matches_gnu_tar_and_unzip_in_every_format() {
         ("pkg.tar.zst", &["--zstd", "-cf"]),
         ("pkg.tar", &["--format=pax", "-cf"]),
         ("pkg-sparse.tar.gz", &["--sparse", "-czf"]),
+        ("pkg.tar.lzma", &["--lzma", "-cf"]),
         // Misnamed on purpose: GNU tar goes by the magic bytes, and so must we.
         ("pkg.tar.bz2-really-gzip.tar.gz", &["cjf"]),
     ];
