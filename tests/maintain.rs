@@ -1009,3 +1009,51 @@ fn a_mirror_only_cache_exports_its_files_and_import_makes_full_entries() {
         assert_code(&verify(&offline, &[&"--manifest", &manifest]), 0);
     }
 }
+
+/// A narinfo whose URL points outside the cache is corrupt, and `--repair` deletes only
+/// inside the cache.
+#[test]
+fn repair_never_deletes_outside_the_cache() {
+    let c = ingested_cache("zstd");
+    let victim = c.dir.path().join("victim.nar");
+    std::fs::write(&victim, b"not the cache's").unwrap();
+    let narinfo = c
+        .cache
+        .join(format!("{}.narinfo", hash_part(&c.entries[0])));
+    let text = std::fs::read_to_string(&narinfo).unwrap();
+    let url = text
+        .lines()
+        .find_map(|l| l.strip_prefix("URL: "))
+        .unwrap()
+        .to_string();
+    std::fs::write(&narinfo, text.replace(&url, "../victim.nar")).unwrap();
+    let o = verify(&c.cache, &[]);
+    assert_code(&o, 1);
+    assert!(
+        stdout(&o).contains(&format!("corrupt: {}.narinfo", hash_part(&c.entries[0]))),
+        "{}",
+        stdout(&o)
+    );
+    let o = verify(
+        &c.cache,
+        &[
+            &"--manifest",
+            &c.manifest,
+            &"--repair",
+            &"--",
+            &"--no-substituters",
+            &"--retries",
+            &"0",
+            &"--rewrite",
+            &"https://example.org/=http://127.0.0.1:9/",
+        ],
+    );
+    assert_code(&o, 1);
+    assert_eq!(std::fs::read(&victim).unwrap(), b"not the cache's");
+    assert!(!narinfo.exists(), "the corrupt narinfo is gone");
+    assert!(
+        stdout(&o).contains(&format!("missing: {}", c.entries[0].store_path)),
+        "{}",
+        stdout(&o)
+    );
+}
