@@ -952,6 +952,10 @@ fn a_full_disk_stops_the_run_with_exit_2() {
     );
     assert_eq!(run.code(), 2, "{}", run.stderr());
     assert!(run.stderr().contains("disk full"), "{}", run.stderr());
+    let stopped = run.report["stopped"]
+        .as_str()
+        .expect("the report says why it stopped");
+    assert!(stopped.contains("disk full"), "{stopped}");
     assert!(
         server.total_requests() < 5,
         "the run went on after the disk filled: {} requests",

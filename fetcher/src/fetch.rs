@@ -13,14 +13,14 @@
 //! Entries run concurrently (bounded), each on its own task; only a full disk stops the run.
 
 use futures_util::StreamExt;
-use srcgrab_manifest::{Entry, HashMode, Kind, Unpack};
+use srcgrab_manifest::{Entry, GitSource, HashMode, Kind, Unpack};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::builder::NixBuilder;
 use crate::cache::{Cache, Published};
 use crate::download::{rewrite, DownloadOptions, Downloaded, Downloader, Rewrite};
-use crate::git::GitFetcher;
+use crate::git::{forge_git_source, GitFetcher};
 use crate::report::{EntryReport, How, Outcome, Progress, Rejection, Report};
 use crate::substituter::{publish_nar_file, Substituter, Substitution};
 use crate::Error;
@@ -132,8 +132,10 @@ struct Run {
     builder_slots: Arc<tokio::sync::Semaphore>,
 }
 
-/// Fetches every entry into `cache`. Returns the report of every entry, in the order given;
-/// `Err` only for a fatal error (a full disk), leaving whatever was published in place.
+/// Fetches every entry into `cache`. Returns the report of every entry, in the order given.
+/// A fatal error (a full disk) stops the run: the report then says why in `stopped` and
+/// holds the entries finished before; whatever was published stays. `Err` only when the
+/// run cannot start.
 pub async fn fetch(
     entries: &[Entry],
     cache: Arc<Cache>,
@@ -171,13 +173,25 @@ pub async fn fetch(
             tokio::spawn(async move { (index, run.fetch_entry(entry).await) })
         })
         .buffer_unordered(options.entries_in_flight.max(1));
+    let mut stopped = None;
     while let Some(joined) = tasks.next().await {
-        let (index, result) = joined.map_err(task_failed)?;
-        let report = result?;
-        progress.entry_done(&report);
-        reports[index] = Some(report);
+        match joined
+            .map_err(task_failed)
+            .and_then(|(index, result)| Ok((index, result?)))
+        {
+            Ok((index, report)) => {
+                progress.entry_done(&report);
+                reports[index] = Some(report);
+            }
+            Err(fatal) => {
+                stopped = Some(fatal.to_string());
+                break;
+            }
+        }
     }
-    Ok(Report::new(reports.into_iter().flatten().collect()))
+    let mut report = Report::new(reports.into_iter().flatten().collect());
+    report.stopped = stopped;
+    Ok(report)
 }
 
 fn closed() -> Error {
@@ -265,15 +279,25 @@ impl Run {
                 let outcome = self.fetch_native(entry, report, tally).await?;
                 // A forge archive (fetchFromGitHub) that did not give the entry: its git
                 // source may, when the archive was merely unavailable.
-                match (&outcome, &entry.git) {
+                let source = entry
+                    .git
+                    .clone()
+                    .or_else(|| entry.urls.iter().find_map(|url| forge_git_source(url)));
+                match (&outcome, source) {
                     (Outcome::Fetched { .. }, _) | (_, None) => outcome,
-                    (_, Some(_)) => match self.fetch_git(entry, report).await? {
+                    (_, Some(source)) => match self.fetch_git(entry, source, report).await? {
                         fetched @ Outcome::Fetched { .. } => fetched,
                         _ => outcome,
                     },
                 }
             }
-            Kind::Git => self.fetch_git(entry, report).await?,
+            Kind::Git => match entry.git.clone() {
+                Some(source) => self.fetch_git(entry, source, report).await?,
+                None => Outcome::Failed {
+                    reason: "no git source".into(),
+                    detail: "the manifest gives no git URL for this entry".into(),
+                },
+            },
             Kind::Hg | Kind::Svn | Kind::Other => needs_builder(
                 entry,
                 format!("srcgrab does not fetch {} sources itself", entry.kind),
@@ -282,14 +306,13 @@ impl Run {
         self.or_builder(entry, native, report).await
     }
 
-    /// Checks out the entry's git source through the shared mirrors and publishes it.
-    async fn fetch_git(&self, entry: &Entry, report: &mut EntryReport) -> Result<Outcome, Error> {
-        let Some(source) = entry.git.clone() else {
-            return Ok(Outcome::Failed {
-                reason: "no git source".into(),
-                detail: "the manifest gives no git URL for this entry".into(),
-            });
-        };
+    /// Checks out a git source of the entry through the shared mirrors and publishes it.
+    async fn fetch_git(
+        &self,
+        entry: &Entry,
+        source: GitSource,
+        report: &mut EntryReport,
+    ) -> Result<Outcome, Error> {
         if entry.post_fetch {
             return Ok(needs_builder(
                 entry,

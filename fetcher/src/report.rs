@@ -147,6 +147,10 @@ pub struct Summary {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Report {
+    /// Why the run stopped before every entry was done (a full disk); the entries are then
+    /// those finished before it stopped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<String>,
     pub summary: Summary,
     /// In manifest order.
     pub entries: Vec<EntryReport>,
@@ -173,12 +177,16 @@ impl Report {
                 Outcome::Skipped { .. } => summary.skipped += 1,
             }
         }
-        Report { summary, entries }
+        Report {
+            stopped: None,
+            summary,
+            entries,
+        }
     }
 
-    /// Whether every entry is in the cache (exit status 0).
+    /// Whether the run went through and every entry is in the cache (exit status 0).
     pub fn all_done(&self) -> bool {
-        self.entries.iter().all(EntryReport::is_done)
+        self.stopped.is_none() && self.entries.iter().all(EntryReport::is_done)
     }
 
     pub fn to_json(&self) -> String {

@@ -157,12 +157,15 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     // Drop in-flight work (after a fatal error) before printing.
     runtime.shutdown_background();
     display.finish();
-    let report = result.context("fetch stopped")?;
+    let report = result?;
     if let Some(path) = &args.report {
         std::fs::write(path, report.to_json())
             .with_context(|| format!("writing report {}", path.display()))?;
     }
-    print_summary(&report);
+    print_summary(&report, manifest.entries.len() as u64);
+    if let Some(why) = &report.stopped {
+        anyhow::bail!("fetch stopped: {why}");
+    }
     Ok(if report.all_done() {
         Status::Ok
     } else {
@@ -170,7 +173,8 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     })
 }
 
-fn print_summary(report: &Report) {
+/// `total` is the manifest's entry count: a stopped run reports fewer.
+fn print_summary(report: &Report, total: u64) {
     let s = &report.summary;
     let fetched: u64 = s.fetched.values().sum();
     let by_how: Vec<String> = s
@@ -185,8 +189,8 @@ fn print_summary(report: &Report) {
         .map(|(why, n)| format!("{n} {why}"))
         .collect();
     let mut line = format!(
-        "{} entries: {} already present, {fetched} fetched",
-        s.entries, s.present
+        "{total} entries: {} already present, {fetched} fetched",
+        s.present
     );
     if !by_how.is_empty() {
         line.push_str(&format!(" ({})", by_how.join(", ")));
@@ -198,6 +202,9 @@ fn print_summary(report: &Report) {
     line.push_str(&format!(", {} need a builder", s.needs_builder));
     if s.skipped > 0 {
         line.push_str(&format!(", {} skipped", s.skipped));
+    }
+    if report.stopped.is_some() {
+        line.push_str(&format!(", {} not reached", total.saturating_sub(s.entries)));
     }
     eprintln!("srcgrab: {line}");
     eprintln!(
