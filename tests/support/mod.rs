@@ -146,7 +146,9 @@ struct State {
     max_active: AtomicU64,
 }
 
-/// Counts a response as active while it lives.
+/// Counts a response as active until it is dropped, which happens before its last chunk is
+/// written: a client cannot have seen the whole body (and started its next transfer) while
+/// the response still counts, so the maximum never over-counts.
 struct ActiveGuard<'a>(&'a State);
 
 impl<'a> ActiveGuard<'a> {
@@ -459,7 +461,7 @@ async fn respond(
         return Ok(true);
     }
 
-    let _active = ActiveGuard::new(state);
+    let mut active = Some(ActiveGuard::new(state));
     let body = &route.body[start as usize..];
     // Faults cut the response short: `limit` bytes are sent, then the connection is closed
     // (truncation) or left hanging (stall).
@@ -472,9 +474,13 @@ async fn respond(
     } else {
         body.len()
     };
+    let chunks = limit.div_ceil(route.chunk_size);
     for (i, chunk) in body[..limit].chunks(route.chunk_size).enumerate() {
         if i > 0 && route.chunk_delay > Duration::ZERO {
             tokio::time::sleep(route.chunk_delay).await;
+        }
+        if i + 1 == chunks {
+            active.take();
         }
         stream.get_mut().write_all(chunk).await?;
         let mut stats = state.stats.lock().unwrap();
