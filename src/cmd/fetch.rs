@@ -13,9 +13,10 @@ use srcgrab_fetcher::download::{parse_rate, DownloadOptions, Rewrite};
 use srcgrab_fetcher::fetch::{FetchOptions, DEFAULT_SUBSTITUTER};
 use srcgrab_fetcher::report::{EntryReport, Outcome, Progress, Report};
 use srcgrab_fetcher::sign::SecretKey;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 #[derive(clap::Args)]
@@ -204,7 +205,10 @@ fn print_summary(report: &Report, total: u64) {
         line.push_str(&format!(", {} skipped", s.skipped));
     }
     if report.stopped.is_some() {
-        line.push_str(&format!(", {} not reached", total.saturating_sub(s.entries)));
+        line.push_str(&format!(
+            ", {} not reached",
+            total.saturating_sub(s.entries)
+        ));
     }
     eprintln!("srcgrab: {line}");
     eprintln!(
@@ -225,12 +229,14 @@ fn print_summary(report: &Report, total: u64) {
     }
 }
 
-/// Progress on stderr: an entries bar and a bytes line on a terminal, a line every ten
-/// seconds otherwise.
+/// Progress on stderr: on a terminal, an entries bar, a bytes line and one bar per transfer
+/// in flight (as uv draws them); otherwise a line every ten seconds.
 struct Display {
     entries: ProgressBar,
     bytes: ProgressBar,
-    _bars: MultiProgress,
+    bars: MultiProgress,
+    on_terminal: bool,
+    transfers: Mutex<HashMap<u64, ProgressBar>>,
     log: PeriodicLog,
     total: u64,
     done: AtomicU64,
@@ -241,7 +247,8 @@ struct Display {
 
 impl Display {
     fn new(total: u64) -> Display {
-        let target = if progress::on_terminal() {
+        let on_terminal = progress::on_terminal();
+        let target = if on_terminal {
             ProgressDrawTarget::stderr()
         } else {
             ProgressDrawTarget::hidden()
@@ -258,7 +265,9 @@ impl Display {
         Display {
             entries,
             bytes,
-            _bars: bars,
+            bars,
+            on_terminal,
+            transfers: Mutex::new(HashMap::new()),
             log: PeriodicLog::new(Duration::from_secs(10)),
             total,
             done: AtomicU64::new(0),
@@ -293,20 +302,50 @@ impl Display {
 }
 
 impl Progress for Display {
-    fn download_start(&self, _id: u64, _url: &str, _length: Option<u64>) {
+    fn download_start(&self, id: u64, url: &str, length: Option<u64>) {
         let n = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
         self.in_flight_changed(n);
+        if self.on_terminal {
+            let bar = self.bars.add(progress::bar(
+                length.unwrap_or(0),
+                "  {bar:20} {binary_bytes:>10}/{binary_total_bytes:<10} {wide_msg}",
+            ));
+            bar.set_message(url.rsplit('/').next().unwrap_or(url).to_string());
+            self.transfers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id, bar);
+        }
     }
 
-    fn download_bytes(&self, _id: u64, bytes: u64) {
+    fn download_bytes(&self, id: u64, bytes: u64) {
         self.downloaded.fetch_add(bytes, Ordering::Relaxed);
         self.bytes.inc(bytes);
+        if self.on_terminal {
+            if let Some(bar) = self
+                .transfers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&id)
+            {
+                bar.inc(bytes);
+            }
+        }
         self.log_line();
     }
 
-    fn download_end(&self, _id: u64) {
+    fn download_end(&self, id: u64) {
         let n = self.in_flight.fetch_sub(1, Ordering::Relaxed) - 1;
         self.in_flight_changed(n);
+        let bar = self
+            .transfers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+            self.bars.remove(&bar);
+        }
     }
 
     fn entry_done(&self, entry: &EntryReport) {
