@@ -628,7 +628,8 @@ impl Downloader {
         partial.ensure_hasher().await.map_err(Attempt::Local)?;
         let expected_len = partial.meta.length;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.progress.download_start(id, url, expected_len);
+        let remaining = expected_len.map(|total| total.saturating_sub(partial.len));
+        self.progress.download_start(id, url, remaining);
         let result = self.stream_body(response, partial, tally, id).await;
         self.progress.download_end(id);
         let kept = result?;

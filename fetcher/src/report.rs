@@ -11,7 +11,8 @@ use std::collections::BTreeMap;
 pub trait Progress: Send + Sync {
     /// The run starts with this many manifest entries.
     fn start(&self, _entries: u64) {}
-    /// A transfer started; `length` is the expected body size when the server said.
+    /// A transfer started; `length` is the expected body size when the server said (the
+    /// rest only, for a resumed download).
     fn download_start(&self, _id: u64, _url: &str, _length: Option<u64>) {}
     /// `bytes` more body bytes of transfer `id` arrived.
     fn download_bytes(&self, _id: u64, _bytes: u64) {}
