@@ -962,3 +962,74 @@ fn a_full_disk_stops_the_run_with_exit_2() {
         server.total_requests()
     );
 }
+
+#[test]
+fn signs_narinfos_and_a_mirror_only_layout_skips_trees() {
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let flat = unique("signed", 3_000);
+    let tool = unique("tree", 3_000);
+    server.route("/flat", Route::ok(flat.clone()));
+    server.route("/tool", Route::ok(tool.clone()));
+    let flat_entry = flat_entry("signed", &flat, vec![server.url("/flat")]);
+    let tool_file = dir.path().join("tool");
+    std::fs::write(&tool_file, &tool).unwrap();
+    std::fs::set_permissions(
+        &tool_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let tool_hash = Hash::parse(
+        &nix_ok(
+            "nix-hash",
+            &["--type", "sha256", tool_file.to_str().unwrap()],
+        ),
+        Some(HashAlgo::Sha256),
+    )
+    .unwrap();
+    let mut tool_entry = entry(
+        "tool",
+        HashMode::Recursive,
+        &tool_hash,
+        Kind::Url,
+        vec![server.url("/tool")],
+    );
+    tool_entry.executable = true;
+    let manifest = write_manifest(dir.path(), vec![flat_entry.clone(), tool_entry.clone()]);
+    let (secret, public) = (dir.path().join("key.sec"), dir.path().join("key.pub"));
+    nix_ok(
+        "nix-store",
+        &[
+            "--generate-binary-cache-key",
+            "test-cache-1",
+            secret.to_str().unwrap(),
+            public.to_str().unwrap(),
+        ],
+    );
+
+    let signed = dir.path().join("signed");
+    let run = fetch(
+        dir.path(),
+        &manifest,
+        &signed,
+        &["--sign-key", secret.to_str().unwrap()],
+    );
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    for entry in [&flat_entry, &tool_entry] {
+        let narinfo = std::fs::read_to_string(narinfo_path(&signed, entry)).unwrap();
+        assert!(narinfo.contains("\nSig: test-cache-1:"), "{narinfo}");
+    }
+
+    let mirror = dir.path().join("mirror");
+    let run = fetch(dir.path(), &manifest, &mirror, &["--layout", "mirror"]);
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    assert_eq!(run.entry(&tool_entry.store_path)["status"], "skipped");
+    assert_eq!(
+        server.requests("/tool"),
+        1,
+        "a skipped entry is not downloaded"
+    );
+    let mirrored = mirror.join("sha256").join(sha256(&flat).to_hex());
+    assert_eq!(std::fs::read(mirrored).unwrap(), flat);
+    assert!(!narinfo_path(&mirror, &flat_entry).exists());
+}
