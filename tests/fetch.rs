@@ -710,15 +710,28 @@ fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pkgs")
 }
 
-/// The whole proof on the fixture package set: enumerate, fetch from the fixture's sources
-/// (its hosts rewritten to the test server), stop the server, delete every fetched output
-/// from the store, then let Nix realise each of them and build `hello` with only the cache
-/// as substituter; and the fixture fetchurl through NIX_HASHED_MIRRORS alone.
+/// The whole proof on the fixture package set: enumerate, fetch every entry (url,
+/// url-unpack, builtin from the fixture's sources with its hosts rewritten to the test
+/// server, git over git's dumb HTTP protocol from the same server, the vendor FOD with
+/// `--builder nix`), stop the server, delete every output from the store, then let Nix
+/// realise each FOD and build `hello` and `hello-vendored` with only the cache as
+/// substituter; and the fixture fetchurl through NIX_HASHED_MIRRORS alone.
 #[test]
 fn fixture_package_set_builds_offline_from_the_cache() {
     let server = TestServer::start();
-    server.serve_dir("/a/", fixture().join("../sources"));
     let dir = tempfile::tempdir().unwrap();
+    let git_served = dir.path().join("git");
+    let made = Command::new(fixture().join("../make-git-repo.sh"))
+        .arg(&git_served)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    server.serve_dir("/a/git/", &git_served);
+    server.serve_dir("/a/", fixture().join("../sources"));
     let cache = dir.path().join("cache");
     let manifest = dir.path().join("manifest.json");
     let enumerate = srcgrab()
@@ -736,30 +749,44 @@ fn fixture_package_set_builds_offline_from_the_cache() {
     let entries = Manifest::from_json(&std::fs::read_to_string(&manifest).unwrap())
         .unwrap()
         .entries;
-    let native: Vec<&Entry> = entries
-        .iter()
-        .filter(|e| matches!(e.kind, Kind::Url | Kind::UrlUnpack | Kind::Builtin))
-        .collect();
-    assert!(native.iter().any(|e| e.kind == Kind::UrlUnpack));
-    assert!(native.iter().any(|e| e.kind == Kind::Builtin));
+    for kind in [
+        Kind::Url,
+        Kind::UrlUnpack,
+        Kind::Builtin,
+        Kind::Git,
+        Kind::Other,
+    ] {
+        assert!(entries.iter().any(|e| e.kind == kind), "no {kind} entry");
+    }
 
     let rule_a = format!("http://fixture-a.invalid/={}", server.url("/a/"));
     let rule_b = format!("http://fixture-b.invalid/={}", server.url("/dead/"));
+    // The vendor FOD's input (hello's tarball) must come from the cache, not the store.
+    let vendor = entries.iter().find(|e| e.kind == Kind::Other).unwrap();
+    for entry in &entries {
+        delete_from_store(&entry.store_path);
+    }
     let run = fetch(
         dir.path(),
         &manifest,
         &cache,
-        &["--rewrite", &rule_a, "--rewrite", &rule_b],
+        &[
+            "--rewrite",
+            &rule_a,
+            "--rewrite",
+            &rule_b,
+            "--builder",
+            "nix",
+        ],
     );
-    for entry in &native {
+    for entry in &entries {
         let report = run.entry(&entry.store_path);
         assert_eq!(report["status"], "fetched", "{report}\n{}", run.stderr());
     }
-    // The vendor FOD has no URL: only Nix's builder can make it. (Git sources are not
-    // served here.)
-    let vendor = entries.iter().find(|e| e.kind == Kind::Other).unwrap();
-    assert_eq!(run.entry(&vendor.store_path)["status"], "needs-builder");
-    assert_eq!(run.code(), 1, "entries not fetched make exit code 1");
+    let git_entry = entries.iter().find(|e| e.kind == Kind::Git).unwrap();
+    assert_eq!(run.entry(&git_entry.store_path)["how"], "git");
+    assert_eq!(run.entry(&vendor.store_path)["how"], "builder");
+    assert_eq!(run.code(), 0, "{}", run.stderr());
     server.stop();
 
     let hello_drv = nix_ok(
@@ -767,12 +794,18 @@ fn fixture_package_set_builds_offline_from_the_cache() {
         &[fixture().to_str().unwrap(), "-A", "hello"],
     );
     let hello_out = nix_ok("nix-store", &["--query", "--outputs", &hello_drv]);
+    let vendored_drv = nix_ok(
+        "nix-instantiate",
+        &[fixture().to_str().unwrap(), "-A", "hello-vendored"],
+    );
+    let vendored_out = nix_ok("nix-store", &["--query", "--outputs", &vendored_drv]);
     delete_from_store(&hello_out);
-    for entry in &native {
+    delete_from_store(&vendored_out);
+    for entry in &entries {
         delete_from_store(&entry.store_path);
     }
     let substituters = format!("file://{}", cache.display());
-    for entry in &native {
+    for entry in &entries {
         let out = nix_ok(
             "nix-store",
             &[
@@ -798,9 +831,23 @@ fn fixture_package_set_builds_offline_from_the_cache() {
         ],
     );
     assert_eq!(built, hello_out);
+    let built = nix_ok(
+        "nix-build",
+        &[
+            fixture().to_str().unwrap(),
+            "-A",
+            "hello-vendored",
+            "--no-out-link",
+            "--option",
+            "substituters",
+            &substituters,
+        ],
+    );
+    assert_eq!(built, vendored_out);
+    delete_from_store(&vendored_out);
 
     // The fixture's fetchurl asks `$NIX_HASHED_MIRRORS/$outputHashAlgo/$outputHash` first.
-    let tarball = native
+    let tarball = entries
         .iter()
         .find(|e| e.name == "hello-1.0.tar.gz")
         .expect("hello's tarball");

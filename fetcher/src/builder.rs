@@ -49,11 +49,23 @@ impl NixBuilder {
             .tempdir_in(cache.temp_dir())
             .map_err(Error::io("creating a directory for a GC root"))?;
         let root = roots.path().join("result");
-        run(Command::new("nix-store")
+        let mut realise = Command::new("nix-store");
+        realise
             .arg("--realise")
             .arg(&entry.drv_path)
             .arg("--add-root")
-            .arg(&root))?;
+            .arg(&root);
+        if cache.options().layout.cache {
+            // Inputs that are entries themselves (a vendor FOD's source tarball) come from
+            // the cache being filled, so a build needs no network for what was fetched.
+            let cache_root = std::path::absolute(cache.root())
+                .map_err(Error::io(format!("resolving {}", cache.root().display())))?;
+            let cache_url = format!("file://{}", cache_root.display());
+            realise
+                .args(["--option", "extra-substituters", &cache_url])
+                .args(["--option", "narinfo-cache-negative-ttl", "0"]);
+        }
+        run(&mut realise)?;
         let output = std::fs::read_link(&root)
             .map_err(Error::io(format!("reading GC root {}", root.display())))?;
         if output != Path::new(&entry.store_path) {

@@ -173,25 +173,65 @@ pub async fn fetch(
             tokio::spawn(async move { (index, run.fetch_entry(entry).await) })
         })
         .buffer_unordered(options.entries_in_flight.max(1));
-    let mut stopped = None;
+    let mut for_builder = Vec::new();
+    let mut stopped = collect(&mut tasks, |index, report, builder_may_help| {
+        if builder_may_help && run.builder.is_some() {
+            for_builder.push((index, report));
+        } else {
+            progress.entry_done(&report);
+            reports[index] = Some(report);
+        }
+    })
+    .await;
+    drop(tasks);
+    // The builder runs once every native fetch is done, so a build whose inputs are entries
+    // too (a vendor FOD and its source) finds them in the cache ([`NixBuilder`] passes it
+    // as a substituter).
+    if stopped.is_none() && !for_builder.is_empty() {
+        let mut builds = futures_util::stream::iter(for_builder)
+            .map(|(index, mut report)| {
+                let run = run.clone();
+                let entry = entries[index].clone();
+                tokio::spawn(async move {
+                    let native = report.outcome.clone();
+                    let built = run.or_builder(&entry, native, &mut report).await;
+                    let result = built.map(|outcome| {
+                        report.outcome = outcome;
+                        (report, false)
+                    });
+                    (index, result)
+                })
+            })
+            .buffer_unordered(options.builder_jobs.max(1));
+        stopped = collect(&mut builds, |index, report, _| {
+            progress.entry_done(&report);
+            reports[index] = Some(report);
+        })
+        .await;
+    }
+    let mut report = Report::new(reports.into_iter().flatten().collect());
+    report.stopped = stopped;
+    Ok(report)
+}
+
+type EntryTask = Result<(usize, Result<(EntryReport, bool), Error>), tokio::task::JoinError>;
+
+/// Hands every finished entry (its report, and whether the builder may still make it) to
+/// `done`; returns why the run stopped when a fatal error came back.
+async fn collect(
+    tasks: &mut (impl futures_util::Stream<Item = EntryTask> + Unpin),
+    mut done: impl FnMut(usize, EntryReport, bool),
+) -> Option<String> {
     while let Some(joined) = tasks.next().await {
         match joined
             .map_err(task_failed)
             .and_then(|(index, result)| Ok((index, result?)))
         {
-            Ok((index, report)) => {
-                progress.entry_done(&report);
-                reports[index] = Some(report);
-            }
-            Err(fatal) => {
-                stopped = Some(fatal.to_string());
-                break;
-            }
+            Ok((index, (report, builder_may_help))) => done(index, report, builder_may_help),
+            Err(fatal) => return Some(fatal.to_string()),
         }
     }
-    let mut report = Report::new(reports.into_iter().flatten().collect());
-    report.stopped = stopped;
-    Ok(report)
+    None
 }
 
 fn closed() -> Error {
@@ -218,19 +258,20 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl Run {
-    async fn fetch_entry(&self, entry: Entry) -> Result<EntryReport, Error> {
+    /// The entry's report after the native paths, and whether the builder may still make it.
+    async fn fetch_entry(&self, entry: Entry) -> Result<(EntryReport, bool), Error> {
         let mut report = EntryReport::new(&entry, Outcome::Present);
         if !self.cache.wants(&entry) {
             report.outcome = Outcome::Skipped {
                 reason: "the cache layout has no place for it (a mirror holds flat files only)"
                     .into(),
             };
-            return Ok(report);
+            return Ok((report, false));
         }
         let cache = self.cache.clone();
         let checked = entry.clone();
         match blocking(move || cache.is_present(&checked)).await {
-            Ok(true) => return Ok(report),
+            Ok(true) => return Ok((report, false)),
             Ok(false) => {}
             Err(err) if is_fatal(&err) => return Err(err),
             Err(err) => {
@@ -238,14 +279,18 @@ impl Run {
                     reason: "cache".into(),
                     detail: err.to_string(),
                 };
-                return Ok(report);
+                return Ok((report, false));
             }
         }
         let tally = AtomicU64::new(0);
         let outcome = self.obtain(&entry, &mut report, &tally).await;
         report.bytes_downloaded = tally.load(Ordering::Relaxed);
         report.outcome = outcome?;
-        Ok(report)
+        let builder_may_help = matches!(
+            report.outcome,
+            Outcome::NeedsBuilder { .. } | Outcome::Failed { .. }
+        );
+        Ok((report, builder_may_help))
     }
 
     async fn obtain(
@@ -303,7 +348,7 @@ impl Run {
                 format!("srcgrab does not fetch {} sources itself", entry.kind),
             ),
         };
-        self.or_builder(entry, native, report).await
+        Ok(native)
     }
 
     /// Checks out a git source of the entry through the shared mirrors and publishes it.
@@ -361,6 +406,7 @@ impl Run {
     }
 
     /// With `--builder nix`, whatever the native paths did not publish is realised by Nix.
+    /// The native outcome is kept when there is no builder.
     async fn or_builder(
         &self,
         entry: &Entry,
