@@ -359,7 +359,18 @@ fn fetch_command_checks_out_git_entries_and_falls_back_to_git_for_archives() {
         strip_root: true,
         extension: None,
     });
+    // fetchFromGitHub's archive, no git source recorded: the archive URL names the repository.
+    let forge_source = source(&url, &repos.c2);
+    let mut forge = nix_fetchgit("cli-forge", &forge_source).entry(&forge_source);
+    forge.kind = Kind::UrlUnpack;
+    forge.git = None;
+    forge.urls = vec![format!(
+        "https://github.com/fixture/main/archive/{}.tar.gz",
+        repos.c2
+    )];
+    forge.unpack = archive.unpack.clone();
     let mut entries = vec![
+        forge,
         nix_fetchgit("cli-submodules", &with_submodules).entry(&with_submodules),
         nix_fetchgit("cli-dot-git", &kept_dot_git).entry(&kept_dot_git),
         archive,
@@ -386,7 +397,9 @@ fn fetch_command_checks_out_git_entries_and_falls_back_to_git_for_archives() {
             .arg(&manifest)
             .arg("--cache")
             .arg(&cache)
-            .args(["--no-substituters", "--retries", "0", "--report"])
+            .args(["--no-substituters", "--retries", "0", "--rewrite"])
+            .arg(format!("https://github.com/fixture/={}", daemon.url("")))
+            .arg("--report")
             .arg(&report_path)
             .output()
             .unwrap()
@@ -396,12 +409,12 @@ fn fetch_command_checks_out_git_entries_and_falls_back_to_git_for_archives() {
     assert_eq!(first.status.code(), Some(0), "{stderr}");
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
-    assert_eq!(report["summary"]["fetched"]["git"], 3, "{report}");
+    assert_eq!(report["summary"]["fetched"]["git"], 4, "{report}");
     assert!(cache.join(".srcgrab/git").is_dir(), "default mirror place");
 
     let second = fetch();
     assert_eq!(second.status.code(), Some(0));
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
-    assert_eq!(report["summary"]["present"], 3, "{report}");
+    assert_eq!(report["summary"]["present"], 4, "{report}");
 }
