@@ -493,6 +493,100 @@ fn upstream_binary_cache_made_by_nix_is_used_and_a_tampered_nar_is_rejected() {
     }
 }
 
+/// The value of a narinfo field.
+fn narinfo_field(narinfo: &str, field: &str) -> String {
+    narinfo
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}: ")))
+        .unwrap_or_else(|| panic!("no {field} in {narinfo}"))
+        .to_string()
+}
+
+/// With `--keep-upstream-compression`, NARs from a binary cache made by real Nix (xz, bzip2,
+/// zstd) become the cache's NAR files byte for byte, with their FileHash, and Nix
+/// substitutes every path from the result with the server gone.
+#[test]
+fn keeps_upstream_compression_and_nix_substitutes_from_the_result() {
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let upstream = dir.path().join("upstream");
+    let mut items = Vec::new();
+    for compression in ["xz", "bzip2", "zstd"] {
+        let name = format!("kept-{compression}.tar");
+        let content = unique(&name, 60_000);
+        let file = dir.path().join(&name);
+        std::fs::write(&file, &content).unwrap();
+        let path = nix_ok(
+            "nix-store",
+            &["--add-fixed", "sha256", file.to_str().unwrap()],
+        );
+        let to = format!("file://{}?compression={compression}", upstream.display());
+        nix_ok(
+            "nix",
+            &[
+                "--extra-experimental-features",
+                "nix-command",
+                "copy",
+                "--to",
+                &to,
+                &path,
+            ],
+        );
+        // No native URL serves it: only the substituter can.
+        let entry = flat_entry(&name, &content, vec![server.url("/native/absent")]);
+        assert_eq!(entry.store_path, path);
+        items.push((entry, content, compression));
+    }
+    server.serve_dir("/upstream/", &upstream);
+    let manifest = write_manifest(dir.path(), items.iter().map(|i| i.0.clone()).collect());
+    let substituter = server.url("/upstream");
+    let run = fetch(
+        dir.path(),
+        &manifest,
+        &cache,
+        &["--substituter", &substituter, "--keep-upstream-compression"],
+    );
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    for (entry, content, compression) in &items {
+        assert_eq!(run.entry(&entry.store_path)["how"], "substituter");
+        assert_published(&cache, entry, content);
+        let ours = std::fs::read_to_string(narinfo_path(&cache, entry)).unwrap();
+        let theirs = std::fs::read_to_string(narinfo_path(&upstream, entry)).unwrap();
+        assert_eq!(narinfo_field(&ours, "Compression"), *compression, "{ours}");
+        for field in ["FileHash", "FileSize", "NarHash", "NarSize"] {
+            assert_eq!(
+                narinfo_field(&ours, field),
+                narinfo_field(&theirs, field),
+                "{field}"
+            );
+        }
+        assert_eq!(
+            std::fs::read(cache.join(narinfo_field(&ours, "URL"))).unwrap(),
+            std::fs::read(upstream.join(narinfo_field(&theirs, "URL"))).unwrap(),
+            "the NAR file is upstream's, byte for byte"
+        );
+    }
+    server.stop();
+    let substituters = format!("file://{}", cache.display());
+    for (entry, content, _) in &items {
+        delete_from_store(&entry.store_path);
+        let out = nix_ok(
+            "nix-store",
+            &[
+                "--realise",
+                &entry.store_path,
+                "--option",
+                "substituters",
+                &substituters,
+            ],
+        );
+        assert_eq!(out, entry.store_path);
+        assert_eq!(std::fs::read(&out).unwrap(), *content);
+        delete_from_store(&entry.store_path);
+    }
+}
+
 /// `srcgrab fetch` killed with SIGKILL mid-run, then run again: the cache ends complete and
 /// valid, and files finished before the kill are not downloaded again.
 #[test]

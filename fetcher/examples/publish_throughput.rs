@@ -103,7 +103,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         CacheOptions {
             compression,
             layout,
-            signing_key: None,
+            ..CacheOptions::default()
         },
     )?;
     let started = start();

@@ -1,7 +1,7 @@
 //! The binary cache and hashed mirror: the only way anything is published.
 //!
 //! One root holds both layouts:
-//! - binary cache: `nix-cache-info`, `<hashpart>.narinfo`, `nar/<filehash>.nar[.zst|.xz]`;
+//! - binary cache: `nix-cache-info`, `<hashpart>.narinfo`, `nar/<filehash>.nar[.zst|.xz|.bz2]`;
 //! - hashed mirror (flat entries only, as hashed mirrors are only asked for flat hashes):
 //!   the raw file at `sha256/<hex>`, and relative symlinks to it for every key a fetcher
 //!   may ask for: `<algo>/<hex>` and `<algo>/<nix32>` for sha256 and the declared
@@ -46,13 +46,15 @@ const WRITE_BUFFER: usize = 256 * 1024;
 const ZSTD_LEVEL: i32 = 3;
 const XZ_LEVEL: u32 = 6;
 
-/// How NAR files are compressed.
+/// How NAR files are compressed. Bzip2 is Nix's old default, still found upstream (and
+/// kept as is with `keep_upstream_compression`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Compression {
     None,
     Xz,
     #[default]
     Zstd,
+    Bzip2,
 }
 
 impl Compression {
@@ -62,6 +64,7 @@ impl Compression {
             Compression::None => "none",
             Compression::Xz => "xz",
             Compression::Zstd => "zstd",
+            Compression::Bzip2 => "bzip2",
         }
     }
 
@@ -70,6 +73,7 @@ impl Compression {
             Compression::None => "",
             Compression::Xz => ".xz",
             Compression::Zstd => ".zst",
+            Compression::Bzip2 => ".bz2",
         }
     }
 }
@@ -81,7 +85,10 @@ impl FromStr for Compression {
             "none" => Ok(Compression::None),
             "xz" => Ok(Compression::Xz),
             "zstd" => Ok(Compression::Zstd),
-            other => Err(format!("unknown compression '{other}' (none, xz, zstd)")),
+            "bzip2" => Ok(Compression::Bzip2),
+            other => Err(format!(
+                "unknown compression '{other}' (none, xz, zstd, bzip2)"
+            )),
         }
     }
 }
@@ -107,6 +114,9 @@ pub struct CacheOptions {
     pub compression: Compression,
     pub layout: Layout,
     pub signing_key: Option<SecretKey>,
+    /// NARs from an upstream binary cache keep their downloaded file (and its compression)
+    /// instead of being recompressed ([`Cache::publish_compressed_nar`]).
+    pub keep_upstream_compression: bool,
 }
 
 /// What a publish wrote (or, for a mirror-only layout, what the NAR would be).
@@ -171,6 +181,7 @@ enum Compressor<W: Write> {
     None(W),
     Xz(xz2::write::XzEncoder<W>),
     Zstd(zstd::stream::write::Encoder<'static, W>),
+    Bzip2(bzip2::write::BzEncoder<W>),
 }
 
 impl<W: Write> Compressor<W> {
@@ -182,6 +193,10 @@ impl<W: Write> Compressor<W> {
             Compression::Zstd => {
                 Compressor::Zstd(zstd::stream::write::Encoder::new(inner, ZSTD_LEVEL)?)
             }
+            Compression::Bzip2 => Compressor::Bzip2(bzip2::write::BzEncoder::new(
+                inner,
+                bzip2::Compression::best(),
+            )),
         })
     }
 
@@ -190,6 +205,7 @@ impl<W: Write> Compressor<W> {
             Compressor::None(w) => Ok(w),
             Compressor::Xz(e) => e.finish(),
             Compressor::Zstd(e) => e.finish(),
+            Compressor::Bzip2(e) => e.finish(),
         }
     }
 }
@@ -200,6 +216,7 @@ impl<W: Write> Write for Compressor<W> {
             Compressor::None(w) => w.write(buf),
             Compressor::Xz(e) => e.write(buf),
             Compressor::Zstd(e) => e.write(buf),
+            Compressor::Bzip2(e) => e.write(buf),
         }
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -207,6 +224,7 @@ impl<W: Write> Write for Compressor<W> {
             Compressor::None(w) => w.flush(),
             Compressor::Xz(e) => e.flush(),
             Compressor::Zstd(e) => e.flush(),
+            Compressor::Bzip2(e) => e.flush(),
         }
     }
 }
@@ -244,8 +262,16 @@ struct NarOutcome {
     nar_hash: Hash,
     nar_size: u64,
     declared_recursive: Option<Hash>,
-    /// The compressed NAR file with its hash and size; absent for a mirror-only layout.
-    file: Option<(TempFile, Hash, u64)>,
+    /// The compressed NAR file; absent for a mirror-only layout.
+    file: Option<NarFile>,
+}
+
+/// A compressed NAR file ready to be placed, with its FileHash and FileSize.
+struct NarFile {
+    source: FileSource,
+    hash: Hash,
+    size: u64,
+    compression: Compression,
 }
 
 impl Write for NarSink {
@@ -270,7 +296,7 @@ impl Write for NarSink {
 }
 
 impl NarSink {
-    fn finish(self) -> Result<NarOutcome, Error> {
+    fn finish(self, compression: Compression) -> Result<NarOutcome, Error> {
         let nar_hash = self.nar_hasher.finalize();
         let file = match self.file {
             Some(compressor) => {
@@ -283,7 +309,12 @@ impl NarSink {
                     .inner
                     .into_inner()
                     .map_err(|e| Error::io("writing NAR")(e.into_error()))?;
-                Some((temp, file_hash, file_size))
+                Some(NarFile {
+                    source: FileSource::Temp(temp),
+                    hash: file_hash,
+                    size: file_size,
+                    compression,
+                })
             }
             None => None,
         };
@@ -455,13 +486,14 @@ impl<R: Read> Read for TeeReader<'_, R> {
 struct FlatOutcome {
     digests: ContentDigests,
     /// Where the mirror copy comes from, when the layout has a mirror.
-    mirror_source: Option<MirrorSource>,
+    mirror_source: Option<FileSource>,
 }
 
-enum MirrorSource {
-    /// A file the caller handed in; hard-linked (or copied) into the mirror.
+/// Where a file placed in the cache comes from.
+enum FileSource {
+    /// A file the caller handed in; hard-linked (or copied) into place.
     Existing(PathBuf),
-    /// A temp file written while decoding a NAR.
+    /// A temp file written while publishing.
     Temp(TempFile),
 }
 
@@ -646,29 +678,34 @@ impl Cache {
         Ok((info.store_path == store_path && ca_matches).then_some(info))
     }
 
+    /// The sink of a publish: the compressed NAR file when the layout has a cache.
     fn nar_sink(&self, entry: &Entry, declared: &Hash) -> Result<NarSink, Error> {
-        let file = if self.options.layout.cache {
+        let mut sink = self.nar_sink_without_file(entry, declared);
+        if self.options.layout.cache {
             let temp = self.new_temp()?;
             let buffered = BufWriter::with_capacity(WRITE_BUFFER, temp);
-            Some(
+            sink.file = Some(
                 Compressor::new(
                     self.options.compression,
                     HashingWriter::new(buffered, self.options.compression != Compression::None),
                 )
                 .map_err(Error::io("starting compressor"))?,
-            )
-        } else {
-            None
-        };
+            );
+        }
+        Ok(sink)
+    }
+
+    /// A sink that hashes and counts the NAR, and writes no file.
+    fn nar_sink_without_file(&self, entry: &Entry, declared: &Hash) -> NarSink {
         let declared_recursive = (entry.hash.mode == HashMode::Recursive
             && declared.algo != HashAlgo::Sha256)
             .then(|| Hasher::new(declared.algo));
-        Ok(NarSink {
+        NarSink {
             nar_hasher: Hasher::new(HashAlgo::Sha256),
             nar_size: 0,
             declared_recursive,
-            file,
-        })
+            file: None,
+        }
     }
 
     fn new_temp(&self) -> Result<TempFile, Error> {
@@ -706,13 +743,18 @@ impl Cache {
                     .options
                     .layout
                     .mirror
-                    .then(|| MirrorSource::Existing(file.to_path_buf())),
+                    .then(|| FileSource::Existing(file.to_path_buf())),
             })
         } else {
             nar::write_file_nar(&mut input, len, entry.executable, &mut sink)?;
             None
         };
-        self.commit(entry, &declared, sink.finish()?, flat)
+        self.commit(
+            entry,
+            &declared,
+            sink.finish(self.options.compression)?,
+            flat,
+        )
     }
 
     /// Publishes a directory tree (recursive entries): the NAR of `dir`, which may also be a
@@ -727,7 +769,12 @@ impl Cache {
         }
         let mut sink = self.nar_sink(entry, &declared)?;
         nar::dump_path(dir, &mut sink)?;
-        self.commit(entry, &declared, sink.finish()?, None)
+        self.commit(
+            entry,
+            &declared,
+            sink.finish(self.options.compression)?,
+            None,
+        )
     }
 
     /// Publishes an uncompressed NAR stream (from a substituter or `nix-store --dump`); the
@@ -735,7 +782,71 @@ impl Cache {
     /// regular file (what Nix requires of a flat output).
     pub fn publish_nar(&self, entry: &Entry, nar: &mut dyn Read) -> Result<Published, Error> {
         let declared = declared_hash(entry)?;
-        let mut sink = self.nar_sink(entry, &declared)?;
+        let sink = self.nar_sink(entry, &declared)?;
+        let (sink, flat) = self.decode_nar(entry, &declared, nar, sink)?;
+        self.commit(
+            entry,
+            &declared,
+            sink.finish(self.options.compression)?,
+            flat,
+        )
+    }
+
+    /// Publishes a compressed NAR file (from an upstream binary cache) as the cache's own
+    /// NAR file, without recompressing: the file is decompressed here and the NAR goes through
+    /// every check of [`Cache::publish_nar`]; FileHash and FileSize are of the file's bytes.
+    /// The file may be hard-linked into the cache, so the caller must not modify it
+    /// afterwards (removing it is fine). A mirror-only layout just publishes the NAR.
+    pub fn publish_compressed_nar(
+        &self,
+        entry: &Entry,
+        file: &Path,
+        compression: Compression,
+    ) -> Result<Published, Error> {
+        let declared = declared_hash(entry)?;
+        let opened = File::open(file).map_err(Error::io(format!("opening {}", file.display())))?;
+        let size = opened
+            .metadata()
+            .map_err(Error::io(format!("stat {}", file.display())))?
+            .len();
+        let mut file_hashes = ContentHasher::new(ContentHashes::new(HashAlgo::Sha256), size);
+        let mut compressed = HashingReader {
+            inner: io::BufReader::with_capacity(WRITE_BUFFER, opened),
+            hashes: &mut file_hashes,
+        };
+        let sink = self.nar_sink_without_file(entry, &declared);
+        let (sink, flat) = {
+            let mut nar =
+                decompressor(compression.name(), &mut compressed).map_err(|e| Error::Corrupt {
+                    what: file.display().to_string(),
+                    reason: e.to_string(),
+                })?;
+            self.decode_nar(entry, &declared, &mut nar, sink)?
+        };
+        // The decompressor may stop at the end of its stream; FileHash covers every byte.
+        io::copy(&mut compressed, &mut io::sink())
+            .map_err(Error::io(format!("reading {}", file.display())))?;
+        let mut nar = sink.finish(compression)?;
+        if self.options.layout.cache {
+            nar.file = Some(NarFile {
+                source: FileSource::Existing(file.to_path_buf()),
+                hash: file_hashes.finish().sha256,
+                size,
+                compression,
+            });
+        }
+        self.commit(entry, &declared, nar, flat)
+    }
+
+    /// Parses one NAR from `nar` into `sink`; for a flat entry, hashes its file (and copies
+    /// it to a mirror temp file when the layout has a mirror).
+    fn decode_nar(
+        &self,
+        entry: &Entry,
+        declared: &Hash,
+        nar: &mut dyn Read,
+        mut sink: NarSink,
+    ) -> Result<(NarSink, Option<FlatOutcome>), Error> {
         let mut tee = TeeReader {
             inner: nar,
             sink: &mut sink,
@@ -755,14 +866,14 @@ impl Cache {
             check_tee(tee.sink_error, parsed)?;
             Some(FlatOutcome {
                 digests: visitor.digests()?,
-                mirror_source: visitor.mirror.map(MirrorSource::Temp),
+                mirror_source: visitor.mirror.map(FileSource::Temp),
             })
         } else {
             let parsed = nar::parse(&mut tee, &mut ValidateOnly);
             check_tee(tee.sink_error, parsed)?;
             None
         };
-        self.commit(entry, &declared, sink.finish()?, flat)
+        Ok((sink, flat))
     }
 
     /// Checks the declared hash and store path, then makes the item visible: NAR file,
@@ -799,20 +910,20 @@ impl Cache {
             file_hash: nar
                 .file
                 .as_ref()
-                .map_or_else(|| nar.nar_hash.clone(), |(_, hash, _)| hash.clone()),
-            file_size: nar.file.as_ref().map_or(nar.nar_size, |(_, _, size)| *size),
+                .map_or_else(|| nar.nar_hash.clone(), |file| file.hash.clone()),
+            file_size: nar.file.as_ref().map_or(nar.nar_size, |file| file.size),
             nar_hash: nar.nar_hash,
             nar_size: nar.nar_size,
         };
-        let nar_url = match nar.file {
-            Some((temp, file_hash, _)) => {
+        let nar_file = match nar.file {
+            Some(file) => {
                 let url = format!(
                     "nar/{}.nar{}",
-                    file_hash.to_nix32(),
-                    self.options.compression.extension()
+                    file.hash.to_nix32(),
+                    file.compression.extension()
                 );
-                self.persist(temp, &self.root.join(&url))?;
-                Some(url)
+                self.place(file.source, &self.root.join(&url))?;
+                Some((url, file.compression))
             }
             None => None,
         };
@@ -823,8 +934,8 @@ impl Cache {
         {
             self.publish_mirror(&digests, source)?;
         }
-        if let Some(url) = nar_url {
-            self.write_narinfo(entry, declared, store_path, url, &published)?;
+        if let Some((url, compression)) = nar_file {
+            self.write_narinfo(entry, declared, store_path, (url, compression), &published)?;
         }
         Ok(published)
     }
@@ -834,12 +945,12 @@ impl Cache {
         entry: &Entry,
         declared: &Hash,
         store_path: StorePath,
-        url: String,
+        (url, compression): (String, Compression),
         published: &Published,
     ) -> Result<(), Error> {
         let mut info = NarInfo {
             url,
-            compression: self.options.compression.name().to_string(),
+            compression: compression.name().to_string(),
             file_hash: Some(published.file_hash.clone()),
             file_size: Some(published.file_size),
             nar_hash: published.nar_hash.clone(),
@@ -858,13 +969,9 @@ impl Cache {
     }
 
     /// The raw file at `sha256/<hex>`, then a relative symlink for every other key.
-    fn publish_mirror(&self, digests: &ContentDigests, source: MirrorSource) -> Result<(), Error> {
+    fn publish_mirror(&self, digests: &ContentDigests, source: FileSource) -> Result<(), Error> {
         let sha256_hex = digests.sha256.to_hex();
-        let target = self.root.join("sha256").join(&sha256_hex);
-        match source {
-            MirrorSource::Temp(temp) => self.persist(temp, &target)?,
-            MirrorSource::Existing(file) => self.link_or_copy(&file, &target)?,
-        }
+        self.place(source, &self.root.join("sha256").join(&sha256_hex))?;
         for key in mirror_keys(digests) {
             self.place_symlink(
                 &self.root.join(&key),
@@ -872,6 +979,13 @@ impl Cache {
             )?;
         }
         Ok(())
+    }
+
+    fn place(&self, source: FileSource, target: &Path) -> Result<(), Error> {
+        match source {
+            FileSource::Temp(temp) => self.persist(temp, target),
+            FileSource::Existing(file) => self.link_or_copy(&file, target),
+        }
     }
 
     /// Makes `link` point to `target`. Creating a symlink is atomic by itself, so an absent

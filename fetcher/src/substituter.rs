@@ -3,7 +3,9 @@
 //! FileHash of the download, NarSize and NarHash of the decompressed stream (checked as it
 //! flows, before the last byte reaches the cache), and the content address against the
 //! entry (the cache's `publish_nar`). A substituter whose copy fails any check is skipped
-//! for that entry, with the reason recorded.
+//! for that entry, with the reason recorded. With `keep_upstream_compression` the downloaded
+//! file itself becomes the cache's NAR file (`Cache::publish_compressed_nar`): its NAR is
+//! still decompressed and checked against the declared content address, which pins NarHash.
 
 use srcgrab_manifest::hash::{Hash, Hasher};
 use srcgrab_manifest::store_path::parse_content_address;
@@ -13,7 +15,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::cache::{Cache, Published};
+use crate::cache::{Cache, Compression, Published};
 use crate::download::Downloader;
 use crate::narinfo::NarInfo;
 use crate::Error;
@@ -193,14 +195,31 @@ impl Substituter {
                 downloaded.size
             )));
         }
-        let published = publish_nar_file(
-            cache.clone(),
-            entry.clone(),
-            downloaded.path.clone(),
-            info.compression.clone(),
-            Some((info.nar_size, info.nar_hash.clone())),
-        )
-        .await;
+        let keep = cache.options().keep_upstream_compression;
+        let published = match info.compression.parse::<Compression>() {
+            Ok(compression) if keep => {
+                let (cache, entry, file) = (cache.clone(), entry.clone(), downloaded.path.clone());
+                tokio::task::spawn_blocking(move || {
+                    cache.publish_compressed_nar(&entry, &file, compression)
+                })
+                .await
+                .map_err(|e| Error::Corrupt {
+                    what: "publishing task".into(),
+                    reason: e.to_string(),
+                })
+                .and_then(|published| published)
+            }
+            _ => {
+                publish_nar_file(
+                    cache.clone(),
+                    entry.clone(),
+                    downloaded.path.clone(),
+                    info.compression.clone(),
+                    Some((info.nar_size, info.nar_hash.clone())),
+                )
+                .await
+            }
+        };
         downloaded.remove();
         published.map(Substitution::Published)
     }

@@ -273,7 +273,12 @@ fn parses_the_narinfo_nix_copy_writes() {
 
 #[test]
 fn nix_substitutes_flat_executable_and_tree_entries_in_every_compression() {
-    for compression in [Compression::Zstd, Compression::Xz, Compression::None] {
+    for compression in [
+        Compression::Zstd,
+        Compression::Xz,
+        Compression::Bzip2,
+        Compression::None,
+    ] {
         let tmp = tempfile::tempdir().unwrap();
         let cache = open(&tmp.path().join("cache"), compression);
 

@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget};
 use srcgrab_fetcher::builder::NixBuilder;
 use srcgrab_fetcher::cache::{Cache, CacheOptions, Compression, Layout};
-use srcgrab_fetcher::download::{parse_rate, DownloadOptions, Rewrite};
+use srcgrab_fetcher::download::{parse_rate, parse_size, DownloadOptions, Rewrite};
 use srcgrab_fetcher::fetch::{FetchOptions, DEFAULT_SUBSTITUTER};
 use srcgrab_fetcher::report::{EntryReport, Outcome, Progress, Report};
 use srcgrab_fetcher::sign::SecretKey;
@@ -26,12 +26,20 @@ pub struct Args {
     /// The cache directory to fill (binary cache and hashed mirror).
     #[arg(long, value_name = "DIR")]
     cache: PathBuf,
-    /// Transfers in flight overall.
-    #[arg(long, default_value_t = 16, value_name = "N")]
-    jobs: usize,
-    /// Transfers in flight per host.
+    /// Connections transferring at once overall (files and ranges of large files), shared
+    /// fairly between hosts.
+    #[arg(long, alias = "jobs", default_value_t = 16, value_name = "N")]
+    max_connections: usize,
+    /// Connections transferring at once per host.
     #[arg(long, default_value_t = 4, value_name = "N")]
     max_per_host: usize,
+    /// Ranges a large file is fetched in at once, over parallel connections and mirrors
+    /// (1: one stream per file).
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    segments: usize,
+    /// Files at least this large are fetched in ranges (e.g. 8MiB).
+    #[arg(long, default_value = "8MiB", value_name = "SIZE", value_parser = parse_size)]
+    segment_threshold: u64,
     /// Retries of one URL after transient errors (connection, timeout, 429, 5xx, cut body).
     #[arg(long, default_value_t = 4, value_name = "N")]
     retries: u32,
@@ -55,8 +63,12 @@ pub struct Args {
     #[arg(long = "rewrite", value_name = "FROM=TO")]
     rewrites: Vec<Rewrite>,
     /// Compression of the NARs written.
-    #[arg(long, default_value = "zstd", value_name = "none|xz|zstd")]
+    #[arg(long, default_value = "zstd", value_name = "none|xz|zstd|bzip2")]
     compression: Compression,
+    /// Keep a NAR taken from a binary cache as it came (xz, zstd, bzip2, none) instead of
+    /// recompressing it; it is still decompressed and checked.
+    #[arg(long)]
+    keep_upstream_compression: bool,
     /// What to write: `cache` (narinfo + NAR), `mirror` (`<algo>/<hex>` files), or both.
     #[arg(long, default_value = "cache,mirror", value_parser = parse_layout)]
     layout: Layout,
@@ -113,6 +125,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
             compression: args.compression,
             layout: args.layout,
             signing_key,
+            keep_upstream_compression: args.keep_upstream_compression,
         },
     )
     .with_context(|| format!("opening cache {}", args.cache.display()))?;
@@ -128,8 +141,10 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         hashed_mirrors: args.hashed_mirrors.clone(),
         rewrites: args.rewrites.clone(),
         download: DownloadOptions {
-            jobs: args.jobs,
+            jobs: args.max_connections,
             max_per_host: args.max_per_host,
+            segments: args.segments.max(1),
+            segment_threshold: args.segment_threshold,
             retries: args.retries,
             stall_timeout: Duration::from_secs(args.stall_timeout.max(1)),
             rate_limit: args.rate_limit,
@@ -216,6 +231,18 @@ fn print_summary(report: &Report, total: u64) {
         human_bytes(s.bytes_downloaded),
         human_bytes(s.bytes_written)
     );
+    for host in &report.hosts {
+        eprintln!(
+            "srcgrab: {}: {} at {}/s over {:.1} s, {} requests, up to {} connections, {} retries",
+            host.host,
+            human_bytes(host.bytes),
+            human_bytes(host.bytes_per_second),
+            host.busy_seconds,
+            host.requests,
+            host.peak_connections,
+            host.retries
+        );
+    }
     for entry in &report.entries {
         match &entry.outcome {
             Outcome::Failed { reason, detail } => {
