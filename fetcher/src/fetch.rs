@@ -211,6 +211,7 @@ pub async fn fetch(
     }
     let mut report = Report::new(reports.into_iter().flatten().collect());
     report.stopped = stopped;
+    report.hosts = run.downloader.host_reports();
     Ok(report)
 }
 
@@ -485,12 +486,15 @@ impl Run {
         let mut mismatches = Vec::new();
         let mut download_errors = Vec::new();
         let mut publish_errors = Vec::new();
-        for url in urls {
+        for (index, url) in urls.iter().enumerate() {
+            let url = url.clone();
             report.urls_tried.push(url.clone());
             let key = partial_key(entry, &url);
+            // The URLs not tried yet may serve ranges of a large file alongside this one.
+            let alternates = &urls[index + 1..];
             let downloaded = match self
                 .downloader
-                .fetch(&url, &key, expected.as_ref(), tally)
+                .fetch_from(&url, alternates, &key, expected.as_ref(), tally)
                 .await
             {
                 Ok(downloaded) => downloaded,

@@ -15,6 +15,7 @@ pub mod nar;
 pub mod narinfo;
 pub mod probe;
 pub mod report;
+pub mod schedule;
 pub mod sign;
 pub mod substituter;
 pub mod unpack;

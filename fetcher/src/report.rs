@@ -146,13 +146,35 @@ pub struct Summary {
     pub bytes_written: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// What one host (`host:port`) gave during the run, so a slow mirror shows.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HostReport {
+    pub host: String,
+    /// Body bytes received, failed tries included.
+    pub bytes: u64,
+    /// `bytes` over `busy_seconds`: the host's mean throughput while it was in use.
+    pub bytes_per_second: u64,
+    /// Seconds with at least one transfer from the host open.
+    pub busy_seconds: f64,
+    /// Transfers started (whole files, ranges, HEADs of `stats --probe`), each on a
+    /// connection of its own while it lasts.
+    pub requests: u64,
+    /// Tries that failed with a transient error and were retried (or moved on).
+    pub retries: u64,
+    /// The most transfers open to the host at once.
+    pub peak_connections: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {
     /// Why the run stopped before every entry was done (a full disk); the entries are then
     /// those finished before it stopped.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stopped: Option<String>,
     pub summary: Summary,
+    /// Per host downloaded from, by host.
+    pub hosts: Vec<HostReport>,
     /// In manifest order.
     pub entries: Vec<EntryReport>,
 }
@@ -181,6 +203,7 @@ impl Report {
         Report {
             stopped: None,
             summary,
+            hosts: Vec::new(),
             entries,
         }
     }
