@@ -372,7 +372,8 @@ impl GitFetcher {
         let object = self.fetch_into_mirror(&mirror, url, rev)?;
         drop(lock);
 
-        self.init_remote(dir, url, &source.sparse_checkout, source.non_cone_mode)?;
+        // No templates (sample hooks, description): this .git is thrown away.
+        self.init_remote(dir, url, source, false)?;
         let alternates = dir.join(".git/objects/info/alternates");
         fs::write(
             &alternates,
@@ -391,18 +392,22 @@ impl GitFetcher {
         Ok(())
     }
 
-    /// `git init` + `origin` + sparse patterns, as nix-prefetch-git's `init_remote`.
+    /// `git init` + `origin` + sparse patterns, as nix-prefetch-git's `init_remote`; with
+    /// git's templates when the `.git` is kept.
     fn init_remote(
         &self,
         dir: &Path,
         url: &str,
-        sparse: &[String],
-        non_cone: bool,
+        source: &GitSource,
+        templates: bool,
     ) -> Result<(), Error> {
-        self.run(
-            self.git(dir)
-                .args(["init", "--quiet", "--initial-branch=master"]),
-        )?;
+        let mut init = self.git(dir);
+        init.args(["init", "--quiet", "--initial-branch=master"]);
+        if !templates {
+            init.arg("--template=");
+        }
+        self.run(&mut init)?;
+        let sparse = &source.sparse_checkout;
         self.run(self.git(dir).args(["remote", "add", "origin", url]))?;
         if !sparse.is_empty() {
             self.run(self.git(dir).args([
@@ -412,7 +417,7 @@ impl GitFetcher {
             ]))?;
             let mut set = self.git(dir);
             set.args(["sparse-checkout", "set", "--stdin"]);
-            if non_cone {
+            if source.non_cone_mode {
                 set.arg("--no-cone");
             }
             self.run_with_input(&mut set, Some(&format!("{}\n", sparse.join("\n"))))?;
@@ -518,12 +523,7 @@ impl GitFetcher {
     fn clone_like_nixpkgs(&self, source: &GitSource, dir: &Path) -> Result<(), Error> {
         check_url(&source.url)?;
         let branch = source.branch_name.as_deref().unwrap_or(DEFAULT_BRANCH);
-        self.init_remote(
-            dir,
-            &source.url,
-            &source.sparse_checkout,
-            source.non_cone_mode,
-        )?;
+        self.init_remote(dir, &source.url, source, true)?;
         let (hash, reference) = match Wanted::of(&source.rev) {
             Wanted::Object(id) => (Some(id), None),
             Wanted::Ref(name) => (None, Some(name)),
