@@ -1174,3 +1174,199 @@ fn signs_narinfos_and_a_mirror_only_layout_skips_trees() {
     assert_eq!(std::fs::read(mirrored).unwrap(), flat);
     assert!(!narinfo_path(&mirror, &flat_entry).exists());
 }
+
+/// Far links: a large file comes in ranges over several connections, from the entry's
+/// mirrors too, and servers that cannot be trusted with ranges get one stream.
+const MIB: usize = 1024 * 1024;
+
+/// The `.meta` files of partial downloads under `cache`, parsed.
+fn partial_metas(cache: &Path) -> Vec<Value> {
+    std::fs::read_dir(cache.join(".tmp/partial"))
+        .map(|dir| {
+            dir.flatten()
+                .filter(|f| f.path().extension().is_some_and(|e| e == "meta"))
+                .filter_map(|f| std::fs::read(f.path()).ok())
+                .filter_map(|bytes| serde_json::from_slice(&bytes).ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Bytes of a segmented partial download on disk, by its meta file.
+fn segment_bytes_done(meta: &Value) -> u64 {
+    meta["segments"]
+        .as_array()
+        .map(|s| s.iter().map(|s| s["done"].as_u64().unwrap()).sum())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_large_file_arrives_in_ranges_over_parallel_connections_and_mirrors() {
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let content = unique("large", 24 * MIB);
+    for path in ["/origin/large", "/mirror/large"] {
+        server.route(path, Route::ok(content.clone()).rate_cap(8 * MIB));
+    }
+    let large = flat_entry(
+        "large",
+        &content,
+        vec![server.url("/origin/large"), server.url("/mirror/large")],
+    );
+    let manifest = write_manifest(dir.path(), vec![large.clone()]);
+    let run = fetch(dir.path(), &manifest, &cache, &["--segments", "4"]);
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    assert_published(&cache, &large, &content);
+    let (origin, mirror) = (server.stats("/origin/large"), server.stats("/mirror/large"));
+    assert!(
+        origin.range_requests + mirror.range_requests >= 3,
+        "{origin:?} {mirror:?}"
+    );
+    assert!(mirror.body_bytes > 0, "the mirror served no range");
+    assert!(server.max_concurrent_bodies() >= 3);
+    // Every byte once, but for what the opening GET sent past its range before it closed.
+    let sent = origin.body_bytes + mirror.body_bytes;
+    assert!(
+        sent >= content.len() as u64 && sent < (content.len() + MIB) as u64,
+        "{sent} bytes sent for {}",
+        content.len()
+    );
+    let hosts = run.report["hosts"].as_array().unwrap();
+    assert_eq!(hosts.len(), 1, "{hosts:?}");
+    assert!(hosts[0]["peakConnections"].as_u64().unwrap() >= 3);
+    assert!(hosts[0]["bytes"].as_u64().unwrap() >= content.len() as u64);
+    assert!(run.stderr().contains("up to"), "{}", run.stderr());
+    assert!(partial_metas(&cache).is_empty(), "partial state left behind");
+}
+
+/// A server that answers range requests with the whole file, and one whose file changes
+/// after the first request (a new ETag): both end in one fresh stream that verifies.
+#[test]
+fn ranges_ignored_or_a_changed_file_fall_back_to_one_stream() {
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let ignoring = unique("ignoring", 12 * MIB);
+    server.route(
+        "/ignoring",
+        Route::ok(ignoring.clone()).ignore_range().rate_cap(16 * MIB),
+    );
+    let old = unique("old release", 12 * MIB);
+    let new = unique("new release", 12 * MIB);
+    server.route(
+        "/changing",
+        Route::ok(old).changed_after(1, new.clone()).rate_cap(16 * MIB),
+    );
+    let entries = vec![
+        flat_entry("ignoring", &ignoring, vec![server.url("/ignoring")]),
+        flat_entry("changing", &new, vec![server.url("/changing")]),
+    ];
+    let manifest = write_manifest(dir.path(), entries.clone());
+    let run = fetch(dir.path(), &manifest, &cache, &["--segments", "4"]);
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    assert_published(&cache, &entries[0], &ignoring);
+    assert_published(&cache, &entries[1], &new);
+    for path in ["/ignoring", "/changing"] {
+        let stats = server.stats(path);
+        assert!(stats.range_requests >= 1, "{path}: never split: {stats:?}");
+        // The opening GET, the range requests refused, then exactly one plain GET.
+        assert_eq!(
+            stats.requests,
+            stats.range_requests + 2,
+            "{path}: {stats:?}"
+        );
+    }
+}
+
+/// A server claiming 16 MiB and sending 10: the run fails cleanly and publishes nothing.
+#[test]
+fn a_lying_content_length_is_caught_and_nothing_is_published() {
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let content = unique("liar", 10 * MIB);
+    server.route(
+        "/liar",
+        Route::ok(content.clone()).claim_length(16 * MIB as u64),
+    );
+    let liar = flat_entry("liar", &content, vec![server.url("/liar")]);
+    let manifest = write_manifest(dir.path(), vec![liar.clone()]);
+    let run = fetch(
+        dir.path(),
+        &manifest,
+        &cache,
+        &["--segments", "4"],
+    );
+    assert_eq!(run.code(), 1, "{}", run.stderr());
+    let reported = run.entry(&liar.store_path);
+    assert_eq!(reported["status"], "failed", "{reported}");
+    assert!(
+        reported["detail"].as_str().unwrap().contains("message length"),
+        "{reported}"
+    );
+    assert!(!narinfo_path(&cache, &liar).exists());
+    assert!(!cache.join("sha256").join(sha256(&content).to_hex()).exists());
+}
+
+/// SIGKILL in the middle of a segmented download, then a rerun: it asks only for the bytes
+/// of each range not yet on disk, and the file verifies.
+#[test]
+fn sigkill_mid_segmented_download_resumes_range_by_range() {
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let content = unique("resumable large", 24 * MIB);
+    server.route("/large", Route::ok(content.clone()).rate_cap(2 * MIB));
+    let large = flat_entry("resumable-large", &content, vec![server.url("/large")]);
+    let manifest = write_manifest(dir.path(), vec![large.clone()]);
+    let mut child = srcgrab()
+        .arg("fetch")
+        .arg(&manifest)
+        .arg("--cache")
+        .arg(&cache)
+        .args(["--no-substituters", "--segments", "4"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill once every range has saved some progress.
+    let saved_in_every_range = || {
+        partial_metas(&cache).iter().any(|meta| {
+            meta["segments"].as_array().is_some_and(|segments| {
+                segments.len() == 4 && segments.iter().all(|s| s["done"].as_u64() > Some(0))
+            })
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !saved_in_every_range() {
+        assert!(Instant::now() < deadline, "srcgrab made no progress");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "srcgrab ended before the kill"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    while server.bodies_in_flight() > 0 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let metas = partial_metas(&cache);
+    assert_eq!(metas.len(), 1);
+    let on_disk = segment_bytes_done(&metas[0]);
+    assert!(on_disk < content.len() as u64, "killed too late");
+    let before = server.stats("/large");
+
+    server.route("/large", Route::ok(content.clone()));
+    let run = fetch(dir.path(), &manifest, &cache, &["--segments", "4"]);
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    assert_published(&cache, &large, &content);
+    let after = server.stats("/large");
+    assert_eq!(
+        after.body_bytes - before.body_bytes,
+        content.len() as u64 - on_disk,
+        "the rerun fetched bytes already on disk"
+    );
+    assert_eq!(after.requests - before.requests, 4, "one request per range");
+    assert_eq!(after.range_requests - before.range_requests, 4);
+}

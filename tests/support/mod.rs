@@ -40,6 +40,11 @@ pub struct Route {
     ignore_range: bool,
     /// Send no ETag/Last-Modified, so a client cannot validate a partial download.
     no_validators: bool,
+    /// Claim this total length (Content-Length, Content-Range) whatever the body's real one,
+    /// send what there is and close.
+    claimed_length: Option<u64>,
+    /// After the first N requests, serve this body instead (a new release under the same URL).
+    changed_after: Option<(u64, Vec<u8>)>,
 }
 
 impl Route {
@@ -58,6 +63,8 @@ impl Route {
             stall_at: 0,
             ignore_range: false,
             no_validators: false,
+            claimed_length: None,
+            changed_after: None,
         }
     }
 
@@ -111,6 +118,26 @@ impl Route {
 
     pub fn no_validators(mut self) -> Route {
         self.no_validators = true;
+        self
+    }
+
+    /// At most `bytes_per_second` on each response, as one TCP connection over a long link
+    /// carries (each response has its connection to itself while it is sent).
+    pub fn rate_cap(self, bytes_per_second: usize) -> Route {
+        let chunk = 16 * 1024;
+        let delay = Duration::from_secs_f64(chunk as f64 / bytes_per_second.max(1) as f64);
+        self.slow(chunk, delay)
+    }
+
+    /// Lies about the length: claims `length` bytes, sends the real body, closes.
+    pub fn claim_length(mut self, length: u64) -> Route {
+        self.claimed_length = Some(length);
+        self
+    }
+
+    /// Serves `body` (with its own ETag) from request `n + 1` on.
+    pub fn changed_after(mut self, n: u64, body: impl Into<Vec<u8>>) -> Route {
+        self.changed_after = Some((n, body.into()));
         self
     }
 
@@ -252,6 +279,11 @@ impl TestServer {
         self.state.connections.load(Ordering::SeqCst)
     }
 
+    /// Responses sending a body now (to wait until a killed client's are all gone).
+    pub fn bodies_in_flight(&self) -> u64 {
+        self.state.active.load(Ordering::SeqCst)
+    }
+
     /// The most responses that were sending a body at the same time.
     pub fn max_concurrent_bodies(&self) -> u64 {
         self.state.max_active.load(Ordering::SeqCst)
@@ -277,6 +309,8 @@ struct Request {
     method: String,
     path: String,
     range_start: Option<u64>,
+    /// The last byte asked for (`bytes=START-END`), inclusive.
+    range_end: Option<u64>,
     if_range: Option<String>,
     keep_alive: bool,
 }
@@ -295,6 +329,7 @@ async fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Request> {
         method,
         path,
         range_start: None,
+        range_end: None,
         if_range: None,
         keep_alive: !http10,
     };
@@ -313,10 +348,11 @@ async fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Request> {
         let value = value.trim();
         match name.to_ascii_lowercase().as_str() {
             "range" => {
-                request.range_start = value
-                    .strip_prefix("bytes=")
-                    .and_then(|r| r.strip_suffix('-'))
-                    .and_then(|start| start.parse().ok());
+                let range = value.strip_prefix("bytes=").and_then(|r| r.split_once('-'));
+                if let Some((start, end)) = range {
+                    request.range_start = start.parse().ok();
+                    request.range_end = end.parse().ok();
+                }
             }
             "if-range" => request.if_range = Some(value.to_string()),
             "connection" => request.keep_alive = !value.eq_ignore_ascii_case("close"),
@@ -418,17 +454,27 @@ async fn respond(
         return Ok(true);
     }
 
+    let route = match route.changed_after.clone() {
+        Some((n, body)) if index >= n => Route { body, ..route },
+        _ => route,
+    };
     let etag = route.etag();
     let validator_ok = match &request.if_range {
         Some(v) => *v == etag,
         None => true,
     };
-    let total = route.body.len() as u64;
-    let start = match request.range_start {
-        Some(start) if !route.ignore_range && validator_ok => start,
-        _ => 0,
+    let total = route.claimed_length.unwrap_or(route.body.len() as u64);
+    let ranged = request.range_start.is_some() && !route.ignore_range && validator_ok;
+    let start = if ranged {
+        request.range_start.unwrap_or(0)
+    } else {
+        0
     };
-    if start > total {
+    let end = match request.range_end {
+        Some(last) if ranged => (last + 1).min(total),
+        _ => total,
+    };
+    if start > total || (ranged && start >= end && request.range_end.is_some()) {
         write_head(
             stream,
             416,
@@ -440,17 +486,17 @@ async fn respond(
         .await?;
         return Ok(true);
     }
-    let mut headers = vec![("Content-Length", (total - start).to_string())];
+    let mut headers = vec![("Content-Length", (end - start).to_string())];
     if !route.no_validators {
         headers.push(("ETag", etag));
     }
     if !route.ignore_range {
         headers.push(("Accept-Ranges", "bytes".into()));
     }
-    let status = if request.range_start.is_some() && start > 0 {
+    let status = if ranged && (start > 0 || request.range_end.is_some()) {
         headers.push((
             "Content-Range",
-            format!("bytes {start}-{}/{total}", total - 1),
+            format!("bytes {start}-{}/{total}", end - 1),
         ));
         206
     } else {
@@ -462,7 +508,8 @@ async fn respond(
     }
 
     let mut active = Some(ActiveGuard::new(state));
-    let body = &route.body[start as usize..];
+    let real = route.body.len();
+    let body = &route.body[(start as usize).min(real)..(end as usize).min(real)];
     // Faults cut the response short: `limit` bytes are sent, then the connection is closed
     // (truncation) or left hanging (stall).
     let truncate = index < route.truncate_first as u64;
@@ -490,5 +537,5 @@ async fn respond(
     if stall {
         tokio::time::sleep(Duration::from_secs(3600)).await;
     }
-    Ok(limit == body.len())
+    Ok(limit == body.len() && route.claimed_length.is_none())
 }
