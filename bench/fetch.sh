@@ -7,9 +7,12 @@
 #                 (zstd, like srcgrab's default)
 #   nix-copy      nix copy --from http://<srcgrab's cache> --to file:// (zstd)
 #   srcgrab-sub   srcgrab fetch --substituter http://<srcgrab's cache> (NAR checks, recompress)
-#   floor         one pass of sha256sum and zstd -3 -T1 over the same bytes (teed)
+#   floor         one pass of sha256sum and zstd -3 -T1 over the same bytes (teed through a
+#                 fifo, so both are waited for and counted), and the limit it sets when its
+#                 CPU time is spread over every core
 #
 #   bench/fetch.sh [FILES] [TOTAL_MIB]      default 2000 files, 2048 MiB
+#   SRCGRAB_ONLY=1 bench/fetch.sh ...       srcgrab-url and floor only (for iterating)
 #
 # Each line: wall seconds, user+system CPU seconds, peak RSS (GNU time). The files stay in
 # the page cache (24 GiB machine), so this measures CPU and I/O paths, not a cold disk.
@@ -117,6 +120,15 @@ measure() { # LABEL COMMAND...
 measure srcgrab-url "$srcgrab" fetch "$work/manifest.json" --cache "$work/c-srcgrab" --no-substituters
 tail -2 "$work/srcgrab-url.log"
 
+floor() {
+  measure floor bash -c "mkfifo '$work/fifo' && { zstd -q -3 -T1 -c < '$work/fifo' > /dev/null & } \
+    && cat '$work'/srv/f/* | tee '$work/fifo' | sha256sum > /dev/null && wait"
+  read -r _ user sys _ < <(tail -1 "$work/time")
+  printf '%-12s wall %7.1f s  (floor CPU spread over %d cores)\n' limit \
+    "$(echo "($user + $sys) / $(nproc)" | bc -l)" "$(nproc)"
+}
+if [ -n "${SRCGRAB_ONLY:-}" ]; then floor; exit 0; fi
+
 cp "$work/outs.all" "$outs_file"
 # As many builds as there are build users: beyond that Nix 2.8 polls for a free one every 5 s.
 build_users=$(getent group nixbld | awk -F: '{print split($4, users, ",")}')
@@ -132,4 +144,4 @@ measure srcgrab-sub "$srcgrab" fetch "$work/manifest.json" --cache "$work/c-sub"
   --substituter "http://127.0.0.1:$cache_port"
 tail -2 "$work/srcgrab-sub.log"
 
-measure floor bash -c "cat '$work'/srv/f/* | tee >(sha256sum > /dev/null) | zstd -q -3 -T1 -c > /dev/null"
+floor

@@ -330,10 +330,13 @@ impl NarSink {
 /// The hashes of a flat file's bytes the mirror and the entry's check need.
 #[derive(Clone)]
 struct ContentHashes {
-    sha256: Hasher,
+    /// Absent when `known` is the sha256.
+    sha256: Option<Hasher>,
     sha512: Option<Hasher>,
     /// The declared algorithm when it is neither of the above.
     other: Option<Hasher>,
+    /// A hash taken of these bytes already ([`VerifiedHash`]), not computed again.
+    known: Option<Hash>,
 }
 
 struct ContentDigests {
@@ -345,16 +348,31 @@ struct ContentDigests {
 impl ContentHashes {
     /// sha256 (the mirror's file name) and the declared algorithm.
     fn new(declared: HashAlgo) -> Self {
+        Self::knowing(declared, None)
+    }
+
+    /// As [`ContentHashes::new`], less the algorithm of `known`, whose digest is taken as is.
+    fn knowing(declared: HashAlgo, known: Option<Hash>) -> Self {
+        let wanted = |algo: HashAlgo| known.as_ref().is_none_or(|k| k.algo != algo);
         ContentHashes {
-            sha256: Hasher::new(HashAlgo::Sha256),
-            sha512: (declared == HashAlgo::Sha512).then(|| Hasher::new(HashAlgo::Sha512)),
-            other: matches!(declared, HashAlgo::Md5 | HashAlgo::Sha1)
+            sha256: wanted(HashAlgo::Sha256).then(|| Hasher::new(HashAlgo::Sha256)),
+            sha512: (declared == HashAlgo::Sha512 && wanted(declared))
+                .then(|| Hasher::new(HashAlgo::Sha512)),
+            other: (matches!(declared, HashAlgo::Md5 | HashAlgo::Sha1) && wanted(declared))
                 .then(|| Hasher::new(declared)),
+            known,
         }
     }
 
+    /// Whether any hashing is left to do.
+    fn hashes_anything(&self) -> bool {
+        self.sha256.is_some() || self.sha512.is_some() || self.other.is_some()
+    }
+
     fn update(&mut self, data: &[u8]) {
-        self.sha256.update(data);
+        if let Some(h) = &mut self.sha256 {
+            h.update(data);
+        }
         if let Some(h) = &mut self.sha512 {
             h.update(data);
         }
@@ -364,10 +382,24 @@ impl ContentHashes {
     }
 
     fn finish(self) -> ContentDigests {
+        let known = |algo: HashAlgo| self.known.clone().filter(|k| k.algo == algo);
+        let sha256 = match self.sha256 {
+            Some(h) => h.finalize(),
+            None => known(HashAlgo::Sha256).expect("sha256 is hashed unless known"),
+        };
+        let sha512 = self
+            .sha512
+            .map(Hasher::finalize)
+            .or(known(HashAlgo::Sha512));
+        let other = self
+            .other
+            .map(Hasher::finalize)
+            .or(known(HashAlgo::Md5))
+            .or(known(HashAlgo::Sha1));
         ContentDigests {
-            sha256: self.sha256.finalize(),
-            sha512: self.sha512.map(Hasher::finalize),
-            other: self.other.map(Hasher::finalize),
+            sha256,
+            sha512,
+            other,
         }
     }
 }
@@ -385,6 +417,142 @@ impl ContentDigests {
         std::iter::once(&self.sha256)
             .chain(self.sha512.as_ref())
             .chain(self.other.as_ref())
+    }
+}
+
+/// A hash of a file's bytes, taken as they were written to it ([`HashedWrites::seal`]) or
+/// read from it ([`VerifiedHash::of_file`]), and tied to that file by its identity (device,
+/// inode, length, modification time). [`Cache::publish_file_verified`] takes it instead of
+/// hashing the bytes again; there is no other way to make one, so the cache still only ever
+/// trusts hashes it computed over the bytes it publishes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedHash {
+    hash: Hash,
+    file: FileIdentity,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileIdentity {
+    device: u64,
+    inode: u64,
+    len: u64,
+    modified: (i64, i64),
+}
+
+impl FileIdentity {
+    fn of(meta: &fs::Metadata) -> FileIdentity {
+        use std::os::unix::fs::MetadataExt;
+        FileIdentity {
+            device: meta.dev(),
+            inode: meta.ino(),
+            len: meta.len(),
+            modified: (meta.mtime(), meta.mtime_nsec()),
+        }
+    }
+}
+
+impl VerifiedHash {
+    /// Hashes the whole file at `path` (for bytes not seen in order as they were written).
+    pub fn of_file(path: &Path, algo: HashAlgo) -> io::Result<VerifiedHash> {
+        let mut file = File::open(path)?;
+        let before = FileIdentity::of(&file.metadata()?);
+        let mut hasher = Hasher::new(algo);
+        let mut buffer = vec![0; WRITE_BUFFER];
+        loop {
+            let n = file.read(&mut buffer)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buffer[..n]);
+        }
+        let file = FileIdentity::of(&file.metadata()?);
+        if file != before {
+            return Err(changed_while_hashed(path));
+        }
+        Ok(VerifiedHash {
+            hash: hasher.finalize(),
+            file,
+        })
+    }
+
+    pub fn hash(&self) -> &Hash {
+        &self.hash
+    }
+}
+
+fn changed_while_hashed(path: &Path) -> io::Error {
+    io::Error::other(format!("{} changed while it was hashed", path.display()))
+}
+
+/// Hashes bytes on their way into a file: what [`HashedWrites::seal`] vouches for is exactly
+/// what went through [`HashedWrites::write`].
+#[derive(Clone)]
+pub struct HashedWrites {
+    hasher: Hasher,
+    len: u64,
+}
+
+impl HashedWrites {
+    pub fn new(algo: HashAlgo) -> HashedWrites {
+        HashedWrites {
+            hasher: Hasher::new(algo),
+            len: 0,
+        }
+    }
+
+    /// Hashes the first `len` bytes already in `path` (a download resumed from an earlier
+    /// run), to go on writing after them.
+    pub fn resume(path: &Path, algo: HashAlgo, len: u64) -> io::Result<HashedWrites> {
+        let mut hashed = HashedWrites::new(algo);
+        let mut prefix = File::open(path)?.take(len);
+        hashed.len = io::copy(&mut prefix, &mut hashed.hasher)?;
+        if hashed.len != len {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("{} is shorter than {len} bytes", path.display()),
+            ));
+        }
+        Ok(hashed)
+    }
+
+    /// Writes all of `bytes` to `out`, then hashes them.
+    pub fn write(&mut self, out: &mut impl Write, bytes: &[u8]) -> io::Result<()> {
+        out.write_all(bytes)?;
+        self.hasher.update(bytes);
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Bytes written so far (resumed ones included).
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The hash of the bytes so far.
+    pub fn hash(&self) -> Hash {
+        self.hasher.clone().finalize()
+    }
+
+    /// Ties the hash to the file the bytes were written to, once they are all flushed: it
+    /// must hold exactly as many bytes as were hashed.
+    pub fn seal(self, path: &Path) -> io::Result<VerifiedHash> {
+        let file = FileIdentity::of(&fs::metadata(path)?);
+        if file.len != self.len {
+            return Err(io::Error::other(format!(
+                "{} holds {} bytes, {} were written",
+                path.display(),
+                file.len,
+                self.len
+            )));
+        }
+        Ok(VerifiedHash {
+            hash: self.hasher.finalize(),
+            file,
+        })
     }
 }
 
@@ -722,23 +890,61 @@ impl Cache {
     /// recursive ones over the NAR of the file. The file may be hard-linked into the mirror,
     /// so the caller must not modify it afterwards (removing it is fine).
     pub fn publish_file(&self, entry: &Entry, file: &Path) -> Result<Published, Error> {
+        self.publish_file_knowing(entry, file, None)
+    }
+
+    /// [`Cache::publish_file`] of a file whose bytes were hashed as they were written (a
+    /// download): that hash is not computed again. The file must be the one `verified` was
+    /// sealed to, unchanged since.
+    pub fn publish_file_verified(
+        &self,
+        entry: &Entry,
+        file: &Path,
+        verified: VerifiedHash,
+    ) -> Result<Published, Error> {
+        self.publish_file_knowing(entry, file, Some(verified))
+    }
+
+    fn publish_file_knowing(
+        &self,
+        entry: &Entry,
+        file: &Path,
+        verified: Option<VerifiedHash>,
+    ) -> Result<Published, Error> {
         let declared = declared_hash(entry)?;
         let mut sink = self.nar_sink(entry, &declared)?;
         let mut input =
             File::open(file).map_err(Error::io(format!("opening {}", file.display())))?;
-        let len = input
+        let meta = input
             .metadata()
-            .map_err(Error::io(format!("stat {}", file.display())))?
-            .len();
+            .map_err(Error::io(format!("stat {}", file.display())))?;
+        let len = meta.len();
+        if verified
+            .as_ref()
+            .is_some_and(|v| v.file != FileIdentity::of(&meta))
+        {
+            return Err(Error::Corrupt {
+                what: file.display().to_string(),
+                reason: "not the file its hash was taken of, or changed since".into(),
+            });
+        }
         let flat = if is_flat(entry) {
-            let mut hashes = ContentHasher::new(ContentHashes::new(declared.algo), len);
-            let mut reader = HashingReader {
-                inner: &mut input,
-                hashes: &mut hashes,
+            let known = verified.map(|v| v.hash);
+            let hashes = ContentHashes::knowing(declared.algo, known);
+            let digests = if hashes.hashes_anything() {
+                let mut hashes = ContentHasher::new(hashes, len);
+                let mut reader = HashingReader {
+                    inner: &mut input,
+                    hashes: &mut hashes,
+                };
+                nar::write_file_nar(&mut reader, len, false, &mut sink)?;
+                hashes.finish()
+            } else {
+                nar::write_file_nar(&mut input, len, false, &mut sink)?;
+                hashes.finish()
             };
-            nar::write_file_nar(&mut reader, len, false, &mut sink)?;
             Some(FlatOutcome {
-                digests: hashes.finish(),
+                digests,
                 mirror_source: self
                     .options
                     .layout
@@ -1334,6 +1540,122 @@ impl NarVisitor for ValidateOnly {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn flat_entry(name: &str, hash: &Hash) -> Entry {
+        Entry {
+            store_path: fixed_output_path(name, HashMode::Flat, hash).to_path_string(),
+            name: name.into(),
+            hash: srcgrab_manifest::OutputHash::new(HashMode::Flat, hash),
+            kind: srcgrab_manifest::Kind::Url,
+            urls: Vec::new(),
+            original_urls: Vec::new(),
+            executable: false,
+            post_fetch: false,
+            unpack: None,
+            git: None,
+            drv_path: String::new(),
+            systems: Vec::new(),
+            attrs: Vec::new(),
+            attr_count: 0,
+        }
+    }
+
+    /// Writes `chunks` to `path` through [`HashedWrites`] and seals the hash to it.
+    fn write_hashed(path: &Path, algo: HashAlgo, chunks: &[&[u8]]) -> VerifiedHash {
+        let mut out = File::create(path).unwrap();
+        let mut hashed = HashedWrites::new(algo);
+        for chunk in chunks {
+            hashed.write(&mut out, chunk).unwrap();
+        }
+        hashed.seal(path).unwrap()
+    }
+
+    #[test]
+    fn a_hash_taken_while_writing_publishes_what_rehashing_would() {
+        let dir = tempfile::tempdir().unwrap();
+        let content = b"bytes hashed on their way to disk".repeat(1000);
+        let file = dir.path().join("download");
+        let verified = write_hashed(&file, HashAlgo::Sha256, &[&content[..10], &content[10..]]);
+        assert_eq!(
+            verified,
+            VerifiedHash::of_file(&file, HashAlgo::Sha256).unwrap()
+        );
+        let entry = flat_entry("f", verified.hash());
+        let open = |name: &str| Cache::open(&dir.path().join(name), CacheOptions::default());
+        let rehashed = open("a").unwrap().publish_file(&entry, &file).unwrap();
+        let trusted = open("b")
+            .unwrap()
+            .publish_file_verified(&entry, &file, verified)
+            .unwrap();
+        assert_eq!(trusted, rehashed);
+        let mirrored = dir.path().join("b/sha256").join(sha256_hex(&content));
+        assert_eq!(fs::read(mirrored).unwrap(), content);
+    }
+
+    fn sha256_hex(content: &[u8]) -> String {
+        let mut h = Hasher::new(HashAlgo::Sha256);
+        h.update(content);
+        h.finalize().to_hex()
+    }
+
+    #[test]
+    fn a_verified_hash_is_refused_for_another_or_changed_file_and_still_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(&dir.path().join("cache"), CacheOptions::default()).unwrap();
+        let file = dir.path().join("download");
+        let verified = write_hashed(&file, HashAlgo::Sha256, &[b"original"]);
+        let entry = flat_entry("f", verified.hash());
+
+        let other = dir.path().join("other");
+        fs::write(&other, b"original").unwrap();
+        let err = cache
+            .publish_file_verified(&entry, &other, verified.clone())
+            .unwrap_err();
+        assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+
+        // Same length, other bytes, written after the seal.
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        fs::write(&file, b"replaced").unwrap();
+        let err = cache
+            .publish_file_verified(&entry, &file, verified)
+            .unwrap_err();
+        assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+
+        // A true hash of the bytes that is not the declared one is a mismatch.
+        let verified = write_hashed(&file, HashAlgo::Sha256, &[b"something else"]);
+        let err = cache
+            .publish_file_verified(&entry, &file, verified)
+            .unwrap_err();
+        assert!(matches!(err, Error::HashMismatch { .. }), "{err}");
+        assert!(!cache.is_present(&entry).unwrap());
+
+        // A seal needs the file to hold exactly what was written.
+        let mut out = File::create(&file).unwrap();
+        let mut hashed = HashedWrites::new(HashAlgo::Sha256);
+        hashed.write(&mut out, b"abc").unwrap();
+        out.write_all(b"unhashed").unwrap();
+        assert!(hashed.seal(&file).is_err());
+    }
+
+    #[test]
+    fn a_known_sha1_still_gets_the_sha256_the_mirror_is_named_by() {
+        let dir = tempfile::tempdir().unwrap();
+        let content = b"declared by sha1".to_vec();
+        let file = dir.path().join("download");
+        let verified = write_hashed(&file, HashAlgo::Sha1, &[&content]);
+        let entry = flat_entry("f", verified.hash());
+        let cache = Cache::open(&dir.path().join("cache"), CacheOptions::default()).unwrap();
+        cache
+            .publish_file_verified(&entry, &file, verified.clone())
+            .unwrap();
+        let sha256 = sha256_hex(&content);
+        assert_eq!(
+            fs::read(dir.path().join("cache/sha256").join(&sha256)).unwrap(),
+            content
+        );
+        let sha1_key = dir.path().join("cache/sha1").join(verified.hash().to_hex());
+        assert_eq!(fs::read(sha1_key).unwrap(), content);
+    }
 
     #[test]
     fn mirror_link_targets_climb_one_level_per_directory() {
