@@ -52,8 +52,10 @@ in
   # Forces every system's root, so a tree that cannot be loaded fails once, up front.
   check = map (system: builtins.isAttrs roots.${system} || builtins.isFunction roots.${system}) systems;
 
+  # SYSTEM is an index into settings.systems: questions are sent one byte at a time, so
+  # they are kept short.
   describe = system: path: explicit:
-    let value = builtins.foldl' (set: name: set.${name}) roots.${system} path;
+    let value = builtins.foldl' (set: name: set.${name}) roots.${builtins.elemAt systems system} path;
     in
     if isDerivation value then { drv = value.drvPath; }
     else if builtins.isAttrs value && walked explicit value then

@@ -709,6 +709,56 @@ fn a_crashing_or_memory_hungry_attribute_costs_only_itself() {
 }
 
 #[test]
+fn an_attribute_that_never_ends_fails_after_the_eval_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let stress = fixture().join("stress.nix");
+    let (code, text) = enumerate(
+        dir.path(),
+        "spin.json",
+        &[
+            "--file",
+            stress.to_str().unwrap(),
+            "--arg",
+            "spin",
+            "true",
+            "--attr",
+            "spinning",
+            "--attr",
+            "before",
+            "--attr",
+            "zafter",
+            "--jobs",
+            "1",
+            "--eval-timeout",
+            "2",
+            "--system",
+            "x86_64-linux",
+        ],
+    );
+    assert_eq!(code, 1);
+    let manifest: Value = serde_json::from_str(&text).unwrap();
+    let failures: Vec<(&str, &str)> = manifest["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["attr"].as_str().unwrap(), f["error"].as_str().unwrap()))
+        .collect();
+    assert_eq!(failures, [("spinning", "exceeded --eval-timeout")]);
+    // The same worker goes on, with a fresh evaluator, to the attributes after it.
+    let mut names: Vec<&str> = manifest["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["bootstrap-tools.sh", "data.txt", "hello-1.0.tar.gz"]
+    );
+}
+
+#[test]
 fn fatal_errors_exit_2_with_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let output = dir.path().join("never.json");

@@ -1,23 +1,37 @@
 //! The build closure walk: from every evaluated root .drv, read the .drv files it needs
 //! (in parallel, frontier by frontier, each file once), and find every fixed-output
 //! derivation reachable through inputDrvs, including through other FODs' own inputs.
-//! Each FOD learns which systems and which attribute paths need it.
+//! Each FOD learns which systems and which attribute paths need it, as indices into sorted
+//! name tables: a package set's FODs are reached from a million (FOD, attribute) pairs, too
+//! many to hold as strings.
 
 use crate::aterm::{self, Derivation};
 use crate::walk::Root;
 use crate::Progress;
 use rayon::prelude::*;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
+
+/// The FODs of the closure, and the names their `systems` and `attrs` index.
+#[derive(Debug, Clone, Default)]
+pub struct Closure {
+    pub fods: Vec<FoundFod>,
+    /// Sorted and distinct, so that sorted indices are sorted names.
+    pub system_names: Vec<String>,
+    /// Sorted and distinct attribute paths of the roots.
+    pub attr_names: Vec<String>,
+}
 
 /// A FOD of the closure, with everything that reaches it.
 #[derive(Debug, Clone)]
 pub struct FoundFod {
     pub drv_path: String,
     pub drv: Derivation,
-    pub systems: BTreeSet<String>,
-    /// Attribute paths (deduplicated across systems) whose closure holds it.
-    pub attrs: BTreeSet<String>,
+    /// Indices into [`Closure::system_names`], sorted and distinct.
+    pub systems: Vec<u32>,
+    /// Indices into [`Closure::attr_names`], sorted and distinct (an attribute reaching it
+    /// on several systems counts once).
+    pub attrs: Vec<u32>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -42,7 +56,7 @@ struct Node {
 
 /// Reads the closure of `roots` and returns one [`FoundFod`] per FOD .drv (not yet merged by
 /// output path).
-pub fn find_fods(roots: &[Root], progress: &dyn Progress) -> Result<Vec<FoundFod>, ClosureError> {
+pub fn find_fods(roots: &[Root], progress: &dyn Progress) -> Result<Closure, ClosureError> {
     let mut index: HashMap<String, u32> = HashMap::new();
     let mut paths: Vec<String> = Vec::new();
     let mut nodes: Vec<Option<Node>> = Vec::new();
@@ -111,27 +125,60 @@ pub fn find_fods(roots: &[Root], progress: &dyn Progress) -> Result<Vec<FoundFod
         .collect();
 
     let reachable = reachable_fods(&nodes);
-    let mut systems: HashMap<u32, BTreeSet<String>> = HashMap::new();
-    let mut attrs: HashMap<u32, BTreeSet<String>> = HashMap::new();
-    for root in roots {
-        for &fod in reachable[index[&root.drv_path] as usize].iter() {
-            systems.entry(fod).or_default().insert(root.system.clone());
-            attrs.entry(fod).or_default().insert(root.attr.clone());
+    let system_names = sorted_distinct(roots.iter().map(|r| &r.system));
+    let attr_names = sorted_distinct(roots.iter().map(|r| &r.attr));
+    let id =
+        |names: &[String], name: &String| names.binary_search(name).expect("a listed name") as u32;
+    // Roots in attribute order, so that every FOD's lists grow sorted and a repeat (the same
+    // attribute on another system) is always the last element.
+    let mut by_attr: Vec<(u32, u32, u32)> = roots
+        .iter()
+        .map(|r| {
+            (
+                id(&attr_names, &r.attr),
+                id(&system_names, &r.system),
+                index[&r.drv_path],
+            )
+        })
+        .collect();
+    by_attr.sort_unstable();
+    let mut systems: Vec<Vec<u32>> = vec![Vec::new(); nodes.len()];
+    let mut attrs: Vec<Vec<u32>> = vec![Vec::new(); nodes.len()];
+    for (attr, system, node) in by_attr {
+        for &fod in reachable[node as usize].iter() {
+            let fod = fod as usize;
+            if attrs[fod].last() != Some(&attr) {
+                attrs[fod].push(attr);
+            }
+            if !systems[fod].contains(&system) {
+                systems[fod].push(system);
+            }
         }
     }
-    let mut found = Vec::new();
+    let mut fods = Vec::new();
     for (i, node) in nodes.into_iter().enumerate() {
-        let i = i as u32;
         if let Some(drv) = node.fod {
-            found.push(FoundFod {
-                drv_path: paths[i as usize].clone(),
+            systems[i].sort_unstable();
+            fods.push(FoundFod {
+                drv_path: std::mem::take(&mut paths[i]),
                 drv,
-                systems: systems.remove(&i).unwrap_or_default(),
-                attrs: attrs.remove(&i).unwrap_or_default(),
+                systems: std::mem::take(&mut systems[i]),
+                attrs: std::mem::take(&mut attrs[i]),
             });
         }
     }
-    Ok(found)
+    Ok(Closure {
+        fods,
+        system_names,
+        attr_names,
+    })
+}
+
+fn sorted_distinct<'a>(names: impl Iterator<Item = &'a String>) -> Vec<String> {
+    let mut names: Vec<String> = names.cloned().collect();
+    names.sort_unstable();
+    names.dedup();
+    names
 }
 
 /// For every node, the sorted FOD nodes its closure holds (itself included). Sets are

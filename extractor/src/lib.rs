@@ -15,9 +15,10 @@ use srcgrab_manifest::{
     Entry, EvalArg, EvalConfig, Failure, Hash, HashAlgo, HashMode, Manifest, OutputHash,
     Provenance, StorePath, MANIFEST_VERSION, MAX_LISTED_ATTRS,
 };
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 /// The Nix expression each evaluator loads.
 const ENUMERATE_NIX: &str = include_str!("../../nix/enumerate.nix");
@@ -43,6 +44,10 @@ pub struct Options {
     pub jobs: usize,
     /// Resident memory cap of each evaluator process, in bytes.
     pub max_memory: Option<u64>,
+    /// Longest time one attribute may take before its evaluator is killed.
+    pub eval_timeout: Option<Duration>,
+    /// Hard stack limit of each evaluator, in bytes (see [`eval::EvaluatorCommand`]).
+    pub eval_stack: Option<u64>,
 }
 
 /// Reports how a run goes; every method may be called from several threads.
@@ -62,7 +67,8 @@ pub trait Progress: Sync {
 /// Why an evaluator process was replaced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Restart {
-    /// It died, or was killed above `--max-memory`, during an attribute (which failed).
+    /// It died, or was killed above `--max-memory` or past `--eval-timeout`, during an
+    /// attribute (which failed).
     Failed,
     /// It had grown above 80% of `--max-memory`; replaced between attributes.
     MemoryHigh,
@@ -143,6 +149,7 @@ pub fn enumerate(options: &Options, progress: &dyn Progress) -> Result<Manifest,
             )])
             .collect(),
         load_line: load_line(options, &source_expr, &systems, workdir.path())?,
+        stack_limit: options.eval_stack,
     };
 
     let walked = walk::walk(
@@ -151,12 +158,15 @@ pub fn enumerate(options: &Options, progress: &dyn Progress) -> Result<Manifest,
             systems: &systems,
             start: &start,
             jobs: options.jobs,
-            memory_limit: options.max_memory,
+            limits: eval::Limits {
+                memory: options.max_memory,
+                time: options.eval_timeout,
+            },
         },
         progress,
     )?;
-    let fods = closure::find_fods(&walked.roots, progress)?;
-    let (entries, mut failures) = describe_fods(fods)?;
+    let closure = closure::find_fods(&walked.roots, progress)?;
+    let (entries, mut failures) = describe_fods(closure)?;
     failures.extend(walked.failures);
 
     let (nixpkgs, nixpkgs_rev, file) = match &options.source {
@@ -228,11 +238,9 @@ fn load_line(
 }
 
 /// Turns the FOD .drvs into manifest entries, one per output path.
-fn describe_fods(
-    fods: Vec<closure::FoundFod>,
-) -> Result<(Vec<Entry>, Vec<Failure>), EnumerateError> {
+fn describe_fods(closure: closure::Closure) -> Result<(Vec<Entry>, Vec<Failure>), EnumerateError> {
     let mut by_output: BTreeMap<String, Vec<closure::FoundFod>> = BTreeMap::new();
-    for fod in fods {
+    for fod in closure.fods {
         let output = fod
             .drv
             .fixed_output()
@@ -246,20 +254,21 @@ fn describe_fods(
     let mut failures = Vec::new();
     for (output_path, mut group) in by_output {
         group.sort_by(|a, b| a.drv_path.cmp(&b.drv_path));
-        let systems: BTreeSet<String> = group
-            .iter()
-            .flat_map(|f| f.systems.iter().cloned())
+        let systems: Vec<&String> = union(group.iter().map(|f| &f.systems))
+            .into_iter()
+            .map(|i| &closure.system_names[i as usize])
             .collect();
-        let attrs: BTreeSet<String> = group.iter().flat_map(|f| f.attrs.iter().cloned()).collect();
+        let attrs = union(group.iter().map(|f| &f.attrs));
+        let attr_name = |i: u32| closure.attr_names[i as usize].clone();
         let chosen = &group[0];
         let out = chosen.drv.fixed_output().expect("a FOD");
         let hash = match output_hash(&out.hash_algo, &out.hash) {
             Ok(h) => h,
             Err(message) => {
-                for system in &systems {
+                for &system in &systems {
                     failures.push(Failure {
                         system: system.clone(),
-                        attr: attrs.iter().next().cloned().unwrap_or_default(),
+                        attr: attrs.first().map(|&i| attr_name(i)).unwrap_or_default(),
                         error: format!("{}: {message}", chosen.drv_path),
                     });
                 }
@@ -283,12 +292,31 @@ fn describe_fods(
             unpack: fetch.unpack,
             git: fetch.git,
             drv_path: chosen.drv_path.clone(),
-            systems: systems.into_iter().collect(),
+            systems: systems.into_iter().cloned().collect(),
             attr_count: attrs.len() as u64,
-            attrs: attrs.into_iter().take(MAX_LISTED_ATTRS).collect(),
+            attrs: attrs
+                .iter()
+                .take(MAX_LISTED_ATTRS)
+                .map(|&i| attr_name(i))
+                .collect(),
         });
     }
     Ok((entries, failures))
+}
+
+/// The sorted union of sorted index lists (most FODs are one .drv: nothing to merge).
+fn union<'a>(mut lists: impl Iterator<Item = &'a Vec<u32>>) -> Vec<u32> {
+    let mut all = lists.next().cloned().unwrap_or_default();
+    let mut merged_more = false;
+    for list in lists {
+        all.extend_from_slice(list);
+        merged_more = true;
+    }
+    if merged_more {
+        all.sort_unstable();
+        all.dedup();
+    }
+    all
 }
 
 /// `r:sha256` + hex -> recursive sha256 hash.

@@ -1,16 +1,17 @@
 //! The evaluation walk: worker threads, each owning one `nix repl`, take (system, attribute
 //! path) tasks from a shared queue. A derivation yields its drvPath (asking for it writes the
 //! .drv files); a set to walk yields its names as new tasks; any error is a recorded failure.
-//! A worker whose evaluator dies, or outgrows the memory cap, gets a fresh one: a bad
-//! attribute costs only itself.
+//! A worker whose evaluator dies, outgrows the memory cap or runs out of time gets a fresh
+//! one: a bad attribute costs only itself.
 
 use crate::attr_path;
-use crate::eval::{nix_string, Answer, Evaluator, EvaluatorCommand, StartError};
+use crate::eval::{nix_string, Answer, Evaluator, EvaluatorCommand, Limits, StartError};
 use crate::{Progress, Restart};
 use srcgrab_manifest::Failure;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
+use std::thread::JoinHandle;
 
 /// An evaluated derivation attribute: where the closure walk starts.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -32,9 +33,9 @@ pub struct WalkSettings<'a> {
     /// Paths to start from (walked as explicitly asked for); `[[]]` is the whole set.
     pub start: &'a [Vec<String>],
     pub jobs: usize,
-    /// Kill an evaluator above this many resident bytes (the task in flight fails), and
-    /// replace it between tasks above 80% of it.
-    pub memory_limit: Option<u64>,
+    /// Kill an evaluator past these (the task in flight fails); also replace it between
+    /// tasks above 80% of the memory limit.
+    pub limits: Limits,
 }
 
 /// Sets nested deeper than this are not walked: a set that contains itself (like a whole
@@ -96,7 +97,7 @@ impl Queue {
 /// Runs the walk to the end. Only an evaluator that cannot be started (nix missing, the
 /// expression not loading) is an error; everything an attribute does is data.
 pub fn walk(settings: &WalkSettings, progress: &dyn Progress) -> Result<WalkResult, StartError> {
-    let first = Evaluator::start(settings.command, settings.memory_limit)?;
+    let first = Evaluator::start(settings.command, settings.limits)?;
     let queue = Queue {
         state: Mutex::new(QueueState {
             pending: (0..settings.systems.len())
@@ -146,19 +147,23 @@ fn run_worker(
     alive: &AtomicUsize,
     progress: &dyn Progress,
 ) -> Result<(), StartError> {
-    let start = || Evaluator::start(settings.command, settings.memory_limit);
-    let mut evaluator = match evaluator {
-        Some(e) => e,
-        None => start()?,
+    let mut evaluators = Evaluators {
+        command: settings.command,
+        limits: settings.limits,
+        current: match evaluator {
+            Some(e) => e,
+            None => Evaluator::start(settings.command, settings.limits)?,
+        },
+        spare: None,
     };
     progress.workers_alive(alive.fetch_add(1, Ordering::SeqCst) + 1);
-    let restart_above = settings.memory_limit.map(|limit| limit / 5 * 4);
+    let restart_above = settings.limits.memory.map(|limit| limit / 5 * 4);
     while let Some(task) = queue.take() {
         let system = &settings.systems[task.system];
         let attr = attr_path::format(&task.path);
         let question = format!(
-            "__sg.describe {} [ {} ] {}",
-            nix_string(system),
+            "__sg.describe {} [{}] {}",
+            task.system,
             task.path
                 .iter()
                 .map(|n| nix_string(n))
@@ -166,7 +171,7 @@ fn run_worker(
                 .join(" "),
             task.explicit
         );
-        let answer = evaluator.ask(&question, settings.memory_limit);
+        let answer = evaluators.current.ask(&question, settings.limits);
         let mut children = Vec::new();
         let failure = match answer {
             Answer::Value(value) => match read_answer(&value) {
@@ -202,7 +207,7 @@ fn run_worker(
             Answer::Error(message) => Some(message),
             Answer::Crashed(message) => {
                 progress.workers_alive(alive.fetch_sub(1, Ordering::SeqCst) - 1);
-                evaluator = start()?;
+                evaluators.replace()?;
                 progress.workers_alive(alive.fetch_add(1, Ordering::SeqCst) + 1);
                 progress.evaluator_restarted(Restart::Failed);
                 Some(message)
@@ -221,16 +226,56 @@ fn run_worker(
             });
         }
         queue.finish(children);
-        if let (Some(limit), Some(rss)) = (restart_above, evaluator.resident_bytes()) {
+        if let (Some(limit), Some(rss)) = (restart_above, evaluators.current.resident_bytes()) {
             if rss > limit {
-                evaluator.kill();
-                evaluator = start()?;
+                evaluators.replace()?;
                 progress.evaluator_restarted(Restart::MemoryHigh);
             }
         }
     }
     progress.workers_alive(alive.fetch_sub(1, Ordering::SeqCst) - 1);
     Ok(())
+}
+
+/// A worker's evaluator and, once it has been replaced a first time, a spare being started
+/// in the background: the next replacement swaps in a loaded process instead of waiting for
+/// one (a set whose attributes keep overflowing the stack replaces evaluators hundreds of
+/// times). A walk that never replaces one runs no spare.
+struct Evaluators<'a> {
+    command: &'a EvaluatorCommand,
+    limits: Limits,
+    current: Evaluator,
+    spare: Option<JoinHandle<Result<Evaluator, StartError>>>,
+}
+
+impl Evaluators<'_> {
+    fn replace(&mut self) -> Result<(), StartError> {
+        self.current.kill();
+        self.current = match self.spare.take() {
+            Some(starting) => join(starting)?,
+            None => Evaluator::start(self.command, self.limits)?,
+        };
+        let (command, limits) = (self.command.clone(), self.limits);
+        self.spare = Some(std::thread::spawn(move || {
+            Evaluator::start(&command, limits)
+        }));
+        Ok(())
+    }
+}
+
+impl Drop for Evaluators<'_> {
+    /// Waits for a spare still starting, so that no evaluator outlives the walk.
+    fn drop(&mut self) {
+        if let Some(starting) = self.spare.take() {
+            let _ = starting.join();
+        }
+    }
+}
+
+fn join<T>(thread: JoinHandle<T>) -> T {
+    thread
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -21,6 +21,8 @@ fn run(file: &std::path::Path, max_memory: u64) -> (srcgrab_manifest::Manifest, 
         config: Default::default(),
         jobs: 1,
         max_memory: Some(max_memory),
+        eval_timeout: None,
+        eval_stack: None,
     };
     let restarts = Restarts::default();
     let manifest = enumerate(&options, &restarts).unwrap();
@@ -28,17 +30,19 @@ fn run(file: &std::path::Path, max_memory: u64) -> (srcgrab_manifest::Manifest, 
     (manifest, restarts)
 }
 
-/// `a` keeps ~230 MiB alive in the evaluator (a forced list of a million strings, measured
-/// at 227 MiB resident on Nix 2.8): above 80% of a 256 MiB cap but below the cap, so the
-/// evaluator is replaced after `a`, and no attribute fails.
+/// `a` keeps 19 strings of 10 MiB alive in the evaluator (226 MiB resident on Nix 2.8): above
+/// 80% of a 256 MiB cap but below the cap, so the evaluator is replaced after `a`, and no
+/// attribute fails. Large strings read from a file make the figure steady: a list of a
+/// million small strings measured 165 or 211 MiB, depending on when the collector ran.
 #[test]
 fn an_evaluator_grown_past_80_percent_is_replaced_between_attributes() {
     let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ten-mib"), vec![b'x'; 10 << 20]).unwrap();
     let file = dir.path().join("grow.nix");
     std::fs::write(
         &file,
-        r#"let big = let l = builtins.genList (x: "1-${toString x}") 1000000; in builtins.deepSeq l l;
-           in { a = big; b = derivation { name = "b"; system = "x86_64-linux"; builder = "/bin/sh"; }; }"#,
+        r#"{ a = let l = builtins.genList (i: builtins.readFile ./ten-mib) 19; in builtins.deepSeq l l;
+             b = derivation { name = "b"; system = "x86_64-linux"; builder = "/bin/sh"; }; }"#,
     )
     .unwrap();
     let (manifest, restarts) = run(&file, 256 << 20);

@@ -42,6 +42,15 @@ pub struct Args {
     /// attribute it was evaluating recorded as failed; above 80% it is replaced between attributes.
     #[arg(long, default_value = "4G", value_parser = parse_size)]
     max_memory: u64,
+    /// Longest time one attribute may take, in seconds (0: no limit): an evaluation that
+    /// loops without growing is killed and recorded as failed, and its evaluator replaced.
+    #[arg(long, default_value_t = 300, value_name = "SECS")]
+    eval_timeout: u64,
+    /// Stack limit of each evaluator (e.g. 8M). Nix raises its stack to 64 MiB where it may;
+    /// a smaller one makes stack overflows (each ends an evaluator) cheaper, but also fails
+    /// evaluations that are legitimately that deep.
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    eval_stack: Option<u64>,
     #[arg(long)]
     allow_unfree: bool,
     #[arg(long)]
@@ -80,6 +89,8 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
             .jobs
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         max_memory: Some(args.max_memory),
+        eval_timeout: (args.eval_timeout > 0).then(|| Duration::from_secs(args.eval_timeout)),
+        eval_stack: args.eval_stack,
     };
     let display = Display::new();
     let manifest = srcgrab_extractor::enumerate(&options, &display)
