@@ -22,9 +22,9 @@ use reqwest::header::{
 };
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
-use srcgrab_manifest::hash::{encode_hex, Hash, HashAlgo, Hasher};
+use srcgrab_manifest::hash::{encode_hex, Hash, HashAlgo};
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -33,6 +33,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
+use crate::cache::{HashedWrites, VerifiedHash};
 use crate::report::{HostReport, Progress};
 use crate::schedule::{Slot, Slots};
 use crate::Error;
@@ -161,8 +162,9 @@ pub struct Downloaded {
     pub path: PathBuf,
     meta: PathBuf,
     pub size: u64,
-    /// Of the bytes, in the algorithm asked for.
-    pub hash: Hash,
+    /// Of the bytes, in the algorithm asked for, taken as they were written (or read back
+    /// once the ranges were all in), so publishing need not hash them again.
+    pub verified: VerifiedHash,
 }
 
 impl Downloaded {
@@ -283,7 +285,7 @@ struct Partial {
     meta_path: PathBuf,
     meta: PartialMeta,
     len: u64,
-    hasher: Option<Hasher>,
+    hasher: Option<HashedWrites>,
     algo: HashAlgo,
     /// Whether some bytes came from an earlier response (so a bad hash may be a bad splice).
     spliced: bool,
@@ -317,7 +319,7 @@ impl Partial {
             meta_path,
             meta,
             len,
-            hasher: (len == 0).then(|| algo.hasher()),
+            hasher: (len == 0).then(|| HashedWrites::new(algo)),
             algo,
             spliced: false,
             single_stream: false,
@@ -330,7 +332,7 @@ impl Partial {
 
     fn reset(&mut self) {
         self.len = 0;
-        self.hasher = Some(self.algo.hasher());
+        self.hasher = Some(HashedWrites::new(self.algo));
         self.spliced = false;
         self.meta.segments.clear();
     }
@@ -352,17 +354,23 @@ impl Partial {
         }
         let part = self.part.clone();
         let (algo, len) = (self.algo, self.len);
-        let hashed = tokio::task::spawn_blocking(move || -> Result<Hasher, Error> {
-            let context = || format!("reading {}", part.display());
-            let file = std::fs::File::open(&part).map_err(Error::io(context()))?;
-            let mut hasher = algo.hasher();
-            std::io::copy(&mut file.take(len), &mut hasher).map_err(Error::io(context()))?;
-            Ok(hasher)
+        let hashed = tokio::task::spawn_blocking(move || {
+            HashedWrites::resume(&part, algo, len)
+                .map_err(Error::io(format!("reading {}", part.display())))
         })
         .await
         .map_err(|e| Error::HttpClient(format!("hashing task failed: {e}")))??;
         self.hasher = Some(hashed);
         Ok(())
+    }
+
+    /// The hash of the whole file, once every byte went through the hasher.
+    fn seal(&self) -> Result<VerifiedHash, Attempt> {
+        self.hasher
+            .clone()
+            .expect("hasher ready")
+            .seal(&self.part)
+            .map_err(|e| Attempt::Local(Error::io(format!("checking {}", self.part.display()))(e)))
     }
 }
 
@@ -486,6 +494,12 @@ impl Assembly<'_> {
     }
 }
 
+/// What a HEAD said about a download.
+struct Head {
+    meta: PartialMeta,
+    headers: HeaderMap,
+}
+
 /// How one request for a range ended, when it did not bring the whole range.
 enum RangeTry {
     /// This server cannot be trusted with ranges of this file: one stream from now on.
@@ -497,6 +511,10 @@ enum RangeTry {
 
 pub struct Downloader {
     client: reqwest::Client,
+    /// For ranges: HTTP/1.1 only, so that ranges fetched at once travel over separate TCP
+    /// connections (each with its own window, which is the point on a far link) rather than
+    /// as streams of one HTTP/2 connection.
+    range_client: reqwest::Client,
     options: DownloadOptions,
     partial_dir: PathBuf,
     slots: Slots,
@@ -534,16 +552,24 @@ impl Downloader {
     ) -> Result<Downloader, Error> {
         std::fs::create_dir_all(partial_dir)
             .map_err(Error::io(format!("creating {}", partial_dir.display())))?;
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("srcgrab/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(options.connect_timeout)
-            .read_timeout(options.stall_timeout)
-            .redirect(reqwest::redirect::Policy::limited(10))
-            .pool_max_idle_per_host(options.max_per_host.max(1))
+        let builder = || {
+            reqwest::Client::builder()
+                .user_agent(concat!("srcgrab/", env!("CARGO_PKG_VERSION")))
+                .connect_timeout(options.connect_timeout)
+                .read_timeout(options.stall_timeout)
+                .redirect(reqwest::redirect::Policy::limited(10))
+                .pool_max_idle_per_host(options.max_per_host.max(1))
+        };
+        let client = builder()
+            .build()
+            .map_err(|e| Error::HttpClient(error_chain(&e)))?;
+        let range_client = builder()
+            .http1_only()
             .build()
             .map_err(|e| Error::HttpClient(error_chain(&e)))?;
         Ok(Downloader {
             client,
+            range_client,
             slots: Slots::new(options.jobs, options.max_per_host),
             queries: Semaphore::new(options.queries.max(1)),
             tallies: Mutex::new(BTreeMap::new()),
@@ -579,28 +605,29 @@ impl Downloader {
     /// A slot for the first request of a download of unknown size. When it has waited
     /// [`PROBE_AFTER`] (a slow link: slots turn over slowly), a HEAD (outside the connection
     /// budget, like narinfo lookups) asks the size, so that large files waiting behind
-    /// small ones move ahead once known.
-    async fn lease_sized(&self, url: &str) -> Lease<'_> {
+    /// small ones move ahead once known; its answer comes along.
+    async fn lease_sized(&self, url: &str) -> (Lease<'_>, Option<Head>) {
         // Boxed so that dropping it really leaves the queue before asking again.
         let mut waiting = Box::pin(self.lease(url, 0));
-        let size = tokio::select! {
-            lease = &mut waiting => return lease,
-            size = async {
+        let head = tokio::select! {
+            lease = &mut waiting => return (lease, None),
+            head = async {
                 tokio::time::sleep(PROBE_AFTER).await;
-                self.head_length(url).await
-            } => size,
+                self.head(url).await
+            } => head,
         };
-        match size {
-            Some(size) if size > 0 => {
+        match head {
+            Some(head) if head.meta.length.is_some_and(|size| size > 0) => {
                 drop(waiting);
-                self.lease(url, size).await
+                let size = head.meta.length.unwrap_or(0);
+                (self.lease(url, size).await, Some(head))
             }
-            _ => waiting.await,
+            _ => (waiting.await, None),
         }
     }
 
-    /// One HEAD for the size, no retries: only a hint.
-    async fn head_length(&self, url: &str) -> Option<u64> {
+    /// One HEAD, no retries: only a hint.
+    async fn head(&self, url: &str) -> Option<Head> {
         let _slot = self.queries.acquire().await.ok()?;
         let response =
             tokio::time::timeout(self.options.stall_timeout, self.client.head(url).send())
@@ -610,9 +637,17 @@ impl Downloader {
         if !response.status().is_success() {
             return None;
         }
-        header_text(response.headers(), CONTENT_LENGTH)?
-            .parse()
-            .ok()
+        let headers = response.headers().clone();
+        Some(Head {
+            meta: PartialMeta {
+                url: url.to_string(),
+                etag: header_text(&headers, ETAG),
+                last_modified: header_text(&headers, LAST_MODIFIED),
+                length: header_text(&headers, CONTENT_LENGTH).and_then(|l| l.parse().ok()),
+                segments: Vec::new(),
+            },
+            headers,
+        })
     }
 
     fn note_bytes(&self, url: &str, bytes: u64) {
@@ -797,14 +832,15 @@ impl Downloader {
                 self.attempt(url, alternates, &mut partial, tally).await
             };
             match attempt {
-                Ok(hash) => {
+                Ok(verified) => {
+                    let hash = verified.hash().clone();
                     let matches = expected.is_none_or(|e| *e == hash);
                     if matches {
                         return Ok(Downloaded {
                             path: partial.part.clone(),
                             meta: partial.meta_path.clone(),
                             size: partial.len,
-                            hash,
+                            verified,
                         });
                     }
                     let spliced = partial.spliced;
@@ -851,11 +887,24 @@ impl Downloader {
         alternates: &[String],
         partial: &mut Partial,
         tally: &AtomicU64,
-    ) -> Result<Hash, Attempt> {
-        let lease = match partial.meta.length {
-            Some(length) => self.lease(url, length).await,
+    ) -> Result<VerifiedHash, Attempt> {
+        let (lease, head) = match partial.meta.length {
+            Some(length) => (self.lease(url, length).await, None),
             None => self.lease_sized(url).await,
         };
+        // A HEAD showed a large file with a validator to check ranges against: straight to
+        // ranges, saving the round trip of an opening GET.
+        if let Some(head) = head.filter(|h| partial.len == 0 && h.meta.validator().is_some()) {
+            partial.meta = head.meta;
+            if let Some(segments) = self.split(partial, &head.headers) {
+                partial.meta.segments = segments;
+                partial.save_meta().map_err(Attempt::Local)?;
+                drop(lease);
+                return self
+                    .fill_segments(url, alternates, partial, tally, None)
+                    .await;
+            }
+        }
 
         let mut request = self.client.get(url);
         if partial.len > 0 {
@@ -902,7 +951,7 @@ impl Downloader {
                 // Either the partial file is already whole, or it belongs to other content.
                 if partial.meta.length == Some(partial.len) {
                     partial.ensure_hasher().await.map_err(Attempt::Local)?;
-                    return Ok(partial.hasher.clone().expect("hasher ready").finalize());
+                    return partial.seal();
                 }
                 partial.discard();
                 return Err(transient("range not satisfiable; restarting"));
@@ -929,7 +978,7 @@ impl Downloader {
                 });
             }
         }
-        Ok(partial.hasher.clone().expect("hasher ready").finalize())
+        partial.seal()
     }
 
     /// Appends the body to the partial file; returns how many bytes it kept.
@@ -965,13 +1014,12 @@ impl Downloader {
             if let Some(rate) = &self.rate {
                 rate.take(chunk.len()).await;
             }
-            out.write_all(&chunk)
-                .map_err(|e| Attempt::Local(Error::io(context())(e)))?;
             partial
                 .hasher
                 .as_mut()
                 .expect("hasher ready")
-                .update(&chunk);
+                .write(&mut out, &chunk)
+                .map_err(|e| Attempt::Local(Error::io(context())(e)))?;
             partial.len += chunk.len() as u64;
             kept += chunk.len() as u64;
             self.count_bytes(url, id, chunk.len() as u64, tally);
@@ -1021,7 +1069,7 @@ impl Downloader {
         partial: &mut Partial,
         tally: &AtomicU64,
         opened: Option<(reqwest::Response, Lease<'_>)>,
-    ) -> Result<Hash, Attempt> {
+    ) -> Result<VerifiedHash, Attempt> {
         let total = partial
             .meta
             .length
@@ -1156,7 +1204,7 @@ impl Downloader {
             }
         };
         let lease = self.lease(source, assembly.total).await;
-        let mut request = self.client.get(source).header(
+        let mut request = self.range_client.get(source).header(
             RANGE,
             format!("bytes={}-{}", segment.next_byte(), segment.end - 1),
         );
@@ -1304,15 +1352,21 @@ impl Downloader {
     }
 }
 
-/// The `algo` hash of the first `len` bytes of `path`, off the async threads.
-async fn hash_file(path: &Path, algo: HashAlgo, len: u64) -> Result<Hash, Error> {
+/// The `algo` hash of `path`, which must be `len` bytes long, off the async threads.
+async fn hash_file(path: &Path, algo: HashAlgo, len: u64) -> Result<VerifiedHash, Error> {
     let path = path.to_path_buf();
-    tokio::task::spawn_blocking(move || -> Result<Hash, Error> {
+    tokio::task::spawn_blocking(move || -> Result<VerifiedHash, Error> {
         let context = || format!("reading {}", path.display());
-        let file = std::fs::File::open(&path).map_err(Error::io(context()))?;
-        let mut hasher = algo.hasher();
-        std::io::copy(&mut file.take(len), &mut hasher).map_err(Error::io(context()))?;
-        Ok(hasher.finalize())
+        let verified = VerifiedHash::of_file(&path, algo).map_err(Error::io(context()))?;
+        let got = std::fs::metadata(&path)
+            .map_err(Error::io(context()))?
+            .len();
+        if got != len {
+            return Err(Error::io(context())(std::io::Error::other(format!(
+                "{got} bytes, expected {len}"
+            ))));
+        }
+        Ok(verified)
     })
     .await
     .map_err(|e| Error::HttpClient(format!("hashing task failed: {e}")))?
