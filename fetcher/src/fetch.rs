@@ -547,7 +547,11 @@ impl Run {
         let entry = entry.clone();
         let path = downloaded.path.clone();
         match native {
-            Native::File => blocking(move || cache.publish_file(&entry, &path)).await,
+            Native::File => {
+                // Hashed as it was written: the cache takes that hash instead of its own pass.
+                let verified = downloaded.verified.clone();
+                blocking(move || cache.publish_file_verified(&entry, &path, verified)).await
+            }
             Native::Nar => {
                 // As Nix: the entry's own URL, not a mirror's, says whether it is compressed.
                 let xz = entry.urls.first().is_some_and(|u| u.ends_with(".xz"));
