@@ -998,6 +998,40 @@ impl Cache {
         )
     }
 
+    /// [`Cache::publish_nar`] of a NAR a narinfo describes by its NarSize and sha256 NarHash:
+    /// both are checked against what publishing computes anyway, before anything is visible,
+    /// which saves the second pass over the NAR that checking the stream on its way would be.
+    pub fn publish_nar_described(
+        &self,
+        entry: &Entry,
+        nar: &mut dyn Read,
+        nar_size: u64,
+        nar_hash: &Hash,
+    ) -> Result<Published, Error> {
+        let declared = declared_hash(entry)?;
+        let sink = self.nar_sink(entry, &declared)?;
+        let (sink, flat) = self.decode_nar(entry, &declared, nar, sink)?;
+        let outcome = sink.finish(self.options.compression)?;
+        let corrupt = |reason: String| Error::Corrupt {
+            what: entry.store_path.clone(),
+            reason,
+        };
+        if outcome.nar_size != nar_size {
+            return Err(corrupt(format!(
+                "NAR has {} bytes, narinfo says NarSize {nar_size}",
+                outcome.nar_size
+            )));
+        }
+        if outcome.nar_hash != *nar_hash {
+            return Err(corrupt(format!(
+                "NarHash mismatch: narinfo says {}, NAR has {}",
+                nar_hash.to_nix32_prefixed(),
+                outcome.nar_hash.to_nix32_prefixed()
+            )));
+        }
+        self.commit(entry, &declared, outcome, flat)
+    }
+
     /// Publishes a compressed NAR file (from an upstream binary cache) as the cache's own
     /// NAR file, without recompressing: the file is decompressed here and the NAR goes through
     /// every check of [`Cache::publish_nar`]; FileHash and FileSize are of the file's bytes.

@@ -7,7 +7,7 @@
 //! file itself becomes the cache's NAR file (`Cache::publish_compressed_nar`): its NAR is
 //! still decompressed and checked against the declared content address, which pins NarHash.
 
-use srcgrab_manifest::hash::{Hash, Hasher};
+use srcgrab_manifest::hash::{Hash, HashAlgo, Hasher};
 use srcgrab_manifest::store_path::parse_content_address;
 use srcgrab_manifest::Entry;
 use std::io::{self, Read};
@@ -266,6 +266,10 @@ pub async fn publish_nar_file(
             reason,
         })?;
         match check {
+            // The publish hashes the NAR with sha256 anyway: compare afterwards.
+            Some((size, hash)) if hash.algo == HashAlgo::Sha256 => {
+                cache.publish_nar_described(&entry, &mut { reader }, size, &hash)
+            }
             Some((size, hash)) => {
                 cache.publish_nar(&entry, &mut CheckedNar::new(reader, size, hash))
             }
@@ -286,7 +290,6 @@ fn open_for_reading(path: &Path) -> Result<std::fs::File, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use srcgrab_manifest::hash::HashAlgo;
 
     fn sha256(bytes: &[u8]) -> Hash {
         Hash {
