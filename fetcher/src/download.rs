@@ -141,8 +141,8 @@ pub struct DownloadOptions {
 impl Default for DownloadOptions {
     fn default() -> DownloadOptions {
         DownloadOptions {
-            jobs: 16,
-            max_per_host: 4,
+            jobs: 32,
+            max_per_host: 8,
             segments: 4,
             segment_threshold: 8 * 1024 * 1024,
             queries: 32,

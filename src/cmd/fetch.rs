@@ -28,10 +28,10 @@ pub struct Args {
     cache: PathBuf,
     /// Connections transferring at once overall (files and ranges of large files), shared
     /// fairly between hosts.
-    #[arg(long, alias = "jobs", default_value_t = 16, value_name = "N")]
+    #[arg(long, alias = "jobs", default_value_t = 32, value_name = "N")]
     max_connections: usize,
-    /// Connections transferring at once per host.
-    #[arg(long, default_value_t = 4, value_name = "N")]
+    /// Connections transferring at once per host (Nix itself opens up to 25 to one host).
+    #[arg(long, default_value_t = 8, value_name = "N")]
     max_per_host: usize,
     /// Ranges a large file is fetched in at once, over parallel connections and mirrors
     /// (1: one stream per file).
