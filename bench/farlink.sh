@@ -6,8 +6,9 @@
 #
 #   nix-j1           nix-build of builtin:fetchurl FODs (import <nix/fetchurl.nix>), max-jobs 1
 #   nix-j8           the same, max-jobs 8
-#   srcgrab          srcgrab fetch --no-substituters, default options
-#   srcgrab-tuned    srcgrab fetch --max-connections 32 --max-per-host 8 --segments 8
+#   srcgrab          srcgrab fetch --no-substituters, default options (32 connections, 8 per
+#                    host, large files in 4 ranges)
+#   srcgrab-tuned    srcgrab fetch --max-connections 48 --max-per-host 16 --segments 8
 #   srcgrab-mirrors  as srcgrab-tuned, each large file also listed on a second host (ranges
 #                    come from both)
 #
@@ -21,7 +22,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 latency=${1:-0.6}
 rate=${2:-2000000}
-tuned=${TUNED:---max-connections 32 --max-per-host 8 --segments 8}
+tuned=${TUNED:---max-connections 48 --max-per-host 16 --segments 8}
 work=$(mktemp -d /var/tmp/srcgrab-farlink.XXXXXX)
 server_pid=
 cleanup() {
