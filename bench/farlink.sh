@@ -136,7 +136,7 @@ def manifest(with_mirrors):
             "storePath": out, "name": out.split("-", 1)[1],
             "hash": {"algo": "sha256", "mode": "flat",
                      "sri": "sha256-" + base64.b64encode(bytes.fromhex(env["outputHash"])).decode()},
-            "kind": "url", "urls": urls, "drvPath": drv,
+            "kind": "url", "urls": urls, "drvPaths": {"x86_64-linux": drv},
             "systems": ["x86_64-linux"], "attrs": [out], "attrCount": 1})
     entries.sort(key=lambda e: e["storePath"])
     return {"version": 1, "provenance": {"systems": ["x86_64-linux"], "nixVersion": "bench",

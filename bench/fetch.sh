@@ -12,7 +12,8 @@
 #                 CPU time is spread over every core
 #
 #   bench/fetch.sh [FILES] [TOTAL_MIB]      default 2000 files, 2048 MiB
-#   SRCGRAB_ONLY=1 bench/fetch.sh ...       srcgrab-url and floor only (for iterating)
+#   SRCGRAB_ONLY=1 bench/fetch.sh ...       srcgrab-url, srcgrab-sub and floor (for iterating)
+#   SRCGRAB=/path/to/srcgrab bench/fetch.sh  measure that binary (no build)
 #
 # Each line: wall seconds, user+system CPU seconds, peak RSS (GNU time). The files stay in
 # the page cache (24 GiB machine), so this measures CPU and I/O paths, not a cold disk.
@@ -33,8 +34,9 @@ cleanup() {
 trap cleanup EXIT
 [ -n "${KEEP:-}" ] && trap - EXIT
 
-cargo build --release -q --bin srcgrab --manifest-path "$root/Cargo.toml"
-srcgrab="$root/target/release/srcgrab"
+# SRCGRAB=path measures another build (e.g. before a change) instead of building this tree.
+srcgrab=${SRCGRAB:-$root/target/release/srcgrab}
+[ -n "${SRCGRAB:-}" ] || cargo build --release -q --bin srcgrab --manifest-path "$root/Cargo.toml"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 # python3's http.server, with a listen backlog of 1024 instead of 5: with the default, a
@@ -97,7 +99,7 @@ for drv, out in zip(drvs, outs):
     entries.append({
         "storePath": out, "name": name,
         "hash": {"algo": "sha256", "mode": "flat", "sri": sri},
-        "kind": "url", "urls": [env["url"]], "drvPath": drv,
+        "kind": "url", "urls": [env["url"]], "drvPaths": {"x86_64-linux": drv},
         "systems": ["x86_64-linux"], "attrs": [name], "attrCount": 1,
     })
 entries.sort(key=lambda e: e["storePath"])
@@ -113,8 +115,8 @@ measure() { # LABEL COMMAND...
   /usr/bin/time -f "%e %U %S %M" -o "$work/time" "$@" > "$work/$label.log" 2>&1 \
     || { echo "$label failed:"; tail -5 "$work/$label.log"; }
   read -r wall user sys rss < <(tail -1 "$work/time")
-  printf '%-12s wall %7.1f s  cpu %7.1f s  peak RSS %6d MiB\n' "$label" "$wall" \
-    "$(echo "$user + $sys" | bc)" $((rss / 1024))
+  printf '%-12s wall %7.1f s  cpu %7.1f s (user %5.1f, sys %5.1f)  peak RSS %6d MiB\n' "$label" \
+    "$wall" "$(echo "$user + $sys" | bc)" "$user" "$sys" $((rss / 1024))
 }
 
 measure srcgrab-url "$srcgrab" fetch "$work/manifest.json" --cache "$work/c-srcgrab" --no-substituters
@@ -127,6 +129,12 @@ floor() {
   printf '%-12s wall %7.1f s  (floor CPU spread over %d cores)\n' limit \
     "$(echo "($user + $sys) / $(nproc)" | bc -l)" "$(nproc)"
 }
+
+cache_port=$(free_port)
+serve "$work/c-srcgrab" "$cache_port"
+measure srcgrab-sub "$srcgrab" fetch "$work/manifest.json" --cache "$work/c-sub" \
+  --substituter "http://127.0.0.1:$cache_port"
+tail -2 "$work/srcgrab-sub.log"
 if [ -n "${SRCGRAB_ONLY:-}" ]; then floor; exit 0; fi
 
 cp "$work/outs.all" "$outs_file"
@@ -136,12 +144,7 @@ measure nix-realise bash -c "xargs nix-store --realise --max-jobs $build_users -
   && xargs nix --extra-experimental-features nix-command copy --to 'file://$work/c-nix?compression=zstd' < '$outs_file'"
 xargs -r nix-store --delete < "$outs_file" > /dev/null 2>&1 || true
 
-cache_port=$(free_port)
-serve "$work/c-srcgrab" "$cache_port"
 measure nix-copy bash -c "xargs nix --extra-experimental-features nix-command copy --no-check-sigs \
   --from 'http://127.0.0.1:$cache_port' --to 'file://$work/c-copy?compression=zstd' < '$outs_file'"
-measure srcgrab-sub "$srcgrab" fetch "$work/manifest.json" --cache "$work/c-sub" \
-  --substituter "http://127.0.0.1:$cache_port"
-tail -2 "$work/srcgrab-sub.log"
 
 floor

@@ -127,7 +127,7 @@ for line in open(sys.argv[1]):
         "kind": "git",
         "git": {"url": sys.argv[2], "rev": rev, "fetchSubmodules": True, "leaveDotGit": False,
                 "deepClone": False, "fetchLfs": False},
-        "drvPath": "/nix/store/00000000000000000000000000000000-unused.drv",
+        "drvPaths": {"x86_64-linux": "/nix/store/00000000000000000000000000000000-unused.drv"},
         "systems": ["x86_64-linux"], "attrs": [name], "attrCount": 1,
     })
 entries.sort(key=lambda e: e["storePath"])
@@ -251,7 +251,7 @@ for line in open(sys.argv[1]):
     sri = "sha256-" + base64.b64encode(nix32_to_bytes(h)).decode()
     entries.append({"storePath": path, "name": name,
         "hash": {"algo": "sha256", "mode": "recursive", "sri": sri}, "kind": "other",
-        "drvPath": drv, "systems": ["x86_64-linux"], "attrs": [name], "attrCount": 1})
+        "drvPaths": {"x86_64-linux": drv}, "systems": ["x86_64-linux"], "attrs": [name], "attrCount": 1})
 entries.sort(key=lambda e: e["storePath"])
 print(json.dumps({"version": 1, "provenance": {"systems": ["x86_64-linux"], "nixVersion": "bench",
       "config": {"allowUnfree": False, "allowBroken": False, "allowInsecure": False}, "attrs": []},

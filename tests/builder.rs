@@ -55,7 +55,7 @@ fn vendor_fod(name: &str, salt: &str, mode: HashMode) -> VendorFod {
         post_fetch: false,
         unpack: None,
         git: None,
-        drv_path: drv.clone(),
+        drv_paths: [(srcgrab_fetcher::builder::host_system(), drv.clone())].into(),
         systems: vec!["x86_64-linux".into()],
         attrs: vec![name.to_string()],
         attr_count: 1,
@@ -124,7 +124,11 @@ fn builder_refuses_what_nix_cannot_make_or_no_longer_knows() {
     let fod = vendor_fod("vendor-gone", "builder-gone", HashMode::Recursive);
 
     let mut gone = fod.entry.clone();
-    gone.drv_path = "/nix/store/00000000000000000000000000000000-gone.drv".into();
+    gone.drv_paths = [(
+        srcgrab_fetcher::builder::host_system(),
+        "/nix/store/00000000000000000000000000000000-gone.drv".into(),
+    )]
+    .into();
     let err = NixBuilder::new(false).build(&gone, &cache).unwrap_err();
     assert!(
         matches!(err, srcgrab_fetcher::Error::MissingDerivation(_)),
@@ -146,7 +150,7 @@ fn builder_refuses_what_nix_cannot_make_or_no_longer_knows() {
         lying.entry.hash.sri
     ));
     let mut wrong = lying.entry.clone();
-    wrong.drv_path = wrong_drv;
+    wrong.drv_paths = [(srcgrab_fetcher::builder::host_system(), wrong_drv)].into();
     delete_store_path(&wrong.store_path);
     let err = NixBuilder::new(false).build(&wrong, &cache).unwrap_err();
     assert!(err.to_string().contains("hash mismatch"), "{err}");

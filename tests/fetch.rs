@@ -58,7 +58,11 @@ fn entry(name: &str, mode: HashMode, hash: &Hash, kind: Kind, urls: Vec<String>)
         post_fetch: false,
         unpack: None,
         git: None,
-        drv_path: format!("/nix/store/00000000000000000000000000000000-{name}.drv"),
+        drv_paths: [(
+            srcgrab_fetcher::builder::host_system(),
+            format!("/nix/store/00000000000000000000000000000000-{name}.drv"),
+        )]
+        .into(),
         systems: vec!["x86_64-linux".into()],
         attrs: vec![name.to_string()],
         attr_count: 1,
@@ -344,7 +348,12 @@ fn wrong_content_everywhere_fails_with_exit_1_and_publishes_nothing() {
     assert_eq!(needs["status"], "needs-builder");
     assert_eq!(
         needs["command"],
-        format!("nix-store --realise {}", post_fetch.drv_path)
+        format!(
+            "nix-store --realise {}",
+            post_fetch
+                .drv_path_for(&srcgrab_fetcher::builder::host_system())
+                .unwrap()
+        )
     );
     assert!(!narinfo_path(&cache, &bad).exists());
     assert!(!narinfo_path(&cache, &post_fetch).exists());
@@ -740,7 +749,7 @@ in {{
     server.route("/flat.tar.gz", Route::ok(flat.clone()));
     server.route("/tool", Route::ok(tool.clone()));
     let mut flat_entry = flat_entry("flat.tar.gz", &flat, vec![server.url("/flat.tar.gz")]);
-    flat_entry.drv_path = flat_drv.clone();
+    flat_entry.drv_paths = [(srcgrab_fetcher::builder::host_system(), flat_drv.clone())].into();
     let mut tool_entry = entry(
         "tool",
         HashMode::Recursive,
@@ -749,7 +758,7 @@ in {{
         vec![server.url("/tool")],
     );
     tool_entry.executable = true;
-    tool_entry.drv_path = tool_drv.clone();
+    tool_entry.drv_paths = [(srcgrab_fetcher::builder::host_system(), tool_drv.clone())].into();
     for (entry, drv) in [(&flat_entry, &flat_drv), (&tool_entry, &tool_drv)] {
         let out = nix_ok("nix-store", &["--query", "--outputs", drv]);
         assert_eq!(
@@ -904,7 +913,9 @@ fn fixture_package_set_builds_offline_from_the_cache() {
             "nix-store",
             &[
                 "--realise",
-                &entry.drv_path,
+                entry
+                    .drv_path_for(&srcgrab_fetcher::builder::host_system())
+                    .unwrap(),
                 "--option",
                 "substituters",
                 &substituters,
@@ -950,7 +961,9 @@ fn fixture_package_set_builds_offline_from_the_cache() {
     let output = Command::new("nix-store")
         .args([
             "--realise",
-            &tarball.drv_path,
+            tarball
+                .drv_path_for(&srcgrab_fetcher::builder::host_system())
+                .unwrap(),
             "--option",
             "substituters",
             "",
@@ -1237,7 +1250,10 @@ fn a_large_file_arrives_in_ranges_over_parallel_connections_and_mirrors() {
     assert!(hosts[0]["peakConnections"].as_u64().unwrap() >= 3);
     assert!(hosts[0]["bytes"].as_u64().unwrap() >= content.len() as u64);
     assert!(run.stderr().contains("up to"), "{}", run.stderr());
-    assert!(partial_metas(&cache).is_empty(), "partial state left behind");
+    assert!(
+        partial_metas(&cache).is_empty(),
+        "partial state left behind"
+    );
 }
 
 /// A server that answers range requests with the whole file, and one whose file changes
@@ -1250,13 +1266,17 @@ fn ranges_ignored_or_a_changed_file_fall_back_to_one_stream() {
     let ignoring = unique("ignoring", 12 * MIB);
     server.route(
         "/ignoring",
-        Route::ok(ignoring.clone()).ignore_range().rate_cap(16 * MIB),
+        Route::ok(ignoring.clone())
+            .ignore_range()
+            .rate_cap(16 * MIB),
     );
     let old = unique("old release", 12 * MIB);
     let new = unique("new release", 12 * MIB);
     server.route(
         "/changing",
-        Route::ok(old).changed_after(1, new.clone()).rate_cap(16 * MIB),
+        Route::ok(old)
+            .changed_after(1, new.clone())
+            .rate_cap(16 * MIB),
     );
     let entries = vec![
         flat_entry("ignoring", &ignoring, vec![server.url("/ignoring")]),
@@ -1292,21 +1312,22 @@ fn a_lying_content_length_is_caught_and_nothing_is_published() {
     );
     let liar = flat_entry("liar", &content, vec![server.url("/liar")]);
     let manifest = write_manifest(dir.path(), vec![liar.clone()]);
-    let run = fetch(
-        dir.path(),
-        &manifest,
-        &cache,
-        &["--segments", "4"],
-    );
+    let run = fetch(dir.path(), &manifest, &cache, &["--segments", "4"]);
     assert_eq!(run.code(), 1, "{}", run.stderr());
     let reported = run.entry(&liar.store_path);
     assert_eq!(reported["status"], "failed", "{reported}");
     assert!(
-        reported["detail"].as_str().unwrap().contains("message length"),
+        reported["detail"]
+            .as_str()
+            .unwrap()
+            .contains("message length"),
         "{reported}"
     );
     assert!(!narinfo_path(&cache, &liar).exists());
-    assert!(!cache.join("sha256").join(sha256(&content).to_hex()).exists());
+    assert!(!cache
+        .join("sha256")
+        .join(sha256(&content).to_hex())
+        .exists());
 }
 
 /// SIGKILL in the middle of a segmented download, then a rerun: it asks only for the bytes

@@ -81,7 +81,11 @@ fn entry(name: &str, mode: HashMode, hash: &Hash) -> Entry {
         post_fetch: false,
         unpack: None,
         git: None,
-        drv_path: format!("/nix/store/00000000000000000000000000000000-{name}.drv"),
+        drv_paths: [(
+            srcgrab_fetcher::builder::host_system(),
+            format!("/nix/store/00000000000000000000000000000000-{name}.drv"),
+        )]
+        .into(),
         systems: vec!["x86_64-linux".into()],
         attrs: vec![name.into()],
         attr_count: 1,
@@ -640,11 +644,27 @@ fn export_import_round_trip_ends_in_a_cache_nix_realises_from_offline() {
     std::fs::write(disk.join("lib-1.1.tar.gz"), &new_content).unwrap();
     let mut old_entry = flat("lib-1.0.tar.gz", &old_content);
     let mut new_entry = flat("lib-1.1.tar.gz", &new_content);
-    old_entry.drv_path = instantiate_fod(dir.path(), "lib-1.0.tar.gz", &old_content);
-    new_entry.drv_path = instantiate_fod(dir.path(), "lib-1.1.tar.gz", &new_content);
+    old_entry.drv_paths = [(
+        srcgrab_fetcher::builder::host_system(),
+        instantiate_fod(dir.path(), "lib-1.0.tar.gz", &old_content),
+    )]
+    .into();
+    new_entry.drv_paths = [(
+        srcgrab_fetcher::builder::host_system(),
+        instantiate_fod(dir.path(), "lib-1.1.tar.gz", &new_content),
+    )]
+    .into();
     for e in [&old_entry, &new_entry] {
         assert_eq!(
-            nix("nix-store", &["--query", "--outputs", &e.drv_path]),
+            nix(
+                "nix-store",
+                &[
+                    "--query",
+                    "--outputs",
+                    e.drv_path_for(&srcgrab_fetcher::builder::host_system())
+                        .unwrap()
+                ]
+            ),
             e.store_path
         );
         let _ = nix("nix-store", &["--delete", &e.store_path]);
@@ -768,7 +788,8 @@ fn export_import_round_trip_ends_in_a_cache_nix_realises_from_offline() {
             "nix-store",
             &[
                 "--realise",
-                &e.drv_path,
+                e.drv_path_for(&srcgrab_fetcher::builder::host_system())
+                    .unwrap(),
                 "--option",
                 "substituters",
                 &substituters,

@@ -237,6 +237,17 @@ fn load_line(
     ))
 }
 
+/// The smallest .drv path per building system among the derivations of one output.
+fn drv_paths_by_system(group: &[closure::FoundFod]) -> BTreeMap<String, String> {
+    let mut paths = BTreeMap::new();
+    for fod in group {
+        paths
+            .entry(fod.drv.system.clone())
+            .or_insert_with(|| fod.drv_path.clone());
+    }
+    paths
+}
+
 /// Turns the FOD .drvs into manifest entries, one per output path.
 fn describe_fods(closure: closure::Closure) -> Result<(Vec<Entry>, Vec<Failure>), EnumerateError> {
     let mut by_output: BTreeMap<String, Vec<closure::FoundFod>> = BTreeMap::new();
@@ -291,7 +302,7 @@ fn describe_fods(closure: closure::Closure) -> Result<(Vec<Entry>, Vec<Failure>)
             post_fetch: fetch.post_fetch,
             unpack: fetch.unpack,
             git: fetch.git,
-            drv_path: chosen.drv_path.clone(),
+            drv_paths: drv_paths_by_system(&group),
             systems: systems.into_iter().cloned().collect(),
             attr_count: attrs.len() as u64,
             attrs: attrs

@@ -93,7 +93,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         post_fetch: false,
         unpack: None,
         git: None,
-        drv_path: String::new(),
+        drv_paths: Default::default(),
         systems: vec![],
         attrs: vec![],
         attr_count: 0,

@@ -17,6 +17,8 @@ use crate::Error;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Built {
     pub published: Published,
+    /// The derivation that was realised.
+    pub drv_path: String,
     /// The output was already in the store before the build (so it was left there).
     pub was_in_store: bool,
     /// The output was deleted from the store again afterwards.
@@ -30,16 +32,36 @@ pub struct NixBuilder {
     pub keep_store_paths: bool,
 }
 
+/// The Nix system of this machine (`x86_64-linux`, `aarch64-darwin`, …): the derivations
+/// it can build are those of this system.
+pub fn host_system() -> String {
+    let os = match std::env::consts::OS {
+        "macos" => "darwin",
+        other => other,
+    };
+    format!("{}-{os}", std::env::consts::ARCH)
+}
+
+/// The entry's derivation to realise here: this system's when the manifest has one (a
+/// fetcher of another system's stdenv cannot run here), else the first recorded.
+pub fn host_drv(entry: &Entry) -> Result<&str, Error> {
+    entry
+        .drv_path_for(&host_system())
+        .ok_or_else(|| Error::NoDerivation(entry.store_path.clone()))
+}
+
 impl NixBuilder {
     pub fn new(keep_store_paths: bool) -> NixBuilder {
         NixBuilder { keep_store_paths }
     }
 
-    /// Realises `entry.drv_path`, publishes the output into `cache`, then removes it from
-    /// the store unless it was there before or the builder keeps store paths.
+    /// Realises the entry's derivation for this machine, publishes the output into
+    /// `cache`, then removes it from the store unless it was there before or the builder
+    /// keeps store paths.
     pub fn build(&self, entry: &Entry, cache: &Cache) -> Result<Built, Error> {
-        if !is_valid(&entry.drv_path)? {
-            return Err(Error::MissingDerivation(entry.drv_path.clone()));
+        let drv_path = host_drv(entry)?;
+        if !is_valid(drv_path)? {
+            return Err(Error::MissingDerivation(drv_path.to_string()));
         }
         let was_in_store = is_valid(&entry.store_path)?;
         // A temporary GC root keeps a concurrent `nix-store --gc` off the output until it
@@ -52,7 +74,7 @@ impl NixBuilder {
         let mut realise = Command::new("nix-store");
         realise
             .arg("--realise")
-            .arg(&entry.drv_path)
+            .arg(drv_path)
             .arg("--add-root")
             .arg(&root);
         if cache.options().layout.cache {
@@ -70,7 +92,7 @@ impl NixBuilder {
             .map_err(Error::io(format!("reading GC root {}", root.display())))?;
         if output != Path::new(&entry.store_path) {
             return Err(Error::StorePathMismatch {
-                what: entry.drv_path.clone(),
+                what: drv_path.to_string(),
                 expected: entry.store_path.clone(),
                 got: output.display().to_string(),
             });
@@ -86,6 +108,7 @@ impl NixBuilder {
         };
         Ok(Built {
             published,
+            drv_path: drv_path.to_string(),
             was_in_store,
             removed_from_store,
         })

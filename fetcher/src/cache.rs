@@ -1587,7 +1587,7 @@ mod tests {
             post_fetch: false,
             unpack: None,
             git: None,
-            drv_path: String::new(),
+            drv_paths: Default::default(),
             systems: Vec::new(),
             attrs: Vec::new(),
             attr_count: 0,

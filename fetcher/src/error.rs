@@ -55,6 +55,9 @@ pub enum Error {
     /// An entry srcgrab cannot make itself; only Nix's own builder can (`--builder nix`).
     #[error("needs builder: {0}")]
     NeedsBuilder(String),
+    /// A hand-made manifest entry without any derivation to realise.
+    #[error("manifest entry {0} names no derivation")]
+    NoDerivation(String),
     /// The entry's .drv is gone from the Nix store (garbage-collected since enumeration).
     #[error("derivation {0} is not in the Nix store any more; run `srcgrab enumerate` again to re-instantiate it")]
     MissingDerivation(String),

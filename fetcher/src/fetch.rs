@@ -74,7 +74,10 @@ pub fn is_fatal(err: &Error) -> bool {
 
 /// The command that makes an entry with Nix's own builder.
 pub fn builder_command(entry: &Entry) -> String {
-    format!("nix-store --realise {}", entry.drv_path)
+    match crate::builder::host_drv(entry) {
+        Ok(drv) => format!("nix-store --realise {drv}"),
+        Err(err) => err.to_string(),
+    }
 }
 
 fn needs_builder(entry: &Entry, reason: impl Into<String>) -> Outcome {
@@ -431,9 +434,9 @@ impl Run {
                 Ok(Outcome::Fetched {
                     how: How::Builder,
                     from: if built.removed_from_store {
-                        format!("{} (removed from the store again)", entry.drv_path)
+                        format!("{} (removed from the store again)", built.drv_path)
                     } else {
-                        entry.drv_path.clone()
+                        built.drv_path.clone()
                     },
                 })
             }

@@ -54,7 +54,7 @@ fn entry(name: &str, mode: HashMode, hash: &Hash, executable: bool) -> Entry {
         post_fetch: false,
         unpack: None,
         git: None,
-        drv_path: String::new(),
+        drv_paths: Default::default(),
         systems: vec![],
         attrs: vec![],
         attr_count: 0,

@@ -27,7 +27,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             post_fetch: false,
             unpack: None,
             git: None,
-            drv_path: "/nix/store/00000000000000000000000000000000-bench.drv".into(),
+            drv_paths: [(
+                "x86_64-linux".into(),
+                "/nix/store/00000000000000000000000000000000-bench.drv".into(),
+            )]
+            .into(),
             systems: vec!["x86_64-linux".into()],
             attrs: vec![name.clone()],
             attr_count: 1,

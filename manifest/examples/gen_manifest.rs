@@ -110,8 +110,11 @@ fn entry(id: u64, version: u64, rng: &mut Rng) -> Entry {
         post_fetch: kind == Kind::UrlUnpack,
         unpack,
         git,
-        drv_path: fixed_output_path(&format!("{pname}.drv"), HashMode::Flat, &hash)
-            .to_path_string(),
+        drv_paths: [(
+            "x86_64-linux".to_string(),
+            fixed_output_path(&format!("{pname}.drv"), HashMode::Flat, &hash).to_path_string(),
+        )]
+        .into(),
         systems,
         attrs: vec![pname],
         attr_count: 1 + rng.below(50),

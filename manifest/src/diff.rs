@@ -189,8 +189,8 @@ impl MetadataField {
     }
 }
 
-/// Same store path, different metadata. The `drvPath` is left out on purpose: it changes
-/// with every stdenv change and says nothing about the source.
+/// Same store path, different metadata. The `drvPaths` are left out on purpose: they change
+/// with every stdenv change and say nothing about the source.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MetadataChange<'a> {
     pub old: &'a Entry,
@@ -454,7 +454,11 @@ mod tests {
             post_fetch: false,
             unpack: None,
             git: None,
-            drv_path: "/nix/store/97qlv6h78lxlm9zc8849ahsbcklhsi2y-x.drv".into(),
+            drv_paths: [(
+                "x86_64-linux".into(),
+                "/nix/store/97qlv6h78lxlm9zc8849ahsbcklhsi2y-x.drv".into(),
+            )]
+            .into(),
             systems: vec!["x86_64-linux".into()],
             attrs: vec![name.into()],
             attr_count: 1,
@@ -612,7 +616,11 @@ mod tests {
         let old = manifest(vec![entry("a-1.tar.gz", "a", &["https://x/a-1.tar.gz"])]);
         let mut changed = old.entries[0].clone();
         changed.systems.push("aarch64-linux".into());
-        changed.drv_path = "/nix/store/00000000000000000000000000000000-other.drv".into();
+        changed.drv_paths = [(
+            "x86_64-linux".into(),
+            "/nix/store/00000000000000000000000000000000-other.drv".into(),
+        )]
+        .into();
         let new = manifest(vec![changed, entry("b-1.tar.gz", "b", &[])]);
         let d = diff(&old, &new);
         assert_eq!(d.metadata_changed.len(), 1);

@@ -222,8 +222,10 @@ pub struct Entry {
     pub unpack: Option<Unpack>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub git: Option<GitSource>,
-    /// A derivation producing this output (the smallest path when several do).
-    pub drv_path: String,
+    /// The derivations producing this output, by the system that builds them (the .drv's
+    /// own `system`): fetchers are built by each system's stdenv, so a source needed on two
+    /// systems has two derivations, and only the host's can be realised on the host.
+    pub drv_paths: BTreeMap<String, String>,
     /// Systems whose evaluation needs this output, sorted.
     pub systems: Vec<String>,
     /// The first attribute paths (sorted, at most [`MAX_LISTED_ATTRS`]) whose build closure
@@ -234,6 +236,15 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// The derivation to realise on a `host` system: the one built by that system, else the
+    /// first (Nix then says which system it needs).
+    pub fn drv_path_for(&self, host: &str) -> Option<&str> {
+        self.drv_paths
+            .get(host)
+            .or_else(|| self.drv_paths.values().next())
+            .map(String::as_str)
+    }
+
     /// The parsed store path; fails only for a hand-edited manifest.
     pub fn parsed_store_path(&self) -> Result<StorePath, store_path::StorePathError> {
         StorePath::parse(&self.store_path)
@@ -314,6 +325,9 @@ impl Manifest {
                     expected.to_path_string()
                 )));
             }
+            if e.drv_paths.is_empty() {
+                return Err(bad("no derivation in drvPaths".into()));
+            }
             if e.kind == Kind::Git && e.git.is_none() {
                 return Err(bad("kind git without a git source".into()));
             }
@@ -349,7 +363,11 @@ mod tests {
             post_fetch: false,
             unpack: None,
             git: None,
-            drv_path: "/nix/store/97qlv6h78lxlm9zc8849ahsbcklhsi2y-empty.drv".into(),
+            drv_paths: [(
+                "x86_64-linux".to_string(),
+                "/nix/store/97qlv6h78lxlm9zc8849ahsbcklhsi2y-empty.drv".to_string(),
+            )]
+            .into(),
             systems: vec!["x86_64-linux".into()],
             attrs: vec!["hello".into()],
             attr_count: 1,
@@ -394,6 +412,26 @@ mod tests {
         m.entries[0].hash.mode = HashMode::Recursive;
         let err = Manifest::from_json(&m.to_json()).unwrap_err();
         assert!(matches!(err, ManifestError::BadEntry { .. }), "{err}");
+    }
+
+    #[test]
+    fn picks_the_host_systems_derivation_else_the_first() {
+        let mut e = sample_entry();
+        e.drv_paths
+            .insert("aarch64-linux".into(), "/nix/store/a.drv".into());
+        assert_eq!(
+            e.drv_path_for("x86_64-linux"),
+            Some("/nix/store/97qlv6h78lxlm9zc8849ahsbcklhsi2y-empty.drv")
+        );
+        assert_eq!(e.drv_path_for("riscv64-linux"), Some("/nix/store/a.drv"));
+        e.drv_paths.clear();
+        assert_eq!(e.drv_path_for("x86_64-linux"), None);
+        let mut m = sample();
+        m.entries[0].drv_paths.clear();
+        assert!(matches!(
+            Manifest::from_json(&m.to_json()),
+            Err(ManifestError::BadEntry { .. })
+        ));
     }
 
     #[test]

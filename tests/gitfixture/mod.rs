@@ -253,7 +253,7 @@ impl Fod {
             post_fetch: false,
             unpack: None,
             git: Some(src.clone()),
-            drv_path: self.drv.clone(),
+            drv_paths: [(srcgrab_fetcher::builder::host_system(), self.drv.clone())].into(),
             systems: vec!["x86_64-linux".into()],
             attrs: vec![self.name.clone()],
             attr_count: 1,
