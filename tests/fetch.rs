@@ -1222,10 +1222,14 @@ fn a_large_file_arrives_in_ranges_over_parallel_connections_and_mirrors() {
     for path in ["/origin/large", "/mirror/large"] {
         server.route(path, Route::ok(content.clone()).rate_cap(8 * MIB));
     }
+    server.route(
+        "/redirect/large",
+        Route::redirect(302, &server.url("/origin/large")),
+    );
     let large = flat_entry(
         "large",
         &content,
-        vec![server.url("/origin/large"), server.url("/mirror/large")],
+        vec![server.url("/redirect/large"), server.url("/mirror/large")],
     );
     let manifest = write_manifest(dir.path(), vec![large.clone()]);
     let run = fetch(dir.path(), &manifest, &cache, &["--segments", "4"]);
@@ -1237,6 +1241,9 @@ fn a_large_file_arrives_in_ranges_over_parallel_connections_and_mirrors() {
         "{origin:?} {mirror:?}"
     );
     assert!(mirror.body_bytes > 0, "the mirror served no range");
+    assert!(origin.range_requests >= 1, "{origin:?}");
+    // Ranges go where the opening GET's redirect led, not through the redirect again.
+    assert_eq!(server.requests("/redirect/large"), 1);
     assert!(server.max_concurrent_bodies() >= 3);
     // Every byte once, but for what the opening GET sent past its range before it closed.
     let sent = origin.body_bytes + mirror.body_bytes;

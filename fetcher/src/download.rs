@@ -455,8 +455,9 @@ struct Assembly<'a> {
     meta_path: &'a Path,
     meta: PartialMeta,
     total: u64,
-    /// The URL whose validator and length the ranges are checked against.
-    primary: &'a str,
+    /// The URL whose validator and length the ranges are checked against: where the
+    /// opening GET's redirects ended, so ranges do not pay for them again.
+    primary: String,
     /// Other URLs of the same content that may serve ranges; dropped when they fail.
     alternates: Mutex<Vec<String>>,
     segments: Mutex<Vec<Segment>>,
@@ -1088,7 +1089,10 @@ impl Downloader {
             meta_path: &partial.meta_path,
             meta: partial.meta.clone(),
             total,
-            primary: url,
+            primary: opened
+                .as_ref()
+                .map_or(url, |(response, _)| response.url().as_str())
+                .to_string(),
             alternates: Mutex::new(alternates.to_vec()),
             segments: Mutex::new(partial.meta.segments.clone()),
         };
@@ -1162,7 +1166,7 @@ impl Downloader {
                 Err(RangeTry::Attempt(Attempt::Transient { reason, progressed })) => {
                     (reason, progressed)
                 }
-                Err(RangeTry::SourceRefused(reason)) if source != assembly.primary => {
+                Err(RangeTry::SourceRefused(reason)) if source != assembly.primary.as_str() => {
                     assembly.drop_alternate(&source);
                     (format!("{source}: {reason}"), false)
                 }
