@@ -54,124 +54,149 @@ struct Node {
     fod: Option<Derivation>,
 }
 
-/// Reads the closure of `roots` and returns one [`FoundFod`] per FOD .drv (not yet merged by
-/// output path).
-pub fn find_fods(roots: &[Root], progress: &dyn Progress) -> Result<Closure, ClosureError> {
-    let mut index: HashMap<String, u32> = HashMap::new();
-    let mut paths: Vec<String> = Vec::new();
-    let mut nodes: Vec<Option<Node>> = Vec::new();
-    let mut intern =
-        |path: &str, paths: &mut Vec<String>, nodes: &mut Vec<Option<Node>>| -> (u32, bool) {
-            if let Some(&i) = index.get(path) {
-                return (i, false);
-            }
-            let i = paths.len() as u32;
-            index.insert(path.to_string(), i);
-            paths.push(path.to_string());
-            nodes.push(None);
-            (i, true)
-        };
+/// The .drv files read so far and their inputs. It can be fed roots while the evaluation
+/// still finds more ([`Graph::read`] only reads what it has not seen), so that reading the
+/// closure overlaps with the evaluation instead of following it.
+#[derive(Default)]
+pub struct Graph {
+    index: HashMap<String, u32>,
+    paths: Vec<String>,
+    /// `None` until read; every interned node is read before [`Graph::read`] returns.
+    nodes: Vec<Option<Node>>,
+    drvs_read: usize,
+    fods_seen: usize,
+}
 
-    let mut frontier: Vec<u32> = Vec::new();
-    for root in roots {
-        let (i, new) = intern(&root.drv_path, &mut paths, &mut nodes);
-        if new {
-            frontier.push(i);
+impl Graph {
+    fn intern(&mut self, path: &str) -> (u32, bool) {
+        if let Some(&i) = self.index.get(path) {
+            return (i, false);
         }
+        let i = self.paths.len() as u32;
+        self.index.insert(path.to_string(), i);
+        self.paths.push(path.to_string());
+        self.nodes.push(None);
+        (i, true)
     }
-    let mut read = 0;
-    let mut fods_seen = 0;
-    while !frontier.is_empty() {
-        let parsed: Vec<(u32, Derivation)> = frontier
-            .par_iter()
-            .map(|&i| {
-                let path = &paths[i as usize];
-                let text = std::fs::read(path).map_err(|source| ClosureError::Read {
-                    path: path.clone(),
-                    source,
-                })?;
-                let drv = aterm::parse(&text).map_err(|source| ClosureError::Parse {
-                    path: path.clone(),
-                    source,
-                })?;
-                Ok((i, drv))
+
+    /// Reads the closure of these .drv files (in parallel, frontier by frontier, each file
+    /// once over the graph's life).
+    pub fn read<'a>(
+        &mut self,
+        drv_paths: impl Iterator<Item = &'a str>,
+        progress: &dyn Progress,
+    ) -> Result<(), ClosureError> {
+        let mut frontier: Vec<u32> = drv_paths
+            .filter_map(|path| match self.intern(path) {
+                (i, true) => Some(i),
+                (_, false) => None,
             })
-            .collect::<Result<_, ClosureError>>()?;
-        read += parsed.len();
-        progress.drvs_read(read);
-        let mut next = Vec::new();
-        for (i, drv) in parsed {
-            let inputs = drv
-                .input_drvs
-                .keys()
-                .map(|input| {
-                    let (j, new) = intern(input, &mut paths, &mut nodes);
-                    if new {
-                        next.push(j);
-                    }
-                    j
+            .collect();
+        while !frontier.is_empty() {
+            let paths = &self.paths;
+            let parsed: Vec<(u32, Derivation)> = frontier
+                .par_iter()
+                .map(|&i| {
+                    let path = &paths[i as usize];
+                    let text = std::fs::read(path).map_err(|source| ClosureError::Read {
+                        path: path.clone(),
+                        source,
+                    })?;
+                    let drv = aterm::parse(&text).map_err(|source| ClosureError::Parse {
+                        path: path.clone(),
+                        source,
+                    })?;
+                    Ok((i, drv))
                 })
-                .collect();
-            let fod = drv.fixed_output().is_some().then_some(drv);
-            fods_seen += fod.is_some() as usize;
-            nodes[i as usize] = Some(Node { inputs, fod });
+                .collect::<Result<_, ClosureError>>()?;
+            self.drvs_read += parsed.len();
+            progress.drvs_read(self.drvs_read);
+            let mut next = Vec::new();
+            for (i, drv) in parsed {
+                let inputs = drv
+                    .input_drvs
+                    .keys()
+                    .map(|input| {
+                        let (j, new) = self.intern(input);
+                        if new {
+                            next.push(j);
+                        }
+                        j
+                    })
+                    .collect();
+                let fod = drv.fixed_output().is_some().then_some(drv);
+                self.fods_seen += fod.is_some() as usize;
+                self.nodes[i as usize] = Some(Node { inputs, fod });
+            }
+            progress.fods_found(self.fods_seen);
+            frontier = next;
         }
-        progress.fods_found(fods_seen);
-        frontier = next;
+        Ok(())
     }
-    let nodes: Vec<Node> = nodes
-        .into_iter()
-        .map(|n| n.expect("every interned .drv was read"))
-        .collect();
 
-    let reachable = reachable_fods(&nodes);
-    let system_names = sorted_distinct(roots.iter().map(|r| &r.system));
-    let attr_names = sorted_distinct(roots.iter().map(|r| &r.attr));
-    let id =
-        |names: &[String], name: &String| names.binary_search(name).expect("a listed name") as u32;
-    // Roots in attribute order, so that every FOD's lists grow sorted and a repeat (the same
-    // attribute on another system) is always the last element.
-    let mut by_attr: Vec<(u32, u32, u32)> = roots
-        .iter()
-        .map(|r| {
-            (
-                id(&attr_names, &r.attr),
-                id(&system_names, &r.system),
-                index[&r.drv_path],
-            )
-        })
-        .collect();
-    by_attr.sort_unstable();
-    let mut systems: Vec<Vec<u32>> = vec![Vec::new(); nodes.len()];
-    let mut attrs: Vec<Vec<u32>> = vec![Vec::new(); nodes.len()];
-    for (attr, system, node) in by_attr {
-        for &fod in reachable[node as usize].iter() {
-            let fod = fod as usize;
-            if attrs[fod].last() != Some(&attr) {
-                attrs[fod].push(attr);
-            }
-            if !systems[fod].contains(&system) {
-                systems[fod].push(system);
+    /// The FODs reachable from `roots` (one [`FoundFod`] per FOD .drv, not yet merged by
+    /// output path), whose closures must all have been read.
+    pub fn fods(self, roots: &[Root]) -> Closure {
+        let Graph {
+            index,
+            mut paths,
+            nodes,
+            ..
+        } = self;
+        let nodes: Vec<Node> = nodes
+            .into_iter()
+            .map(|n| n.expect("every interned .drv was read"))
+            .collect();
+        let reachable = reachable_fods(&nodes);
+        let system_names = sorted_distinct(roots.iter().map(|r| &r.system));
+        let attr_names = sorted_distinct(roots.iter().map(|r| &r.attr));
+        let id = |names: &[String], name: &String| {
+            names.binary_search(name).expect("a listed name") as u32
+        };
+        // Roots in attribute order, so that every FOD's lists grow sorted and a repeat (the same
+        // attribute on another system) is always the last element.
+        let mut by_attr: Vec<(u32, u32, u32)> = roots
+            .iter()
+            .map(|r| {
+                (
+                    id(&attr_names, &r.attr),
+                    id(&system_names, &r.system),
+                    index[&r.drv_path],
+                )
+            })
+            .collect();
+        by_attr.sort_unstable();
+        let mut systems: Vec<Vec<u32>> = vec![Vec::new(); nodes.len()];
+        let mut attrs: Vec<Vec<u32>> = vec![Vec::new(); nodes.len()];
+        for (attr, system, node) in by_attr {
+            for &fod in reachable[node as usize].iter() {
+                let fod = fod as usize;
+                if attrs[fod].last() != Some(&attr) {
+                    attrs[fod].push(attr);
+                }
+                if !systems[fod].contains(&system) {
+                    systems[fod].push(system);
+                }
             }
         }
-    }
-    let mut fods = Vec::new();
-    for (i, node) in nodes.into_iter().enumerate() {
-        if let Some(drv) = node.fod {
-            systems[i].sort_unstable();
-            fods.push(FoundFod {
-                drv_path: std::mem::take(&mut paths[i]),
-                drv,
-                systems: std::mem::take(&mut systems[i]),
-                attrs: std::mem::take(&mut attrs[i]),
-            });
+        let mut fods = Vec::new();
+        for (i, node) in nodes.into_iter().enumerate() {
+            if let Some(drv) = node.fod {
+                systems[i].sort_unstable();
+                fods.push(FoundFod {
+                    drv_path: std::mem::take(&mut paths[i]),
+                    drv,
+                    systems: std::mem::take(&mut systems[i]),
+                    attrs: std::mem::take(&mut attrs[i]),
+                });
+            }
+        }
+        Closure {
+            fods,
+            system_names,
+            attr_names,
         }
     }
-    Ok(Closure {
-        fods,
-        system_names,
-        attr_names,
-    })
 }
 
 fn sorted_distinct<'a>(names: impl Iterator<Item = &'a String>) -> Vec<String> {

@@ -18,6 +18,7 @@ use srcgrab_manifest::{
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::mpsc;
 use std::time::Duration;
 
 /// The Nix expression each evaluator loads.
@@ -152,20 +153,33 @@ pub fn enumerate(options: &Options, progress: &dyn Progress) -> Result<Manifest,
         stack_limit: options.eval_stack,
     };
 
-    let walked = walk::walk(
-        &walk::WalkSettings {
-            command: &command,
-            systems: &systems,
-            start: &start,
-            jobs: options.jobs,
-            limits: eval::Limits {
-                memory: options.max_memory,
-                time: options.eval_timeout,
-            },
+    let settings = walk::WalkSettings {
+        command: &command,
+        systems: &systems,
+        start: &start,
+        jobs: options.jobs,
+        limits: eval::Limits {
+            memory: options.max_memory,
+            time: options.eval_timeout,
         },
-        progress,
-    )?;
-    let closure = closure::find_fods(&walked.roots, progress)?;
+    };
+    // The closure is read while the evaluation goes on: a root's .drv files are all in the
+    // store once its drvPath is answered.
+    let (roots_found, roots_to_read) = mpsc::channel::<String>();
+    let (walked, graph) = std::thread::scope(|scope| {
+        let reader = scope.spawn(move || read_closures(roots_to_read, progress));
+        let walked = walk::walk(&settings, progress, &|root| {
+            // A reader that stopped has an error to report; the walk finishes regardless.
+            let _ = roots_found.send(root.drv_path.clone());
+        });
+        drop(roots_found);
+        let graph = reader
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (walked, graph)
+    });
+    let walked = walked?;
+    let closure = graph?.fods(&walked.roots);
     let (entries, mut failures) = describe_fods(closure)?;
     failures.extend(walked.failures);
 
@@ -190,6 +204,20 @@ pub fn enumerate(options: &Options, progress: &dyn Progress) -> Result<Manifest,
     };
     manifest.normalize();
     Ok(manifest)
+}
+
+/// Reads the closure of every root .drv sent, in batches of whatever has arrived, until the
+/// walk hangs up.
+fn read_closures(
+    roots: mpsc::Receiver<String>,
+    progress: &dyn Progress,
+) -> Result<closure::Graph, closure::ClosureError> {
+    let mut graph = closure::Graph::default();
+    while let Ok(first) = roots.recv() {
+        let batch: Vec<String> = std::iter::once(first).chain(roots.try_iter()).collect();
+        graph.read(batch.iter().map(String::as_str), progress)?;
+    }
+    Ok(graph)
 }
 
 /// Writes the loader and its settings into `workdir` and returns the repl line binding `__sg`.

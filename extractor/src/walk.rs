@@ -94,9 +94,14 @@ impl Queue {
     }
 }
 
-/// Runs the walk to the end. Only an evaluator that cannot be started (nix missing, the
-/// expression not loading) is an error; everything an attribute does is data.
-pub fn walk(settings: &WalkSettings, progress: &dyn Progress) -> Result<WalkResult, StartError> {
+/// Runs the walk to the end, telling `found` of each root as soon as it is evaluated. Only an
+/// evaluator that cannot be started (nix missing, the expression not loading) is an error;
+/// everything an attribute does is data.
+pub fn walk(
+    settings: &WalkSettings,
+    progress: &dyn Progress,
+    found: &(dyn Fn(&Root) + Sync),
+) -> Result<WalkResult, StartError> {
     let first = Evaluator::start(settings.command, settings.limits)?;
     let queue = Queue {
         state: Mutex::new(QueueState {
@@ -122,7 +127,8 @@ pub fn walk(settings: &WalkSettings, progress: &dyn Progress) -> Result<WalkResu
             let evaluator = first.take();
             let (queue, result, fatal, alive) = (&queue, &result, &fatal, &alive);
             scope.spawn(move || {
-                let outcome = run_worker(settings, evaluator, queue, result, alive, progress);
+                let outcome =
+                    run_worker(settings, evaluator, queue, result, alive, progress, found);
                 if let Err(e) = outcome {
                     fatal
                         .lock()
@@ -146,6 +152,7 @@ fn run_worker(
     result: &Mutex<WalkResult>,
     alive: &AtomicUsize,
     progress: &dyn Progress,
+    found: &(dyn Fn(&Root) + Sync),
 ) -> Result<(), StartError> {
     let mut evaluators = Evaluators {
         command: settings.command,
@@ -176,11 +183,13 @@ fn run_worker(
         let failure = match answer {
             Answer::Value(value) => match read_answer(&value) {
                 Ok(Found::Derivation(drv_path)) => {
-                    lock(result).roots.push(Root {
+                    let root = Root {
                         system: system.clone(),
                         attr: attr.clone(),
                         drv_path,
-                    });
+                    };
+                    found(&root);
+                    lock(result).roots.push(root);
                     None
                 }
                 Ok(Found::Set(_)) if task.path.len() >= MAX_DEPTH => Some(format!(
