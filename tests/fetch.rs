@@ -1398,3 +1398,50 @@ fn sigkill_mid_segmented_download_resumes_range_by_range() {
     assert_eq!(after.requests - before.requests, 4, "one request per range");
     assert_eq!(after.range_requests - before.range_requests, 4);
 }
+
+/// With one connection for two large files, the one left waiting asks its size with HEAD
+/// meanwhile and, once the connection frees, starts with its ranges: no opening GET.
+#[test]
+fn a_large_file_left_waiting_is_sized_by_head_and_starts_with_ranges() {
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let mut entries = Vec::new();
+    let mut contents = Vec::new();
+    for name in ["first", "second"] {
+        let content = unique(name, 12 * MIB);
+        server.route(
+            &format!("/{name}"),
+            Route::ok(content.clone()).rate_cap(8 * MIB),
+        );
+        entries.push(flat_entry(
+            name,
+            &content,
+            vec![server.url(&format!("/{name}"))],
+        ));
+        contents.push(content);
+    }
+    let manifest = write_manifest(dir.path(), entries.clone());
+    let run = fetch(
+        dir.path(),
+        &manifest,
+        &cache,
+        &["--max-connections", "1", "--segments", "4"],
+    );
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    for (entry, content) in entries.iter().zip(&contents) {
+        assert_published(&cache, entry, content);
+    }
+    let stats = [server.stats("/first"), server.stats("/second")];
+    let (sized, opened): (Vec<_>, Vec<_>) = stats.iter().partition(|s| s.head_requests > 0);
+    assert_eq!((sized.len(), opened.len()), (1, 1), "{stats:?}");
+    assert_eq!(sized[0].head_requests, 1, "{stats:?}");
+    assert_eq!(sized[0].range_requests, 4, "all ranges, no GET: {stats:?}");
+    assert_eq!(sized[0].requests, 5, "{stats:?}");
+    assert_eq!(
+        opened[0].requests,
+        opened[0].range_requests + 1,
+        "{stats:?}"
+    );
+    assert_eq!(server.max_concurrent_bodies(), 1);
+}

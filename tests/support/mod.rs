@@ -157,6 +157,8 @@ pub struct PathStats {
     pub requests: u64,
     /// Requests carrying a `Range:` header.
     pub range_requests: u64,
+    /// HEAD requests.
+    pub head_requests: u64,
     /// Body bytes written (not counting headers).
     pub body_bytes: u64,
 }
@@ -427,6 +429,9 @@ async fn respond(
         s.requests += 1;
         if request.range_start.is_some() {
             s.range_requests += 1;
+        }
+        if request.method == "HEAD" {
+            s.head_requests += 1;
         }
         s.requests - 1
     };
