@@ -1443,5 +1443,6 @@ fn a_large_file_left_waiting_is_sized_by_head_and_starts_with_ranges() {
         opened[0].range_requests + 1,
         "{stats:?}"
     );
-    assert_eq!(server.max_concurrent_bodies(), 1);
+    // (The server may still be sending the rest of a closed opening GET meanwhile.)
+    assert_eq!(run.report["hosts"][0]["peakConnections"], 1);
 }
