@@ -478,6 +478,17 @@ impl VerifiedHash {
     pub fn hash(&self) -> &Hash {
         &self.hash
     }
+
+    /// Refuses a file other than the one the hash was sealed to, or one changed since.
+    fn check_describes(&self, path: &Path, meta: &fs::Metadata) -> Result<(), Error> {
+        if self.file != FileIdentity::of(meta) {
+            return Err(Error::Corrupt {
+                what: path.display().to_string(),
+                reason: "not the file its hash was taken of, or changed since".into(),
+            });
+        }
+        Ok(())
+    }
 }
 
 fn changed_while_hashed(path: &Path) -> io::Error {
@@ -919,14 +930,8 @@ impl Cache {
             .metadata()
             .map_err(Error::io(format!("stat {}", file.display())))?;
         let len = meta.len();
-        if verified
-            .as_ref()
-            .is_some_and(|v| v.file != FileIdentity::of(&meta))
-        {
-            return Err(Error::Corrupt {
-                what: file.display().to_string(),
-                reason: "not the file its hash was taken of, or changed since".into(),
-            });
+        if let Some(verified) = &verified {
+            verified.check_describes(file, &meta)?;
         }
         let flat = if is_flat(entry) {
             let known = verified.map(|v| v.hash);
@@ -1037,19 +1042,27 @@ impl Cache {
     /// every check of [`Cache::publish_nar`]; FileHash and FileSize are of the file's bytes.
     /// The file may be hard-linked into the cache, so the caller must not modify it
     /// afterwards (removing it is fine). A mirror-only layout just publishes the NAR.
+    /// `verified` (the download's hash) is the FileHash when it is a sha256.
     pub fn publish_compressed_nar(
         &self,
         entry: &Entry,
         file: &Path,
         compression: Compression,
+        verified: VerifiedHash,
     ) -> Result<Published, Error> {
         let declared = declared_hash(entry)?;
         let opened = File::open(file).map_err(Error::io(format!("opening {}", file.display())))?;
-        let size = opened
+        let meta = opened
             .metadata()
-            .map_err(Error::io(format!("stat {}", file.display())))?
-            .len();
-        let mut file_hashes = ContentHasher::new(ContentHashes::new(HashAlgo::Sha256), size);
+            .map_err(Error::io(format!("stat {}", file.display())))?;
+        verified.check_describes(file, &meta)?;
+        let size = meta.len();
+        let hashes = ContentHashes::knowing(HashAlgo::Sha256, Some(verified.hash));
+        let mut file_hashes = if hashes.hashes_anything() {
+            ContentHasher::new(hashes, size)
+        } else {
+            ContentHasher::Inline(Box::new(hashes))
+        };
         let mut compressed = HashingReader {
             inner: io::BufReader::with_capacity(WRITE_BUFFER, opened),
             hashes: &mut file_hashes,

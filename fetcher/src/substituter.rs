@@ -199,8 +199,9 @@ impl Substituter {
         let published = match info.compression.parse::<Compression>() {
             Ok(compression) if keep => {
                 let (cache, entry, file) = (cache.clone(), entry.clone(), downloaded.path.clone());
+                let verified = downloaded.verified.clone();
                 tokio::task::spawn_blocking(move || {
-                    cache.publish_compressed_nar(&entry, &file, compression)
+                    cache.publish_compressed_nar(&entry, &file, compression, verified)
                 })
                 .await
                 .map_err(|e| Error::Corrupt {
