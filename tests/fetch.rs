@@ -69,6 +69,30 @@ fn entry(name: &str, mode: HashMode, hash: &Hash, kind: Kind, urls: Vec<String>)
     }
 }
 
+/// `count` flat entries of `size` unique bytes each, served slowly (`chunk` bytes every
+/// `delay_ms`) at `/<label>/<i>`, with their contents.
+fn slow_flat_entries(
+    server: &TestServer,
+    label: &str,
+    count: usize,
+    size: usize,
+    chunk: usize,
+    delay_ms: u64,
+) -> (Vec<Entry>, Vec<Vec<u8>>) {
+    (0..count)
+        .map(|i| {
+            let content = unique(&format!("{label} {i}"), size);
+            let path = format!("/{label}/{i}");
+            server.route(
+                &path,
+                Route::ok(content.clone()).slow(chunk, Duration::from_millis(delay_ms)),
+            );
+            let entry = flat_entry(&format!("{label}-{i}"), &content, vec![server.url(&path)]);
+            (entry, content)
+        })
+        .unzip()
+}
+
 fn flat_entry(name: &str, content: &[u8], urls: Vec<String>) -> Entry {
     entry(name, HashMode::Flat, &sha256(content), Kind::Url, urls)
 }
@@ -603,22 +627,7 @@ fn sigkill_mid_run_loses_only_in_flight_downloads() {
     let server = TestServer::start();
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
-    let mut entries = Vec::new();
-    let mut contents = Vec::new();
-    for i in 0..16 {
-        let content = unique(&format!("file {i}"), 200_000);
-        let path = format!("/slow/{i}");
-        server.route(
-            &path,
-            Route::ok(content.clone()).slow(20_000, Duration::from_millis(40)),
-        );
-        entries.push(flat_entry(
-            &format!("file-{i}"),
-            &content,
-            vec![server.url(&path)],
-        ));
-        contents.push(content);
-    }
+    let (entries, contents) = slow_flat_entries(&server, "slow", 16, 200_000, 20_000, 40);
     let manifest = write_manifest(dir.path(), entries.clone());
     let mut child = srcgrab()
         .arg("fetch")
@@ -987,20 +996,7 @@ fn per_host_limit_bounds_concurrent_transfers() {
     let server = TestServer::start();
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
-    let mut entries = Vec::new();
-    for i in 0..8 {
-        let content = unique(&format!("host {i}"), 60_000);
-        let path = format!("/host/{i}");
-        server.route(
-            &path,
-            Route::ok(content.clone()).slow(10_000, Duration::from_millis(30)),
-        );
-        entries.push(flat_entry(
-            &format!("host-{i}"),
-            &content,
-            vec![server.url(&path)],
-        ));
-    }
+    let (entries, _) = slow_flat_entries(&server, "host", 8, 60_000, 10_000, 30);
     let manifest = write_manifest(dir.path(), entries);
     let run = fetch(
         dir.path(),
