@@ -191,31 +191,11 @@ impl View<'_> {
             ),
             (
                 "Evaluation failures added",
-                d.failures_added
-                    .iter()
-                    .map(|f| {
-                        [
-                            f.attr.clone(),
-                            f.system.clone(),
-                            f.error.clone(),
-                            String::new(),
-                        ]
-                    })
-                    .collect(),
+                d.failures_added.iter().map(|f| failure_row(f)).collect(),
             ),
             (
                 "Evaluation failures removed",
-                d.failures_removed
-                    .iter()
-                    .map(|f| {
-                        [
-                            f.attr.clone(),
-                            f.system.clone(),
-                            f.error.clone(),
-                            String::new(),
-                        ]
-                    })
-                    .collect(),
+                d.failures_removed.iter().map(|f| failure_row(f)).collect(),
             ),
         ]
     }
@@ -419,4 +399,14 @@ impl View<'_> {
 /// A table cell: pipes escaped and newlines flattened so a row stays one row.
 fn markdown_cell(text: &str) -> String {
     text.replace('|', "\\|").replace('\n', " ")
+}
+
+/// A table row for an evaluation failure (no size column).
+fn failure_row(f: &srcgrab_manifest::Failure) -> [String; 4] {
+    [
+        f.attr.clone(),
+        f.system.clone(),
+        f.error.clone(),
+        String::new(),
+    ]
 }
