@@ -11,7 +11,7 @@
 //!
 //! `nix repl` reads its input one byte at a time (a read and two pselect calls per byte), so
 //! both lines go through helpers bound once at start (`__sgq`, `__sge`) and stay short:
-//! halving the bytes per question halved the time of a 20,000-question walk.
+//! ~45 bytes per question instead of ~140 halved the time of a 20,000-question walk.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
