@@ -766,6 +766,67 @@ fn an_attribute_that_never_ends_fails_after_the_eval_timeout() {
 }
 
 #[test]
+fn eval_stack_lowers_the_evaluator_stack_only_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let stress = fixture().join("stress.nix");
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "--file",
+            stress.to_str().unwrap(),
+            "--arg",
+            "deep",
+            "true",
+            "--attr",
+            "deep",
+            "--attr",
+            "zafter",
+            "--jobs",
+            "1",
+            "--system",
+            "x86_64-linux",
+        ];
+        args.extend_from_slice(extra);
+        let (code, text) = enumerate(dir.path(), "deep.json", &args);
+        let manifest: Value = serde_json::from_str(&text).unwrap();
+        let failures: Vec<(String, String)> = manifest["failures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                (
+                    f["attr"].as_str().unwrap().into(),
+                    f["error"].as_str().unwrap().into(),
+                )
+            })
+            .collect();
+        let mut names: Vec<String> = manifest["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["name"].as_str().unwrap().into())
+            .collect();
+        names.sort();
+        (code, failures, names)
+    };
+    // By default the deep evaluation fits in Nix's own stack.
+    let (code, failures, names) = run(&[]);
+    assert_eq!((code, failures), (0, vec![]));
+    assert_eq!(names, ["bootstrap-tools.sh", "data.txt"]);
+    // With a small stack it overflows, ending that evaluator; the next attribute still runs.
+    let (code, failures, names) = run(&["--eval-stack", "8M"]);
+    assert_eq!(code, 1);
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert_eq!(failures[0].0, "deep");
+    assert!(
+        failures[0].1.starts_with("evaluator crashed: ")
+            && failures[0].1.contains("stack overflow"),
+        "{}",
+        failures[0].1
+    );
+    assert_eq!(names, ["bootstrap-tools.sh", "data.txt"]);
+}
+
+#[test]
 fn fatal_errors_exit_2_with_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let output = dir.path().join("never.json");
