@@ -88,8 +88,8 @@ pub enum EnumerateError {
     FileMissing(PathBuf),
     #[error("bad --attr: {0}")]
     BadAttr(String),
-    #[error("bad --arg {0}: a Nix expression on one line is expected")]
-    BadArg(String),
+    #[error("bad --arg {name}: {reason}")]
+    BadArg { name: String, reason: String },
     #[error(transparent)]
     Start(#[from] eval::StartError),
     #[error("reading the build closure: {0}")]
@@ -252,9 +252,10 @@ fn load_line(
     let mut expr_args = String::new();
     for (name, arg) in &options.args {
         if let EvalArg::Expr(expr) = arg {
-            if expr.contains('\n') || expr.contains('\r') {
-                return Err(EnumerateError::BadArg(name.clone()));
-            }
+            check_arg_expression(expr).map_err(|reason| EnumerateError::BadArg {
+                name: name.clone(),
+                reason,
+            })?;
             expr_args.push_str(&format!("{} = ({expr}); ", eval::nix_string(name)));
         }
     }
@@ -274,6 +275,20 @@ fn drv_paths_by_system(group: &[closure::FoundFod]) -> BTreeMap<String, String> 
             .or_insert_with(|| fod.drv_path.clone());
     }
     paths
+}
+
+/// Checks that an `--arg` value is one complete Nix expression on one line, parsing it with
+/// rnix before it is spliced into the evaluator's load line: a typo then gets a message with
+/// its position instead of a confusing repl error, and no value can close the surrounding
+/// parenthesis and add bindings of its own.
+fn check_arg_expression(expr: &str) -> Result<(), String> {
+    if expr.contains('\n') || expr.contains('\r') {
+        return Err("a Nix expression on one line is expected".into());
+    }
+    match rnix::Root::parse(expr).errors().first() {
+        None => Ok(()),
+        Some(error) => Err(format!("not a Nix expression: {error}")),
+    }
 }
 
 /// Turns the FOD .drvs into manifest entries, one per output path.
@@ -515,5 +530,21 @@ mod tests {
         assert_eq!(h.mode, HashMode::Recursive);
         assert_eq!(h.algo, HashAlgo::Sha256);
         assert!(output_hash("r:blake3", "00").is_err());
+    }
+
+    #[test]
+    fn arg_expressions_must_be_one_complete_expression() {
+        assert_eq!(check_arg_expression("./configuration.nix"), Ok(()));
+        assert_eq!(check_arg_expression("{ a = 1; b = [ true ]; }"), Ok(()));
+        // Would close the parenthesis around it and add a binding to the load line.
+        assert!(check_arg_expression("1); x = (2")
+            .unwrap_err()
+            .contains("not a Nix expression"));
+        assert!(check_arg_expression("{ a = ; }")
+            .unwrap_err()
+            .contains("not a Nix expression"));
+        assert!(check_arg_expression("1\n+ 2")
+            .unwrap_err()
+            .contains("one line"));
     }
 }
