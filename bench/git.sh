@@ -83,7 +83,7 @@ EOF
 fi
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-git daemon --reuseaddr --export-all --listen=127.0.0.1 --port="$port" \
+"$(git --exec-path)/git-daemon" --reuseaddr --export-all --listen=127.0.0.1 --port="$port" \
     --base-path="$served" "$served" 2> "$work/daemon.log" &
 daemon=$!
 trap 'kill $daemon 2>/dev/null || true' EXIT

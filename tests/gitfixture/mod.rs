@@ -198,8 +198,11 @@ impl Daemon {
             .local_addr()
             .unwrap()
             .port();
-        let child = Command::new("git")
-            .arg("daemon")
+        // The daemon binary itself, not `git daemon`: the `git` wrapper would be the child
+        // killed on drop while the daemon it started lived on after the tests.
+        let exec_path = Command::new("git").arg("--exec-path").output().unwrap();
+        let exec_path = String::from_utf8(exec_path.stdout).unwrap();
+        let child = Command::new(PathBuf::from(exec_path.trim()).join("git-daemon"))
             .arg("--reuseaddr")
             .arg("--export-all")
             .arg("--listen=127.0.0.1")
