@@ -706,21 +706,7 @@ fn nix_realises_fixed_outputs_from_the_written_cache_alone() {
     let flat = unique("flat", 30_000);
     let mut tool = b"#!/bin/sh\necho ".to_vec();
     tool.extend(unique("tool", 3_000));
-    let tool_file = dir.path().join("tool");
-    std::fs::write(&tool_file, &tool).unwrap();
-    std::fs::set_permissions(
-        &tool_file,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    let tool_hash = Hash::parse(
-        &nix_ok(
-            "nix-hash",
-            &["--type", "sha256", tool_file.to_str().unwrap()],
-        ),
-        Some(HashAlgo::Sha256),
-    )
-    .unwrap();
+    let tool_hash = support::executable_nix_hash(&dir.path().join("tool"), &tool);
     let expression = dir.path().join("fods.nix");
     std::fs::write(
         &expression,
@@ -1122,21 +1108,7 @@ fn signs_narinfos_and_a_mirror_only_layout_skips_trees() {
     server.route("/flat", Route::ok(flat.clone()));
     server.route("/tool", Route::ok(tool.clone()));
     let flat_entry = flat_entry("signed", &flat, vec![server.url("/flat")]);
-    let tool_file = dir.path().join("tool");
-    std::fs::write(&tool_file, &tool).unwrap();
-    std::fs::set_permissions(
-        &tool_file,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    let tool_hash = Hash::parse(
-        &nix_ok(
-            "nix-hash",
-            &["--type", "sha256", tool_file.to_str().unwrap()],
-        ),
-        Some(HashAlgo::Sha256),
-    )
-    .unwrap();
+    let tool_hash = support::executable_nix_hash(&dir.path().join("tool"), &tool);
     let mut tool_entry = entry(
         "tool",
         HashMode::Recursive,

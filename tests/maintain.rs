@@ -339,21 +339,7 @@ fn ingest_adds_matching_files_once_and_reports_duplicates_and_strangers() {
     proj.urls = vec!["https://github.com/o/proj/archive/v1.0.tar.gz".into()];
 
     // The recursive hash of an executable file, as Nix computes it.
-    let tool_path = dir.path().join("tool-exec");
-    std::fs::write(&tool_path, &tool).unwrap();
-    std::fs::set_permissions(
-        &tool_path,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    let tool_hash = Hash::parse(
-        &nix(
-            "nix-hash",
-            &["--type", "sha256", tool_path.to_str().unwrap()],
-        ),
-        Some(HashAlgo::Sha256),
-    )
-    .unwrap();
+    let tool_hash = support::executable_nix_hash(&dir.path().join("tool-exec"), &tool);
     let mut tool_entry = entry("tool", HashMode::Recursive, &tool_hash);
     tool_entry.executable = true;
     let hello = flat("hello-2.12.tar.gz", &tarball);

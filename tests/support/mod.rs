@@ -544,3 +544,23 @@ async fn respond(
     }
     Ok(limit == body.len() && route.claimed_length.is_none())
 }
+
+/// Writes `content` as an executable file at `path` and returns the recursive sha256 real Nix
+/// gives it (`nix-hash --type sha256`): the hash of a fetchurl `executable = true` entry.
+pub fn executable_nix_hash(path: &std::path::Path, content: &[u8]) -> srcgrab_manifest::Hash {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::write(path, content).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = std::process::Command::new("nix-hash")
+        .args(["--type", "sha256"])
+        .arg(path)
+        .output()
+        .expect("nix-hash runs");
+    assert!(
+        out.status.success(),
+        "nix-hash: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let hex = String::from_utf8(out.stdout).unwrap();
+    srcgrab_manifest::Hash::parse(hex.trim(), Some(srcgrab_manifest::HashAlgo::Sha256)).unwrap()
+}
