@@ -327,6 +327,18 @@ fn strings(value: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The manifest's entry names, sorted.
+fn entry_names(manifest: &Value) -> Vec<&str> {
+    let mut names: Vec<&str> = manifest["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
 fn owned(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
@@ -334,14 +346,9 @@ fn owned(items: &[&str]) -> Vec<String> {
 /// Compares the manifest's entries with the expectation, field by field.
 fn check_entries(manifest: &Value, expected: &[&Expected]) {
     let entries = manifest["entries"].as_array().unwrap();
-    let mut names: Vec<&str> = entries
-        .iter()
-        .map(|e| e["name"].as_str().unwrap())
-        .collect();
     let mut want: Vec<&str> = expected.iter().map(|e| e.name).collect();
-    names.sort();
     want.sort();
-    assert_eq!(names, want);
+    assert_eq!(entry_names(manifest), want);
     let paths = nix_paths(expected);
     for row in expected {
         let e = entries.iter().find(|e| e["name"] == row.name).unwrap();
@@ -538,15 +545,10 @@ fn attrs_select_derivations_and_explicit_sets() {
     );
     assert_eq!(code, 1);
     let manifest: Value = serde_json::from_str(&text).unwrap();
-    let names: Vec<&str> = manifest["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["name"].as_str().unwrap())
-        .collect();
-    let mut names = names;
-    names.sort();
-    assert_eq!(names, ["blob.txt", "bootstrap-tools.sh", "hidden-0.1.txt"]);
+    assert_eq!(
+        entry_names(&manifest),
+        ["blob.txt", "bootstrap-tools.sh", "hidden-0.1.txt"]
+    );
     let hidden = manifest["entries"]
         .as_array()
         .unwrap()
@@ -702,15 +704,8 @@ fn a_crashing_or_memory_hungry_attribute_costs_only_itself() {
         failures[1].1
     );
     // The attributes evaluated after the crash and the kill still are.
-    let mut names: Vec<&str> = manifest["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["name"].as_str().unwrap())
-        .collect();
-    names.sort();
     assert_eq!(
-        names,
+        entry_names(&manifest),
         ["bootstrap-tools.sh", "data.txt", "hello-1.0.tar.gz"]
     );
 }
@@ -752,15 +747,8 @@ fn an_attribute_that_never_ends_fails_after_the_eval_timeout() {
         .collect();
     assert_eq!(failures, [("spinning", "exceeded --eval-timeout")]);
     // The same worker goes on, with a fresh evaluator, to the attributes after it.
-    let mut names: Vec<&str> = manifest["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["name"].as_str().unwrap())
-        .collect();
-    names.sort();
     assert_eq!(
-        names,
+        entry_names(&manifest),
         ["bootstrap-tools.sh", "data.txt", "hello-1.0.tar.gz"]
     );
 }
