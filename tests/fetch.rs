@@ -395,6 +395,27 @@ fn malformed_manifest_is_fatal() {
     assert!(run.stderr().contains("manifest"), "{}", run.stderr());
 }
 
+/// Adds `file` to the store as a flat sha256 fixed output and copies it with real Nix into
+/// the binary cache at `to` (a `file://` URL, with options); returns the store path.
+fn add_to_upstream_cache(file: &Path, to: &str) -> String {
+    let path = nix_ok(
+        "nix-store",
+        &["--add-fixed", "sha256", file.to_str().unwrap()],
+    );
+    nix_ok(
+        "nix",
+        &[
+            "--extra-experimental-features",
+            "nix-command",
+            "copy",
+            "--to",
+            to,
+            &path,
+        ],
+    );
+    path
+}
+
 fn nix(program: &str, args: &[&str]) -> Output {
     let output = Command::new(program)
         .args(args)
@@ -432,22 +453,7 @@ fn upstream_binary_cache_made_by_nix_is_used_and_a_tampered_nar_is_rejected() {
     for (name, content) in [("good.tar", &good), ("tampered.tar", &tampered)] {
         let file = dir.path().join(name);
         std::fs::write(&file, content).unwrap();
-        let path = nix_ok(
-            "nix-store",
-            &["--add-fixed", "sha256", file.to_str().unwrap()],
-        );
-        let to = format!("file://{}", upstream.display());
-        nix_ok(
-            "nix",
-            &[
-                "--extra-experimental-features",
-                "nix-command",
-                "copy",
-                "--to",
-                &to,
-                &path,
-            ],
-        );
+        let path = add_to_upstream_cache(&file, &format!("file://{}", upstream.display()));
         store_paths.push(path);
     }
     let good_entry = flat_entry("good.tar", &good, vec![server.url("/native/good")]);
@@ -550,21 +556,9 @@ fn keeps_upstream_compression_and_nix_substitutes_from_the_result() {
         let content = unique(&name, 60_000);
         let file = dir.path().join(&name);
         std::fs::write(&file, &content).unwrap();
-        let path = nix_ok(
-            "nix-store",
-            &["--add-fixed", "sha256", file.to_str().unwrap()],
-        );
-        let to = format!("file://{}?compression={compression}", upstream.display());
-        nix_ok(
-            "nix",
-            &[
-                "--extra-experimental-features",
-                "nix-command",
-                "copy",
-                "--to",
-                &to,
-                &path,
-            ],
+        let path = add_to_upstream_cache(
+            &file,
+            &format!("file://{}?compression={compression}", upstream.display()),
         );
         // No native URL serves it: only the substituter can.
         let entry = flat_entry(&name, &content, vec![server.url("/native/absent")]);
