@@ -8,8 +8,7 @@ use gitfixture::{delete_store_path, hash_nix_reports, instantiate, realise};
 use srcgrab_fetcher::builder::NixBuilder;
 use srcgrab_fetcher::cache::{Cache, CacheOptions};
 use srcgrab_manifest::hash::Hash;
-use srcgrab_manifest::store_path::fixed_output_path;
-use srcgrab_manifest::{Entry, HashMode, Kind, Manifest, OutputHash, Provenance};
+use srcgrab_manifest::{Entry, HashMode, Kind, Manifest, Provenance};
 use std::path::Path;
 use std::process::Command;
 
@@ -45,20 +44,11 @@ fn vendor_fod(name: &str, salt: &str, mode: HashMode) -> VendorFod {
     let hash: Hash = hash_nix_reports(&attrs);
     let drv = instantiate(&format!("{attrs}\n  outputHash = \"{}\";", hash.to_sri()));
     let entry = Entry {
-        store_path: fixed_output_path(name, mode, &hash).to_path_string(),
-        name: name.to_string(),
-        hash: OutputHash::new(mode, &hash),
-        kind: Kind::Other,
-        urls: Vec::new(),
-        original_urls: Vec::new(),
-        executable: false,
-        post_fetch: false,
-        unpack: None,
-        git: None,
         drv_paths: [(srcgrab_fetcher::builder::host_system(), drv.clone())].into(),
         systems: vec!["x86_64-linux".into()],
         attrs: vec![name.to_string()],
         attr_count: 1,
+        ..Entry::new(name, mode, &hash, Kind::Other)
     };
     VendorFod { drv, entry }
 }

@@ -7,7 +7,7 @@ mod support;
 
 use serde_json::Value;
 use srcgrab_manifest::hash::{Hash, HashAlgo};
-use srcgrab_manifest::{store_path, Entry, HashMode, Kind, Manifest, OutputHash, Provenance};
+use srcgrab_manifest::{Entry, HashMode, Kind, Manifest, Provenance};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,18 +46,8 @@ fn unique(label: &str, size: usize) -> Vec<u8> {
 }
 
 fn entry(name: &str, mode: HashMode, hash: &Hash, kind: Kind, urls: Vec<String>) -> Entry {
-    let path = store_path::fixed_output_path(name, mode, hash);
     Entry {
-        store_path: path.to_path_string(),
-        name: name.to_string(),
-        hash: OutputHash::new(mode, hash),
-        kind,
         urls,
-        original_urls: Vec::new(),
-        executable: false,
-        post_fetch: false,
-        unpack: None,
-        git: None,
         drv_paths: [(
             srcgrab_fetcher::builder::host_system(),
             format!("/nix/store/00000000000000000000000000000000-{name}.drv"),
@@ -66,6 +56,7 @@ fn entry(name: &str, mode: HashMode, hash: &Hash, kind: Kind, urls: Vec<String>)
         systems: vec!["x86_64-linux".into()],
         attrs: vec![name.to_string()],
         attr_count: 1,
+        ..Entry::new(name, mode, hash, kind)
     }
 }
 

@@ -7,9 +7,7 @@ mod support;
 
 use serde_json::Value;
 use srcgrab_manifest::hash::{Hash, HashAlgo};
-use srcgrab_manifest::{
-    store_path, Entry, HashMode, Kind, Manifest, OutputHash, Provenance, MANIFEST_VERSION,
-};
+use srcgrab_manifest::{Entry, HashMode, Kind, Manifest, Provenance, MANIFEST_VERSION};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -71,16 +69,7 @@ fn digest(algo: HashAlgo, bytes: &[u8]) -> Hash {
 
 fn entry(name: &str, mode: HashMode, hash: &Hash) -> Entry {
     Entry {
-        store_path: store_path::fixed_output_path(name, mode, hash).to_path_string(),
-        name: name.into(),
-        hash: OutputHash::new(mode, hash),
-        kind: Kind::Url,
         urls: vec![format!("https://example.org/{name}")],
-        original_urls: vec![],
-        executable: false,
-        post_fetch: false,
-        unpack: None,
-        git: None,
         drv_paths: [(
             srcgrab_fetcher::builder::host_system(),
             format!("/nix/store/00000000000000000000000000000000-{name}.drv"),
@@ -89,6 +78,7 @@ fn entry(name: &str, mode: HashMode, hash: &Hash) -> Entry {
         systems: vec!["x86_64-linux".into()],
         attrs: vec![name.into()],
         attr_count: 1,
+        ..Entry::new(name, mode, hash, Kind::Url)
     }
 }
 

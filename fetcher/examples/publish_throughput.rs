@@ -10,8 +10,7 @@ use std::time::Instant;
 
 use srcgrab_fetcher::cache::{Cache, CacheOptions, Layout};
 use srcgrab_manifest::hash::{HashAlgo, HashMode};
-use srcgrab_manifest::store_path::fixed_output_path;
-use srcgrab_manifest::{Entry, Kind, OutputHash};
+use srcgrab_manifest::{Entry, Kind};
 
 fn read_all(path: &Path, mut sink: impl FnMut(&[u8])) -> io::Result<()> {
     let mut file = File::open(path)?;
@@ -82,22 +81,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     report("floor: zstd -3, one thread", size, started);
 
     let name = "bench-input";
-    let entry = Entry {
-        store_path: fixed_output_path(name, HashMode::Flat, &hash).to_path_string(),
-        name: name.into(),
-        hash: OutputHash::new(HashMode::Flat, &hash),
-        kind: Kind::Url,
-        urls: vec![],
-        original_urls: vec![],
-        executable: false,
-        post_fetch: false,
-        unpack: None,
-        git: None,
-        drv_paths: Default::default(),
-        systems: vec![],
-        attrs: vec![],
-        attr_count: 0,
-    };
+    let entry = Entry::new(name, HashMode::Flat, &hash, Kind::Url);
     let cache = Cache::open(
         root,
         CacheOptions {

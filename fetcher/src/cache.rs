@@ -1589,22 +1589,7 @@ mod tests {
     use super::*;
 
     fn flat_entry(name: &str, hash: &Hash) -> Entry {
-        Entry {
-            store_path: fixed_output_path(name, HashMode::Flat, hash).to_path_string(),
-            name: name.into(),
-            hash: srcgrab_manifest::OutputHash::new(HashMode::Flat, hash),
-            kind: srcgrab_manifest::Kind::Url,
-            urls: Vec::new(),
-            original_urls: Vec::new(),
-            executable: false,
-            post_fetch: false,
-            unpack: None,
-            git: None,
-            drv_paths: Default::default(),
-            systems: Vec::new(),
-            attrs: Vec::new(),
-            attr_count: 0,
-        }
+        Entry::new(name, HashMode::Flat, hash, srcgrab_manifest::Kind::Url)
     }
 
     /// Writes `chunks` to `path` through [`HashedWrites`] and seals the hash to it.

@@ -12,8 +12,7 @@ use srcgrab_fetcher::narinfo::NarInfo;
 use srcgrab_fetcher::sign::SecretKey;
 use srcgrab_fetcher::{nar, Error};
 use srcgrab_manifest::hash::{Hash, HashAlgo, HashMode};
-use srcgrab_manifest::store_path::fixed_output_path;
-use srcgrab_manifest::{Entry, Kind, OutputHash, Unpack};
+use srcgrab_manifest::{Entry, Kind, Unpack};
 
 fn run(program: &str, args: &[&str]) -> String {
     let output = Command::new(program)
@@ -44,20 +43,8 @@ fn nix_hash(path: &Path, algo: HashAlgo, mode: HashMode) -> Hash {
 
 fn entry(name: &str, mode: HashMode, hash: &Hash, executable: bool) -> Entry {
     Entry {
-        store_path: fixed_output_path(name, mode, hash).to_path_string(),
-        name: name.to_string(),
-        hash: OutputHash::new(mode, hash),
-        kind: Kind::Url,
-        urls: vec![],
-        original_urls: vec![],
         executable,
-        post_fetch: false,
-        unpack: None,
-        git: None,
-        drv_paths: Default::default(),
-        systems: vec![],
-        attrs: vec![],
-        attr_count: 0,
+        ..Entry::new(name, mode, hash, Kind::Url)
     }
 }
 

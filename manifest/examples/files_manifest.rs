@@ -3,9 +3,8 @@
 //!
 //! usage: cargo run --release -p srcgrab-manifest --example files_manifest -- DIR > m.json
 
-use srcgrab_manifest::store_path::fixed_output_path;
 use srcgrab_manifest::{
-    Entry, Hash, HashAlgo, HashMode, Kind, Manifest, OutputHash, Provenance, MANIFEST_VERSION,
+    Entry, Hash, HashAlgo, HashMode, Kind, Manifest, Provenance, MANIFEST_VERSION,
 };
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -18,15 +17,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::io::copy(&mut std::fs::File::open(file.path())?, &mut hasher)?;
         let hash: Hash = hasher.finalize();
         entries.push(Entry {
-            store_path: fixed_output_path(&name, HashMode::Flat, &hash).to_path_string(),
-            hash: OutputHash::new(HashMode::Flat, &hash),
-            kind: Kind::Url,
-            urls: vec![],
-            original_urls: vec![],
-            executable: false,
-            post_fetch: false,
-            unpack: None,
-            git: None,
             drv_paths: [(
                 "x86_64-linux".into(),
                 "/nix/store/00000000000000000000000000000000-bench.drv".into(),
@@ -35,7 +25,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             systems: vec!["x86_64-linux".into()],
             attrs: vec![name.clone()],
             attr_count: 1,
-            name,
+            ..Entry::new(&name, HashMode::Flat, &hash, Kind::Url)
         });
     }
     let mut manifest = Manifest {

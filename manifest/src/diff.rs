@@ -435,25 +435,15 @@ impl ManifestDiff<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{store_path, Hash, HashMode, OutputHash, Provenance, MANIFEST_VERSION};
+    use crate::{Hash, HashMode, Provenance, MANIFEST_VERSION};
 
     fn entry(name: &str, seed: &str, urls: &[&str]) -> Entry {
         let hash = Hash {
             algo: crate::HashAlgo::Sha256,
             bytes: crate::HashAlgo::Sha256.digest(seed.as_bytes()),
         };
-        let path = store_path::fixed_output_path(name, HashMode::Flat, &hash);
         Entry {
-            store_path: path.to_path_string(),
-            name: name.into(),
-            hash: OutputHash::new(HashMode::Flat, &hash),
-            kind: Kind::Url,
             urls: urls.iter().map(|u| u.to_string()).collect(),
-            original_urls: vec![],
-            executable: false,
-            post_fetch: false,
-            unpack: None,
-            git: None,
             drv_paths: [(
                 "x86_64-linux".into(),
                 "/nix/store/97qlv6h78lxlm9zc8849ahsbcklhsi2y-x.drv".into(),
@@ -462,6 +452,7 @@ mod tests {
             systems: vec!["x86_64-linux".into()],
             attrs: vec![name.into()],
             attr_count: 1,
+            ..Entry::new(name, HashMode::Flat, &hash, Kind::Url)
         }
     }
 

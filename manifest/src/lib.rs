@@ -236,6 +236,27 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// An entry for the fixed output `name` whose `hash` in `mode` determines its store path,
+    /// with nothing else known yet (no URL, derivation, system or attribute).
+    pub fn new(name: &str, mode: HashMode, hash: &Hash, kind: Kind) -> Entry {
+        Entry {
+            store_path: store_path::fixed_output_path(name, mode, hash).to_path_string(),
+            name: name.to_string(),
+            hash: OutputHash::new(mode, hash),
+            kind,
+            urls: Vec::new(),
+            original_urls: Vec::new(),
+            executable: false,
+            post_fetch: false,
+            unpack: None,
+            git: None,
+            drv_paths: BTreeMap::new(),
+            systems: Vec::new(),
+            attrs: Vec::new(),
+            attr_count: 0,
+        }
+    }
+
     /// The derivation to realise on a `host` system: the one built by that system, else the
     /// first (Nix then says which system it needs).
     pub fn drv_path_for(&self, host: &str) -> Option<&str> {
@@ -412,6 +433,14 @@ mod tests {
         m.entries[0].hash.mode = HashMode::Recursive;
         let err = Manifest::from_json(&m.to_json()).unwrap_err();
         assert!(matches!(err, ManifestError::BadEntry { .. }), "{err}");
+    }
+
+    #[test]
+    fn new_entry_computes_its_store_path() {
+        let e = sample_entry();
+        let made = Entry::new(&e.name, e.hash.mode, &e.hash.hash().unwrap(), e.kind);
+        assert_eq!(made.store_path, e.store_path);
+        assert_eq!(made.hash, e.hash);
     }
 
     #[test]

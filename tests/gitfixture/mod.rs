@@ -5,7 +5,7 @@
 
 use srcgrab_manifest::hash::Hash;
 use srcgrab_manifest::store_path::fixed_output_path;
-use srcgrab_manifest::{Entry, GitSource, HashMode, Kind, OutputHash};
+use srcgrab_manifest::{Entry, GitSource, HashMode, Kind};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -245,21 +245,12 @@ impl Fod {
     /// A manifest entry for this derivation's output.
     pub fn entry(&self, src: &GitSource) -> Entry {
         Entry {
-            store_path: fixed_output_path(&self.name, HashMode::Recursive, &self.hash)
-                .to_path_string(),
-            name: self.name.clone(),
-            hash: OutputHash::new(HashMode::Recursive, &self.hash),
-            kind: Kind::Git,
-            urls: Vec::new(),
-            original_urls: Vec::new(),
-            executable: false,
-            post_fetch: false,
-            unpack: None,
             git: Some(src.clone()),
             drv_paths: [(srcgrab_fetcher::builder::host_system(), self.drv.clone())].into(),
             systems: vec!["x86_64-linux".into()],
             attrs: vec![self.name.clone()],
             attr_count: 1,
+            ..Entry::new(&self.name, HashMode::Recursive, &self.hash, Kind::Git)
         }
     }
 
