@@ -6,18 +6,16 @@
 pub mod builder;
 pub mod bundle;
 pub mod cache;
-pub mod download;
 pub mod error;
 pub mod fetch;
 pub mod git;
 pub mod ingest;
 pub mod nar;
 pub mod narinfo;
+pub mod net;
 pub mod probe;
 pub mod report;
-pub mod schedule;
 pub mod sign;
-pub mod substituter;
 pub mod unpack;
 pub mod verify;
 
