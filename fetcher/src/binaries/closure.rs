@@ -14,9 +14,9 @@ use tokio::task::JoinSet;
 
 use super::store::{self, NarFile};
 use crate::cache::{Cache, Compression};
-use crate::download::{DownloadOptions, Downloader};
 use crate::fetch::is_fatal;
 use crate::narinfo::NarInfo;
+use crate::net::{DownloadOptions, Downloader};
 use crate::report::{HostReport, Progress, Rejection};
 use crate::Error;
 

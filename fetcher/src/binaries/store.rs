@@ -14,7 +14,7 @@ use std::path::Path;
 
 use crate::cache::{Cache, Compression, Compressor, VerifiedHash};
 use crate::narinfo::NarInfo;
-use crate::substituter::{decompress, CheckedNar};
+use crate::net::substituter::{decompress, CheckedNar};
 use crate::Error;
 
 /// Where a mirrored path's NAR file ended up, and how big it is.
