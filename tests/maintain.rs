@@ -96,6 +96,7 @@ fn write_manifest(path: &Path, entries: Vec<Entry>) -> PathBuf {
         },
         failures: vec![],
         entries,
+        build: Default::default(),
     };
     m.normalize();
     std::fs::write(path, m.to_json()).unwrap();

@@ -8,6 +8,7 @@
 //! This crate also holds the pure Nix primitives both sides need (hashes, Nix base-32,
 //! fixed-output store paths); it does no I/O.
 
+pub mod build_graph;
 pub mod diff;
 pub mod hash;
 pub mod nixbase32;
@@ -16,11 +17,16 @@ pub mod store_path;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+pub use build_graph::{Attribute, BuildGraph, BuiltDerivation};
 pub use hash::{Hash, HashAlgo, HashMode};
 pub use store_path::StorePath;
 
-/// Version of the manifest format this crate reads and writes.
-pub const MANIFEST_VERSION: u32 = 1;
+/// Version of the manifest format this crate writes. Version 2 added `build` (absent from
+/// version 1 manifests, which are still read).
+pub const MANIFEST_VERSION: u32 = 2;
+
+/// The oldest version this crate still reads.
+pub const OLDEST_READ_VERSION: u32 = 1;
 
 /// How many attribute paths an entry lists before only counting them.
 pub const MAX_LISTED_ATTRS: usize = 5;
@@ -34,6 +40,9 @@ pub struct Manifest {
     pub failures: Vec<Failure>,
     /// One entry per fixed output path, sorted by `store_path`.
     pub entries: Vec<Entry>,
+    /// The build graph (`enumerate --outputs`); empty otherwise.
+    #[serde(default, skip_serializing_if = "BuildGraph::is_empty")]
+    pub build: BuildGraph,
 }
 
 /// Where a manifest came from, so a reader can tell two manifests apart and reproduce them.
@@ -277,13 +286,15 @@ pub enum ManifestError {
     #[error("not a srcgrab manifest: {0}")]
     Json(#[from] serde_json::Error),
     #[error(
-        "manifest version {found} is not supported (this srcgrab reads version {MANIFEST_VERSION})"
+        "manifest version {found} is not supported (this srcgrab reads versions {OLDEST_READ_VERSION} to {MANIFEST_VERSION})"
     )]
     Version { found: u64 },
     #[error("manifest entry {store_path}: {reason}")]
     BadEntry { store_path: String, reason: String },
     #[error("manifest entries are not sorted by store path, or repeat one, at {0}")]
     Unsorted(String),
+    #[error("manifest derivations are not sorted by drv path, or repeat one, at {0}")]
+    UnsortedDerivations(String),
 }
 
 impl Manifest {
@@ -296,7 +307,7 @@ impl Manifest {
         }
         let v: VersionOnly = serde_json::from_str(text)?;
         match v.version.as_ref().and_then(|v| v.as_u64()) {
-            Some(n) if n == MANIFEST_VERSION as u64 => {}
+            Some(n) if (OLDEST_READ_VERSION as u64..=MANIFEST_VERSION as u64).contains(&n) => {}
             Some(n) => return Err(ManifestError::Version { found: n }),
             None => {
                 return Err(ManifestError::Json(serde::de::Error::custom(
@@ -322,6 +333,11 @@ impl Manifest {
         for pair in self.entries.windows(2) {
             if pair[0].store_path >= pair[1].store_path {
                 return Err(ManifestError::Unsorted(pair[1].store_path.clone()));
+            }
+        }
+        for pair in self.build.derivations.windows(2) {
+            if pair[0].drv_path >= pair[1].drv_path {
+                return Err(ManifestError::UnsortedDerivations(pair[1].drv_path.clone()));
             }
         }
         for e in &self.entries {
@@ -360,6 +376,7 @@ impl Manifest {
     pub fn normalize(&mut self) {
         self.entries.sort_by(|a, b| a.store_path.cmp(&b.store_path));
         self.failures.sort();
+        self.build.normalize();
     }
 }
 
@@ -405,6 +422,7 @@ mod tests {
             },
             failures: vec![],
             entries: vec![sample_entry()],
+            build: Default::default(),
         }
     }
 
