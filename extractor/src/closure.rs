@@ -141,11 +141,7 @@ impl Graph {
                     (None, Some(Built { system, outputs }))
                 };
                 self.fods_seen += fod.is_some() as usize;
-                self.nodes[i as usize] = Some(Node {
-                    inputs,
-                    fod,
-                    built,
-                });
+                self.nodes[i as usize] = Some(Node { inputs, fod, built });
             }
             progress.fods_found(self.fods_seen);
             frontier = next;
