@@ -437,12 +437,25 @@ mod tests {
 
     #[test]
     fn rejects_wrong_version_with_a_clear_message() {
-        let text = sample()
-            .to_json()
-            .replace("\"version\": 1", "\"version\": 7");
+        let text = sample().to_json().replace(
+            &format!("\"version\": {MANIFEST_VERSION}"),
+            "\"version\": 7",
+        );
         let err = Manifest::from_json(&text).unwrap_err();
         assert!(matches!(err, ManifestError::Version { found: 7 }), "{err}");
         assert!(err.to_string().contains("version 7"));
+    }
+
+    #[test]
+    fn a_version_1_manifest_still_reads_without_a_build_graph() {
+        let text = sample().to_json().replace(
+            &format!("\"version\": {MANIFEST_VERSION}"),
+            "\"version\": 1",
+        );
+        assert!(text.contains("\"version\": 1"));
+        let read = Manifest::from_json(&text).unwrap();
+        assert_eq!(read.entries, sample().entries);
+        assert!(read.build.is_empty());
     }
 
     #[test]
