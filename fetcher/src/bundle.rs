@@ -26,7 +26,7 @@ use srcgrab_manifest::{Entry, Manifest};
 
 use crate::cache::Cache;
 use crate::narinfo::NarInfo;
-use crate::substituter::{decompress, CheckedNar};
+use crate::net::substituter::{decompress, CheckedNar};
 use crate::verify::relative_path;
 use crate::Error;
 

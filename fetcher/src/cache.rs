@@ -68,7 +68,8 @@ impl Compression {
         }
     }
 
-    fn extension(self) -> &'static str {
+    /// The NAR file name's suffix after `.nar`, as Nix names them.
+    pub fn extension(self) -> &'static str {
         match self {
             Compression::None => "",
             Compression::Xz => ".xz",
@@ -177,7 +178,7 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
-enum Compressor<W: Write> {
+pub(crate) enum Compressor<W: Write> {
     None(W),
     Xz(xz2::write::XzEncoder<W>),
     Zstd(zstd::stream::write::Encoder<'static, W>),
@@ -185,7 +186,7 @@ enum Compressor<W: Write> {
 }
 
 impl<W: Write> Compressor<W> {
-    fn new(compression: Compression, inner: W) -> io::Result<Self> {
+    pub(crate) fn new(compression: Compression, inner: W) -> io::Result<Self> {
         Ok(match compression {
             Compression::None => Compressor::None(inner),
             Compression::Xz => Compressor::Xz(xz2::write::XzEncoder::new(inner, XZ_LEVEL)),
@@ -200,7 +201,7 @@ impl<W: Write> Compressor<W> {
         })
     }
 
-    fn finish(self) -> io::Result<W> {
+    pub(crate) fn finish(self) -> io::Result<W> {
         match self {
             Compressor::None(w) => Ok(w),
             Compressor::Xz(e) => e.finish(),
@@ -1317,7 +1318,7 @@ impl Cache {
             .map_err(|e| Error::io(context())(e.error))
     }
 
-    fn write_atomically(&self, target: &Path, contents: &[u8]) -> Result<(), Error> {
+    pub(crate) fn write_atomically(&self, target: &Path, contents: &[u8]) -> Result<(), Error> {
         let mut temp = self.new_temp()?;
         temp.write_all(contents)
             .map_err(Error::io(format!("writing {}", target.display())))?;

@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::cache::{Cache, Compression, Published};
-use crate::download::Downloader;
 use crate::narinfo::NarInfo;
+use crate::net::Downloader;
 use crate::Error;
 
 /// What one substituter gave for one entry.
