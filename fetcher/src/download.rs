@@ -33,9 +33,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
-use crate::cache::{HashedWrites, VerifiedHash};
 use crate::report::{HostReport, Progress};
 use crate::schedule::{Slot, Slots};
+use crate::store::{HashedWrites, VerifiedHash};
 use crate::Error;
 
 /// Buffer between the network and the partial file: also the most of each in-flight

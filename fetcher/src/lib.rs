@@ -4,21 +4,18 @@
 //! the cache writer publishes only verified bytes, atomically (temp file, fsync, rename).
 
 pub mod builder;
-pub mod bundle;
-pub mod cache;
 pub mod download;
 pub mod error;
 pub mod fetch;
 pub mod git;
-pub mod ingest;
 pub mod nar;
 pub mod narinfo;
 pub mod probe;
 pub mod report;
 pub mod schedule;
 pub mod sign;
+pub mod store;
 pub mod substituter;
 pub mod unpack;
-pub mod verify;
 
 pub use error::Error;

@@ -6,7 +6,7 @@ use crate::progress::{bar, PeriodicLog};
 use crate::Status;
 use anyhow::Context as _;
 use indicatif::ProgressBar;
-use srcgrab_fetcher::verify::{
+use srcgrab_fetcher::store::verify::{
     remove_corrupt, verify_cache, VerifyOptions, VerifyProgress, VerifyReport,
 };
 use srcgrab_manifest::Manifest;

@@ -21,6 +21,10 @@
 //! published again): an fsync costs milliseconds, and a publish is three already.
 //! Temp names are unique and renames atomic, so concurrent publishes cannot corrupt anything.
 
+pub mod bundle;
+pub mod ingest;
+pub mod verify;
+
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::fs::PermissionsExt;

@@ -24,10 +24,10 @@ use rayon::prelude::*;
 use srcgrab_manifest::hash::HashMode;
 use srcgrab_manifest::{Entry, Manifest};
 
-use crate::cache::Cache;
 use crate::narinfo::NarInfo;
+use crate::store::verify::relative_path;
+use crate::store::Cache;
 use crate::substituter::{decompress, CheckedNar};
-use crate::verify::relative_path;
 use crate::Error;
 
 pub const MARKER: &str = "srcgrab-bundle";

@@ -25,8 +25,8 @@ use srcgrab_manifest::hash::{HashAlgo, HashMode};
 use srcgrab_manifest::store_path::{parse_content_address, StorePath};
 use srcgrab_manifest::{Entry, Manifest};
 
-use crate::cache::{Cache, CacheOptions, Layout};
 use crate::narinfo::NarInfo;
+use crate::store::{Cache, CacheOptions, Layout};
 use crate::Error;
 
 /// Where the blake3 index lives, relative to the cache root.
