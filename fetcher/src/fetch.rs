@@ -145,11 +145,11 @@ pub async fn fetch(
     options: FetchOptions,
     progress: Arc<dyn Progress>,
 ) -> Result<Report, Error> {
-    let partial_dir = cache.temp_dir().join("partial");
+    let partial_dir = cache.disk().partial_dir();
     let git_mirrors = options
         .git_mirrors
         .clone()
-        .unwrap_or_else(|| cache.root().join(".srcgrab/git"));
+        .unwrap_or_else(|| cache.disk().git_dir());
     let git = GitFetcher::new(&git_mirrors, options.rewrites.clone())
         .map(Arc::new)
         .map_err(|err| err.to_string());

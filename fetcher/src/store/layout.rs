@@ -1,11 +1,157 @@
-//! The on-disk layout: where each kind of item lives under the cache root.
+//! The on-disk layout: the one place that knows where each kind of item lives under a cache
+//! root. Everything else asks [`DiskLayout`] for a path (or gets a relative key from it).
+//!
+//! ```text
+//! nix-cache-info                  binary cache header
+//! <hashpart>.narinfo              one per published store path
+//! nar/<filehash>.nar[.zst|.xz|.bz2]
+//! sha256/<hex>                    hashed-mirror file
+//! <algo>/<hex|nix32|sri>, <sri>   mirror keys: relative symlinks to sha256/<hex>
+//! .tmp/                           temp files (same filesystem, so placing is a rename)
+//! .tmp/partial/                   resumable downloads
+//! .srcgrab/                       srcgrab's own state (blake3 index, git repositories)
+//! ```
 
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
-use srcgrab_manifest::hash::HashAlgo;
+use srcgrab_manifest::hash::{Hash, HashAlgo};
 
 use super::hashing::ContentDigests;
-use super::Cache;
+use super::Compression;
+
+pub const CACHE_INFO: &str = "nix-cache-info";
+const NAR_DIR: &str = "nar";
+const MIRROR_DIR: &str = "sha256";
+const TEMP_DIR: &str = ".tmp";
+const STATE_DIR: &str = ".srcgrab";
+const NARINFO_SUFFIX: &str = ".narinfo";
+
+/// Paths under one cache root.
+#[derive(Debug, Clone)]
+pub struct DiskLayout {
+    root: PathBuf,
+    temp: PathBuf,
+}
+
+impl DiskLayout {
+    pub fn new(root: &Path) -> DiskLayout {
+        DiskLayout {
+            root: root.to_path_buf(),
+            temp: root.join(TEMP_DIR),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn cache_info(&self) -> PathBuf {
+        self.root.join(CACHE_INFO)
+    }
+
+    pub fn nar_dir(&self) -> PathBuf {
+        self.root.join(NAR_DIR)
+    }
+
+    pub fn mirror_dir(&self) -> PathBuf {
+        self.root.join(MIRROR_DIR)
+    }
+
+    /// Temp files and directories: on the cache's filesystem, so placing one is a rename.
+    pub fn temp_dir(&self) -> &Path {
+        &self.temp
+    }
+
+    /// Downloads kept between runs to be resumed.
+    pub fn partial_dir(&self) -> PathBuf {
+        self.temp.join("partial")
+    }
+
+    /// srcgrab's own state, which no substituter serves.
+    pub fn state_dir(&self) -> PathBuf {
+        self.root.join(STATE_DIR)
+    }
+
+    /// Where `srcgrab verify` records the blake3 of every file that passed.
+    pub fn blake3_index(&self) -> PathBuf {
+        self.state_dir().join("blake3-index")
+    }
+
+    /// The git repositories fetches clone into, unless told otherwise.
+    pub fn git_dir(&self) -> PathBuf {
+        self.state_dir().join("git")
+    }
+
+    /// Whether a top-level directory is srcgrab's own (temp files, state), not cache items.
+    pub fn is_private_dir(name: &str) -> bool {
+        name == TEMP_DIR || name == STATE_DIR
+    }
+
+    /// `<hashpart>.narinfo`, relative to the root.
+    pub fn narinfo_name(hash_part: &str) -> String {
+        format!("{hash_part}{NARINFO_SUFFIX}")
+    }
+
+    /// The hash part of a top-level file name when it is a narinfo's.
+    pub fn narinfo_hash_part(name: &str) -> Option<&str> {
+        name.strip_suffix(NARINFO_SUFFIX)
+    }
+
+    pub fn narinfo(&self, hash_part: &str) -> PathBuf {
+        self.root.join(Self::narinfo_name(hash_part))
+    }
+
+    /// The narinfo `URL:` of a NAR file with this FileHash and compression.
+    pub fn nar_url(file_hash: &Hash, compression: Compression) -> String {
+        format!(
+            "{NAR_DIR}/{}.nar{}",
+            file_hash.to_nix32(),
+            compression.extension()
+        )
+    }
+
+    /// Whether `rel` (relative to the root) is a NAR file's place.
+    pub fn is_in_nar_dir(rel: &Path) -> bool {
+        rel.parent() == Some(Path::new(NAR_DIR))
+    }
+
+    /// `sha256/<hex>`, relative to the root.
+    pub fn mirror_file_name(sha256_hex: &str) -> PathBuf {
+        Path::new(MIRROR_DIR).join(sha256_hex)
+    }
+
+    /// Whether `rel` (relative to the root) is a hashed-mirror file's place.
+    pub fn is_in_mirror_dir(rel: &Path) -> bool {
+        rel.parent() == Some(Path::new(MIRROR_DIR))
+    }
+
+    pub fn mirror_file(&self, sha256: &Hash) -> PathBuf {
+        self.root.join(Self::mirror_file_name(&sha256.to_hex()))
+    }
+
+    /// `<algo>/<hex>`: the key every flat entry is found by (for sha256, the file itself).
+    pub fn mirror_key_name(hash: &Hash) -> PathBuf {
+        Path::new(hash.algo.name()).join(hash.to_hex())
+    }
+
+    pub fn mirror_key(&self, hash: &Hash) -> PathBuf {
+        self.root.join(Self::mirror_key_name(hash))
+    }
+
+    /// `rel` (a narinfo's URL, a path from a bundle) under the root, refusing anything that
+    /// could reach outside it.
+    pub fn inside(&self, rel: &str) -> Option<PathBuf> {
+        relative_path(rel).map(|p| self.root.join(p))
+    }
+}
+
+/// `url` as a path inside the cache root, refusing `..`, absolute paths and the like, since
+/// a narinfo's URL is data from disk (or from a bundle) and must not reach outside.
+pub fn relative_path(url: &str) -> Option<PathBuf> {
+    let path = Path::new(url);
+    let normal = path.components().all(|c| matches!(c, Component::Normal(_)));
+    (normal && !url.is_empty()).then(|| path.to_path_buf())
+}
 
 /// The relative symlink target from `key` (a path under the root) to `sha256/<hex>`.
 pub(super) fn mirror_link_target(key: &str, sha256_hex: &str) -> PathBuf {
@@ -15,7 +161,7 @@ pub(super) fn mirror_link_target(key: &str, sha256_hex: &str) -> PathBuf {
     for _ in 0..depth {
         target.push("..");
     }
-    target.join("sha256").join(sha256_hex)
+    target.join(DiskLayout::mirror_file_name(sha256_hex))
 }
 
 /// Every mirror key (relative path) a fetcher may ask for, besides `sha256/<hex>` itself.
@@ -33,16 +179,21 @@ pub(super) fn mirror_keys(digests: &ContentDigests) -> Vec<String> {
     keys
 }
 
-impl Cache {
-    pub(super) fn narinfo_path(&self, hash_part: &str) -> PathBuf {
-        self.root.join(format!("{hash_part}.narinfo"))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::store::hashing::ContentHashes;
+
+    #[test]
+    fn narinfo_urls_stay_inside_the_cache() {
+        assert_eq!(
+            relative_path("nar/abc.nar.zst"),
+            Some(PathBuf::from("nar/abc.nar.zst"))
+        );
+        for bad in ["", "/etc/passwd", "../outside", "nar/../../x", "./nar/x"] {
+            assert_eq!(relative_path(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn mirror_link_targets_climb_one_level_per_directory() {

@@ -1,25 +1,32 @@
-//! The binary cache and hashed mirror: the only way anything is published.
+//! The store: the cache root on disk (a Nix binary cache and a hashed mirror in one), and the
+//! only way anything is published into it. Synchronous: callers on an async runtime run it
+//! on blocking threads.
 //!
-//! One root holds both layouts:
-//! - binary cache: `nix-cache-info`, `<hashpart>.narinfo`, `nar/<filehash>.nar[.zst|.xz|.bz2]`;
-//! - hashed mirror (flat entries only, as hashed mirrors are only asked for flat hashes):
-//!   the raw file at `sha256/<hex>`, and relative symlinks to it for every key a fetcher
-//!   may ask for: `<algo>/<hex>` and `<algo>/<nix32>` for sha256 and the declared
-//!   algorithm, `<algo>-<base64>` at the root (nixpkgs' fetchurl with an SRI hash asks for
-//!   `<mirror>//<sri>`) and `<algo>/<algo>-<base64>` (older fetchurl given an SRI `sha256`).
-//!   A '/' inside base64 makes a subdirectory, as a URL path would. Fetchers only ever ask
-//!   by the declared algorithm, so sha512 keys exist only for entries declared sha512:
-//!   hashing every file with sha512 as well (as tarballs.nixos.org does) would cost as much
-//!   CPU as the three sha256 passes a publish needs together.
+//! - [`layout`](DiskLayout): where every item lives; nothing else builds a path.
+//! - `place`: atomic placement (temp file in `.tmp`, fsync, rename; symlinks, hard links).
+//! - `publish`: every publish checks the declared hash and store path over the bytes it
+//!   publishes, then places the NAR, the mirror file and keys, and the narinfo last, so a
+//!   visible narinfo always points at a complete NAR.
+//! - `trust`: [`VerifiedHash`], a hash of exactly a file's bytes, so a download's hash is
+//!   not computed twice.
+//! - `compression`, `hashing`, `visit`: the streaming adapters a publish is made of.
+//! - `recheck`: presence checks and the full re-check of one item.
+//! - [`verify`], [`bundle`], [`ingest`]: maintenance over a whole store.
 //!
-//! Everything is written to a temp file in `<root>/.tmp` (same filesystem), fsynced and
-//! renamed into place, with the narinfo last, so a visible narinfo always points at a
-//! complete NAR and nothing is visible before the declared hash and store path check out.
+//! The hashed mirror holds flat entries only (hashed mirrors are only asked for flat
+//! hashes): the raw file at `sha256/<hex>`, and relative symlinks to it for every key a
+//! fetcher may ask for: `<algo>/<hex>` and `<algo>/<nix32>` for sha256 and the declared
+//! algorithm, `<algo>-<base64>` at the root (nixpkgs' fetchurl with an SRI hash asks for
+//! `<mirror>//<sri>`) and `<algo>/<algo>-<base64>` (older fetchurl given an SRI `sha256`).
+//! A '/' inside base64 makes a subdirectory, as a URL path would. Fetchers only ever ask
+//! by the declared algorithm, so sha512 keys exist only for entries declared sha512:
+//! hashing every file with sha512 as well (as tarballs.nixos.org does) would cost as much
+//! CPU as the three sha256 passes a publish needs together.
+//!
 //! Directories are not fsynced after a rename (a file system that journals in order, as
 //! ext4, XFS and btrfs do, cannot keep the later narinfo rename and lose the earlier NAR
 //! one; and should one, [`Cache::is_present`] sees the missing NAR and the entry is
 //! published again): an fsync costs milliseconds, and a publish is three already.
-//! Temp names are unique and renames atomic, so concurrent publishes cannot corrupt anything.
 
 pub mod bundle;
 mod compression;
@@ -34,11 +41,12 @@ pub mod verify;
 mod visit;
 
 pub use compression::Compression;
+pub use layout::{relative_path, DiskLayout, CACHE_INFO};
 pub use trust::{HashedWrites, VerifiedHash};
 
 use std::fs;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use srcgrab_manifest::hash::{Hash, HashMode};
 use srcgrab_manifest::store_path::STORE_DIR;
@@ -99,8 +107,7 @@ pub struct Verified {
 }
 
 pub struct Cache {
-    root: PathBuf,
-    temp: PathBuf,
+    disk: DiskLayout,
     options: CacheOptions,
 }
 
@@ -120,38 +127,34 @@ impl Cache {
     /// creates nothing, so it cannot publish.
     pub fn open_read_only(root: &Path, options: CacheOptions) -> Cache {
         Cache {
-            root: root.to_path_buf(),
-            temp: root.join(".tmp"),
+            disk: DiskLayout::new(root),
             options,
         }
     }
 
     /// Opens (creating if needed) a cache root: its directories and `nix-cache-info`.
     pub fn open(root: &Path, options: CacheOptions) -> Result<Cache, Error> {
-        let temp = root.join(".tmp");
-        fs::create_dir_all(&temp).map_err(Error::io(format!("creating {}", temp.display())))?;
-        let cache = Cache {
-            root: root.to_path_buf(),
-            temp,
-            options,
+        let disk = DiskLayout::new(root);
+        let create = |dir: &Path| {
+            fs::create_dir_all(dir).map_err(Error::io(format!("creating {}", dir.display())))
         };
-        if cache.options.layout.cache {
-            let nar_dir = root.join("nar");
-            fs::create_dir_all(&nar_dir)
-                .map_err(Error::io(format!("creating {}", nar_dir.display())))?;
-            cache.ensure_cache_info()?;
+        create(disk.temp_dir())?;
+        if options.layout.cache {
+            create(&disk.nar_dir())?;
         }
-        if cache.options.layout.mirror {
-            let sha256_dir = root.join("sha256");
-            fs::create_dir_all(&sha256_dir)
-                .map_err(Error::io(format!("creating {}", sha256_dir.display())))?;
+        if options.layout.mirror {
+            create(&disk.mirror_dir())?;
+        }
+        let cache = Cache { disk, options };
+        if cache.options.layout.cache {
+            cache.ensure_cache_info()?;
         }
         Ok(cache)
     }
 
     /// Writes `nix-cache-info` unless present; refuses a cache for another store directory.
     fn ensure_cache_info(&self) -> Result<(), Error> {
-        let path = self.root.join("nix-cache-info");
+        let path = self.disk.cache_info();
         match fs::read_to_string(&path) {
             Ok(text) => {
                 let info = CacheInfo::parse(&text)?;
@@ -176,12 +179,17 @@ impl Cache {
     }
 
     pub fn root(&self) -> &Path {
-        &self.root
+        self.disk.root()
+    }
+
+    /// Where everything lives under the root.
+    pub fn disk(&self) -> &DiskLayout {
+        &self.disk
     }
 
     /// A directory on the cache's filesystem for downloads, so moving results in is a rename.
     pub fn temp_dir(&self) -> &Path {
-        &self.temp
+        self.disk.temp_dir()
     }
 
     pub fn options(&self) -> &CacheOptions {

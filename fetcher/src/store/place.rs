@@ -38,10 +38,10 @@ pub(super) enum FileSource {
 
 impl Cache {
     pub(super) fn new_temp(&self) -> Result<TempFile, Error> {
-        let (file, path) = NamedTempFile::new_in(&self.temp)
+        let (file, path) = NamedTempFile::new_in(self.temp_dir())
             .map_err(Error::io(format!(
                 "creating a temp file in {}",
-                self.temp.display()
+                self.temp_dir().display()
             )))?
             .into_parts();
         Ok(TempFile { file, path })
@@ -79,7 +79,9 @@ impl Cache {
                 if fs::read_link(link).is_ok_and(|existing| existing == target) {
                     return Ok(());
                 }
-                let temp_link = self.temp.join(format!("link-{:016x}", fastrand::u64(..)));
+                let temp_link = self
+                    .temp_dir()
+                    .join(format!("link-{:016x}", fastrand::u64(..)));
                 std::os::unix::fs::symlink(target, &temp_link).map_err(Error::io(context()))?;
                 fs::rename(&temp_link, link).map_err(|e| {
                     let _ = fs::remove_file(&temp_link);
@@ -99,7 +101,9 @@ impl Cache {
                 f.set_permissions(fs::Permissions::from_mode(0o644))
             })
             .map_err(Error::io(format!("syncing {}", file.display())))?;
-        let temp_link = self.temp.join(format!("mirror-{:016x}", fastrand::u64(..)));
+        let temp_link = self
+            .temp_dir()
+            .join(format!("mirror-{:016x}", fastrand::u64(..)));
         match fs::hard_link(file, &temp_link) {
             Ok(()) => {
                 let renamed = fs::rename(&temp_link, target)

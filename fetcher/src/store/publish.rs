@@ -12,6 +12,7 @@ use srcgrab_manifest::Entry;
 
 use super::compression::{decompressor, Compressor};
 use super::hashing::{ContentDigests, ContentHasher, ContentHashes, HashingReader, HashingWriter};
+use super::layout::DiskLayout;
 use super::layout::{mirror_keys, mirror_link_target};
 use super::place::{FileSource, TempFile};
 use super::visit::{FlatFileVisitor, ValidateOnly};
@@ -428,12 +429,8 @@ impl Cache {
         };
         let nar_file = match nar.file {
             Some(file) => {
-                let url = format!(
-                    "nar/{}.nar{}",
-                    file.hash.to_nix32(),
-                    file.compression.extension()
-                );
-                self.place(file.source, &self.root.join(&url))?;
+                let url = DiskLayout::nar_url(&file.hash, file.compression);
+                self.place(file.source, &self.root().join(&url))?;
                 Some((url, file.compression))
             }
             None => None,
@@ -475,7 +472,7 @@ impl Cache {
         if let Some(key) = &self.options.signing_key {
             info.sigs.push(key.sign(&info.fingerprint()));
         }
-        let path = self.narinfo_path(&info.store_path.hash_part);
+        let path = self.disk.narinfo(&info.store_path.hash_part);
         self.write_atomically(&path, info.render().as_bytes())
     }
 
@@ -486,10 +483,10 @@ impl Cache {
         source: FileSource,
     ) -> Result<(), Error> {
         let sha256_hex = digests.sha256.to_hex();
-        self.place(source, &self.root.join("sha256").join(&sha256_hex))?;
+        self.place(source, &self.disk.mirror_file(&digests.sha256))?;
         for key in mirror_keys(digests) {
             self.place_symlink(
-                &self.root.join(&key),
+                &self.root().join(&key),
                 &mirror_link_target(&key, &sha256_hex),
             )?;
         }

@@ -30,7 +30,10 @@ impl Cache {
             let Some(info) = self.matching_narinfo(entry, &declared)? else {
                 return Ok(false);
             };
-            let nar_file = self.root.join(&info.url);
+            // A URL reaching outside the cache makes the narinfo damaged: absent.
+            let Some(nar_file) = self.disk.inside(&info.url) else {
+                return Ok(false);
+            };
             match fs::metadata(&nar_file) {
                 Ok(meta) if Some(meta.len()) == info.file_size || info.file_size.is_none() => {}
                 Ok(_) => return Ok(false),
@@ -40,7 +43,7 @@ impl Cache {
             expected_nar_size = Some(info.nar_size);
         }
         if self.options.layout.mirror && is_flat(entry) {
-            let key = self.root.join(declared.algo.name()).join(declared.to_hex());
+            let key = self.disk.mirror_key(&declared);
             match fs::metadata(&key) {
                 Ok(meta) => {
                     if expected_nar_size
@@ -65,7 +68,7 @@ impl Cache {
         let Ok(store_path) = StorePath::parse(&entry.store_path) else {
             return Ok(None);
         };
-        let path = self.narinfo_path(&store_path.hash_part);
+        let path = self.disk.narinfo(&store_path.hash_part);
         let text = match fs::read_to_string(&path) {
             Ok(text) => text,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -88,7 +91,7 @@ impl Cache {
     /// for a flat item, when the layout has a mirror, the mirror file (a cache opened without
     /// the mirror layout leaves mirror files to its caller).
     pub fn verify_narinfo(&self, hash_part: &str) -> Result<Verified, Error> {
-        let narinfo_path = self.narinfo_path(hash_part);
+        let narinfo_path = self.disk.narinfo(hash_part);
         let what = narinfo_path.display().to_string();
         let corrupt = |reason: String| Error::Corrupt {
             what: what.clone(),
@@ -117,7 +120,10 @@ impl Cache {
             });
         }
 
-        let nar_path = self.root.join(&info.url);
+        let nar_path = self
+            .disk
+            .inside(&info.url)
+            .ok_or_else(|| corrupt(format!("URL '{}' is not a path inside the cache", info.url)))?;
         let nar_file =
             File::open(&nar_path).map_err(Error::io(format!("opening {}", nar_path.display())))?;
         let nar_file_size = nar_file
@@ -218,7 +224,7 @@ impl Cache {
 
     /// Re-hashes `sha256/<hex>`, which must exist.
     pub(super) fn verify_mirror_file(&self, sha256: &Hash) -> Result<(), Error> {
-        let path = self.root.join("sha256").join(sha256.to_hex());
+        let path = self.disk.mirror_file(sha256);
         let file = File::open(&path)
             .map_err(Error::io(format!("opening mirror file {}", path.display())))?;
         let mut hashes = ContentHasher::Inline(Box::new(ContentHashes::new(HashAlgo::Sha256)));

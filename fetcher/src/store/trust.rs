@@ -13,7 +13,7 @@ use super::WRITE_BUFFER;
 
 /// A hash of a file's bytes, taken as they were written to it ([`HashedWrites::seal`]) or
 /// read from it ([`VerifiedHash::of_file`]), and tied to that file by its identity (device,
-/// inode, length, modification time). [`Cache::publish_file_verified`] takes it instead of
+/// inode, length, modification time). [`Cache::publish_file_verified`](super::Cache::publish_file_verified) takes it instead of
 /// hashing the bytes again; there is no other way to make one, so the cache still only ever
 /// trusts hashes it computed over the bytes it publishes.
 #[derive(Debug, Clone, PartialEq, Eq)]
