@@ -18,11 +18,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::builder::NixBuilder;
-use crate::download::{rewrite, DownloadOptions, Downloaded, Downloader, Rewrite};
 use crate::git::{forge_git_source, GitFetcher};
+use crate::net::substituter::{publish_nar_file, Substituter, Substitution};
+use crate::net::{rewrite, DownloadOptions, Downloaded, Downloader, Rewrite};
 use crate::report::{EntryReport, How, Outcome, Progress, Rejection, Report};
 use crate::store::{Cache, Published};
-use crate::substituter::{publish_nar_file, Substituter, Substitution};
 use crate::Error;
 
 /// Nix's default substituter, asked first unless told otherwise.

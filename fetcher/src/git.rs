@@ -20,7 +20,7 @@ use std::process::{Command, Stdio};
 
 use srcgrab_manifest::{Entry, GitSource};
 
-use crate::download::Rewrite;
+use crate::net::Rewrite;
 use crate::store::{Cache, Published};
 use crate::Error;
 

@@ -4,18 +4,16 @@
 //! the cache writer publishes only verified bytes, atomically (temp file, fsync, rename).
 
 pub mod builder;
-pub mod download;
 pub mod error;
 pub mod fetch;
 pub mod git;
 pub mod nar;
 pub mod narinfo;
+pub mod net;
 pub mod probe;
 pub mod report;
-pub mod schedule;
 pub mod sign;
 pub mod store;
-pub mod substituter;
 pub mod unpack;
 
 pub use error::Error;

@@ -25,8 +25,8 @@ use srcgrab_manifest::hash::HashMode;
 use srcgrab_manifest::{Entry, Manifest};
 
 use crate::narinfo::NarInfo;
+use crate::net::substituter::{decompress, CheckedNar};
 use crate::store::{relative_path, Cache, DiskLayout, CACHE_INFO};
-use crate::substituter::{decompress, CheckedNar};
 use crate::Error;
 
 pub const MARKER: &str = "srcgrab-bundle";

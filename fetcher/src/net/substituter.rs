@@ -15,8 +15,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::download::Downloader;
 use crate::narinfo::NarInfo;
+use crate::net::Downloader;
 use crate::store::{Cache, Compression, Published};
 use crate::Error;
 
