@@ -3,6 +3,7 @@
 //! Pure pieces (NAR, narinfo, signing) do no I/O beyond the reader/writer they are handed;
 //! the cache writer publishes only verified bytes, atomically (temp file, fsync, rename).
 
+pub mod binaries;
 pub mod builder;
 pub mod error;
 pub mod fetch;

@@ -29,7 +29,8 @@ impl Compression {
         }
     }
 
-    pub(super) fn extension(self) -> &'static str {
+    /// The NAR file name's suffix after `.nar`, as Nix names them.
+    pub fn extension(self) -> &'static str {
         match self {
             Compression::None => "",
             Compression::Xz => ".xz",
@@ -54,7 +55,7 @@ impl FromStr for Compression {
     }
 }
 
-pub(super) enum Compressor<W: Write> {
+pub(crate) enum Compressor<W: Write> {
     None(W),
     Xz(xz2::write::XzEncoder<W>),
     Zstd(zstd::stream::write::Encoder<'static, W>),
@@ -62,7 +63,7 @@ pub(super) enum Compressor<W: Write> {
 }
 
 impl<W: Write> Compressor<W> {
-    pub(super) fn new(compression: Compression, inner: W) -> io::Result<Self> {
+    pub(crate) fn new(compression: Compression, inner: W) -> io::Result<Self> {
         Ok(match compression {
             Compression::None => Compressor::None(inner),
             Compression::Xz => Compressor::Xz(xz2::write::XzEncoder::new(inner, XZ_LEVEL)),
@@ -77,7 +78,7 @@ impl<W: Write> Compressor<W> {
         })
     }
 
-    pub(super) fn finish(self) -> io::Result<W> {
+    pub(crate) fn finish(self) -> io::Result<W> {
         match self {
             Compressor::None(w) => Ok(w),
             Compressor::Xz(e) => e.finish(),

@@ -41,6 +41,7 @@ pub mod verify;
 mod visit;
 
 pub use compression::Compression;
+pub(crate) use compression::Compressor;
 pub use layout::{relative_path, DiskLayout, CACHE_INFO};
 pub use trust::{HashedWrites, VerifiedHash};
 
