@@ -347,9 +347,17 @@ impl Run {
                     detail: "the manifest gives no git URL for this entry".into(),
                 },
             },
-            Kind::Hg | Kind::Svn | Kind::Other => needs_builder(
+            Kind::Hg | Kind::Svn => needs_builder(
                 entry,
                 format!("srcgrab does not fetch {} sources itself", entry.kind),
+            ),
+            Kind::Derived => needs_builder(
+                entry,
+                "made by Nix's builder from other entries, without the network: works offline with --builder nix",
+            ),
+            Kind::Other => needs_builder(
+                entry,
+                "made by Nix's builder with the network (vendor hash or custom fetcher): build it before going offline, or get it from a substituter",
             ),
         };
         Ok(native)
