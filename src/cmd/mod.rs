@@ -9,4 +9,5 @@ pub mod fetch_paths;
 pub mod ingest;
 pub mod report;
 pub mod stats;
+pub mod stats_kit;
 pub mod verify;
