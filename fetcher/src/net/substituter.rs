@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use crate::cache::{Cache, Compression, Published};
 use crate::narinfo::NarInfo;
-use crate::net::Downloader;
+use crate::net::{Downloader, Target};
 use crate::Error;
 
 /// What one substituter gave for one entry.
@@ -185,9 +185,13 @@ impl Substituter {
             format!("{}/{}", self.base, info.url)
         };
         let key = format!("nar {} {nar_url}", entry.store_path);
-        let downloaded = downloader
-            .fetch(&nar_url, &key, info.file_hash.as_ref(), tally)
-            .await?;
+        let target = Target {
+            key: &key,
+            label: &entry.name,
+            hash: info.file_hash.as_ref(),
+            size: info.file_size,
+        };
+        let downloaded = downloader.fetch(&nar_url, &target, tally).await?;
         if let Some(size) = info.file_size.filter(|size| *size != downloaded.size) {
             downloaded.remove();
             return Ok(Substitution::Rejected(format!(
