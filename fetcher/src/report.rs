@@ -26,6 +26,8 @@ pub trait Progress: Send + Sync {
     fn hosts_down(&self, _count: usize) {}
     /// An entry reached its final state.
     fn entry_done(&self, _entry: &EntryReport) {}
+    /// A store path of a mirrored closure reached its final state.
+    fn path_done(&self, _path: &crate::binaries::PathReport) {}
 }
 
 /// Progress that shows nothing (library use, tests).
@@ -198,6 +200,10 @@ pub struct Report {
     pub hosts: Vec<HostReport>,
     /// In manifest order.
     pub entries: Vec<EntryReport>,
+    /// The manifest's `output` records (`enumerate --outputs`) and their closure, mirrored
+    /// from the substituters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outputs: Option<crate::binaries::ClosureReport>,
 }
 
 impl Report {
@@ -226,6 +232,7 @@ impl Report {
             summary,
             hosts: Vec::new(),
             entries,
+            outputs: None,
         }
     }
 

@@ -8,6 +8,8 @@
 //! This crate also holds the pure Nix primitives both sides need (hashes, Nix base-32,
 //! fixed-output store paths); it does no I/O.
 
+pub mod build_graph;
+pub mod check;
 pub mod diff;
 pub mod hash;
 pub mod nixbase32;
@@ -16,11 +18,17 @@ pub mod store_path;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+pub use build_graph::{Attribute, BuildGraph, BuiltDerivation};
 pub use hash::{Hash, HashAlgo, HashMode};
 pub use store_path::StorePath;
 
-/// Version of the manifest format this crate reads and writes.
-pub const MANIFEST_VERSION: u32 = 1;
+/// Version of the manifest format this crate writes. Version 2 added the `derived` kind
+/// and `build` (`enumerate --outputs`); a version 1 manifest is read as it is (its kinds
+/// are a subset, and it has no build graph).
+pub const MANIFEST_VERSION: u32 = 2;
+
+/// Oldest manifest version this crate still reads.
+pub const OLDEST_READ_VERSION: u32 = 1;
 
 /// How many attribute paths an entry lists before only counting them.
 pub const MAX_LISTED_ATTRS: usize = 5;
@@ -34,6 +42,9 @@ pub struct Manifest {
     pub failures: Vec<Failure>,
     /// One entry per fixed output path, sorted by `store_path`.
     pub entries: Vec<Entry>,
+    /// The build graph (`enumerate --outputs`); empty otherwise.
+    #[serde(default, skip_serializing_if = "BuildGraph::is_empty")]
+    pub build: BuildGraph,
 }
 
 /// Where a manifest came from, so a reader can tell two manifests apart and reproduce them.
@@ -103,18 +114,24 @@ pub enum Kind {
     Svn,
     /// Nix's own `builtin:fetchurl` (the bootstrap tools).
     Builtin,
-    /// Anything else: vendor hashes, custom builders; only Nix's builder can make it.
+    /// Made by Nix's builder from other entries of the manifest plus the build toolchain,
+    /// without the network (a texlive container unpacking a fetched tarball): rebuildable
+    /// offline with `--builder nix`.
+    Derived,
+    /// Anything else: vendor hashes, custom fetchers; made by Nix's builder with the
+    /// network, so it must come from a substituter or be built before going offline.
     Other,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Url,
         Kind::UrlUnpack,
         Kind::Git,
         Kind::Hg,
         Kind::Svn,
         Kind::Builtin,
+        Kind::Derived,
         Kind::Other,
     ];
 
@@ -126,6 +143,7 @@ impl Kind {
             Kind::Hg => "hg",
             Kind::Svn => "svn",
             Kind::Builtin => "builtin",
+            Kind::Derived => "derived",
             Kind::Other => "other",
         }
     }
@@ -277,13 +295,15 @@ pub enum ManifestError {
     #[error("not a srcgrab manifest: {0}")]
     Json(#[from] serde_json::Error),
     #[error(
-        "manifest version {found} is not supported (this srcgrab reads version {MANIFEST_VERSION})"
+        "manifest version {found} is not supported (this srcgrab reads versions {OLDEST_READ_VERSION} to {MANIFEST_VERSION})"
     )]
     Version { found: u64 },
     #[error("manifest entry {store_path}: {reason}")]
     BadEntry { store_path: String, reason: String },
     #[error("manifest entries are not sorted by store path, or repeat one, at {0}")]
     Unsorted(String),
+    #[error("manifest derivations are not sorted by drv path, or repeat one, at {0}")]
+    UnsortedDerivations(String),
 }
 
 impl Manifest {
@@ -296,7 +316,7 @@ impl Manifest {
         }
         let v: VersionOnly = serde_json::from_str(text)?;
         match v.version.as_ref().and_then(|v| v.as_u64()) {
-            Some(n) if n == MANIFEST_VERSION as u64 => {}
+            Some(n) if (OLDEST_READ_VERSION as u64..=MANIFEST_VERSION as u64).contains(&n) => {}
             Some(n) => return Err(ManifestError::Version { found: n }),
             None => {
                 return Err(ManifestError::Json(serde::de::Error::custom(
@@ -322,6 +342,11 @@ impl Manifest {
         for pair in self.entries.windows(2) {
             if pair[0].store_path >= pair[1].store_path {
                 return Err(ManifestError::Unsorted(pair[1].store_path.clone()));
+            }
+        }
+        for pair in self.build.derivations.windows(2) {
+            if pair[0].drv_path >= pair[1].drv_path {
+                return Err(ManifestError::UnsortedDerivations(pair[1].drv_path.clone()));
             }
         }
         for e in &self.entries {
@@ -360,6 +385,7 @@ impl Manifest {
     pub fn normalize(&mut self) {
         self.entries.sort_by(|a, b| a.store_path.cmp(&b.store_path));
         self.failures.sort();
+        self.build.normalize();
     }
 }
 
@@ -405,6 +431,7 @@ mod tests {
             },
             failures: vec![],
             entries: vec![sample_entry()],
+            build: Default::default(),
         }
     }
 
@@ -421,10 +448,20 @@ mod tests {
     fn rejects_wrong_version_with_a_clear_message() {
         let text = sample()
             .to_json()
-            .replace("\"version\": 1", "\"version\": 7");
+            .replace("\"version\": 2", "\"version\": 7");
         let err = Manifest::from_json(&text).unwrap_err();
         assert!(matches!(err, ManifestError::Version { found: 7 }), "{err}");
         assert!(err.to_string().contains("version 7"));
+    }
+
+    #[test]
+    fn reads_a_version_1_manifest_as_it_is() {
+        let text = sample()
+            .to_json()
+            .replace("\"version\": 2", "\"version\": 1");
+        let m = Manifest::from_json(&text).unwrap();
+        assert_eq!((m.version, m.entries), (1, sample().entries));
+        assert!(m.build.is_empty());
     }
 
     #[test]

@@ -39,8 +39,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::Semaphore;
 
-use crate::cache::VerifiedHash;
 use crate::report::Progress;
+use crate::store::VerifiedHash;
 use crate::Error;
 use hosts::HostTally;
 use partial::{clean_stale_partials, STALE_PARTIAL_AGE};

@@ -13,7 +13,7 @@ use super::hosts::Lease;
 use super::partial::{Partial, PartialMeta};
 use super::retry::{error_chain, status_attempt, transient, Attempt};
 use super::{content_range_start, header_text, Downloaded, Downloader, Target};
-use crate::cache::{HashedWrites, VerifiedHash};
+use crate::store::{HashedWrites, VerifiedHash};
 use crate::Error;
 
 /// Bytes gathered from the network before one write to the partial file: also the most
@@ -35,16 +35,17 @@ impl Downloader {
     /// small ones move ahead once known; its answer comes along. Only hosts that answered
     /// before are asked so: a host that does not answer is not sent a HEAD per waiting file.
     pub(super) async fn lease_sized(&self, url: &str) -> (Lease<'_>, Option<Head>) {
-        if !self.has_answered(url) {
-            return (self.lease(url, 0).await, None);
-        }
         // Boxed so that dropping it really leaves the queue before asking again.
         let mut waiting = Box::pin(self.lease(url, 0));
         let head = tokio::select! {
             lease = &mut waiting => return (lease, None),
             head = async {
                 tokio::time::sleep(PROBE_AFTER).await;
-                self.head(url).await
+                if self.has_answered(url) {
+                    self.head(url).await
+                } else {
+                    None
+                }
             } => head,
         };
         match head {
