@@ -1288,6 +1288,37 @@ fn current_fetchers_and_a_forks_alias_users_give_the_exact_manifest_on_both_syst
         .iter()
         .any(|e| e.urls.iter().any(|u| u.starts_with(GH)) && e.kind == "url-unpack"));
 
+    // stats counts the two kinds Nix's builder makes; fetch says which needs the network.
+    let manifest_path = dir.path().join("m.json");
+    let out = srcgrab(&["stats", manifest_path.to_str().unwrap(), "--json"]);
+    let stats: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(stats["byKind"]["derived"]["entries"], 1);
+    assert_eq!(stats["byKind"]["other"]["entries"], 1);
+    let mut only_built: Value = manifest.clone();
+    only_built["entries"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|e| e["kind"] == "derived" || e["kind"] == "other");
+    let built_path = dir.path().join("built.json");
+    std::fs::write(&built_path, only_built.to_string()).unwrap();
+    let cache = dir.path().join("cache");
+    let out = srcgrab(&[
+        "fetch",
+        built_path.to_str().unwrap(),
+        "--cache",
+        cache.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let said = stderr(&out);
+    let line_of = |name: &str| {
+        said.lines()
+            .find(|l| l.contains("needs builder") && l.contains(name))
+            .unwrap_or_else(|| panic!("{name}: {said}"))
+            .to_string()
+    };
+    assert!(line_of("amsmath-61937-tex").contains("without the network"));
+    assert!(line_of("goapp-1-go-modules").contains("with the network"));
+
     // The rule that used to be the default: aliases off everywhere. The fork's alias users
     // then fail, and what only they need is missing.
     let (code, text) = enumerate(
