@@ -1417,3 +1417,62 @@ fn a_users_nixpkgs_config_overlays_and_nix_path_do_not_change_the_manifest() {
         "the user's config, overlays, nix.conf and NIX_PATH must not change the manifest"
     );
 }
+
+#[test]
+fn shards_merged_give_the_single_runs_manifest_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = fixture();
+    let args = [
+        "--nixpkgs",
+        set.to_str().unwrap(),
+        "--system",
+        "x86_64-linux",
+        "--system",
+        "aarch64-linux",
+        "--jobs",
+        "1",
+    ];
+    let (_, whole) = enumerate(dir.path(), "whole.json", &args);
+    let whole_manifest: Value = serde_json::from_str(&whole).unwrap();
+    let mut parts = Vec::new();
+    for shard in ["3/3", "1/3", "2/3"] {
+        let file = format!("part-{}.json", &shard[..1]);
+        let (_, text) = enumerate(
+            dir.path(),
+            &file,
+            &[&args[..], &["--shard", shard]].concat(),
+        );
+        let part: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(part["provenance"]["shard"]["count"], 3);
+        // Each part holds only some of the run: the split does something.
+        assert!(part["failures"] != whole_manifest["failures"], "{shard}");
+        parts.push(dir.path().join(file));
+    }
+    let merged = dir.path().join("merged.json");
+    let mut merge = vec!["merge", "-o", merged.to_str().unwrap()];
+    merge.extend(parts.iter().map(|p| p.to_str().unwrap()));
+    let out = srcgrab(&merge);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "failures carry over: {}",
+        stderr(&out)
+    );
+    assert!(
+        std::fs::read_to_string(&merged).unwrap() == whole,
+        "merged shards must equal one run byte for byte"
+    );
+
+    // Two parts of three are not the run.
+    let out = srcgrab(&[
+        "merge",
+        parts[0].to_str().unwrap(),
+        parts[1].to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("missing or repeated"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -13,7 +13,7 @@ pub mod walk;
 
 use srcgrab_manifest::{
     Entry, EvalArg, EvalConfig, Failure, Hash, HashAlgo, HashMode, Kind, Manifest, Provenance,
-    StorePath, MANIFEST_VERSION, MAX_LISTED_ATTRS,
+    Shard, StorePath, MANIFEST_VERSION, MAX_LISTED_ATTRS,
 };
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -49,6 +49,8 @@ pub struct Options {
     pub eval_timeout: Option<Duration>,
     /// Hard stack limit of each evaluator, in bytes (see [`eval::EvaluatorCommand`]).
     pub eval_stack: Option<u64>,
+    /// Evaluate only this part of the attribute paths (`--shard K/N`).
+    pub shard: Option<Shard>,
 }
 
 /// Reports how a run goes; every method may be called from several threads.
@@ -152,6 +154,7 @@ pub fn enumerate(options: &Options, progress: &dyn Progress) -> Result<Manifest,
         systems: &systems,
         start: &start,
         jobs: options.jobs,
+        shard: options.shard,
         limits: eval::Limits {
             memory: options.max_memory,
             time: options.eval_timeout,
@@ -192,6 +195,7 @@ pub fn enumerate(options: &Options, progress: &dyn Progress) -> Result<Manifest,
             systems,
             nix_version: nix_version.trim().to_string(),
             config: options.config,
+            shard: options.shard,
         },
         failures,
         entries,
