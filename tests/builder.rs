@@ -159,6 +159,7 @@ fn write_manifest(dir: &Path, mut entries: Vec<Entry>) -> std::path::PathBuf {
         },
         failures: Vec::new(),
         entries,
+        build: Default::default(),
     };
     let path = dir.join("manifest.json");
     std::fs::write(&path, manifest.to_json()).unwrap();

@@ -98,6 +98,7 @@ fn write_manifest(dir: &Path, entries: Vec<Entry>) -> PathBuf {
         },
         failures: Vec::new(),
         entries,
+        build: Default::default(),
     };
     manifest.normalize();
     let path = dir.join("manifest.json");

@@ -387,6 +387,7 @@ fn fetch_command_checks_out_git_entries_and_falls_back_to_git_for_archives() {
         },
         failures: Vec::new(),
         entries: entries.clone(),
+        build: Default::default(),
     };
     std::fs::write(&manifest, m.to_json()).unwrap();
     let cache = work.path().join("cache");

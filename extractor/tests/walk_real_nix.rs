@@ -24,6 +24,7 @@ fn run(file: &std::path::Path, max_memory: u64) -> (srcgrab_manifest::Manifest, 
         eval_timeout: None,
         eval_stack: None,
         shard: None,
+        outputs: false,
     };
     let restarts = Restarts::default();
     let manifest = enumerate(&options, &restarts).unwrap();

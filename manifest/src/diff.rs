@@ -462,6 +462,7 @@ mod tests {
             provenance: Provenance::default(),
             failures: vec![],
             entries,
+            build: Default::default(),
         };
         m.normalize();
         m

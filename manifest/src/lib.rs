@@ -8,6 +8,7 @@
 //! This crate also holds the pure Nix primitives both sides need (hashes, Nix base-32,
 //! fixed-output store paths); it does no I/O.
 
+pub mod build_graph;
 pub mod diff;
 pub mod hash;
 pub mod nixbase32;
@@ -17,12 +18,14 @@ pub mod store_path;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+pub use build_graph::{Attribute, BuildGraph, BuiltDerivation};
 pub use hash::{Hash, HashAlgo, HashMode};
 pub use shard::Shard;
 pub use store_path::StorePath;
 
-/// Version of the manifest format this crate writes. Version 2 added the `derived` kind;
-/// a version 1 manifest is read as it is (its kinds are a subset).
+/// Version of the manifest format this crate writes. Version 2 added the `derived` kind
+/// and `build` (`enumerate --outputs`); a version 1 manifest is read as it is (its kinds
+/// are a subset, and it has no build graph).
 pub const MANIFEST_VERSION: u32 = 2;
 
 /// Oldest manifest version this crate still reads.
@@ -40,6 +43,9 @@ pub struct Manifest {
     pub failures: Vec<Failure>,
     /// One entry per fixed output path, sorted by `store_path`.
     pub entries: Vec<Entry>,
+    /// The build graph (`enumerate --outputs`); empty otherwise.
+    #[serde(default, skip_serializing_if = "BuildGraph::is_empty")]
+    pub build: BuildGraph,
 }
 
 /// Where a manifest came from, so a reader can tell two manifests apart and reproduce them.
@@ -301,6 +307,8 @@ pub enum ManifestError {
     BadEntry { store_path: String, reason: String },
     #[error("manifest entries are not sorted by store path, or repeat one, at {0}")]
     Unsorted(String),
+    #[error("manifest derivations are not sorted by drv path, or repeat one, at {0}")]
+    UnsortedDerivations(String),
 }
 
 impl Manifest {
@@ -341,6 +349,11 @@ impl Manifest {
                 return Err(ManifestError::Unsorted(pair[1].store_path.clone()));
             }
         }
+        for pair in self.build.derivations.windows(2) {
+            if pair[0].drv_path >= pair[1].drv_path {
+                return Err(ManifestError::UnsortedDerivations(pair[1].drv_path.clone()));
+            }
+        }
         for e in &self.entries {
             let bad = |reason: String| ManifestError::BadEntry {
                 store_path: e.store_path.clone(),
@@ -377,6 +390,7 @@ impl Manifest {
     pub fn normalize(&mut self) {
         self.entries.sort_by(|a, b| a.store_path.cmp(&b.store_path));
         self.failures.sort();
+        self.build.normalize();
     }
 }
 
@@ -422,6 +436,7 @@ mod tests {
             },
             failures: vec![],
             entries: vec![sample_entry()],
+            build: Default::default(),
         }
     }
 
@@ -451,6 +466,7 @@ mod tests {
             .replace("\"version\": 2", "\"version\": 1");
         let m = Manifest::from_json(&text).unwrap();
         assert_eq!((m.version, m.entries), (1, sample().entries));
+        assert!(m.build.is_empty());
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! of the paths it owns are its own. A path's part depends on nothing but its dotted text,
 //! so the split is the same on every machine, for every system and every release.
 
+use crate::build_graph::BuildGraph;
 use crate::{Entry, Manifest, MANIFEST_VERSION, MAX_LISTED_ATTRS};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -88,8 +89,12 @@ pub fn merge(shards: Vec<Manifest>) -> Result<Manifest, ShardError> {
     }
     let mut failures = Vec::new();
     let mut entries: BTreeMap<String, Entry> = BTreeMap::new();
+    let mut build = BuildGraph::default();
     for shard in shards {
         failures.extend(shard.failures);
+        // Parts reach some derivations alike (the stdenv); each attribute is in one part.
+        build.derivations.extend(shard.build.derivations);
+        build.attributes.extend(shard.build.attributes);
         for entry in shard.entries {
             match entries.entry(entry.store_path.clone()) {
                 Slot::Vacant(slot) => {
@@ -104,8 +109,13 @@ pub fn merge(shards: Vec<Manifest>) -> Result<Manifest, ShardError> {
         provenance,
         failures,
         entries: entries.into_values().collect(),
+        build,
     };
     manifest.normalize();
+    manifest
+        .build
+        .derivations
+        .dedup_by(|a, b| a.drv_path == b.drv_path);
     Ok(manifest)
 }
 

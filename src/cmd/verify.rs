@@ -92,6 +92,7 @@ fn repair(args: &Args, manifest: &Manifest, report: &VerifyReport) -> anyhow::Re
             .cloned()
             .collect(),
         failures: Vec::new(),
+        build: Default::default(),
         ..manifest.clone()
     };
     if subset.entries.is_empty() {

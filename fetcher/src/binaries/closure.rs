@@ -114,6 +114,15 @@ impl ClosureReport {
         self.stopped.is_none() && self.paths.iter().all(PathReport::is_done)
     }
 
+    /// Whether the closure of every path that was had is complete: only paths asked for may
+    /// be missing (a manifest's outputs Hydra did not build; their sources cover them).
+    pub fn closures_complete(&self) -> bool {
+        self.stopped.is_none()
+            && self.paths.iter().all(|p| {
+                p.is_done() || (p.outcome == PathOutcome::Missing && p.referenced_by.is_none())
+            })
+    }
+
     pub fn to_json(&self) -> String {
         let mut text = serde_json::to_string_pretty(self).expect("report serialises");
         text.push('\n');
