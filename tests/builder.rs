@@ -6,7 +6,7 @@ mod gitfixture;
 
 use gitfixture::{delete_store_path, hash_nix_reports, instantiate, realise};
 use srcgrab_fetcher::builder::NixBuilder;
-use srcgrab_fetcher::cache::{Cache, CacheOptions};
+use srcgrab_fetcher::store::{Cache, CacheOptions};
 use srcgrab_manifest::hash::Hash;
 use srcgrab_manifest::{Entry, HashMode, Kind, Manifest, Provenance};
 use std::path::Path;

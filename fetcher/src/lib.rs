@@ -5,19 +5,16 @@
 
 pub mod binaries;
 pub mod builder;
-pub mod bundle;
-pub mod cache;
 pub mod error;
 pub mod fetch;
 pub mod git;
-pub mod ingest;
 pub mod nar;
 pub mod narinfo;
 pub mod net;
 pub mod probe;
 pub mod report;
 pub mod sign;
+pub mod store;
 pub mod unpack;
-pub mod verify;
 
 pub use error::Error;

@@ -7,9 +7,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use srcgrab_fetcher::cache::{Cache, CacheOptions, Compression, Layout};
 use srcgrab_fetcher::narinfo::NarInfo;
 use srcgrab_fetcher::sign::SecretKey;
+use srcgrab_fetcher::store::{Cache, CacheOptions, Compression, Layout};
 use srcgrab_fetcher::{nar, Error};
 use srcgrab_manifest::hash::{Hash, HashAlgo, HashMode};
 use srcgrab_manifest::{Entry, Kind, Unpack};

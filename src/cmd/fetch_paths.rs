@@ -9,8 +9,8 @@ use indicatif::ProgressBar;
 use srcgrab_fetcher::binaries::{
     mirror_closure, read_path_list, ClosureOptions, ClosureReport, PathOutcome, PathReport,
 };
-use srcgrab_fetcher::cache::Cache;
 use srcgrab_fetcher::report::Progress;
+use srcgrab_fetcher::store::Cache;
 use srcgrab_manifest::StorePath;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};

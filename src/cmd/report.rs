@@ -4,6 +4,7 @@
 use anyhow::Context as _;
 use rayon::prelude::*;
 use srcgrab_fetcher::narinfo::NarInfo;
+use srcgrab_fetcher::store::DiskLayout;
 use srcgrab_manifest::{Entry, Manifest, StorePath};
 use std::collections::HashMap;
 use std::path::Path;
@@ -57,7 +58,8 @@ impl EntrySizes {
             .filter_map(|path| {
                 let hash_part = StorePath::parse(path).ok()?.hash_part;
                 let text =
-                    std::fs::read_to_string(cache.join(format!("{hash_part}.narinfo"))).ok()?;
+                    std::fs::read_to_string(cache.join(DiskLayout::narinfo_name(&hash_part)))
+                        .ok()?;
                 let info = NarInfo::parse(&text).ok()?;
                 let sizes = Sizes {
                     file_size: info.file_size,

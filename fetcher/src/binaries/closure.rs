@@ -13,11 +13,11 @@ use std::sync::Arc;
 use tokio::task::JoinSet;
 
 use super::store::{self, NarFile};
-use crate::cache::{Cache, Compression};
 use crate::fetch::is_fatal;
 use crate::narinfo::NarInfo;
 use crate::net::{DownloadOptions, Downloader};
 use crate::report::{HostReport, Progress, Rejection};
+use crate::store::{Cache, Compression};
 use crate::Error;
 
 #[derive(Debug, Clone)]

@@ -12,9 +12,9 @@ use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use crate::cache::{Cache, Compression, Compressor, VerifiedHash};
 use crate::narinfo::NarInfo;
 use crate::net::substituter::{decompress, CheckedNar};
+use crate::store::{Cache, Compression, Compressor, VerifiedHash};
 use crate::Error;
 
 /// Where a mirrored path's NAR file ended up, and how big it is.

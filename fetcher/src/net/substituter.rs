@@ -15,9 +15,9 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::cache::{Cache, Compression, Published};
 use crate::narinfo::NarInfo;
 use crate::net::Downloader;
+use crate::store::{Cache, Compression, Published};
 use crate::Error;
 
 /// What one substituter gave for one entry.
