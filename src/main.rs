@@ -33,6 +33,9 @@ enum Command {
     Ingest(cmd::ingest::Args),
     /// Write a bundle of the cache items a manifest has and an older one lacks.
     Export(cmd::bundle::ExportArgs),
+    /// Per attribute of a manifest made with `enumerate --outputs`: can a cache install it,
+    /// build it offline, or neither, and what is missing.
+    Check(cmd::check::Args),
     /// Verify and add the items of a bundle (directory, .tar, or - for stdin) to a cache.
     Import(cmd::bundle::ImportArgs),
 }
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
         Command::Ingest(args) => cmd::ingest::run(args),
         Command::Export(args) => cmd::bundle::run_export(args),
         Command::Import(args) => cmd::bundle::run_import(args),
+        Command::Check(args) => cmd::check::run(args),
     };
     match result {
         Ok(Status::Ok) => ExitCode::SUCCESS,

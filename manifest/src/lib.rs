@@ -9,6 +9,7 @@
 //! fixed-output store paths); it does no I/O.
 
 pub mod build_graph;
+pub mod check;
 pub mod diff;
 pub mod hash;
 pub mod nixbase32;

@@ -1,6 +1,7 @@
 //! One module per subcommand: its clap arguments and its `run`.
 
 pub mod bundle;
+pub mod check;
 pub mod diff;
 pub mod enumerate;
 pub mod fetch;
