@@ -10,4 +10,5 @@ pub mod ingest;
 pub mod merge;
 pub mod report;
 pub mod stats;
+pub mod stats_kit;
 pub mod verify;
