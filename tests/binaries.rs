@@ -552,6 +552,42 @@ fn outputs_of_a_manifest_come_from_substituters_and_nix_builds_nothing() {
         assert!(!Path::new(path).exists());
     }
 
+    // Sizes from the upstream's narinfos: the binaries are known, the sources (not there,
+    // no --probe) are counted as unknown.
+    let stats = srcgrab(&[
+        "stats",
+        manifest.to_str().unwrap(),
+        "--substituter",
+        &server.url("/upstream"),
+        "--json",
+    ]);
+    assert!(
+        stats.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stats.stderr)
+    );
+    let stats: Value = serde_json::from_slice(&stats.stdout).unwrap();
+    let kit = &stats["kit"]["all"];
+    let upstream_bytes: u64 = [&hello, &data]
+        .iter()
+        .map(|p| {
+            let hash_part = &Path::new(p).file_name().unwrap().to_str().unwrap()[..32];
+            field(&narinfo(&upstream, hash_part), "FileSize")[0]
+                .parse::<u64>()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(kit["binaries"]["entries"], 2, "{kit}");
+    assert_eq!(kit["binaries"]["unknownSizes"], 0, "{kit}");
+    assert_eq!(kit["binaries"]["fileBytes"], upstream_bytes, "{kit}");
+    let sources = m["entries"].as_array().unwrap().len();
+    assert_eq!(kit["sources"]["entries"], sources, "{kit}");
+    assert_eq!(kit["sources"]["unknownSizes"], sources, "{kit}");
+    assert_eq!(
+        stats["kit"]["bySystem"][&system]["total"]["entries"],
+        2 + sources
+    );
+
     let cache = dir.path().join("cache");
     let report = dir.path().join("report.json");
     let fetched = srcgrab(&[
