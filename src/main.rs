@@ -19,6 +19,8 @@ struct Cli {
 enum Command {
     /// Evaluate a package set and write the manifest of every fixed-output derivation it needs.
     Enumerate(cmd::enumerate::Args),
+    /// Join the manifests of `enumerate --shard K/N` runs into the manifest of the whole run.
+    Merge(cmd::merge::Args),
     /// Download every manifest entry, verify it, and write a binary cache and hashed mirror.
     Fetch(cmd::fetch::Args),
     /// Show what changed between two manifests.
@@ -51,6 +53,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Enumerate(args) => cmd::enumerate::run(args),
+        Command::Merge(args) => cmd::merge::run(args),
         Command::Fetch(args) => cmd::fetch::run(args),
         Command::Diff(args) => cmd::diff::run(args),
         Command::Stats(args) => cmd::stats::run(args),

@@ -8,6 +8,7 @@ pub mod enumerate;
 pub mod fetch;
 pub mod fetch_paths;
 pub mod ingest;
+pub mod merge;
 pub mod report;
 pub mod stats;
 pub mod stats_kit;

@@ -343,6 +343,15 @@ fn stats_text(stats: &Stats, systems: &[String], probed: bool) -> String {
     for (kind, t) in &stats.by_kind {
         let _ = writeln!(s, "  {:<22} {}", kind.to_string(), t.text(known));
     }
+    if stats.by_kind.contains_key(&Kind::Derived) {
+        let _ = writeln!(
+            s,
+            "  (derived: Nix builds them offline from other entries: fetch --builder nix)"
+        );
+    }
+    if stats.by_kind.contains_key(&Kind::Other) {
+        let _ = writeln!(s, "  (other: Nix builds them with the network: build them before going offline, or have a substituter)");
+    }
     let _ = writeln!(s, "\nby system (a cache for that system alone):");
     for (system, t) in &stats.by_system {
         let _ = writeln!(s, "  {system:<22} {}", t.text(known));
