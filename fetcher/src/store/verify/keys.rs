@@ -14,13 +14,16 @@ use crate::store::layout::{keys_of_hash, mirror_key_algo, mirror_link_target, no
 use crate::store::regular_file;
 use crate::store::DiskLayout;
 
+/// The mirror file (hex name) a key links to, and the algorithm the key is of.
+type KeyOf = (String, HashAlgo);
+
 /// Checks every key symlink; `mirror_files` are the hex names under `sha256/`.
 pub(super) fn check_keys(
     root: &Path,
     keys: &[PathBuf],
     mirror_files: &HashSet<&str>,
 ) -> Vec<Corrupt> {
-    let resolved: Vec<(&PathBuf, Result<(String, HashAlgo), String>)> = keys
+    let resolved: Vec<(&PathBuf, Result<KeyOf, String>)> = keys
         .par_iter()
         .map(|key| (key, resolve(root, key, mirror_files)))
         .collect();
@@ -30,7 +33,7 @@ pub(super) fn check_keys(
         .iter()
         .filter_map(|(_, r)| r.as_ref().ok().cloned())
         .collect();
-    let keys_of: HashMap<(String, HashAlgo), Result<HashSet<PathBuf>, String>> = wanted
+    let keys_of: HashMap<KeyOf, Result<HashSet<PathBuf>, String>> = wanted
         .into_par_iter()
         .map(|(file, algo)| {
             let keys = file_hash(root, &file, algo)
@@ -56,11 +59,7 @@ pub(super) fn check_keys(
 }
 
 /// The mirror file a key links to and the algorithm its name is of, or why it is no key.
-fn resolve(
-    root: &Path,
-    key: &Path,
-    mirror_files: &HashSet<&str>,
-) -> Result<(String, HashAlgo), String> {
+fn resolve(root: &Path, key: &Path, mirror_files: &HashSet<&str>) -> Result<KeyOf, String> {
     let target = fs::read_link(root.join(key)).map_err(|e| format!("unreadable: {e}"))?;
     let name = target
         .file_name()
