@@ -9,9 +9,11 @@
 //! fixed-output store paths); it does no I/O.
 
 pub mod build_graph;
+pub mod check;
 pub mod diff;
 pub mod hash;
 pub mod nixbase32;
+pub mod shard;
 pub mod store_path;
 
 use serde::{Deserialize, Serialize};
@@ -19,6 +21,7 @@ use std::collections::BTreeMap;
 
 pub use build_graph::{Attribute, BuildGraph, BuiltDerivation};
 pub use hash::{Hash, HashAlgo, HashMode};
+pub use shard::Shard;
 pub use store_path::StorePath;
 
 /// Version of the manifest format this crate writes. Version 2 added the `derived` kind
@@ -69,6 +72,10 @@ pub struct Provenance {
     /// `nix --version` of the evaluator used.
     pub nix_version: String,
     pub config: EvalConfig,
+    /// The part of the attribute paths evaluated (`--shard K/N`); absent for a whole run
+    /// and in the manifest `srcgrab merge` makes of all parts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<Shard>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -334,9 +334,10 @@ fn print_summary(report: &Report, total: u64) {
             Outcome::Failed { reason, detail } => {
                 eprintln!("srcgrab: failed: {} ({reason}): {detail}", entry.store_path)
             }
-            Outcome::NeedsBuilder { command, .. } => {
-                eprintln!("srcgrab: needs builder: {}: {command}", entry.store_path)
-            }
+            Outcome::NeedsBuilder { reason, command } => eprintln!(
+                "srcgrab: needs builder: {} ({reason}): {command}",
+                entry.store_path
+            ),
             _ => {}
         }
     }
