@@ -141,6 +141,13 @@ impl Cache {
     pub fn open(root: &Path, options: CacheOptions) -> Result<Cache, Error> {
         let disk = DiskLayout::new(root);
         let create = |dir: &Path| {
+            // Through a symlinked `nar/` or `sha256/` every item would land outside the root.
+            if fs::symlink_metadata(dir).is_ok_and(|m| !m.is_dir()) {
+                return Err(Error::Corrupt {
+                    what: dir.display().to_string(),
+                    reason: "not a directory (`srcgrab verify --repair` puts one back)".into(),
+                });
+            }
             fs::create_dir_all(dir).map_err(Error::io(format!("creating {}", dir.display())))
         };
         create(disk.temp_dir())?;

@@ -129,7 +129,8 @@ fn scan(disk: &DiskLayout) -> Result<Contents, Error> {
         fs::symlink_metadata(path).is_ok_and(|m| kind(&m.file_type()))
     };
     let cache = is(disk.cache_info(), fs::FileType::is_file);
-    let mirror = is(disk.mirror_dir(), fs::FileType::is_dir);
+    // A `sha256/` that is no directory still makes a mirror layout, with every file missing.
+    let mirror = fs::symlink_metadata(disk.mirror_dir()).is_ok();
     let mut contents = Contents {
         layout: (cache || mirror).then_some(Layout { cache, mirror }),
         ..Contents::default()
@@ -237,6 +238,9 @@ pub fn verify_cache(
             ..CacheOptions::default()
         },
     );
+    // Behind a misplaced `nar/` or `sha256/` nothing counts as there.
+    let misplaced = |dir: &str| contents.misplaced.iter().any(|(p, _)| p == Path::new(dir));
+    let (no_nars, no_mirror) = (misplaced("nar"), misplaced("sha256"));
     let facts = read_narinfos(&disk, &contents.narinfos);
     let old_index = if options.quick {
         Blake3Index::read(&disk)
@@ -397,7 +401,7 @@ pub fn verify_cache(
     unreferenced.sort();
 
     let missing = manifest
-        .map(|m| missing_entries(&cache, layout, &m.entries))
+        .map(|m| missing_entries(&cache, layout, no_nars, no_mirror, &m.entries))
         .unwrap_or_default();
 
     // A read-only disk can be verified; it just keeps its old index.
@@ -451,7 +455,13 @@ fn mirror_owners(
 
 /// Entries whose narinfo (cache layout) or any mirror key (mirror layout, flat entries) is
 /// absent: a fetch of them recreates what is missing.
-fn missing_entries(cache: &Cache, layout: Layout, entries: &[Entry]) -> Vec<String> {
+fn missing_entries(
+    cache: &Cache,
+    layout: Layout,
+    no_nars: bool,
+    no_mirror: bool,
+    entries: &[Entry],
+) -> Vec<String> {
     let root = cache.root();
     entries
         .par_iter()
@@ -461,10 +471,12 @@ fn missing_entries(cache: &Cache, layout: Layout, entries: &[Entry]) -> Vec<Stri
             };
             let flat = e.hash.mode == HashMode::Flat;
             let narinfo_missing = layout.cache
-                && !root
-                    .join(DiskLayout::narinfo_name(&path.hash_part))
-                    .exists();
-            let mirror_missing = layout.mirror && flat && !cache.mirror_keys_complete(e);
+                && (no_nars
+                    || !root
+                        .join(DiskLayout::narinfo_name(&path.hash_part))
+                        .exists());
+            let mirror_missing =
+                layout.mirror && flat && (no_mirror || !cache.mirror_keys_complete(e));
             narinfo_missing || mirror_missing
         })
         .map(|e| e.store_path.clone())
