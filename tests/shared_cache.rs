@@ -38,9 +38,22 @@ fn unique(label: &str, size: usize) -> Vec<u8> {
 }
 
 fn flat_entry(name: &str, content: &[u8], urls: Vec<String>) -> Entry {
+    with_origin(name, urls, &sha256(content))
+}
+
+/// A flat entry as enumerate writes one: a derivation, a system, an attribute.
+fn with_origin(name: &str, urls: Vec<String>, hash: &Hash) -> Entry {
     Entry {
         urls,
-        ..Entry::new(name, HashMode::Flat, &sha256(content), Kind::Url)
+        drv_paths: [(
+            srcgrab_fetcher::builder::host_system(),
+            format!("/nix/store/00000000000000000000000000000000-{name}.drv"),
+        )]
+        .into(),
+        systems: vec!["x86_64-linux".into()],
+        attrs: vec![name.to_string()],
+        attr_count: 1,
+        ..Entry::new(name, HashMode::Flat, hash, Kind::Url)
     }
 }
 
@@ -111,7 +124,7 @@ fn outcomes(report: &Path) -> Vec<String> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| e["outcome"]["status"].as_str().unwrap_or("?").to_string())
+        .map(|e| e["status"].as_str().unwrap_or("?").to_string())
         .collect()
 }
 
@@ -264,10 +277,7 @@ fn published_cache() -> Planted {
                 algo: HashAlgo::Sha1,
                 bytes: HashAlgo::Sha1.digest(&content),
             };
-            entry = Entry {
-                urls: entry.urls,
-                ..Entry::new("planted-2", HashMode::Flat, &sha1, Kind::Url)
-            };
+            entry = with_origin("planted-2", entry.urls, &sha1);
         }
         entries.push(entry);
     }
