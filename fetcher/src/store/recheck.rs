@@ -132,7 +132,8 @@ impl Cache {
     }
 
     /// Fully re-checks one published item: FileSize/FileHash of the NAR file, NarHash/NarSize
-    /// of its decompressed content, the NAR's structure, the CA against the StorePath, and
+    /// of its decompressed content, the NAR's structure, the CA against the StorePath (a
+    /// binary, which has none, stands on its signed NarHash), and
     /// for a flat item, when the layout has a mirror, the mirror file (a cache opened without
     /// the mirror layout leaves mirror files to its caller). Anything but a regular file where
     /// one belongs is corrupt. A NAR file that passed, unchanged while it was read, is sealed
@@ -160,18 +161,24 @@ impl Cache {
                 info.store_path.to_path_string()
             )));
         }
-        let (mode, ca_hash) = info
-            .ca
-            .as_deref()
-            .and_then(parse_content_address)
-            .ok_or_else(|| corrupt("no valid CA field".into()))?;
-        let expected_path = fixed_output_path(&info.store_path.name, mode, &ca_hash);
-        if expected_path != info.store_path {
-            return Err(Error::StorePathMismatch {
-                what: what.clone(),
-                expected: info.store_path.to_path_string(),
-                got: expected_path.to_path_string(),
-            });
+        // A source is checked against its content address; a binary (no CA: mirrored with
+        // `fetch --store-paths` or as a manifest output) has only its signed NarHash.
+        let content_address = match info.ca.as_deref() {
+            Some(ca) => Some(
+                parse_content_address(ca).ok_or_else(|| corrupt(format!("bad CA field '{ca}'")))?,
+            ),
+            None if !info.sigs.is_empty() => None,
+            None => return Err(corrupt("neither a CA field nor a signature".into())),
+        };
+        if let Some((mode, ca_hash)) = &content_address {
+            let expected_path = fixed_output_path(&info.store_path.name, *mode, ca_hash);
+            if expected_path != info.store_path {
+                return Err(Error::StorePathMismatch {
+                    what: what.clone(),
+                    expected: info.store_path.to_path_string(),
+                    got: expected_path.to_path_string(),
+                });
+            }
         }
 
         let nar_rel = relative_path(&info.url)
@@ -185,9 +192,9 @@ impl Cache {
             inner: io::BufReader::with_capacity(WRITE_BUFFER, nar_file),
             hashes: &mut file_hashes,
         };
-        let nar_algo = match mode {
-            HashMode::Recursive => ca_hash.algo,
-            HashMode::Flat => HashAlgo::Sha256,
+        let nar_algo = match &content_address {
+            Some((HashMode::Recursive, ca_hash)) => ca_hash.algo,
+            _ => HashAlgo::Sha256,
         };
         let mut nar_hashes = ContentHasher::new(ContentHashes::new(nar_algo), info.nar_size);
         let (flat, nar_size) = {
@@ -200,7 +207,7 @@ impl Cache {
                 },
                 count: 0,
             };
-            let flat = if mode == HashMode::Flat {
+            let flat = if let Some((HashMode::Flat, ca_hash)) = &content_address {
                 let mut visitor = FlatFileVisitor {
                     hashes: ContentHashes::new(ca_hash.algo),
                     digests: None,
@@ -249,12 +256,14 @@ impl Cache {
                 info.url
             )));
         }
-        let content_hash = match &flat {
-            Some(digests) => digests.get(ca_hash.algo),
-            None => nar_digests.get(ca_hash.algo),
+        if let Some((_, ca_hash)) = &content_address {
+            let content_hash = match &flat {
+                Some(digests) => digests.get(ca_hash.algo),
+                None => nar_digests.get(ca_hash.algo),
+            }
+            .expect("the CA algorithm is always hashed");
+            check("CA", ca_hash, content_hash)?;
         }
-        .expect("the CA algorithm is always hashed");
-        check("CA", &ca_hash, content_hash)?;
 
         seal::record_if_unchanged(&self.disk, &nar_rel, &nar_meta);
         let mirror_checked = match &flat {
