@@ -513,10 +513,16 @@ fn a_decompression_bomb_from_a_substituter_is_refused_at_its_nar_size() {
         "/up/nix-cache-info",
         Route::ok("StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 40\n"),
     );
-    server.route(&format!("/up/{}.narinfo", hash_part(&entry)), Route::ok(narinfo));
+    server.route(
+        &format!("/up/{}.narinfo", hash_part(&entry)),
+        Route::ok(narinfo),
+    );
     server.route("/up/nar/bomb.nar.xz", Route::ok(bomb.clone()));
     let manifest = write_manifest(dir.path(), vec![entry.clone()]);
-    for (round, extra) in [&[][..], &["--keep-upstream-compression"][..]].iter().enumerate() {
+    for (round, extra) in [&[][..], &["--keep-upstream-compression"][..]]
+        .iter()
+        .enumerate()
+    {
         let cache = dir.path().join(format!("cache-{round}"));
         let report = dir.path().join(format!("report-{round}.json"));
         let mut command = srcgrab();
@@ -542,9 +548,17 @@ fn a_decompression_bomb_from_a_substituter_is_refused_at_its_nar_size() {
         let output = child.wait_with_output().unwrap();
         assert_eq!(output.status.code(), Some(1), "{}", text(&output));
         let report: Value = serde_json::from_str(&fs::read_to_string(&report).unwrap()).unwrap();
-        let rejected = report["entries"][0]["rejected"][0]["reason"].as_str().unwrap_or("");
-        assert!(rejected.contains("longer than its NarSize 5000"), "{report}");
-        assert!(most < 8 << 20, "the cache held {most} bytes while refusing the bomb");
+        let rejected = report["entries"][0]["rejected"][0]["reason"]
+            .as_str()
+            .unwrap_or("");
+        assert!(
+            rejected.contains("longer than its NarSize 5000"),
+            "{report}"
+        );
+        assert!(
+            most < 8 << 20,
+            "the cache held {most} bytes while refusing the bomb"
+        );
     }
     server.stop();
 }

@@ -11,7 +11,9 @@ use srcgrab_manifest::store_path::{content_address, fixed_output_path, StorePath
 use srcgrab_manifest::Entry;
 
 use super::compression::{decompressor, Compressor};
-use super::hashing::{NarSizeBound, ContentDigests, ContentHasher, ContentHashes, HashingReader, HashingWriter};
+use super::hashing::{
+    ContentDigests, ContentHasher, ContentHashes, HashingReader, HashingWriter, NarSizeBound,
+};
 use super::layout::DiskLayout;
 use super::layout::{mirror_keys, mirror_link_target};
 use super::place::{FileSource, TempFile};
@@ -341,7 +343,16 @@ impl Cache {
                     what: file.display().to_string(),
                     reason: e.to_string(),
                 })?;
-            self.decode_nar(entry, &declared, &mut NarSizeBound { inner: nar, limit: nar_size, seen: 0 }, sink)?
+            self.decode_nar(
+                entry,
+                &declared,
+                &mut NarSizeBound {
+                    inner: nar,
+                    limit: nar_size,
+                    seen: 0,
+                },
+                sink,
+            )?
         };
         // The decompressor may stop at the end of its stream; FileHash covers every byte.
         io::copy(&mut compressed, &mut io::sink())
