@@ -139,7 +139,7 @@ done
 
 echo "stats of $stats_paths outputs from narinfos"
 python3 - "$work" "$stats_paths" <<'PY'
-import json, os, random, sys
+import hashlib, json, os, random, sys
 work, count = sys.argv[1], int(sys.argv[2])
 alphabet = "0123456789abcdfghijklmnpqrsvwxyz"
 rng = random.Random(13)
@@ -151,7 +151,7 @@ for i in range(count):
     size = rng.randrange(1000, 50_000_000)
     open(f"{work}/sized/{h}.narinfo", "w").write(
         f"StorePath: {path}\nURL: nar/{h}.nar.xz\nCompression: xz\nFileSize: {size // 3}\n"
-        f"NarHash: sha256:{h}{'0' * 20}\nNarSize: {size}\nReferences: \n")
+        f"NarHash: sha256:{hashlib.sha256(h.encode()).hexdigest()}\nNarSize: {size}\nReferences: \n")
     d = "".join(rng.choice(alphabet) for _ in range(32))
     derivations.append({"drvPath": f"/nix/store/{d}-out-{i}.drv", "system": "x86_64-linux",
                         "outputs": {"out": path}, "inputs": [], "sources": []})
