@@ -1,6 +1,7 @@
-//! One cache, many processes, and a cache someone planted things in: two `srcgrab fetch`
+//! One cache, many processes, and a cache or upstream that is hostile: two `srcgrab fetch`
 //! runs at once, then `verify` and Nix itself; narinfos and mirror files replaced by
-//! symlinks, FIFOs, /dev/zero and huge files; wrong and missing mirror keys.
+//! symlinks, FIFOs, /dev/zero and huge files; wrong and missing mirror keys; an xz bomb from
+//! a substituter; a hostile archive; a full disk and a read-only cache.
 
 mod support;
 
@@ -8,6 +9,7 @@ use serde_json::Value;
 use srcgrab_manifest::hash::{Hash, HashAlgo};
 use srcgrab_manifest::{Entry, HashMode, Kind, Manifest, Provenance};
 use std::fs;
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -38,22 +40,28 @@ fn unique(label: &str, size: usize) -> Vec<u8> {
 }
 
 fn flat_entry(name: &str, content: &[u8], urls: Vec<String>) -> Entry {
-    with_origin(name, urls, &sha256(content))
+    with_origin(
+        Entry::new(name, HashMode::Flat, &sha256(content), Kind::Url),
+        urls,
+    )
 }
 
-/// A flat entry as enumerate writes one: a derivation, a system, an attribute.
-fn with_origin(name: &str, urls: Vec<String>, hash: &Hash) -> Entry {
+/// `entry` with `urls` and as enumerate writes one: a derivation, a system, an attribute.
+fn with_origin(entry: Entry, urls: Vec<String>) -> Entry {
     Entry {
         urls,
         drv_paths: [(
             srcgrab_fetcher::builder::host_system(),
-            format!("/nix/store/00000000000000000000000000000000-{name}.drv"),
+            format!(
+                "/nix/store/00000000000000000000000000000000-{}.drv",
+                entry.name
+            ),
         )]
         .into(),
         systems: vec!["x86_64-linux".into()],
-        attrs: vec![name.to_string()],
+        attrs: vec![entry.name.clone()],
         attr_count: 1,
-        ..Entry::new(name, HashMode::Flat, hash, Kind::Url)
+        ..entry
     }
 }
 
@@ -277,7 +285,8 @@ fn published_cache() -> Planted {
                 algo: HashAlgo::Sha1,
                 bytes: HashAlgo::Sha1.digest(&content),
             };
-            entry = with_origin("planted-2", entry.urls, &sha1);
+            let sha1_entry = Entry::new("planted-2", HashMode::Flat, &sha1, Kind::Url);
+            entry = with_origin(sha1_entry, entry.urls);
         }
         entries.push(entry);
     }
@@ -456,4 +465,246 @@ fn a_symlinked_mirror_directory_is_corrupt_and_repaired() {
     let clean = verify_in_time(&planted, &[]);
     assert_eq!(clean.status.code(), Some(0), "{}", text(&clean));
     planted.server.stop();
+}
+
+/// Total bytes of the regular files under `dir`.
+fn disk_use(dir: &Path) -> u64 {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => disk_use(&e.path()),
+            Ok(t) if t.is_file() => e.metadata().map_or(0, |m| m.len()),
+            _ => 0,
+        })
+        .sum()
+}
+
+/// A substituter serving a 64 KiB-ish `.nar.xz` that expands to a 128 MiB NAR while its
+/// narinfo says NarSize 5000: refused at byte 5001, and the cache never holds more than a
+/// few MiB while it happens, with or without recompression.
+#[test]
+fn a_decompression_bomb_from_a_substituter_is_refused_at_its_nar_size() {
+    const BOMB: u64 = 128 << 20;
+    const NAR_SIZE: u64 = 5000;
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut nar = Vec::new();
+    srcgrab_fetcher::nar::write_file_nar(&mut std::io::repeat(0).take(BOMB), BOMB, false, &mut nar)
+        .unwrap();
+    let mut xz = Command::new("xz")
+        .args(["-0", "-T1", "-c"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = xz.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || std::io::Write::write_all(&mut stdin, &nar));
+    let bomb = xz.wait_with_output().unwrap().stdout;
+    writer.join().unwrap().unwrap();
+    assert!((bomb.len() as u64) < BOMB / 100, "{} bytes", bomb.len());
+
+    let content = unique("bombed", 4000);
+    let entry = flat_entry("bombed.tar", &content, vec![server.url("/gone")]);
+    let declared = entry.hash.hash().unwrap();
+    let narinfo = format!(
+        "StorePath: {}\nURL: nar/bomb.nar.xz\nCompression: xz\nFileHash: {}\nFileSize: {}\nNarHash: {}\nNarSize: {NAR_SIZE}\nReferences: \nCA: {}\n",
+        entry.store_path,
+        sha256(&bomb).to_nix32_prefixed(),
+        bomb.len(),
+        sha256(b"what the NAR should have been").to_nix32_prefixed(),
+        srcgrab_manifest::store_path::content_address(HashMode::Flat, &declared),
+    );
+    server.route(
+        "/up/nix-cache-info",
+        Route::ok("StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 40\n"),
+    );
+    server.route(
+        &format!("/up/{}.narinfo", hash_part(&entry)),
+        Route::ok(narinfo),
+    );
+    server.route("/up/nar/bomb.nar.xz", Route::ok(bomb.clone()));
+    let manifest = write_manifest(dir.path(), vec![entry.clone()]);
+    for (round, extra) in [&[][..], &["--keep-upstream-compression"][..]]
+        .iter()
+        .enumerate()
+    {
+        let cache = dir.path().join(format!("cache-{round}"));
+        let report = dir.path().join(format!("report-{round}.json"));
+        let mut command = srcgrab();
+        command
+            .arg("fetch")
+            .arg(&manifest)
+            .arg("--cache")
+            .arg(&cache)
+            .arg("--report")
+            .arg(&report)
+            .args(["--substituter", &server.url("/up"), "--retries", "0"])
+            .args(*extra);
+        let mut child = command
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut most = 0;
+        while child.try_wait().unwrap().is_none() {
+            most = most.max(disk_use(&cache));
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let output = child.wait_with_output().unwrap();
+        assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+        let report: Value = serde_json::from_str(&fs::read_to_string(&report).unwrap()).unwrap();
+        let rejected = report["entries"][0]["rejected"][0]["reason"]
+            .as_str()
+            .unwrap_or("");
+        assert!(
+            rejected.contains("longer than its NarSize 5000"),
+            "{report}"
+        );
+        assert!(
+            most < 8 << 20,
+            "the cache held {most} bytes while refusing the bomb"
+        );
+    }
+    server.stop();
+}
+
+/// An archive with a member leaving the tree is refused as unsafe: a failure, not a job
+/// for the builder (which would unpack the same bytes).
+#[test]
+fn a_hostile_archive_is_refused_not_left_to_a_builder() {
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    fs::create_dir(&work).unwrap();
+    fs::write(work.join("evil"), b"outside").unwrap();
+    let archive = dir.path().join("evil.tar");
+    let tar = Command::new("tar")
+        .current_dir(&work)
+        .args(["-P", "--transform", "s,^,../,", "-cf"])
+        .arg(&archive)
+        .arg("evil")
+        .output()
+        .unwrap();
+    assert!(tar.status.success(), "{}", text(&tar));
+    server.route("/evil.tar", Route::ok(fs::read(&archive).unwrap()));
+    let tree = Entry::new(
+        "evil",
+        HashMode::Recursive,
+        &sha256(b"any tree"),
+        Kind::UrlUnpack,
+    );
+    let entry = Entry {
+        unpack: Some(srcgrab_manifest::Unpack {
+            strip_root: false,
+            extension: None,
+        }),
+        ..with_origin(tree, vec![server.url("/evil.tar")])
+    };
+    let manifest = write_manifest(dir.path(), vec![entry.clone()]);
+    let report_path = dir.path().join("report.json");
+    let cache = dir.path().join("cache");
+    let run = fetch_command(&manifest, &cache, &report_path)
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(1), "{}", text(&run));
+    let report: Value = serde_json::from_str(&fs::read_to_string(&report_path).unwrap()).unwrap();
+    let only = &report["entries"][0];
+    assert_eq!(only["status"], "failed", "{only}");
+    assert_eq!(only["reason"], "unsafe archive", "{only}");
+    assert!(!dir.path().join("evil").exists());
+    server.stop();
+}
+
+/// A tmpfs mounted for one test, unmounted when dropped.
+struct Mounted(PathBuf);
+
+impl Mounted {
+    fn tmpfs(at: &Path, options: &str) -> Mounted {
+        fs::create_dir_all(at).unwrap();
+        let mount = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+            .arg(at)
+            .output()
+            .unwrap();
+        assert!(mount.status.success(), "mount: {}", text(&mount));
+        Mounted(at.to_path_buf())
+    }
+
+    fn remount(&self, options: &str) {
+        let mount = Command::new("mount")
+            .args(["-o", &format!("remount,{options}")])
+            .arg(&self.0)
+            .output()
+            .unwrap();
+        assert!(mount.status.success(), "remount: {}", text(&mount));
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).output();
+    }
+}
+
+/// A full disk stops the run (exit 2) and the report still lists every entry, those not
+/// reached saying so; an existing cache on a read-only disk is refused up front (exit 2)
+/// without a single download.
+#[test]
+fn a_full_disk_reports_every_entry_and_a_read_only_cache_is_refused_up_front() {
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    const COUNT: usize = 300;
+    let entries: Vec<Entry> = (0..COUNT)
+        .map(|i| {
+            let content = unique(&format!("full {i}"), 3000);
+            server.route(&format!("/d/{i}"), Route::ok(content.clone()));
+            flat_entry(
+                &format!("full-{i}"),
+                &content,
+                vec![server.url(&format!("/d/{i}"))],
+            )
+        })
+        .collect();
+    let manifest = write_manifest(dir.path(), entries);
+    let mounted = Mounted::tmpfs(&dir.path().join("cache"), "size=1m");
+    let report_path = dir.path().join("report.json");
+    let run = fetch_command(&manifest, &mounted.0, &report_path)
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(2), "{}", text(&run));
+    let statuses = outcomes(&report_path);
+    assert_eq!(statuses.len(), COUNT, "{statuses:?}");
+    let report: Value = serde_json::from_str(&fs::read_to_string(&report_path).unwrap()).unwrap();
+    assert!(
+        report["stopped"]
+            .as_str()
+            .is_some_and(|s| s.contains("disk full")),
+        "{report}"
+    );
+    assert!(
+        report["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["reason"] == "not reached"),
+        "{report}"
+    );
+
+    mounted.remount("ro");
+    let requests = server.total_requests();
+    let run = fetch_command(&manifest, &mounted.0, &report_path)
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(2), "{}", text(&run));
+    assert!(
+        String::from_utf8_lossy(&run.stderr).contains("not writable"),
+        "{}",
+        text(&run)
+    );
+    assert_eq!(server.total_requests(), requests, "nothing is downloaded");
+    drop(mounted);
+    server.stop();
 }
