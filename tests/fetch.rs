@@ -6,8 +6,8 @@
 mod support;
 
 use serde_json::Value;
-use srcgrab_manifest::hash::{Hash, HashAlgo};
-use srcgrab_manifest::{Entry, HashMode, Kind, Manifest, Provenance};
+use srcgrab_formats::hash::{Hash, HashAlgo};
+use srcgrab_manifest::{Entry, HashMode, Kind, Manifest, Provenance, StorePathName};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -56,7 +56,7 @@ fn entry(name: &str, mode: HashMode, hash: &Hash, kind: Kind, urls: Vec<String>)
         systems: vec!["x86_64-linux".into()],
         attrs: vec![name.to_string()],
         attr_count: 1,
-        ..Entry::new(name, mode, hash, kind)
+        ..Entry::new(&StorePathName::new(name).unwrap(), mode, hash, kind)
     }
 }
 
@@ -158,7 +158,7 @@ fn fetch(dir: &Path, manifest: &Path, cache: &Path, args: &[&str]) -> Run {
 }
 
 fn narinfo_path(cache: &Path, entry: &Entry) -> PathBuf {
-    let hash_part = entry.parsed_store_path().unwrap().hash_part;
+    let hash_part = entry.parsed_store_path().unwrap().hash_part().to_string();
     cache.join(format!("{hash_part}.narinfo"))
 }
 
@@ -676,7 +676,7 @@ fn sigkill_mid_run_loses_only_in_flight_downloads() {
     assert!(resumed >= 1, "no partial download was resumed");
     let opened = srcgrab_fetcher::cache::Cache::open(&cache, Default::default()).unwrap();
     for entry in &entries {
-        let hash_part = entry.parsed_store_path().unwrap().hash_part;
+        let hash_part = entry.parsed_store_path().unwrap().hash_part().to_string();
         opened.verify_narinfo(&hash_part).unwrap();
     }
 }
@@ -1024,7 +1024,7 @@ fn builtin_unpack_downloads_an_xz_nar_and_restores_it() {
     assert_eq!(run.code(), 0, "{}", run.stderr());
     assert_eq!(run.entry(&tools.store_path)["how"], "nar");
     let opened = srcgrab_fetcher::cache::Cache::open(&cache, Default::default()).unwrap();
-    let hash_part = tools.parsed_store_path().unwrap().hash_part;
+    let hash_part = tools.parsed_store_path().unwrap().hash_part().to_string();
     opened.verify_narinfo(&hash_part).unwrap();
 }
 

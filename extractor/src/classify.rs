@@ -1,7 +1,7 @@
 //! Which fetcher made a FOD, read from its derivation env the way nixpkgs' fetchers write it,
 //! and the URLs to download with `mirror://` expanded as nixpkgs' fetchurl builder.sh does.
 
-use crate::aterm::Derivation;
+use srcgrab_formats::aterm::Derivation;
 use srcgrab_manifest::{GitSource, Kind, Unpack};
 use std::collections::BTreeMap;
 
@@ -182,7 +182,7 @@ pub fn expand_mirrors(urls: &[String], sites: &BTreeMap<String, String>) -> (Vec
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aterm::DrvOutput;
+    use srcgrab_formats::aterm::DrvOutput;
 
     fn drv(builder: &str, env: &[(&str, &str)]) -> Derivation {
         Derivation {

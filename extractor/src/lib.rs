@@ -1,16 +1,16 @@
 //! nixpkgs -> srcgrab manifest.
 //!
 //! [`enumerate`] evaluates a package set with the real Nix ([`walk`], a pool of `nix repl`
-//! workers), reads the build closure's .drv files ([`closure`], [`aterm`]) and describes every
+//! workers), reads the build closure's .drv files ([`closure`], [`srcgrab_formats::aterm`]) and describes every
 //! fixed-output derivation found ([`classify`]).
 
-pub mod aterm;
 pub mod attr_path;
 pub mod classify;
 pub mod closure;
 pub mod eval;
 pub mod walk;
 
+use srcgrab_formats::aterm;
 use srcgrab_manifest::{
     Entry, EvalArg, EvalConfig, Failure, Hash, HashAlgo, HashMode, Manifest, OutputHash,
     Provenance, StorePath, MANIFEST_VERSION, MAX_LISTED_ATTRS,
@@ -332,7 +332,7 @@ fn describe_fods(closure: closure::Closure) -> Result<(Vec<Entry>, Vec<Failure>)
         let mirrors = mirrors_of(&chosen.drv, &mut mirror_lists)?;
         let fetch = classify::classify(&chosen.drv, mirrors);
         let name = StorePath::parse(&output_path)
-            .map(|p| p.name)
+            .map(|p| p.name().to_string())
             .unwrap_or_else(|_| chosen.drv.env_str("name").to_string());
         entries.push(Entry {
             store_path: output_path,

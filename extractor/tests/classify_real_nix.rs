@@ -1,8 +1,8 @@
 //! Classification and mirror expansion on .drv files written by the real Nix from the
 //! fixture's nixpkgs-shaped fetchers.
 
-use srcgrab_extractor::aterm::{self, Derivation};
 use srcgrab_extractor::classify::{classify, Fetch};
+use srcgrab_formats::aterm::{self, Derivation};
 use srcgrab_manifest::{Kind, Unpack};
 use std::process::Command;
 

@@ -25,73 +25,25 @@ use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::mpsc;
 
-use srcgrab_manifest::hash::{Hash, HashAlgo, HashMode, Hasher};
-use srcgrab_manifest::store_path::{
-    content_address, fixed_output_path, parse_content_address, StorePath, STORE_DIR,
-};
+use srcgrab_formats::hash::{Hash, HashAlgo, HashMode, Hasher};
+use srcgrab_formats::nar::{self, SingleFile};
+use srcgrab_formats::narinfo::{CacheInfo, NarInfo, NarUrl};
+use srcgrab_formats::signature::SecretKey;
+use srcgrab_formats::store_path::{StorePath, StorePathName, STORE_DIR};
+use srcgrab_formats::ContentAddress;
 use srcgrab_manifest::Entry;
 use tempfile::{NamedTempFile, TempPath};
 
-use crate::nar::{self, NarVisitor};
-use crate::narinfo::{CacheInfo, NarInfo};
-use crate::sign::SecretKey;
+pub use srcgrab_formats::narinfo::Compression;
+
+use crate::compression::{decompressor, Compressor};
 use crate::Error;
 
 /// Binary caches with a lower number win; cache.nixos.org says 40, so ours is asked first.
 const PRIORITY: u32 = 30;
 const WRITE_BUFFER: usize = 256 * 1024;
-const ZSTD_LEVEL: i32 = 3;
-const XZ_LEVEL: u32 = 6;
-
-/// How NAR files are compressed. Bzip2 is Nix's old default, still found upstream (and
-/// kept as is with `keep_upstream_compression`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Compression {
-    None,
-    Xz,
-    #[default]
-    Zstd,
-    Bzip2,
-}
-
-impl Compression {
-    /// The narinfo `Compression:` value.
-    pub fn name(self) -> &'static str {
-        match self {
-            Compression::None => "none",
-            Compression::Xz => "xz",
-            Compression::Zstd => "zstd",
-            Compression::Bzip2 => "bzip2",
-        }
-    }
-
-    fn extension(self) -> &'static str {
-        match self {
-            Compression::None => "",
-            Compression::Xz => ".xz",
-            Compression::Zstd => ".zst",
-            Compression::Bzip2 => ".bz2",
-        }
-    }
-}
-
-impl FromStr for Compression {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "none" => Ok(Compression::None),
-            "xz" => Ok(Compression::Xz),
-            "zstd" => Ok(Compression::Zstd),
-            "bzip2" => Ok(Compression::Bzip2),
-            other => Err(format!(
-                "unknown compression '{other}' (none, xz, zstd, bzip2)"
-            )),
-        }
-    }
-}
 
 /// Which layouts are written into the cache root (`--layout cache,mirror`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,58 +126,6 @@ impl<W: Write> Write for HashingWriter<W> {
     }
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
-    }
-}
-
-enum Compressor<W: Write> {
-    None(W),
-    Xz(xz2::write::XzEncoder<W>),
-    Zstd(zstd::stream::write::Encoder<'static, W>),
-    Bzip2(bzip2::write::BzEncoder<W>),
-}
-
-impl<W: Write> Compressor<W> {
-    fn new(compression: Compression, inner: W) -> io::Result<Self> {
-        Ok(match compression {
-            Compression::None => Compressor::None(inner),
-            Compression::Xz => Compressor::Xz(xz2::write::XzEncoder::new(inner, XZ_LEVEL)),
-            // Single-threaded on purpose: many files are published in parallel.
-            Compression::Zstd => {
-                Compressor::Zstd(zstd::stream::write::Encoder::new(inner, ZSTD_LEVEL)?)
-            }
-            Compression::Bzip2 => Compressor::Bzip2(bzip2::write::BzEncoder::new(
-                inner,
-                bzip2::Compression::best(),
-            )),
-        })
-    }
-
-    fn finish(self) -> io::Result<W> {
-        match self {
-            Compressor::None(w) => Ok(w),
-            Compressor::Xz(e) => e.finish(),
-            Compressor::Zstd(e) => e.finish(),
-            Compressor::Bzip2(e) => e.finish(),
-        }
-    }
-}
-
-impl<W: Write> Write for Compressor<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Compressor::None(w) => w.write(buf),
-            Compressor::Xz(e) => e.write(buf),
-            Compressor::Zstd(e) => e.write(buf),
-            Compressor::Bzip2(e) => e.write(buf),
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Compressor::None(w) => w.flush(),
-            Compressor::Xz(e) => e.flush(),
-            Compressor::Zstd(e) => e.flush(),
-            Compressor::Bzip2(e) => e.flush(),
-        }
     }
 }
 
@@ -809,7 +709,8 @@ impl Cache {
             let Some(info) = self.matching_narinfo(entry, &declared)? else {
                 return Ok(false);
             };
-            let nar_file = self.root.join(&info.url);
+            // The URL is a checked relative path, so this names a file inside the cache.
+            let nar_file = self.root.join(info.url.as_path());
             match fs::metadata(&nar_file) {
                 Ok(meta) if Some(meta.len()) == info.file_size || info.file_size.is_none() => {}
                 Ok(_) => return Ok(false),
@@ -840,7 +741,7 @@ impl Cache {
         let Ok(store_path) = StorePath::parse(&entry.store_path) else {
             return Ok(None);
         };
-        let path = self.narinfo_path(&store_path.hash_part);
+        let path = self.narinfo_path(store_path.hash_part());
         let text = match fs::read_to_string(&path) {
             Ok(text) => text,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -851,9 +752,8 @@ impl Cache {
         };
         let ca_matches = info
             .ca
-            .as_deref()
-            .and_then(parse_content_address)
-            .is_some_and(|(mode, hash)| mode == entry.hash.mode && hash == *declared);
+            .as_ref()
+            .is_some_and(|ca| ca.mode == entry.hash.mode && ca.hash == *declared);
         Ok((info.store_path == store_path && ca_matches).then_some(info))
     }
 
@@ -979,7 +879,7 @@ impl Cache {
             });
         }
         let mut sink = self.nar_sink(entry, &declared)?;
-        nar::dump_path(dir, &mut sink)?;
+        crate::nar::dump_path(dir, &mut sink)?;
         self.commit(
             entry,
             &declared,
@@ -1070,7 +970,7 @@ impl Cache {
         let sink = self.nar_sink_without_file(entry, &declared);
         let (sink, flat) = {
             let mut nar =
-                decompressor(compression.name(), &mut compressed).map_err(|e| Error::Corrupt {
+                decompressor(compression, &mut compressed).map_err(|e| Error::Corrupt {
                     what: file.display().to_string(),
                     reason: e.to_string(),
                 })?;
@@ -1106,23 +1006,22 @@ impl Cache {
             sink_error: None,
         };
         let flat = if is_flat(entry) {
-            let mut visitor = FlatFileVisitor {
-                hashes: ContentHashes::new(declared.algo),
-                digests: None,
-                mirror: if self.options.layout.mirror {
-                    Some(self.new_temp()?)
-                } else {
-                    None
-                },
+            let mut mirror = if self.options.layout.mirror {
+                Some(self.new_temp()?)
+            } else {
+                None
             };
-            let parsed = nar::parse(&mut tee, &mut visitor);
-            check_tee(tee.sink_error, parsed)?;
+            let hashes = ContentHashes::new(declared.algo);
+            let parsed = nar::parse_single_file(&mut tee, |file, contents| {
+                hash_flat_file(&hashes, mirror.as_mut(), file, contents)
+            });
+            let (digests, _) = check_tee(tee.sink_error, parsed)?;
             Some(FlatOutcome {
-                digests: visitor.digests()?,
-                mirror_source: visitor.mirror.map(FileSource::Temp),
+                digests,
+                mirror_source: mirror.map(FileSource::Temp),
             })
         } else {
-            let parsed = nar::parse(&mut tee, &mut ValidateOnly);
+            let parsed = nar::validate(&mut tee).map_err(Error::from);
             check_tee(tee.sink_error, parsed)?;
             None
         };
@@ -1151,7 +1050,11 @@ impl Cache {
                 got: got.to_sri(),
             });
         }
-        let store_path = fixed_output_path(&entry.name, entry.hash.mode, declared);
+        let name = StorePathName::new(&entry.name).map_err(|e| Error::Corrupt {
+            what: entry.store_path.clone(),
+            reason: e.to_string(),
+        })?;
+        let store_path = content_address(entry, declared).store_path(&name);
         if store_path.to_path_string() != entry.store_path {
             return Err(Error::StorePathMismatch {
                 what: entry.name.clone(),
@@ -1170,12 +1073,13 @@ impl Cache {
         };
         let nar_file = match nar.file {
             Some(file) => {
-                let url = format!(
+                let url = NarUrl::new(&format!(
                     "nar/{}.nar{}",
                     file.hash.to_nix32(),
                     file.compression.extension()
-                );
-                self.place(file.source, &self.root.join(&url))?;
+                ))
+                .expect("nar/<nix32>.nar<ext> is a relative path");
+                self.place(file.source, &self.root.join(url.as_path()))?;
                 Some((url, file.compression))
             }
             None => None,
@@ -1198,12 +1102,12 @@ impl Cache {
         entry: &Entry,
         declared: &Hash,
         store_path: StorePath,
-        (url, compression): (String, Compression),
+        (url, compression): (NarUrl, Compression),
         published: &Published,
     ) -> Result<(), Error> {
         let mut info = NarInfo {
             url,
-            compression: compression.name().to_string(),
+            compression,
             file_hash: Some(published.file_hash.clone()),
             file_size: Some(published.file_size),
             nar_hash: published.nar_hash.clone(),
@@ -1211,13 +1115,13 @@ impl Cache {
             references: Vec::new(),
             deriver: None,
             sigs: Vec::new(),
-            ca: Some(content_address(entry.hash.mode, declared)),
+            ca: Some(content_address(entry, declared)),
             store_path,
         };
         if let Some(key) = &self.options.signing_key {
             info.sigs.push(key.sign(&info.fingerprint()));
         }
-        let path = self.narinfo_path(&info.store_path.hash_part);
+        let path = self.narinfo_path(info.store_path.hash_part());
         self.write_atomically(&path, info.render().as_bytes())
     }
 
@@ -1338,18 +1242,21 @@ impl Cache {
         let text =
             fs::read_to_string(&narinfo_path).map_err(Error::io(format!("reading {what}")))?;
         let info = NarInfo::parse(&text)?;
-        if info.store_path.hash_part != hash_part {
+        if info.store_path.hash_part() != hash_part {
             return Err(corrupt(format!(
                 "names {}, not a path with hash {hash_part}",
                 info.store_path.to_path_string()
             )));
         }
-        let (mode, ca_hash) = info
+        let ca = info
             .ca
-            .as_deref()
-            .and_then(parse_content_address)
-            .ok_or_else(|| corrupt("no valid CA field".into()))?;
-        let expected_path = fixed_output_path(&info.store_path.name, mode, &ca_hash);
+            .clone()
+            .ok_or_else(|| corrupt("no CA field".into()))?;
+        let expected_path = ca.store_path(info.store_path.name());
+        let ContentAddress {
+            mode,
+            hash: ca_hash,
+        } = ca;
         if expected_path != info.store_path {
             return Err(Error::StorePathMismatch {
                 what: what.clone(),
@@ -1358,7 +1265,8 @@ impl Cache {
             });
         }
 
-        let nar_path = self.root.join(&info.url);
+        // The URL is a checked relative path, so this names a file inside the cache.
+        let nar_path = self.root.join(info.url.as_path());
         let nar_file =
             File::open(&nar_path).map_err(Error::io(format!("opening {}", nar_path.display())))?;
         let nar_file_size = nar_file
@@ -1377,7 +1285,7 @@ impl Cache {
         };
         let mut nar_hashes = ContentHasher::new(ContentHashes::new(nar_algo), info.nar_size);
         let (flat, nar_size) = {
-            let decompressed = decompressor(&info.compression, &mut compressed)
+            let decompressed = decompressor(info.compression, &mut compressed)
                 .map_err(|e| corrupt(format!("{}: {e}", info.compression)))?;
             let mut counted = CountingReader {
                 inner: HashingReader {
@@ -1387,15 +1295,13 @@ impl Cache {
                 count: 0,
             };
             let flat = if mode == HashMode::Flat {
-                let mut visitor = FlatFileVisitor {
-                    hashes: ContentHashes::new(ca_hash.algo),
-                    digests: None,
-                    mirror: None,
-                };
-                nar::parse(&mut counted, &mut visitor)?;
-                Some(visitor.digests()?)
+                let hashes = ContentHashes::new(ca_hash.algo);
+                let (digests, _) = nar::parse_single_file(&mut counted, |file, contents| {
+                    hash_flat_file(&hashes, None, file, contents)
+                })?;
+                Some(digests)
             } else {
-                nar::parse(&mut counted, &mut ValidateOnly)?;
+                nar::validate(&mut counted)?;
                 None
             };
             (flat, counted.count)
@@ -1481,26 +1387,21 @@ impl Cache {
     }
 }
 
-fn check_tee(sink_error: Option<io::Error>, parsed: Result<u64, Error>) -> Result<(), Error> {
+/// The parse's outcome, unless writing the NAR's bytes to the cache failed first (a NAR
+/// that breaks off then is a symptom, not the cause).
+fn check_tee<T>(sink_error: Option<io::Error>, parsed: Result<T, Error>) -> Result<T, Error> {
     match sink_error {
         Some(e) => Err(Error::io("writing NAR to the cache")(e)),
-        None => parsed.map(drop),
+        None => parsed,
     }
 }
 
-fn decompressor<'a>(compression: &str, input: impl Read + 'a) -> io::Result<Box<dyn Read + 'a>> {
-    Ok(match compression {
-        "none" => Box::new(input),
-        "xz" => Box::new(xz2::read::XzDecoder::new_multi_decoder(input)),
-        "zstd" => Box::new(zstd::stream::read::Decoder::new(input)?),
-        "bzip2" => Box::new(bzip2::read::MultiBzDecoder::new(input)),
-        other => {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                format!("unsupported compression '{other}'"),
-            ))
-        }
-    })
+/// The content address a publish checks `entry` against: its mode and declared hash.
+fn content_address(entry: &Entry, declared: &Hash) -> ContentAddress {
+    ContentAddress {
+        mode: entry.hash.mode,
+        hash: declared.clone(),
+    }
 }
 
 struct CountingReader<R: Read> {
@@ -1516,72 +1417,30 @@ impl<R: Read> Read for CountingReader<R> {
     }
 }
 
-/// Decodes the NAR of a flat output: one non-executable regular file, hashed (and copied
-/// to a mirror temp file) on the way.
-struct FlatFileVisitor {
-    /// The hashers to run over the file's bytes.
-    hashes: ContentHashes,
-    /// What they gave, once the file was seen.
-    digests: Option<ContentDigests>,
-    mirror: Option<TempFile>,
-}
-
-impl FlatFileVisitor {
-    fn digests(&mut self) -> Result<ContentDigests, Error> {
-        self.digests
-            .take()
-            .ok_or_else(|| Error::BadNar("no regular file in archive".into()))
+/// Hashes the single file of a flat output's NAR (and copies it to a mirror temp file on
+/// the way); a flat output is one non-executable regular file.
+fn hash_flat_file(
+    hashes: &ContentHashes,
+    mirror: Option<&mut TempFile>,
+    file: SingleFile,
+    contents: &mut dyn Read,
+) -> Result<ContentDigests, Error> {
+    if file.executable {
+        return Err(Error::Corrupt {
+            what: "NAR".into(),
+            reason: "a flat output must not be executable".into(),
+        });
     }
-}
-
-impl NarVisitor for FlatFileVisitor {
-    fn directory(&mut self, _: &Path) -> Result<(), Error> {
-        Err(Error::BadNar(
-            "a flat output must be a single regular file, found a directory".into(),
-        ))
-    }
-    fn symlink(&mut self, _: &Path, _: &Path) -> Result<(), Error> {
-        Err(Error::BadNar(
-            "a flat output must be a single regular file, found a symlink".into(),
-        ))
-    }
-    fn regular(
-        &mut self,
-        _: &Path,
-        executable: bool,
-        size: u64,
-        contents: &mut dyn Read,
-    ) -> Result<(), Error> {
-        if executable {
-            return Err(Error::BadNar("a flat output must not be executable".into()));
-        }
-        let mut hashes = ContentHasher::new(self.hashes.clone(), size);
-        let mut reader = HashingReader {
-            inner: contents,
-            hashes: &mut hashes,
-        };
-        match &mut self.mirror {
-            Some(temp) => nar::copy_contents(&mut reader, &mut temp.file)?,
-            None => nar::copy_contents(&mut reader, &mut io::sink())?,
-        };
-        self.digests = Some(hashes.finish());
-        Ok(())
-    }
-}
-
-/// Checks a NAR's structure and nothing else.
-struct ValidateOnly;
-
-impl NarVisitor for ValidateOnly {
-    fn directory(&mut self, _: &Path) -> Result<(), Error> {
-        Ok(())
-    }
-    fn symlink(&mut self, _: &Path, _: &Path) -> Result<(), Error> {
-        Ok(())
-    }
-    fn regular(&mut self, _: &Path, _: bool, _: u64, _: &mut dyn Read) -> Result<(), Error> {
-        Ok(())
-    }
+    let mut hasher = ContentHasher::new(hashes.clone(), file.size);
+    let mut reader = HashingReader {
+        inner: contents,
+        hashes: &mut hasher,
+    };
+    match mirror {
+        Some(temp) => nar::copy_contents(&mut reader, &mut temp.file)?,
+        None => nar::copy_contents(&mut reader, &mut io::sink())?,
+    };
+    Ok(hasher.finish())
 }
 
 #[cfg(test)]
@@ -1589,7 +1448,12 @@ mod tests {
     use super::*;
 
     fn flat_entry(name: &str, hash: &Hash) -> Entry {
-        Entry::new(name, HashMode::Flat, hash, srcgrab_manifest::Kind::Url)
+        Entry::new(
+            &StorePathName::new(name).unwrap(),
+            HashMode::Flat,
+            hash,
+            srcgrab_manifest::Kind::Url,
+        )
     }
 
     /// Writes `chunks` to `path` through [`HashedWrites`] and seals the hash to it.

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::builder::NixBuilder;
-use crate::cache::{Cache, Published};
+use crate::cache::{Cache, Compression, Published};
 use crate::download::{rewrite, DownloadOptions, Downloaded, Downloader, Rewrite};
 use crate::git::{forge_git_source, GitFetcher};
 use crate::report::{EntryReport, How, Outcome, Progress, Rejection, Report};
@@ -558,8 +558,12 @@ impl Run {
             Native::Nar => {
                 // As Nix: the entry's own URL, not a mirror's, says whether it is compressed.
                 let xz = entry.urls.first().is_some_and(|u| u.ends_with(".xz"));
-                let compression = if xz { "xz" } else { "none" };
-                publish_nar_file(cache, entry, path, compression.into(), None).await
+                let compression = if xz {
+                    Compression::Xz
+                } else {
+                    Compression::None
+                };
+                publish_nar_file(cache, entry, path, compression, None).await
             }
             Native::Unpack => blocking(move || unpack_and_publish(&cache, &entry, &path)).await,
         }

@@ -9,9 +9,9 @@ use futures_util::StreamExt;
 use srcgrab_manifest::{Entry, Kind};
 
 use crate::download::{rewrite, DownloadOptions, Downloader, Rewrite};
-use crate::nar;
 use crate::report::NoProgress;
 use crate::Error;
+use srcgrab_formats::nar;
 
 #[derive(Debug, Clone, Default)]
 pub struct ProbeOptions {

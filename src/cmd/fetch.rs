@@ -2,6 +2,7 @@
 //! binary cache and hashed mirror; bars on a terminal, periodic lines otherwise, a summary
 //! at the end and optionally a JSON report of every entry.
 
+use crate::cli_values::{parse_rate, parse_rewrite, parse_size};
 use crate::cmd::report::{human_bytes, read_manifest};
 use crate::progress::{self, PeriodicLog};
 use crate::Status;
@@ -9,10 +10,10 @@ use anyhow::Context as _;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget};
 use srcgrab_fetcher::builder::NixBuilder;
 use srcgrab_fetcher::cache::{Cache, CacheOptions, Compression, Layout};
-use srcgrab_fetcher::download::{parse_rate, parse_size, DownloadOptions, Rewrite};
+use srcgrab_fetcher::download::{DownloadOptions, Rewrite};
 use srcgrab_fetcher::fetch::{FetchOptions, DEFAULT_SUBSTITUTER};
 use srcgrab_fetcher::report::{EntryReport, Outcome, Progress, Report};
-use srcgrab_fetcher::sign::SecretKey;
+use srcgrab_formats::signature::SecretKey;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -60,7 +61,7 @@ pub struct Args {
     #[arg(long = "hashed-mirror", value_name = "URL")]
     hashed_mirrors: Vec<String>,
     /// Rewrite URLs starting with FROM to start with TO (repeatable; first match wins).
-    #[arg(long = "rewrite", value_name = "FROM=TO")]
+    #[arg(long = "rewrite", value_name = "FROM=TO", value_parser = parse_rewrite)]
     rewrites: Vec<Rewrite>,
     /// Compression of the NARs written.
     #[arg(long, default_value = "zstd", value_name = "none|xz|zstd|bzip2")]
@@ -116,7 +117,11 @@ fn parse_layout(text: &str) -> Result<Layout, String> {
 pub fn run(args: Args) -> anyhow::Result<Status> {
     let manifest = read_manifest(&args.manifest)?;
     let signing_key = match &args.sign_key {
-        Some(path) => Some(SecretKey::from_file(path)?),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading signing key {}", path.display()))?;
+            Some(SecretKey::parse(&text)?)
+        }
         None => None,
     };
     let cache = Cache::open(

@@ -3,7 +3,7 @@
 
 use anyhow::Context as _;
 use rayon::prelude::*;
-use srcgrab_fetcher::narinfo::NarInfo;
+use srcgrab_formats::narinfo::NarInfo;
 use srcgrab_manifest::{Entry, Manifest, StorePath};
 use std::collections::HashMap;
 use std::path::Path;
@@ -55,7 +55,8 @@ impl EntrySizes {
         let by_store_path = paths
             .into_par_iter()
             .filter_map(|path| {
-                let hash_part = StorePath::parse(path).ok()?.hash_part;
+                let store_path = StorePath::parse(path).ok()?;
+                let hash_part = store_path.hash_part();
                 let text =
                     std::fs::read_to_string(cache.join(format!("{hash_part}.narinfo"))).ok()?;
                 let info = NarInfo::parse(&text).ok()?;
