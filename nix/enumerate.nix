@@ -16,12 +16,17 @@ let
     // (if settings.allowBroken then { allowBroken = true; } else { })
     // (if settings.allowInsecure then { allowInsecurePredicate = _: true; } else { });
 
-  # nixpkgs: aliases only repeat other attributes (or throw "has been renamed"), so they are
-  # left out like Hydra does.
-  nixpkgsFor = system: fn (userArgs // {
-    inherit system;
-    config = { allowAliases = false; } // (userArgs.config or { }) // configFlags;
-  });
+  # nixpkgs is called as a user would call it, with the set's own default config plus the
+  # flags asked for (so a fork whose packages use alias names evaluates), and with the
+  # overlays given by --arg or none: never ~/.config/nixpkgs/overlays.nix or
+  # <nixpkgs-overlays>, which nixpkgs reads when no `overlays` argument is passed.
+  nixpkgsWith = system: config: fn (userArgs // { inherit system config; }
+    // (if (builtins.functionArgs fn) ? overlays then { overlays = userArgs.overlays or [ ]; } else { }));
+  nixpkgsFor = system: nixpkgsWith system ((userArgs.config or { }) // configFlags);
+
+  # The names walked are those of the set without its aliases, as Hydra lists it: an alias
+  # only repeats another attribute or throws "has been renamed".
+  listingFor = system: nixpkgsWith system ((userArgs.config or { }) // configFlags // { allowAliases = false; });
 
   # --file: call a function like nix-build does, with the arguments it names (all of them
   # for `{ ... }:`); `system` and the config flags only when it takes them.
@@ -36,10 +41,20 @@ let
       in
       fn (if formals == { } then offered else builtins.intersectAttrs formals offered);
 
-  roots = builtins.listToAttrs (map (system: {
-    name = system;
-    value = if mode == "nixpkgs" then nixpkgsFor system else fileFor system;
-  }) systems);
+  perSystem = f: builtins.listToAttrs (map (system: { name = system; value = f system; }) systems);
+  roots = perSystem (if mode == "nixpkgs" then nixpkgsFor else fileFor);
+  listings = if mode == "nixpkgs" then perSystem listingFor else roots;
+
+  at = root: path: builtins.foldl' (set: name: set.${name}) root path;
+
+  # The names of a walked set, from the alias-free listing of the same path; where that
+  # listing throws (an alias-only set in a fork), from the set itself.
+  childrenOf = system: path: value:
+    let
+      listed = builtins.tryEval (builtins.attrNames (at listings.${system} path));
+      names = if listed.success then builtins.filter (name: value ? ${name}) listed.value else builtins.attrNames value;
+    in
+    builtins.filter (name: name != "recurseForDerivations") names;
 
   isDerivation = v: builtins.isAttrs v && (v.type or null) == "derivation";
 
@@ -54,11 +69,12 @@ in
 
   # SYSTEM is an index into settings.systems: questions are sent one byte at a time, so
   # they are kept short.
-  describe = system: path: explicit:
-    let value = builtins.foldl' (set: name: set.${name}) roots.${builtins.elemAt systems system} path;
+  describe = systemIndex: path: explicit:
+    let
+      system = builtins.elemAt systems systemIndex;
+      value = at roots.${system} path;
     in
     if isDerivation value then { drv = value.drvPath; }
-    else if builtins.isAttrs value && walked explicit value then
-      { children = builtins.filter (name: name != "recurseForDerivations") (builtins.attrNames value); }
+    else if builtins.isAttrs value && walked explicit value then { children = childrenOf system path value; }
     else { skip = true; };
 }

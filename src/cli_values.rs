@@ -3,7 +3,7 @@
 //! `K`, `M`, `G`, `T` (also written `KiB`, `MiB`, …) are powers of 1024, `KB`, `MB`, `GB`,
 //! `TB` powers of 1000, case ignored; a bare number is bytes.
 
-use srcgrab_fetcher::download::Rewrite;
+use srcgrab_fetcher::net::Rewrite;
 
 /// Bytes per unit, by the rule above.
 fn unit_bytes(unit: &str) -> Option<u64> {

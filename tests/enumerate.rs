@@ -43,6 +43,14 @@ fn enumerate(dir: &Path, file: &str, args: &[&str]) -> (i32, String) {
     (code, std::fs::read_to_string(output).unwrap())
 }
 
+/// A git entry's source, as expected.
+#[derive(Clone, Copy)]
+struct ExpectedGit {
+    url: &'static str,
+    rev: &'static str,
+    fetch_submodules: bool,
+}
+
 /// One expected manifest entry.
 #[derive(Clone, Copy)]
 struct Expected {
@@ -61,11 +69,10 @@ struct Expected {
     post_fetch: bool,
     /// (stripRoot, extension) for url-unpack.
     unpack: Option<(bool, Option<&'static str>)>,
+    git: Option<ExpectedGit>,
     /// The served file, for flat hashes (checked against the file itself).
     served: Option<&'static str>,
 }
-
-const A: &str = "http://fixture-a.invalid";
 
 fn expected_whole_set() -> Vec<Expected> {
     let base = Expected {
@@ -82,6 +89,7 @@ fn expected_whole_set() -> Vec<Expected> {
         executable: false,
         post_fetch: false,
         unpack: None,
+        git: None,
         served: None,
     };
     vec![
@@ -169,6 +177,11 @@ fn expected_whole_set() -> Vec<Expected> {
             recursive: true,
             kind: "git",
             attrs: &["demo"],
+            git: Some(ExpectedGit {
+                url: "http://fixture-a.invalid/git/demo.git",
+                rev: "822dfc54fc7ba20adb4bc8cadcc4fa7930aef36a",
+                fetch_submodules: true,
+            }),
             ..base
         },
         Expected {
@@ -268,10 +281,13 @@ const EXPECTED_FAILURES: &[(&str, &str)] = &[
 
 /// (drvPath by the derivation's own system, the smallest when a system has several;
 /// outPath) of each selected FOD, asked of Nix.
-fn nix_paths(rows: &[&Expected]) -> BTreeMap<String, (BTreeMap<String, String>, String)> {
+fn nix_paths(
+    set: &Path,
+    rows: &[&Expected],
+) -> BTreeMap<String, (BTreeMap<String, String>, String)> {
     let mut expr = format!(
         "let at = system: import {} {{ inherit system; }}; in {{ ",
-        fixture().display()
+        set.display()
     );
     for row in rows {
         let per_system: Vec<String> = row
@@ -343,21 +359,52 @@ fn owned(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
 
-/// Compares the manifest's entries with the expectation, field by field.
-fn check_entries(manifest: &Value, expected: &[&Expected]) {
+/// Compares the manifest's entries with the expectation, field by field: the entries of the
+/// fixture set `set`, each with exactly the fields expected.
+fn check_entries(manifest: &Value, set: &Path, expected: &[&Expected]) {
     let entries = manifest["entries"].as_array().unwrap();
     let mut want: Vec<&str> = expected.iter().map(|e| e.name).collect();
     want.sort();
     assert_eq!(entry_names(manifest), want);
-    let paths = nix_paths(expected);
+    let paths = nix_paths(set, expected);
     for row in expected {
         let e = entries.iter().find(|e| e["name"] == row.name).unwrap();
         let (drv, out_path) = &paths[row.name];
         let what = row.name;
+        let mut fields: Vec<&str> = e.as_object().unwrap().keys().map(String::as_str).collect();
+        fields.sort();
+        let mut want_fields = vec![
+            "attrCount",
+            "attrs",
+            "drvPaths",
+            "hash",
+            "kind",
+            "name",
+            "storePath",
+            "systems",
+        ];
+        for (field, present) in [
+            ("urls", !row.urls.is_empty()),
+            ("originalUrls", !row.original_urls.is_empty()),
+            ("executable", row.executable),
+            ("postFetch", row.post_fetch),
+            ("unpack", row.unpack.is_some()),
+            ("git", row.git.is_some()),
+        ] {
+            if present {
+                want_fields.push(field);
+            }
+        }
+        want_fields.sort();
+        assert_eq!(fields, want_fields, "{what}: the fields of the entry");
         assert_eq!(e["storePath"], out_path.as_str(), "{what}");
         assert_eq!(e["drvPaths"], serde_json::json!(drv), "{what}");
         assert_eq!(e["hash"]["sri"], row.sri, "{what}");
-        assert_eq!(e["hash"]["algo"], "sha256", "{what}");
+        assert_eq!(
+            e["hash"]["algo"].as_str(),
+            row.sri.split('-').next(),
+            "{what}"
+        );
         assert_eq!(
             e["hash"]["mode"],
             if row.recursive { "recursive" } else { "flat" },
@@ -390,16 +437,14 @@ fn check_entries(manifest: &Value, expected: &[&Expected]) {
             }
             None => assert!(e.get("unpack").is_none(), "{what}"),
         }
-        if row.kind == "git" {
+        if let Some(want) = row.git {
             let git = &e["git"];
-            assert_eq!(git["url"], format!("{A}/git/demo.git"));
-            assert_eq!(git["rev"], "822dfc54fc7ba20adb4bc8cadcc4fa7930aef36a");
-            assert_eq!(git["fetchSubmodules"], true);
-            assert_eq!(git["leaveDotGit"], false);
-            assert_eq!(git["deepClone"], false);
-            assert_eq!(git["fetchLfs"], false);
-        } else {
-            assert!(e.get("git").is_none(), "{what}");
+            assert_eq!(git["url"], want.url, "{what}");
+            assert_eq!(git["rev"], want.rev, "{what}");
+            assert_eq!(git["fetchSubmodules"], want.fetch_submodules, "{what}");
+            assert_eq!(git["leaveDotGit"], false, "{what}");
+            assert_eq!(git["deepClone"], false, "{what}");
+            assert_eq!(git["fetchLfs"], false, "{what}");
         }
         if let Some(served) = row.served {
             let file = root().join("tests/fixtures/sources").join(served);
@@ -442,7 +487,11 @@ fn whole_fixture_for_two_systems_matches_the_hand_written_manifest() {
     let manifest: Value = serde_json::from_str(&text).unwrap();
 
     let expected = expected_whole_set();
-    check_entries(&manifest, &expected.iter().collect::<Vec<_>>());
+    check_entries(
+        &manifest,
+        Path::new(fixture),
+        &expected.iter().collect::<Vec<_>>(),
+    );
 
     let failures: Vec<(String, String, String)> = manifest["failures"]
         .as_array()
@@ -520,7 +569,7 @@ fn attrs_select_derivations_and_explicit_sets() {
         .unwrap()
         .clone_for(&["hello"], 1);
     bootstrap.systems = &["x86_64-linux"];
-    check_entries(&manifest, &[&hello, &bootstrap]);
+    check_entries(&manifest, Path::new(fixture), &[&hello, &bootstrap]);
     assert_eq!(manifest["failures"], serde_json::json!([]));
     assert_eq!(strings(&manifest["provenance"]["attrs"]), owned(&["hello"]));
 
@@ -992,4 +1041,348 @@ fn fixture_sources_unpack_to_the_declared_recursive_hashes() {
     ]));
     std::fs::remove_dir_all(checkout.join(".git")).unwrap();
     assert_eq!(nar_sri(&checkout), sri("demo-0.2-source"));
+}
+
+fn current_fixture() -> PathBuf {
+    root().join("tests/fixtures/pkgs-current")
+}
+
+const GH: &str = "https://github.fixture-a.invalid";
+
+/// The current-shape fixture's manifest, written from its sources: every fetcher as nixpkgs
+/// writes it today, and the fork's packages that reach their dependencies by alias names.
+fn expected_current_set() -> Vec<Expected> {
+    let base = Expected {
+        name: "",
+        select: "",
+        sri: "",
+        recursive: false,
+        kind: "url",
+        urls: &[],
+        original_urls: &[],
+        systems: BOTH,
+        attrs: &[],
+        attr_count: 1,
+        executable: false,
+        post_fetch: false,
+        unpack: None,
+        git: None,
+        served: None,
+    };
+    let archive = Expected {
+        recursive: true,
+        kind: "url-unpack",
+        unpack: Some((true, Some("tar.gz"))),
+        ..base
+    };
+    vec![
+        Expected {
+            name: "bootstrap-tools.sh",
+            select: "pkgs.bootstrapTools",
+            sri: "sha256-L3Qji/8YOk+PFcOUJZemi8IwthWir2WCL6/xBpAh0ho=",
+            kind: "builtin",
+            urls: &["http://fixture-a.invalid/bootstrap/bootstrap-tools.sh"],
+            // Every mkDerivation package (15, the alias users among them).
+            attrs: &[
+                "app-uses-alias",
+                "bootstrapTools",
+                "codeberg-app",
+                "curl-current",
+                "gitapp",
+            ],
+            attr_count: 15,
+            ..base
+        },
+        Expected {
+            name: "zlib-1.3.1",
+            select: "pkgs.zlib.src",
+            sri: "sha256-DqVcKPgBTYiGtiSP49pdWI9VwII4R6a0V58RMbBRteI=",
+            urls: &[
+                "https://gnu.fixture-a.invalid/gnu/zlib/zlib-1.3.1.tar.gz",
+                "https://gnu-b.fixture-a.invalid/pub/gnu/zlib/zlib-1.3.1.tar.gz",
+            ],
+            original_urls: &["mirror://gnu/zlib/zlib-1.3.1.tar.gz"],
+            // Also reached through the alias zlibOld.
+            attrs: &["app-uses-alias", "zlib"],
+            attr_count: 2,
+            ..base
+        },
+        Expected {
+            name: "app-1.0.tar.gz",
+            select: "pkgs.app-uses-alias.src",
+            sri: "sha256-Q5ptuBfadyzCVi9S1RCGlVCOD7Oigw/jZnpIXhh+7cs=",
+            urls: &["https://downloads.fixture-a.invalid/app-1.0.tar.gz"],
+            attrs: &["app-uses-alias"],
+            ..base
+        },
+        Expected {
+            name: "curl-src",
+            select: "pkgs.curl-current.src",
+            sri: "sha256-Qn5LebHw/JAwbL4GSxKXsh3Gg1v6ZW079GvBVuPyS7A=",
+            urls: &["https://github.fixture-a.invalid/curl/curl/archive/refs/tags/curl-8_11_0.tar.gz"],
+            // tool-uses-alias reaches it as curlMinimalOld.
+            attrs: &["curl-current", "tool-uses-alias"],
+            attr_count: 2,
+            ..archive
+        },
+        Expected {
+            name: "ripgrep-src",
+            select: "pkgs.ripgrep.src",
+            sri: "sha256-MxZSI6Cjw0dVeDHHjjeAyv5fIu9hoNvypT75o3Vusck=",
+            urls: &["https://github.fixture-a.invalid/BurntSushi/ripgrep/archive/4649aa9700619f94cf9c66876e9549d83420e16c.tar.gz"],
+            attrs: &["ripgrep"],
+            ..archive
+        },
+        Expected {
+            name: "serde-1.0.0.tar.gz",
+            select: "pkgs.ripgrep.crate",
+            sri: "sha256-i5F8S2FjvILvSv8CXG9fTVQgUjLEWV85t7QwCCVqbLc=",
+            urls: &["https://crates.fixture-a.invalid/api/v1/crates/serde/1.0.0/download"],
+            attrs: &["ripgrep"],
+            ..archive
+        },
+        Expected {
+            name: "withsubs-src",
+            select: "pkgs.withsubs.src",
+            sri: "sha256-n3tO3aZxdXx9KKtpDDk4XI36ZzH6iVowY09rkaWZfXY=",
+            recursive: true,
+            kind: "git",
+            attrs: &["withsubs"],
+            git: Some(ExpectedGit {
+                url: "https://github.fixture-a.invalid/acme/withsubs.git",
+                rev: "0123456789abcdef0123456789abcdef01234567",
+                fetch_submodules: true,
+            }),
+            ..base
+        },
+        Expected {
+            name: "gitlab-src",
+            select: "pkgs.gitlab-app.src",
+            sri: "sha256-nZbZ1bGt3X5+YRmiOx5bX2hUUxK/7LIdHNxq8iuGKLg=",
+            urls: &["https://gitlab.fixture-a.invalid/api/v4/projects/group%2Flab/repository/archive.tar.gz?sha=refs/tags/v3.1"],
+            unpack: Some((true, None)),
+            attrs: &["gitlab-app"],
+            ..archive
+        },
+        Expected {
+            name: "codeberg-src",
+            select: "pkgs.codeberg-app.src",
+            sri: "sha256-2hSF7TNjq/zKzPmqoPnwvMfE97qd3xczDhYn6JqSzjc=",
+            urls: &["https://codeberg.fixture-a.invalid/forgejo/berg/archive/refs/tags/v0.5.tar.gz"],
+            attrs: &["codeberg-app"],
+            ..archive
+        },
+        Expected {
+            name: "srht-src",
+            select: "pkgs.srht-app.src",
+            sri: "sha256-3BKC8DVLsaLbahn/xsJzyliD30Q4NFNgJHnRQeM4L4A=",
+            urls: &["https://git.sr.fixture-a.invalid/~alice/hut/archive/89abcdef0123456789abcdef0123456789abcdef.tar.gz"],
+            unpack: Some((true, None)),
+            attrs: &["srht-app"],
+            ..archive
+        },
+        Expected {
+            name: "gitapp-src",
+            select: "pkgs.gitapp.src",
+            sri: "sha256-ttY5xe6CRSiuT7Xn8Vhhu38Wz7IDz3X3yj5pk88yIso=",
+            recursive: true,
+            kind: "git",
+            attrs: &["gitapp"],
+            git: Some(ExpectedGit {
+                url: "https://git.fixture-a.invalid/app.git",
+                rev: "refs/tags/v2.0",
+                fetch_submodules: true,
+            }),
+            ..base
+        },
+        Expected {
+            name: "abc.patch",
+            select: "builtins.head pkgs.patched.patches",
+            sri: "sha256-pIletEr8M2/su6blIM1n4XjazgJ2ZV0QL87/qOX3BXA=",
+            urls: &["https://github.fixture-a.invalid/acme/app/commit/abc.patch"],
+            post_fetch: true,
+            attrs: &["patched"],
+            ..base
+        },
+        Expected {
+            name: "requests-2.32.3.tar.gz",
+            select: "pkgs.pySet.requests.src",
+            sri: "sha256-7HJCDfXfvc5BEfcVyWM43zt8t19Y5HjSRJyXIOVg3ow=",
+            urls: &["https://pypi.fixture-a.invalid/packages/source/r/requests/requests-2.32.3.tar.gz"],
+            original_urls: &["mirror://pypi/r/requests/requests-2.32.3.tar.gz"],
+            // uses-old-name reaches it through the set's own alias.
+            attrs: &["pySet.requests", "pySet.uses-old-name"],
+            attr_count: 2,
+            ..base
+        },
+        Expected {
+            name: "amsmath.r61937.tar.xz",
+            select: "pkgs.texlivePackages.amsmath.src",
+            sri: "sha512-gpWzdfVTTOIuTladwujvt+JidD/c3ByOeXfg3+bDw5TqYoMa6WfZj1a72fJAWM/8ykCX3TPMH9z3lijJ28LnbA==",
+            urls: &[
+                "https://texlive.fixture-a.invalid/archive/amsmath.r61937.tar.xz",
+                "https://texlive-b.fixture-a.invalid/archive/amsmath.r61937.tar.xz",
+            ],
+            attrs: &["texlivePackages.amsmath"],
+            ..base
+        },
+        Expected {
+            name: "amsmath-61937-tex",
+            select: "pkgs.texlivePackages.amsmath",
+            sri: "sha256-gRvQqBEoEfCDNP/Qvr18295pgz++aHLAT9JfEpc1Z+U=",
+            recursive: true,
+            kind: "derived",
+            attrs: &["texlivePackages.amsmath"],
+            ..base
+        },
+        Expected {
+            name: "goapp-src",
+            select: "pkgs.goapp.src",
+            sri: "sha256-ran/oc/u1oVgJhkCLOb8QiwmGe5gsq70ldbFb0rDDs8=",
+            urls: &["https://github.fixture-a.invalid/acme/goapp/archive/fedcba9876543210fedcba9876543210fedcba98.tar.gz"],
+            attrs: &["goapp"],
+            ..archive
+        },
+        Expected {
+            name: "goapp-1-go-modules",
+            select: "pkgs.goapp.goModules",
+            sri: "sha256-YKogQCCvrndSnIP5mVwkh7Kj56ftOU1tHXLrcqa4Pr4=",
+            recursive: true,
+            kind: "other",
+            attrs: &["goapp"],
+            ..base
+        },
+    ]
+}
+
+#[test]
+fn current_fetchers_and_a_forks_alias_users_give_the_exact_manifest_on_both_systems() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = current_fixture();
+    let set = set.to_str().unwrap();
+    let args = [
+        "--nixpkgs",
+        set,
+        "--system",
+        "x86_64-linux",
+        "--system",
+        "aarch64-linux",
+    ];
+    let (code, text) = enumerate(dir.path(), "m.json", &args);
+    assert_eq!(
+        code, 0,
+        "default options evaluate every package of the fork"
+    );
+    let manifest: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(manifest["failures"], serde_json::json!([]));
+    assert_eq!(manifest["version"], 2);
+    let expected = expected_current_set();
+    check_entries(
+        &manifest,
+        Path::new(set),
+        &expected.iter().collect::<Vec<_>>(),
+    );
+    // GitHub archives of today's shape carry owner/repo/tag/rev in their env, and are
+    // still downloads the fetcher unpacks itself.
+    assert!(expected
+        .iter()
+        .any(|e| e.urls.iter().any(|u| u.starts_with(GH)) && e.kind == "url-unpack"));
+
+    // The rule that used to be the default: aliases off everywhere. The fork's alias users
+    // then fail, and what only they need is missing.
+    let (code, text) = enumerate(
+        dir.path(),
+        "no-aliases.json",
+        &[&args[..], &["--arg", "config", "{ allowAliases = false; }"]].concat(),
+    );
+    assert_eq!(code, 1);
+    let manifest: Value = serde_json::from_str(&text).unwrap();
+    let failed: Vec<(&str, &str)> = manifest["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["system"].as_str().unwrap(), f["attr"].as_str().unwrap()))
+        .collect();
+    let users = ["app-uses-alias", "pySet.uses-old-name", "tool-uses-alias"];
+    let want: Vec<(&str, &str)> = BOTH
+        .iter()
+        .flat_map(|s| users.iter().map(move |a| (*s, *a)))
+        .collect();
+    assert_eq!(failed, want);
+    assert!(!entry_names(&manifest).contains(&"app-1.0.tar.gz"));
+}
+
+#[test]
+fn a_users_nixpkgs_config_overlays_and_nix_path_do_not_change_the_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = current_fixture();
+    let args = [
+        "--nixpkgs",
+        set.to_str().unwrap(),
+        "--system",
+        "x86_64-linux",
+    ];
+    let (_, clean) = enumerate(dir.path(), "clean.json", &args);
+
+    // A hostile user environment: an overlay that adds a package with a source of its own
+    // and removes one, a config that turns aliases off, and the same through NIX_PATH and
+    // NIXPKGS_CONFIG.
+    let home = dir.path().join("home");
+    let user_nixpkgs = home.join(".config/nixpkgs");
+    std::fs::create_dir_all(&user_nixpkgs).unwrap();
+    let overlays = user_nixpkgs.join("overlays.nix");
+    std::fs::write(
+        &overlays,
+        r#"[ (self: super: {
+  hostile = self.mkDerivation { pname = "hostile"; version = "1"; buildCommand = "touch $out";
+    src = self.fetchurl { url = "https://evil.fixture-a.invalid/x"; hash = "sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="; }; };
+  zlib = throw "removed by the user's overlay";
+}) ]
+"#,
+    )
+    .unwrap();
+    let config = user_nixpkgs.join("config.nix");
+    std::fs::write(&config, "{ allowAliases = false; }\n").unwrap();
+    let hostile = |command: &mut Command| {
+        command
+            .env("HOME", &home)
+            .env("NIXPKGS_CONFIG", &config)
+            .env(
+                "NIX_PATH",
+                format!("nixpkgs-overlays={}", overlays.display()),
+            );
+    };
+    // The fixture does read them when called the way a user would.
+    let mut plain = Command::new("nix-instantiate");
+    plain.args(["--eval", "--strict", "--expr"]).arg(format!(
+        "let pkgs = import {} {{ }}; in [ (pkgs ? hostile) (pkgs ? zlibOld) ]",
+        set.display()
+    ));
+    hostile(&mut plain);
+    let out = plain.output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "[ true false ]",
+        "{}",
+        stderr(&out)
+    );
+
+    let output = dir.path().join("hostile.json");
+    let mut run = Command::new(env!("CARGO_BIN_EXE_srcgrab"));
+    run.args(["enumerate", "-o", output.to_str().unwrap()])
+        .args(args)
+        .current_dir(root());
+    hostile(&mut run);
+    // And a nix.conf of the user's that would stop any evaluation of the set.
+    let xdg = dir.path().join("xdg");
+    std::fs::create_dir_all(xdg.join("nix")).unwrap();
+    std::fs::write(xdg.join("nix/nix.conf"), "restrict-eval = true\n").unwrap();
+    run.env("XDG_CONFIG_HOME", &xdg)
+        .env("NIX_USER_CONF_FILES", xdg.join("nix/nix.conf"));
+    let out = run.output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        std::fs::read_to_string(output).unwrap() == clean,
+        "the user's config, overlays, nix.conf and NIX_PATH must not change the manifest"
+    );
 }

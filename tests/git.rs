@@ -12,9 +12,9 @@ mod support;
 
 use gitfixture::{nix_fetchgit, realise, Daemon, Repos};
 use srcgrab_fetcher::cache::{Cache, CacheOptions};
-use srcgrab_fetcher::download::Rewrite;
 use srcgrab_fetcher::git::GitFetcher;
 use srcgrab_fetcher::nar;
+use srcgrab_fetcher::net::Rewrite;
 use srcgrab_manifest::{GitSource, HashMode, Kind, Manifest, Provenance, Unpack};
 use std::path::Path;
 use std::process::Command;

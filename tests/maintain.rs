@@ -1108,7 +1108,13 @@ fn a_narinfo_pointing_outside_the_cache_is_refused_by_verify_repair_import_and_f
     for to in &outside_urls {
         plant(&c.cache, to);
         let before = server.requests(&route);
-        let o = srcgrab(&[&"fetch", &manifest, &"--cache", &c.cache, &"--no-substituters"]);
+        let o = srcgrab(&[
+            &"fetch",
+            &manifest,
+            &"--cache",
+            &c.cache,
+            &"--no-substituters",
+        ]);
         assert_code(&o, 0);
         assert_eq!(server.requests(&route), before + 1, "{to}: fetched again");
         assert_code(&verify(&c.cache, &[&"--manifest", &manifest]), 0);

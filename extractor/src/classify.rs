@@ -2,39 +2,21 @@
 //! and the URLs to download with `mirror://` expanded as nixpkgs' fetchurl builder.sh does.
 
 use srcgrab_formats::aterm::Derivation;
-use srcgrab_manifest::{GitSource, Kind, Unpack};
+use srcgrab_manifest::{Entry, GitSource, Kind, Unpack};
 use std::collections::BTreeMap;
 
-/// How to obtain one FOD.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fetch {
-    pub kind: Kind,
-    pub urls: Vec<String>,
-    /// The URLs as written, when mirror expansion changed them.
-    pub original_urls: Vec<String>,
-    pub executable: bool,
-    pub post_fetch: bool,
-    pub unpack: Option<Unpack>,
-    pub git: Option<GitSource>,
-}
-
-/// mirror:// sites: name -> base URLs in order.
-pub type Mirrors = BTreeMap<String, Vec<String>>;
-
-/// Classifies a FOD. `mirrors` is the env of its `mirrors-list` input (nixpkgs' fetchurl),
-/// when it has one.
-pub fn classify(drv: &Derivation, mirrors: Option<&BTreeMap<String, String>>) -> Fetch {
+/// Fills in how to obtain one FOD: the `kind` of `entry` and the fields that go with it
+/// (URLs, unpacking, git source, flags). `mirrors` is the env of its `mirrors-list` input
+/// (nixpkgs' fetchurl), when it has one.
+///
+/// A FOD is recognised by what its builder does, not by the attributes that ride along:
+/// nixpkgs' fetchurl builder (and fetchzip, fetchFromGitHub's archives, fetchCrate,
+/// fetchpatch, fetchPypi on top of it) always writes `urls` and `mirrorsFile`, whatever
+/// else a derived fetcher passes in `derivationArgs` (owner, repo, tag, rev, revCustom...).
+pub fn classify(drv: &Derivation, mirrors: Option<&BTreeMap<String, String>>, entry: &mut Entry) {
     let env = |key: &str| drv.env_str(key);
     let flag = |key: &str| env(key) == "1";
-    let mut fetch = Fetch {
-        kind: Kind::Other,
-        urls: Vec::new(),
-        original_urls: Vec::new(),
-        executable: false,
-        post_fetch: false,
-        unpack: None,
-        git: None,
-    };
+    let has = |key: &str| drv.env.contains_key(key);
     // Nix's builtin:fetchurl writes `url` (and `urls` in newer versions); the VCS fetchers `url`.
     let url_or_urls = || {
         let urls = split_words(env("urls"));
@@ -44,20 +26,20 @@ pub fn classify(drv: &Derivation, mirrors: Option<&BTreeMap<String, String>>) ->
             urls
         }
     };
+    let written_urls = split_words(env("urls"));
 
     if drv.builder == "builtin:fetchurl" {
-        fetch.kind = Kind::Builtin;
-        fetch.urls = url_or_urls();
-        fetch.executable = flag("executable");
+        entry.kind = Kind::Builtin;
+        entry.urls = url_or_urls();
+        entry.executable = flag("executable");
         // `unpack` means the download is a NAR to unpack: the bytes are not the output.
-        fetch.post_fetch = flag("unpack");
-        return fetch;
-    }
-    let has = |key: &str| drv.env.contains_key(key);
-    if has("rev") && (has("fetchSubmodules") || has("leaveDotGit") || has("deepClone")) {
-        fetch.kind = Kind::Git;
-        fetch.post_fetch = !env("postFetch").trim().is_empty();
-        fetch.git = Some(GitSource {
+        entry.post_fetch = flag("unpack");
+    } else if !written_urls.is_empty() && has("mirrorsFile") {
+        classify_fetchurl(drv, written_urls, mirrors, entry);
+    } else if has("rev") && (has("fetchSubmodules") || has("leaveDotGit") || has("deepClone")) {
+        entry.kind = Kind::Git;
+        entry.post_fetch = !env("postFetch").trim().is_empty();
+        entry.git = Some(GitSource {
             url: env("url").to_string(),
             rev: env("rev").to_string(),
             branch_name: Some(env("branchName").to_string()).filter(|b| !b.is_empty()),
@@ -68,24 +50,31 @@ pub fn classify(drv: &Derivation, mirrors: Option<&BTreeMap<String, String>>) ->
             non_cone_mode: flag("nonConeMode"),
             fetch_lfs: flag("fetchLFS"),
         });
-        return fetch;
+    } else if has("rev") && has("subrepoClause") {
+        entry.kind = Kind::Hg;
+        entry.urls = url_or_urls();
+    } else if has("rev") && (has("ignoreExternals") || has("ignoreKeywords")) {
+        entry.kind = Kind::Svn;
+        entry.urls = url_or_urls();
+    } else if !written_urls.is_empty() && !has("rev") {
+        // A fetchurl-shaped derivation without nixpkgs' mirror list (older or smaller sets).
+        classify_fetchurl(drv, written_urls, mirrors, entry);
+    } else {
+        // A lone `url` (bzr, darcs, fossil, ...), or no URL at all: only Nix can run it.
+        entry.kind = Kind::Other;
     }
-    if has("rev") && has("subrepoClause") {
-        fetch.kind = Kind::Hg;
-        fetch.urls = url_or_urls();
-        return fetch;
-    }
-    if has("rev") && (has("ignoreExternals") || has("ignoreKeywords")) {
-        fetch.kind = Kind::Svn;
-        fetch.urls = url_or_urls();
-        return fetch;
-    }
-    // nixpkgs' fetchurl (and fetchzip on top of it) always writes `urls`; a lone `url`
-    // belongs to some other fetcher (bzr, darcs, fossil, ...) that only Nix can run.
-    let written_urls = split_words(env("urls"));
-    if written_urls.is_empty() || has("rev") {
-        return fetch;
-    }
+}
+
+/// A download by nixpkgs' fetchurl builder: kept as is (`url`), unpacked by fetchzip's
+/// postFetch (`url-unpack`), or turned into something else by its own postFetch (`other`).
+fn classify_fetchurl(
+    drv: &Derivation,
+    written_urls: Vec<String>,
+    mirrors: Option<&BTreeMap<String, String>>,
+    entry: &mut Entry,
+) {
+    let env = |key: &str| drv.env_str(key);
+    let flag = |key: &str| env(key) == "1";
     let recursive = env("outputHashMode") == "recursive";
     let post_fetch = env("postFetch");
     let unpacks = recursive && !flag("executable") && is_fetchzip(post_fetch);
@@ -93,34 +82,44 @@ pub fn classify(drv: &Derivation, mirrors: Option<&BTreeMap<String, String>>) ->
         Some(sites) => expand_mirrors(&written_urls, sites),
         None => (written_urls.clone(), false),
     };
-    fetch.urls = urls;
+    entry.urls = urls;
     if expanded {
-        fetch.original_urls = written_urls;
+        entry.original_urls = written_urls;
     }
     if unpacks {
-        fetch.kind = Kind::UrlUnpack;
-        fetch.unpack = Some(Unpack {
-            strip_root: if has("stripRoot") {
+        entry.kind = Kind::UrlUnpack;
+        entry.unpack = Some(Unpack {
+            strip_root: if drv.env.contains_key("stripRoot") {
                 flag("stripRoot")
             } else {
                 post_fetch.contains("$unpackDir/$fn")
             },
             extension: Some(env("extension").to_string()).filter(|e| !e.is_empty()),
         });
-        fetch.post_fetch = has_own_post_fetch(post_fetch);
+        entry.post_fetch = has_own_post_fetch(post_fetch);
     } else if recursive
         && !flag("executable")
         && (flag("downloadToTemp") || !post_fetch.trim().is_empty())
     {
         // A recursive hash of a download that a postFetch turns into something else: only
         // the fetcher's own builder knows what it makes.
-        fetch.post_fetch = true;
+        entry.kind = Kind::Other;
+        entry.post_fetch = true;
     } else {
-        fetch.kind = Kind::Url;
-        fetch.executable = flag("executable");
-        fetch.post_fetch = !post_fetch.trim().is_empty();
+        entry.kind = Kind::Url;
+        entry.executable = flag("executable");
+        entry.post_fetch = !post_fetch.trim().is_empty();
     }
-    fetch
+}
+
+/// Whether an FOD that no fetcher of srcgrab's makes is made without the network, i.e. is
+/// `derived`: it asks for none of the network's variables (`impureEnvVars`: the proxies,
+/// GOPROXY, credentials that vendor-hash and custom fetchers ask for) and it builds on
+/// fetched inputs (one of its input derivations is an FOD, hence an entry of the same
+/// manifest). Its other inputs are the build toolchain, whose sources are entries too.
+pub fn is_derived(drv: &Derivation, is_fixed_output: impl Fn(&str) -> bool) -> bool {
+    drv.env_str("impureEnvVars").trim().is_empty()
+        && drv.input_drvs.keys().any(|path| is_fixed_output(path))
 }
 
 fn split_words(text: &str) -> Vec<String> {
@@ -183,6 +182,20 @@ pub fn expand_mirrors(urls: &[String], sites: &BTreeMap<String, String>) -> (Vec
 mod tests {
     use super::*;
     use srcgrab_formats::aterm::DrvOutput;
+    use srcgrab_manifest::{Hash, HashAlgo, HashMode, StorePathName};
+
+    /// The entry classify makes of `drv`.
+    fn classified(drv: &Derivation) -> Entry {
+        let hash = Hash::parse_digest(HashAlgo::Sha256, &"00".repeat(32)).unwrap();
+        let mut entry = Entry::new(
+            &StorePathName::new("x").unwrap(),
+            HashMode::Recursive,
+            &hash,
+            Kind::Other,
+        );
+        classify(drv, None, &mut entry);
+        entry
+    }
 
     fn drv(builder: &str, env: &[(&str, &str)]) -> Derivation {
         Derivation {
@@ -248,7 +261,7 @@ mod tests {
                 ("postFetch", own),
             ],
         );
-        let fetch = classify(&d, None);
+        let fetch = classified(&d);
         assert_eq!(fetch.kind, Kind::UrlUnpack);
         assert_eq!(
             fetch.unpack,
@@ -261,12 +274,47 @@ mod tests {
     }
 
     #[test]
+    fn a_fetchurl_builder_is_a_download_whatever_rides_along() {
+        // fetchFromGitHub's archive today: fetchzip's env plus owner, repo, tag, rev and
+        // revCustom from derivationArgs.
+        let own = "unpackDir=\"$TMPDIR/unpack\"\nmv \"$downloadedFile\" \"$renamed\"\nunpackFile \"$renamed\"\nmv \"$unpackDir/$fn\" \"$out\"\n";
+        let archive = drv(
+            "/bin/bash",
+            &[
+                ("urls", "https://github.com/o/r/archive/refs/tags/v1.tar.gz"),
+                ("mirrorsFile", "/nix/store/x-mirrors-list"),
+                ("outputHashMode", "recursive"),
+                ("downloadToTemp", "1"),
+                ("postFetch", own),
+                ("extension", "tar.gz"),
+                ("stripRoot", "1"),
+                ("owner", "o"),
+                ("repo", "r"),
+                ("tag", "v1"),
+                ("rev", "refs/tags/v1"),
+                ("revCustom", ""),
+            ],
+        );
+        let entry = classified(&archive);
+        assert_eq!(entry.kind, Kind::UrlUnpack);
+        assert_eq!(
+            entry.urls,
+            ["https://github.com/o/r/archive/refs/tags/v1.tar.gz"]
+        );
+        assert!(!entry.post_fetch && entry.git.is_none());
+        // The same attributes without fetchurl's mirror list: some other fetcher.
+        let mut bare = archive.clone();
+        bare.env.remove("mirrorsFile");
+        assert_eq!(classified(&bare).kind, Kind::Other);
+    }
+
+    #[test]
     fn custom_builders_and_unknown_vcs_fetchers_are_other() {
         let vendor = drv(
             "/bin/sh",
             &[("outputHashMode", "recursive"), ("src", "/nix/store/x")],
         );
-        assert_eq!(classify(&vendor, None).kind, Kind::Other);
+        assert_eq!(classified(&vendor).kind, Kind::Other);
         let bzr = drv(
             "/bin/sh",
             &[
@@ -275,7 +323,7 @@ mod tests {
                 ("outputHashMode", "recursive"),
             ],
         );
-        assert_eq!(classify(&bzr, None).kind, Kind::Other);
+        assert_eq!(classified(&bzr).kind, Kind::Other);
     }
 
     #[test]
@@ -288,7 +336,7 @@ mod tests {
                 ("subrepoClause", ""),
             ],
         );
-        let fetch = classify(&hg, None);
+        let fetch = classified(&hg);
         assert_eq!(
             (fetch.kind, fetch.urls),
             (Kind::Hg, vec!["https://hg.x/r".to_string()])
@@ -297,6 +345,6 @@ mod tests {
             "/bin/sh",
             &[("url", "svn://s/x"), ("rev", "7"), ("ignoreExternals", "")],
         );
-        assert_eq!(classify(&svn, None).kind, Kind::Svn);
+        assert_eq!(classified(&svn).kind, Kind::Svn);
     }
 }

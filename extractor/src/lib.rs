@@ -12,10 +12,10 @@ pub mod walk;
 
 use srcgrab_formats::aterm;
 use srcgrab_manifest::{
-    Entry, EvalArg, EvalConfig, Failure, Hash, HashAlgo, HashMode, Manifest, OutputHash,
-    Provenance, StorePath, MANIFEST_VERSION, MAX_LISTED_ATTRS,
+    Entry, EvalArg, EvalConfig, Failure, Hash, HashAlgo, HashMode, Kind, Manifest, Provenance,
+    StorePath, MANIFEST_VERSION, MAX_LISTED_ATTRS,
 };
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::mpsc;
@@ -120,7 +120,10 @@ pub fn enumerate(options: &Options, progress: &dyn Progress) -> Result<Manifest,
             eval::nix_path(&path)
         }
     };
-    let env = evaluator_env(&options.source)?;
+    let workdir = tempfile::Builder::new()
+        .prefix("srcgrab-enumerate")
+        .tempdir()?;
+    let env = evaluator_env(&options.source, workdir.path())?;
     let systems = if options.systems.is_empty() {
         vec![current_system(&nix, &env)?]
     } else {
@@ -136,19 +139,10 @@ pub fn enumerate(options: &Options, progress: &dyn Progress) -> Result<Manifest,
             .collect::<Result<_, _>>()?
     };
 
-    let workdir = tempfile::Builder::new()
-        .prefix("srcgrab-enumerate")
-        .tempdir()?;
     let command = eval::EvaluatorCommand {
         nix,
         experimental_flag,
-        env: env
-            .into_iter()
-            .chain([(
-                "XDG_DATA_HOME".to_string(),
-                workdir.path().display().to_string(),
-            )])
-            .collect(),
+        env,
         load_line: load_line(options, &source_expr, &systems, workdir.path())?,
         stack_limit: options.eval_stack,
     };
@@ -293,6 +287,7 @@ fn check_arg_expression(expr: &str) -> Result<(), String> {
 
 /// Turns the FOD .drvs into manifest entries, one per output path.
 fn describe_fods(closure: closure::Closure) -> Result<(Vec<Entry>, Vec<Failure>), EnumerateError> {
+    let fod_drvs: HashSet<String> = closure.fods.iter().map(|f| f.drv_path.clone()).collect();
     let mut by_output: BTreeMap<String, Vec<closure::FoundFod>> = BTreeMap::new();
     for fod in closure.fods {
         let output = fod
@@ -316,7 +311,7 @@ fn describe_fods(closure: closure::Closure) -> Result<(Vec<Entry>, Vec<Failure>)
         let attr_name = |i: u32| closure.attr_names[i as usize].clone();
         let chosen = &group[0];
         let out = chosen.drv.fixed_output().expect("a FOD");
-        let hash = match output_hash(&out.hash_algo, &out.hash) {
+        let (mode, hash) = match output_hash(&out.hash_algo, &out.hash) {
             Ok(h) => h,
             Err(message) => {
                 for &system in &systems {
@@ -330,30 +325,36 @@ fn describe_fods(closure: closure::Closure) -> Result<(Vec<Entry>, Vec<Failure>)
             }
         };
         let mirrors = mirrors_of(&chosen.drv, &mut mirror_lists)?;
-        let fetch = classify::classify(&chosen.drv, mirrors);
-        let name = StorePath::parse(&output_path)
-            .map(|p| p.name().to_string())
-            .unwrap_or_else(|_| chosen.drv.env_str("name").to_string());
-        entries.push(Entry {
-            store_path: output_path,
-            name,
-            hash,
-            kind: fetch.kind,
-            urls: fetch.urls,
-            original_urls: fetch.original_urls,
-            executable: fetch.executable,
-            post_fetch: fetch.post_fetch,
-            unpack: fetch.unpack,
-            git: fetch.git,
-            drv_paths: drv_paths_by_system(&group),
-            systems: systems.into_iter().cloned().collect(),
-            attr_count: attrs.len() as u64,
-            attrs: attrs
-                .iter()
-                .take(MAX_LISTED_ATTRS)
-                .map(|&i| attr_name(i))
-                .collect(),
-        });
+        let name = match StorePath::parse(&output_path) {
+            Ok(path) => path.name().clone(),
+            Err(e) => {
+                for &system in &systems {
+                    failures.push(Failure {
+                        system: system.clone(),
+                        attr: attrs.first().map(|&i| attr_name(i)).unwrap_or_default(),
+                        error: format!("{}: {e}", chosen.drv_path),
+                    });
+                }
+                continue;
+            }
+        };
+        let mut entry = Entry::new(&name, mode, &hash, Kind::Other);
+        classify::classify(&chosen.drv, mirrors, &mut entry);
+        if entry.kind == Kind::Other
+            && classify::is_derived(&chosen.drv, |path| fod_drvs.contains(path))
+        {
+            entry.kind = Kind::Derived;
+        }
+        entry.store_path = output_path;
+        entry.drv_paths = drv_paths_by_system(&group);
+        entry.systems = systems.into_iter().cloned().collect();
+        entry.attr_count = attrs.len() as u64;
+        entry.attrs = attrs
+            .iter()
+            .take(MAX_LISTED_ATTRS)
+            .map(|&i| attr_name(i))
+            .collect();
+        entries.push(entry);
     }
     Ok((entries, failures))
 }
@@ -374,7 +375,7 @@ fn union<'a>(mut lists: impl Iterator<Item = &'a Vec<u32>>) -> Vec<u32> {
 }
 
 /// `r:sha256` + hex -> recursive sha256 hash.
-fn output_hash(algo: &str, hex: &str) -> Result<OutputHash, String> {
+fn output_hash(algo: &str, hex: &str) -> Result<(HashMode, Hash), String> {
     let (mode, name) = match algo.strip_prefix("r:") {
         Some(name) => (HashMode::Recursive, name),
         None => (HashMode::Flat, algo),
@@ -382,7 +383,7 @@ fn output_hash(algo: &str, hex: &str) -> Result<OutputHash, String> {
     let algo = HashAlgo::from_name(name)
         .ok_or_else(|| format!("unsupported output hash algorithm '{algo}'"))?;
     let hash = Hash::parse_digest(algo, hex).map_err(|e| e.to_string())?;
-    Ok(OutputHash::new(mode, &hash))
+    Ok((mode, hash))
 }
 
 /// The env of the FOD's `mirrors-list` input (nixpkgs' fetchurl), read once per list.
@@ -426,24 +427,55 @@ fn needs_experimental_flag(version_output: &str) -> bool {
     (major, minor) >= (2, 4)
 }
 
-/// The evaluator's environment: only what Nix needs, like nixpkgs-vet's evaluator (PATH,
-/// HOME, every NIX_* variable the user had), NIX_PATH pointing `<nixpkgs>` at the tree
-/// evaluated, and no colours.
-fn evaluator_env(source: &Source) -> Result<Vec<(String, String)>, EnumerateError> {
+/// Variables of the user's environment the evaluator keeps: where the store and Nix's own
+/// system configuration live (those nixpkgs-vet passes), how to reach a daemon, and PATH and
+/// TMPDIR for the programs Nix runs (git for `builtins.fetchGit`). Nothing else of the user's
+/// reaches it, so that their settings cannot change a manifest: no HOME (nixpkgs would read
+/// ~/.config/nixpkgs/config.nix and overlays.nix, Nix ~/.config/nix/nix.conf), no
+/// NIXPKGS_CONFIG or NIXPKGS_ALLOW_*, no NIX_CONFIG or NIX_USER_CONF_FILES.
+const KEPT_VARIABLES: [&str; 10] = [
+    "PATH",
+    "TMPDIR",
+    "NIX_REMOTE",
+    "NIX_CONF_DIR",
+    "NIX_STORE_DIR",
+    "NIX_STATE_DIR",
+    "NIX_LOCALSTATE_DIR",
+    "NIX_LOG_DIR",
+    "NIX_DATA_DIR",
+    "NIX_SSL_CERT_FILE",
+];
+
+/// The evaluator's whole environment: [`KEPT_VARIABLES`]; HOME and the repl's history in
+/// `workdir` (empty); the user's cache folder, so Nix's own fetchers reuse what they have;
+/// NIX_PATH naming only the tree evaluated as `<nixpkgs>` (a `--file` keeps the user's
+/// NIX_PATH, since it may be a `<lookup>` path or use one, as with nix-build); no colours.
+fn evaluator_env(source: &Source, workdir: &Path) -> Result<Vec<(String, String)>, EnumerateError> {
     let mut env: BTreeMap<String, String> = std::env::vars()
-        .filter(|(k, _)| {
-            k.starts_with("NIX_")
-                || matches!(
-                    k.as_str(),
-                    "PATH" | "HOME" | "TMPDIR" | "XDG_CONFIG_HOME" | "USER"
-                )
-        })
+        .filter(|(k, _)| KEPT_VARIABLES.contains(&k.as_str()))
         .collect();
-    if let Source::Nixpkgs(path) = source {
-        env.insert(
-            "NIX_PATH".into(),
-            format!("nixpkgs={}", absolute(path)?.display()),
-        );
+    let home = workdir.join("home");
+    std::fs::create_dir_all(&home)?;
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")));
+    if let Some(cache) = cache {
+        env.insert("XDG_CACHE_HOME".into(), cache.display().to_string());
+    }
+    env.insert("HOME".into(), home.display().to_string());
+    env.insert("XDG_DATA_HOME".into(), workdir.display().to_string());
+    match source {
+        Source::Nixpkgs(path) => {
+            env.insert(
+                "NIX_PATH".into(),
+                format!("nixpkgs={}", absolute(path)?.display()),
+            );
+        }
+        Source::File(_) => {
+            if let Ok(nix_path) = std::env::var("NIX_PATH") {
+                env.insert("NIX_PATH".into(), nix_path);
+            }
+        }
     }
     env.insert("NO_COLOR".into(), "1".into());
     env.insert("TERM".into(), "dumb".into());
@@ -526,9 +558,9 @@ mod tests {
 
     #[test]
     fn output_hashes_from_drv_form() {
-        let h = output_hash("r:sha256", &"00".repeat(32)).unwrap();
-        assert_eq!(h.mode, HashMode::Recursive);
-        assert_eq!(h.algo, HashAlgo::Sha256);
+        let (mode, hash) = output_hash("r:sha256", &"00".repeat(32)).unwrap();
+        assert_eq!(mode, HashMode::Recursive);
+        assert_eq!(hash.algo, HashAlgo::Sha256);
         assert!(output_hash("r:blake3", "00").is_err());
     }
 

@@ -26,7 +26,7 @@ use srcgrab_manifest::{Entry, Manifest};
 
 use crate::cache::Cache;
 use crate::compression::decompressor;
-use crate::substituter::CheckedNar;
+use crate::net::substituter::CheckedNar;
 use crate::Error;
 use srcgrab_formats::narinfo::NarInfo;
 

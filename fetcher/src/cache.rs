@@ -1221,7 +1221,7 @@ impl Cache {
             .map_err(|e| Error::io(context())(e.error))
     }
 
-    fn write_atomically(&self, target: &Path, contents: &[u8]) -> Result<(), Error> {
+    pub(crate) fn write_atomically(&self, target: &Path, contents: &[u8]) -> Result<(), Error> {
         let mut temp = self.new_temp()?;
         temp.write_all(contents)
             .map_err(Error::io(format!("writing {}", target.display())))?;

@@ -19,10 +19,10 @@ use std::sync::Arc;
 
 use crate::builder::NixBuilder;
 use crate::cache::{Cache, Compression, Published};
-use crate::download::{rewrite, DownloadOptions, Downloaded, Downloader, Rewrite};
 use crate::git::{forge_git_source, GitFetcher};
+use crate::net::substituter::{publish_nar_file, Substituter, Substitution};
+use crate::net::{rewrite, DownloadOptions, Downloaded, Downloader, Rewrite};
 use crate::report::{EntryReport, How, Outcome, Progress, Rejection, Report};
-use crate::substituter::{publish_nar_file, Substituter, Substitution};
 use crate::Error;
 
 /// Nix's default substituter, asked first unless told otherwise.
@@ -347,9 +347,17 @@ impl Run {
                     detail: "the manifest gives no git URL for this entry".into(),
                 },
             },
-            Kind::Hg | Kind::Svn | Kind::Other => needs_builder(
+            Kind::Hg | Kind::Svn => needs_builder(
                 entry,
                 format!("srcgrab does not fetch {} sources itself", entry.kind),
+            ),
+            Kind::Derived => needs_builder(
+                entry,
+                "made by Nix's builder from other entries, without the network: works offline with --builder nix",
+            ),
+            Kind::Other => needs_builder(
+                entry,
+                "made by Nix's builder with the network (vendor hash or custom fetcher): build it before going offline, or get it from a substituter",
             ),
         };
         Ok(native)

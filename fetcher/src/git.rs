@@ -21,7 +21,7 @@ use std::process::{Command, Stdio};
 use srcgrab_manifest::{Entry, GitSource};
 
 use crate::cache::{Cache, Published};
-use crate::download::Rewrite;
+use crate::net::Rewrite;
 use crate::Error;
 
 /// The branch nix-prefetch-git checks out when the package names none.

@@ -3,20 +3,19 @@
 //! Pure pieces (NAR, narinfo, signing) do no I/O beyond the reader/writer they are handed;
 //! the cache writer publishes only verified bytes, atomically (temp file, fsync, rename).
 
+pub mod binaries;
 pub mod builder;
 pub mod bundle;
 pub mod cache;
 pub mod compression;
-pub mod download;
 pub mod error;
 pub mod fetch;
 pub mod git;
 pub mod ingest;
 pub mod nar;
+pub mod net;
 pub mod probe;
 pub mod report;
-pub mod schedule;
-pub mod substituter;
 pub mod unpack;
 pub mod verify;
 

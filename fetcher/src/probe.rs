@@ -8,7 +8,7 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 use srcgrab_manifest::{Entry, Kind};
 
-use crate::download::{rewrite, DownloadOptions, Downloader, Rewrite};
+use crate::net::{rewrite, DownloadOptions, Downloader, Rewrite};
 use crate::report::NoProgress;
 use crate::Error;
 use srcgrab_formats::nar;

@@ -20,6 +20,8 @@ pub trait Progress: Send + Sync {
     fn download_end(&self, _id: u64) {}
     /// An entry reached its final state.
     fn entry_done(&self, _entry: &EntryReport) {}
+    /// A store path of a mirrored closure reached its final state.
+    fn path_done(&self, _path: &crate::binaries::PathReport) {}
 }
 
 /// Progress that shows nothing (library use, tests).

@@ -16,8 +16,12 @@ use std::collections::BTreeMap;
 
 pub use srcgrab_formats::{ContentAddress, Hash, HashAlgo, HashMode, StorePath, StorePathName};
 
-/// Version of the manifest format this crate reads and writes.
-pub const MANIFEST_VERSION: u32 = 1;
+/// Version of the manifest format this crate writes. Version 2 added the `derived` kind;
+/// a version 1 manifest is read as it is (its kinds are a subset).
+pub const MANIFEST_VERSION: u32 = 2;
+
+/// Oldest manifest version this crate still reads.
+pub const OLDEST_READ_VERSION: u32 = 1;
 
 /// How many attribute paths an entry lists before only counting them.
 pub const MAX_LISTED_ATTRS: usize = 5;
@@ -100,18 +104,24 @@ pub enum Kind {
     Svn,
     /// Nix's own `builtin:fetchurl` (the bootstrap tools).
     Builtin,
-    /// Anything else: vendor hashes, custom builders; only Nix's builder can make it.
+    /// Made by Nix's builder from other entries of the manifest plus the build toolchain,
+    /// without the network (a texlive container unpacking a fetched tarball): rebuildable
+    /// offline with `--builder nix`.
+    Derived,
+    /// Anything else: vendor hashes, custom fetchers; made by Nix's builder with the
+    /// network, so it must come from a substituter or be built before going offline.
     Other,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Url,
         Kind::UrlUnpack,
         Kind::Git,
         Kind::Hg,
         Kind::Svn,
         Kind::Builtin,
+        Kind::Derived,
         Kind::Other,
     ];
 
@@ -123,6 +133,7 @@ impl Kind {
             Kind::Hg => "hg",
             Kind::Svn => "svn",
             Kind::Builtin => "builtin",
+            Kind::Derived => "derived",
             Kind::Other => "other",
         }
     }
@@ -278,7 +289,7 @@ pub enum ManifestError {
     #[error("not a srcgrab manifest: {0}")]
     Json(#[from] serde_json::Error),
     #[error(
-        "manifest version {found} is not supported (this srcgrab reads version {MANIFEST_VERSION})"
+        "manifest version {found} is not supported (this srcgrab reads versions {OLDEST_READ_VERSION} to {MANIFEST_VERSION})"
     )]
     Version { found: u64 },
     #[error("manifest entry {store_path}: {reason}")]
@@ -297,7 +308,7 @@ impl Manifest {
         }
         let v: VersionOnly = serde_json::from_str(text)?;
         match v.version.as_ref().and_then(|v| v.as_u64()) {
-            Some(n) if n == MANIFEST_VERSION as u64 => {}
+            Some(n) if (OLDEST_READ_VERSION as u64..=MANIFEST_VERSION as u64).contains(&n) => {}
             Some(n) => return Err(ManifestError::Version { found: n }),
             None => {
                 return Err(ManifestError::Json(serde::de::Error::custom(
@@ -426,10 +437,19 @@ mod tests {
     fn rejects_wrong_version_with_a_clear_message() {
         let text = sample()
             .to_json()
-            .replace("\"version\": 1", "\"version\": 7");
+            .replace("\"version\": 2", "\"version\": 7");
         let err = Manifest::from_json(&text).unwrap_err();
         assert!(matches!(err, ManifestError::Version { found: 7 }), "{err}");
         assert!(err.to_string().contains("version 7"));
+    }
+
+    #[test]
+    fn reads_a_version_1_manifest_as_it_is() {
+        let text = sample()
+            .to_json()
+            .replace("\"version\": 2", "\"version\": 1");
+        let m = Manifest::from_json(&text).unwrap();
+        assert_eq!((m.version, m.entries), (1, sample().entries));
     }
 
     #[test]

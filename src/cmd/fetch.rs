@@ -3,15 +3,17 @@
 //! at the end and optionally a JSON report of every entry.
 
 use crate::cli_values::{parse_rate, parse_rewrite, parse_size};
+use crate::cmd::fetch_paths;
 use crate::cmd::report::{human_bytes, read_manifest};
 use crate::progress::{self, PeriodicLog};
 use crate::Status;
 use anyhow::Context as _;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget};
+use srcgrab_fetcher::binaries::ClosureOptions;
 use srcgrab_fetcher::builder::NixBuilder;
 use srcgrab_fetcher::cache::{Cache, CacheOptions, Compression, Layout};
-use srcgrab_fetcher::download::{DownloadOptions, Rewrite};
 use srcgrab_fetcher::fetch::{FetchOptions, DEFAULT_SUBSTITUTER};
+use srcgrab_fetcher::net::{DownloadOptions, Rewrite};
 use srcgrab_fetcher::report::{EntryReport, Outcome, Progress, Report};
 use srcgrab_formats::signature::SecretKey;
 use std::collections::HashMap;
@@ -23,7 +25,13 @@ use std::time::Duration;
 #[derive(clap::Args)]
 pub struct Args {
     /// The manifest written by `srcgrab enumerate`.
-    manifest: PathBuf,
+    #[arg(required_unless_present = "store_paths")]
+    manifest: Option<PathBuf>,
+    /// Instead of a manifest: a list of store paths (one a line, plain, xz or zstd, `-` for
+    /// stdin; repeatable), mirrored with their whole closure from the substituters, their
+    /// narinfos kept as upstream signed them.
+    #[arg(long = "store-paths", value_name = "FILE", conflicts_with = "manifest")]
+    store_paths: Vec<PathBuf>,
     /// The cache directory to fill (binary cache and hashed mirror).
     #[arg(long, value_name = "DIR")]
     cache: PathBuf,
@@ -63,9 +71,10 @@ pub struct Args {
     /// Rewrite URLs starting with FROM to start with TO (repeatable; first match wins).
     #[arg(long = "rewrite", value_name = "FROM=TO", value_parser = parse_rewrite)]
     rewrites: Vec<Rewrite>,
-    /// Compression of the NARs written.
-    #[arg(long, default_value = "zstd", value_name = "none|xz|zstd|bzip2")]
-    compression: Compression,
+    /// Compression of the NARs written (default: zstd; for --store-paths, each NAR as
+    /// upstream compressed it).
+    #[arg(long, value_name = "none|xz|zstd|bzip2")]
+    compression: Option<Compression>,
     /// Keep a NAR taken from a binary cache as it came (xz, zstd, bzip2, none) instead of
     /// recompressing it; it is still decompressed and checked.
     #[arg(long)]
@@ -115,7 +124,10 @@ fn parse_layout(text: &str) -> Result<Layout, String> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<Status> {
-    let manifest = read_manifest(&args.manifest)?;
+    let Some(manifest_path) = &args.manifest else {
+        return run_store_paths(&args);
+    };
+    let manifest = read_manifest(manifest_path)?;
     let signing_key = match &args.sign_key {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -127,34 +139,18 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     let cache = Cache::open(
         &args.cache,
         CacheOptions {
-            compression: args.compression,
+            compression: args.compression.unwrap_or_default(),
             layout: args.layout,
             signing_key,
             keep_upstream_compression: args.keep_upstream_compression,
         },
     )
     .with_context(|| format!("opening cache {}", args.cache.display()))?;
-    let substituters = if args.no_substituters {
-        Vec::new()
-    } else if args.substituters.is_empty() {
-        vec![DEFAULT_SUBSTITUTER.to_string()]
-    } else {
-        args.substituters.clone()
-    };
     let options = FetchOptions {
-        substituters,
+        substituters: substituters(&args),
         hashed_mirrors: args.hashed_mirrors.clone(),
         rewrites: args.rewrites.clone(),
-        download: DownloadOptions {
-            jobs: args.max_connections,
-            max_per_host: args.max_per_host,
-            segments: args.segments.max(1),
-            segment_threshold: args.segment_threshold,
-            retries: args.retries,
-            stall_timeout: Duration::from_secs(args.stall_timeout.max(1)),
-            rate_limit: args.rate_limit,
-            ..DownloadOptions::default()
-        },
+        download: download_options(&args),
         git_mirrors: args.git_cache.clone(),
         git_jobs: args.git_jobs,
         builder: args
@@ -184,6 +180,64 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
             .with_context(|| format!("writing report {}", path.display()))?;
     }
     print_summary(&report, manifest.entries.len() as u64);
+    if let Some(why) = &report.stopped {
+        anyhow::bail!("fetch stopped: {why}");
+    }
+    Ok(if report.all_done() {
+        Status::Ok
+    } else {
+        Status::SomeFailed
+    })
+}
+
+fn substituters(args: &Args) -> Vec<String> {
+    if args.no_substituters {
+        Vec::new()
+    } else if args.substituters.is_empty() {
+        vec![DEFAULT_SUBSTITUTER.to_string()]
+    } else {
+        args.substituters.clone()
+    }
+}
+
+fn download_options(args: &Args) -> DownloadOptions {
+    DownloadOptions {
+        jobs: args.max_connections,
+        max_per_host: args.max_per_host,
+        segments: args.segments.max(1),
+        segment_threshold: args.segment_threshold,
+        retries: args.retries,
+        stall_timeout: Duration::from_secs(args.stall_timeout.max(1)),
+        rate_limit: args.rate_limit,
+        ..DownloadOptions::default()
+    }
+}
+
+/// `--store-paths`: the listed paths and their closure, from the substituters only.
+fn run_store_paths(args: &Args) -> anyhow::Result<Status> {
+    let roots = fetch_paths::read_lists(&args.store_paths)?;
+    let cache = Cache::open(
+        &args.cache,
+        CacheOptions {
+            layout: Layout {
+                cache: true,
+                mirror: false,
+            },
+            ..CacheOptions::default()
+        },
+    )
+    .with_context(|| format!("opening cache {}", args.cache.display()))?;
+    let options = ClosureOptions {
+        substituters: substituters(args),
+        recompress: args.compression,
+        download: download_options(args),
+        ..ClosureOptions::default()
+    };
+    let report = fetch_paths::mirror(&roots, Arc::new(cache), options)?;
+    if let Some(path) = &args.report {
+        std::fs::write(path, report.to_json())
+            .with_context(|| format!("writing report {}", path.display()))?;
+    }
     if let Some(why) = &report.stopped {
         anyhow::bail!("fetch stopped: {why}");
     }

@@ -7,7 +7,7 @@ use crate::cmd::report::{human_bytes, read_manifest, write_stdout, EntrySizes, S
 use crate::Status;
 use anyhow::Context as _;
 use serde_json::json;
-use srcgrab_fetcher::download::{DownloadOptions, Rewrite};
+use srcgrab_fetcher::net::{DownloadOptions, Rewrite};
 use srcgrab_fetcher::probe::{probe, ProbeOptions, Probed};
 use srcgrab_manifest::{Entry, Kind};
 use std::collections::BTreeMap;

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use crate::cache::{Cache, Published};
 use crate::compression::decompressor;
-use crate::download::Downloader;
+use crate::net::Downloader;
 use crate::Error;
 use srcgrab_formats::narinfo::{Compression, NarInfo};
 

@@ -1,0 +1,300 @@
+//! Mirrors store paths and their whole References closure from upstream binary caches:
+//! every path is looked up in the substituters in order, its NAR downloaded (resumable,
+//! through the shared [`Downloader`]) and published by [`super::store`], and its references
+//! queued as soon as its narinfo is read, so lookups of the next level overlap the
+//! downloads of this one. A path no substituter has is reported with the path that
+//! referenced it, never dropped; only a full disk stops the run.
+
+use serde::Serialize;
+use srcgrab_formats::store_path::StorePath;
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::task::JoinSet;
+
+use super::store::{self, NarFile};
+use crate::cache::{Cache, Compression};
+use crate::fetch::is_fatal;
+use crate::net::{DownloadOptions, Downloader};
+use crate::report::{HostReport, Progress, Rejection};
+use crate::Error;
+use srcgrab_formats::narinfo::NarInfo;
+
+#[derive(Debug, Clone)]
+pub struct ClosureOptions {
+    /// Binary caches to ask, in order.
+    pub substituters: Vec<String>,
+    /// Recompress NARs to this; `None` keeps each as upstream compressed it (the
+    /// signature covers the NAR, not the file, so either way Nix accepts the copy).
+    pub recompress: Option<Compression>,
+    pub download: DownloadOptions,
+    /// Paths worked on at once (lookups in flight plus downloads waiting for a slot).
+    pub paths_in_flight: usize,
+}
+
+impl Default for ClosureOptions {
+    fn default() -> ClosureOptions {
+        ClosureOptions {
+            substituters: Vec::new(),
+            recompress: None,
+            download: DownloadOptions::default(),
+            paths_in_flight: 256,
+        }
+    }
+}
+
+/// The final state of one store path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "kebab-case")]
+pub enum PathOutcome {
+    /// Already complete in the cache.
+    Present,
+    /// Published during this run, from this substituter.
+    Mirrored { from: String },
+    /// No substituter has a narinfo for it.
+    Missing,
+    /// Some substituter has it (or could not be asked), but no copy verified: see `rejected`.
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PathReport {
+    pub store_path: String,
+    #[serde(flatten)]
+    pub outcome: PathOutcome,
+    /// The path whose References brought this one in; absent for a path asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub referenced_by: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rejected: Vec<Rejection>,
+    /// Of the NAR file in the cache, when it is there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file_size: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nar_size: Option<u64>,
+    /// Body bytes received for it, failed attempts included.
+    pub bytes_downloaded: u64,
+}
+
+impl PathReport {
+    fn new(path: &StorePath, referenced_by: Option<String>) -> PathReport {
+        PathReport {
+            store_path: path.to_path_string(),
+            outcome: PathOutcome::Missing,
+            referenced_by,
+            rejected: Vec::new(),
+            file_size: None,
+            nar_size: None,
+            bytes_downloaded: 0,
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        matches!(
+            self.outcome,
+            PathOutcome::Present | PathOutcome::Mirrored { .. }
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClosureReport {
+    /// Why the run stopped early (a full disk); `paths` then holds what finished before.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<String>,
+    pub hosts: Vec<HostReport>,
+    /// Sorted by store path.
+    pub paths: Vec<PathReport>,
+}
+
+impl ClosureReport {
+    /// Whether every path of the closure is in the cache (exit status 0).
+    pub fn all_done(&self) -> bool {
+        self.stopped.is_none() && self.paths.iter().all(PathReport::is_done)
+    }
+
+    pub fn to_json(&self) -> String {
+        let mut text = serde_json::to_string_pretty(self).expect("report serialises");
+        text.push('\n');
+        text
+    }
+}
+
+struct Run {
+    cache: Arc<Cache>,
+    downloader: Downloader,
+    substituters: Vec<String>,
+    recompress: Option<Compression>,
+}
+
+/// A path to take, and the path that referenced it.
+type Pending = (StorePath, Option<String>);
+
+/// Mirrors `roots` and everything they reference into `cache`.
+pub async fn mirror_closure(
+    roots: &[StorePath],
+    cache: Arc<Cache>,
+    options: ClosureOptions,
+    progress: Arc<dyn Progress>,
+) -> Result<ClosureReport, Error> {
+    let partial_dir = cache.temp_dir().join("partial");
+    let run = Arc::new(Run {
+        downloader: Downloader::new(options.download, &partial_dir, progress.clone())?,
+        cache,
+        substituters: options
+            .substituters
+            .iter()
+            .map(|s| s.trim_end_matches('/').to_string())
+            .collect(),
+        recompress: options.recompress,
+    });
+    let mut seen = HashSet::new();
+    let mut pending: VecDeque<Pending> = roots
+        .iter()
+        .filter(|root| seen.insert(root.hash_part().to_string()))
+        .map(|root| (root.clone(), None))
+        .collect();
+    let mut tasks = JoinSet::new();
+    let mut paths = Vec::new();
+    let mut stopped = None;
+    while stopped.is_none() && !(pending.is_empty() && tasks.is_empty()) {
+        while tasks.len() < options.paths_in_flight.max(1) {
+            let Some((path, referenced_by)) = pending.pop_front() else {
+                break;
+            };
+            let run = run.clone();
+            tasks.spawn(async move { run.take(path, referenced_by).await });
+        }
+        let Some(joined) = tasks.join_next().await else {
+            break;
+        };
+        match joined.map_err(task_failed).and_then(|taken| taken) {
+            Ok((report, references)) => {
+                for reference in references {
+                    if seen.insert(reference.hash_part().to_string()) {
+                        pending.push_back((reference, Some(report.store_path.clone())));
+                    }
+                }
+                progress.path_done(&report);
+                paths.push(report);
+            }
+            Err(fatal) => stopped = Some(fatal.to_string()),
+        }
+    }
+    tasks.abort_all();
+    paths.sort_by(|a, b| a.store_path.cmp(&b.store_path));
+    Ok(ClosureReport {
+        stopped,
+        hosts: run.downloader.host_reports(),
+        paths,
+    })
+}
+
+fn task_failed(err: tokio::task::JoinError) -> Error {
+    Error::Corrupt {
+        what: "mirroring task".into(),
+        reason: err.to_string(),
+    }
+}
+
+impl Run {
+    /// One path: already there, or from the first substituter whose copy verifies. Returns
+    /// its report and the paths it references (none when it could not be had).
+    async fn take(
+        &self,
+        path: StorePath,
+        referenced_by: Option<String>,
+    ) -> Result<(PathReport, Vec<StorePath>), Error> {
+        let mut report = PathReport::new(&path, referenced_by);
+        let cache = self.cache.clone();
+        let wanted = path.clone();
+        let present = tokio::task::spawn_blocking(move || store::published(&cache, &wanted))
+            .await
+            .map_err(task_failed)??;
+        if let Some(info) = present {
+            report.outcome = PathOutcome::Present;
+            report.file_size = info.file_size;
+            report.nar_size = Some(info.nar_size);
+            return Ok((report, store::references(&info)));
+        }
+        for substituter in &self.substituters {
+            let tally = AtomicU64::new(0);
+            let taken = self.take_from(substituter, &path, &tally).await;
+            report.bytes_downloaded += tally.load(Ordering::Relaxed);
+            match taken {
+                Ok(None) => {}
+                Ok(Some((file, references))) => {
+                    report.outcome = PathOutcome::Mirrored {
+                        from: substituter.clone(),
+                    };
+                    report.file_size = Some(file.file_size);
+                    report.nar_size = Some(file.nar_size);
+                    return Ok((report, references));
+                }
+                Err(err) if is_fatal(&err) => return Err(err),
+                Err(err) => report.rejected.push(Rejection {
+                    substituter: substituter.clone(),
+                    reason: err.to_string(),
+                }),
+            }
+        }
+        if !report.rejected.is_empty() {
+            report.outcome = PathOutcome::Failed;
+        }
+        Ok((report, Vec::new()))
+    }
+
+    /// `Ok(None)` when `substituter` has no narinfo for `path`.
+    async fn take_from(
+        &self,
+        substituter: &str,
+        path: &StorePath,
+        tally: &AtomicU64,
+    ) -> Result<Option<(NarFile, Vec<StorePath>)>, Error> {
+        let narinfo_url = format!("{substituter}/{}.narinfo", path.hash_part());
+        let Some(bytes) = self.downloader.get_small(&narinfo_url).await? else {
+            return Ok(None);
+        };
+        let corrupt = |reason: String| Error::Corrupt {
+            what: narinfo_url.clone(),
+            reason,
+        };
+        let text = String::from_utf8(bytes).map_err(|_| corrupt("not UTF-8".into()))?;
+        let info = NarInfo::parse(&text).map_err(|e| corrupt(e.to_string()))?;
+        if info.store_path != *path {
+            return Err(corrupt(format!(
+                "narinfo is for {}",
+                info.store_path.to_path_string()
+            )));
+        }
+        let references = store::references(&info);
+        let nar_url = format!("{substituter}/{}", info.url);
+        let key = format!("binary {} {nar_url}", path.to_path_string());
+        let downloaded = self
+            .downloader
+            .fetch(&nar_url, &key, info.file_hash.as_ref(), tally)
+            .await?;
+        if let Some(size) = info.file_size.filter(|size| *size != downloaded.size) {
+            downloaded.remove();
+            return Err(corrupt(format!(
+                "{nar_url}: {} bytes, narinfo says FileSize {size}",
+                downloaded.size
+            )));
+        }
+        let (cache, file, verified) = (
+            self.cache.clone(),
+            downloaded.path.clone(),
+            downloaded.verified.clone(),
+        );
+        let recompress = self.recompress;
+        let published = tokio::task::spawn_blocking(move || {
+            store::publish(&cache, &info, &text, &file, &verified, recompress)
+        })
+        .await
+        .map_err(task_failed)
+        .and_then(|published| published);
+        downloaded.remove();
+        Ok(Some((published?, references)))
+    }
+}

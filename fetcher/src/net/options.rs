@@ -1,0 +1,90 @@
+//! What the download engine is told: limits, timeouts, and URL rewrites.
+
+use std::time::Duration;
+
+/// A `--rewrite FROM=TO` rule: URLs starting with FROM get TO instead of that prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rewrite {
+    pub from: String,
+    pub to: String,
+}
+
+/// Applies the first rule whose prefix matches, as given on the command line.
+pub fn rewrite(rules: &[Rewrite], url: &str) -> String {
+    rules
+        .iter()
+        .find_map(|r| {
+            url.strip_prefix(&r.from)
+                .map(|rest| format!("{}{rest}", r.to))
+        })
+        .unwrap_or_else(|| url.to_string())
+}
+
+#[derive(Debug, Clone)]
+pub struct DownloadOptions {
+    /// Connections transferring at once overall (whole files and ranges alike).
+    pub jobs: usize,
+    /// Connections transferring at once per host (host and port).
+    pub max_per_host: usize,
+    /// Ranges a large file is split into (1: never split).
+    pub segments: usize,
+    /// Files at least this large (by the server's Content-Length) are split.
+    pub segment_threshold: u64,
+    /// Small requests (narinfo) in flight; these are not bound by `jobs` or `max_per_host`.
+    pub queries: usize,
+    /// Retries of one URL after transient errors with no progress in between.
+    pub retries: u32,
+    pub connect_timeout: Duration,
+    /// Longest wait for the response head, or for more body bytes.
+    pub stall_timeout: Duration,
+    /// First delay before a retry; doubled on each retry, with jitter.
+    pub backoff: Duration,
+    /// Bytes per second over all transfers.
+    pub rate_limit: Option<u64>,
+}
+
+impl Default for DownloadOptions {
+    fn default() -> DownloadOptions {
+        DownloadOptions {
+            jobs: 32,
+            max_per_host: 8,
+            segments: 4,
+            segment_threshold: 8 * 1024 * 1024,
+            queries: 32,
+            retries: 4,
+            connect_timeout: Duration::from_secs(20),
+            stall_timeout: Duration::from_secs(60),
+            backoff: Duration::from_millis(250),
+            rate_limit: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rewrites_by_first_matching_prefix() {
+        let rule = |from: &str, to: &str| Rewrite {
+            from: from.into(),
+            to: to.into(),
+        };
+        let rules = [
+            rule("https://ftpmirror.gnu.org/", "http://mirror.lan/gnu/"),
+            rule("https://", "http://proxy/"),
+        ];
+        assert_eq!(
+            rewrite(&rules, "https://ftpmirror.gnu.org/hello/hello-2.12.tar.gz"),
+            "http://mirror.lan/gnu/hello/hello-2.12.tar.gz"
+        );
+        assert_eq!(
+            rewrite(&rules, "https://example.org/x"),
+            "http://proxy/example.org/x"
+        );
+        assert_eq!(
+            rewrite(&rules, "ftp://example.org/x"),
+            "ftp://example.org/x"
+        );
+    }
+}

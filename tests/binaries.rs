@@ -1,0 +1,450 @@
+//! `srcgrab fetch --store-paths`: binaries built by real Nix, copied by real Nix into a
+//! signed upstream cache served on 127.0.0.1, mirrored with their closure, deleted from the
+//! store, and realised again by Nix trusting only the upstream key, with no builds allowed.
+
+mod support;
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use support::TestServer;
+
+/// Four derivations built with `/bin/sh` (sandbox off), whose outputs reference each
+/// other: c -> b -> a, c -> a, d -> a. `seed` makes the paths new on every run.
+const CLOSURE_NIX: &str = r#"{ seed }:
+let
+  mk = name: script: derivation {
+    inherit name;
+    system = builtins.currentSystem;
+    builder = "/bin/sh";
+    args = [ "-c" script ];
+  };
+  a = mk "bin-a" "echo 'a ${seed}' > $out";
+  b = mk "bin-b" "echo 'b ${seed} uses ${a}' > $out";
+  c = mk "bin-c" "echo 'c ${seed} uses ${b} and ${a}' > $out";
+  d = mk "bin-d" "echo 'd ${seed} uses ${a}' > $out";
+in { inherit a b c d; }
+"#;
+
+fn run(program: &str, args: &[&str]) -> Output {
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"))
+}
+
+fn run_ok(program: &str, args: &[&str]) -> String {
+    let output = run(program, args);
+    assert!(
+        output.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap().trim().to_string()
+}
+
+fn nix_command(args: &[&str]) -> String {
+    let mut all = vec!["--extra-experimental-features", "nix-command"];
+    all.extend_from_slice(args);
+    run_ok("nix", &all)
+}
+
+/// The closure's outputs by attribute name, built by Nix.
+struct Closure {
+    paths: BTreeMap<&'static str, String>,
+    contents: BTreeMap<&'static str, Vec<u8>>,
+}
+
+impl Closure {
+    fn build(dir: &Path) -> Closure {
+        let expr = dir.join("closure.nix");
+        std::fs::write(&expr, CLOSURE_NIX).unwrap();
+        let seed = format!(
+            "{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        );
+        let mut paths = BTreeMap::new();
+        let mut contents = BTreeMap::new();
+        for name in ["a", "b", "c", "d"] {
+            let path = run_ok(
+                "nix-build",
+                &[
+                    expr.to_str().unwrap(),
+                    "--argstr",
+                    "seed",
+                    &seed,
+                    "-A",
+                    name,
+                    "--no-out-link",
+                ],
+            );
+            contents.insert(name, std::fs::read(&path).unwrap());
+            paths.insert(name, path);
+        }
+        Closure { paths, contents }
+    }
+
+    fn path(&self, name: &str) -> &str {
+        &self.paths[name]
+    }
+
+    fn hash_part(&self, name: &str) -> String {
+        Path::new(self.path(name))
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()[..32]
+            .to_string()
+    }
+
+    /// Removes every output from the store, referrers first.
+    fn delete(&self) {
+        for name in ["c", "d", "b", "a"] {
+            let _ = run("nix-store", &["--delete", self.path(name)]);
+            assert!(
+                !Path::new(self.path(name)).exists(),
+                "{name} still in the store"
+            );
+        }
+    }
+}
+
+/// A signing key pair made by Nix: (secret key file, public key).
+fn signing_key(dir: &Path) -> (PathBuf, String) {
+    let (secret, public) = (dir.join("key.sec"), dir.join("key.pub"));
+    run_ok(
+        "nix-store",
+        &[
+            "--generate-binary-cache-key",
+            "upstream-test-1",
+            secret.to_str().unwrap(),
+            public.to_str().unwrap(),
+        ],
+    );
+    (
+        secret,
+        std::fs::read_to_string(public).unwrap().trim().to_string(),
+    )
+}
+
+/// `nix copy` of `paths` (with their closure) into a signed file:// cache at `upstream`.
+fn copy_to_upstream(upstream: &Path, secret: &Path, paths: &[&str]) {
+    let to = format!(
+        "file://{}?secret-key={}",
+        upstream.display(),
+        secret.display()
+    );
+    let mut args = vec!["copy", "--to", &to];
+    args.extend_from_slice(paths);
+    nix_command(&args);
+}
+
+struct Fetch {
+    output: Output,
+    report: Value,
+}
+
+impl Fetch {
+    fn code(&self) -> i32 {
+        self.output.status.code().unwrap_or(-1)
+    }
+
+    fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.output.stderr).into_owned()
+    }
+
+    fn path(&self, store_path: &str) -> &Value {
+        self.report["paths"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["storePath"] == store_path)
+            .unwrap_or_else(|| panic!("{store_path} not in the report: {}", self.report))
+    }
+
+    fn statuses(&self) -> Vec<String> {
+        let mut statuses: Vec<String> = self.report["paths"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["status"].as_str().unwrap().to_string())
+            .collect();
+        statuses.sort();
+        statuses
+    }
+}
+
+fn fetch_store_paths(dir: &Path, cache: &Path, lists: &[&Path], extra: &[&str]) -> Fetch {
+    let report = dir.join("report.json");
+    let _ = std::fs::remove_file(&report);
+    let mut command = Command::new(env!("CARGO_BIN_EXE_srcgrab"));
+    command.arg("fetch").arg("--cache").arg(cache);
+    for list in lists {
+        command.arg("--store-paths").arg(list);
+    }
+    command
+        .arg("--report")
+        .arg(&report)
+        .args(["--stall-timeout", "2", "--retries", "1"])
+        .args(extra);
+    let output = command.stdin(Stdio::null()).output().unwrap();
+    let report = std::fs::read_to_string(&report)
+        .map(|text| serde_json::from_str(&text).unwrap())
+        .unwrap_or(Value::Null);
+    Fetch { output, report }
+}
+
+fn field(narinfo: &str, key: &str) -> Vec<String> {
+    narinfo
+        .lines()
+        .filter_map(|l| l.strip_prefix(&format!("{key}: ")))
+        .map(str::to_string)
+        .collect()
+}
+
+fn narinfo(cache: &Path, hash_part: &str) -> String {
+    std::fs::read_to_string(cache.join(format!("{hash_part}.narinfo")))
+        .unwrap_or_else(|e| panic!("{hash_part}.narinfo in {}: {e}", cache.display()))
+}
+
+/// Realises `path` with `cache` as the only substituter, only `public_key` trusted,
+/// signatures required and no builds allowed.
+fn realise_from(cache: &Path, public_key: &str, path: &str) -> Output {
+    run(
+        "nix-store",
+        &[
+            "--realise",
+            path,
+            "--max-jobs",
+            "0",
+            "--option",
+            "substituters",
+            &format!("file://{}", cache.display()),
+            "--option",
+            "trusted-public-keys",
+            public_key,
+            "--option",
+            "require-sigs",
+            "true",
+        ],
+    )
+}
+
+#[test]
+fn mirrored_closure_is_realised_by_nix_trusting_only_the_upstream_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let closure = Closure::build(dir.path());
+    let (secret, public_key) = signing_key(dir.path());
+    let upstream = dir.path().join("upstream");
+    copy_to_upstream(&upstream, &secret, &[closure.path("c"), closure.path("d")]);
+    let server = TestServer::start();
+    server.serve_dir("/upstream/", &upstream);
+    let substituter = server.url("/upstream");
+
+    // c in a plain list, d in an xz one: a and b come in through References.
+    let plain = dir.path().join("paths.txt");
+    std::fs::write(&plain, format!("{}\n", closure.path("c"))).unwrap();
+    let xz_list = dir.path().join("paths.xz");
+    let mut encoder = xz2::write::XzEncoder::new(Vec::new(), 6);
+    std::io::Write::write_all(&mut encoder, format!("{}\n", closure.path("d")).as_bytes()).unwrap();
+    std::fs::write(&xz_list, encoder.finish().unwrap()).unwrap();
+    let cache = dir.path().join("cache");
+    let run = fetch_store_paths(
+        dir.path(),
+        &cache,
+        &[&plain, &xz_list],
+        &["--substituter", &substituter],
+    );
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    assert_eq!(run.statuses(), ["mirrored"; 4]);
+    let a_by = run.path(closure.path("a"))["referencedBy"].clone();
+    assert!(
+        a_by == closure.path("b") || a_by == closure.path("c") || a_by == closure.path("d"),
+        "{a_by}"
+    );
+    assert!(run.path(closure.path("c"))["referencedBy"].is_null());
+    for name in ["a", "b", "c", "d"] {
+        let ours = narinfo(&cache, &closure.hash_part(name));
+        let theirs = narinfo(&upstream, &closure.hash_part(name));
+        for key in [
+            "StorePath",
+            "NarHash",
+            "NarSize",
+            "References",
+            "Deriver",
+            "Sig",
+            "CA",
+        ] {
+            assert_eq!(field(&ours, key), field(&theirs, key), "{name}: {key}");
+        }
+        // Upstream compression kept: the very file, under its own name.
+        assert_eq!(field(&ours, "Compression"), ["xz"]);
+        assert_eq!(
+            std::fs::read(cache.join(&field(&ours, "URL")[0])).unwrap(),
+            std::fs::read(upstream.join(&field(&theirs, "URL")[0])).unwrap()
+        );
+    }
+    assert_eq!(
+        field(&narinfo(&cache, &closure.hash_part("a")), "Sig").len(),
+        1
+    );
+
+    // Again: everything is present, no NAR is downloaded.
+    let nar_requests = |server: &TestServer| -> u64 {
+        std::fs::read_dir(upstream.join("nar"))
+            .unwrap()
+            .map(|f| {
+                let name = f.unwrap().file_name().into_string().unwrap();
+                server.requests(&format!("/upstream/nar/{name}"))
+            })
+            .sum()
+    };
+    let before = nar_requests(&server);
+    let again = fetch_store_paths(
+        dir.path(),
+        &cache,
+        &[&plain, &xz_list],
+        &["--substituter", &substituter],
+    );
+    assert_eq!(again.code(), 0, "{}", again.stderr());
+    assert_eq!(again.statuses(), ["present"; 4]);
+    assert_eq!(nar_requests(&server), before);
+
+    // Recompressed to zstd: the signature still holds (it covers the NAR, not the file).
+    let zstd_cache = dir.path().join("zstd-cache");
+    let zstd = fetch_store_paths(
+        dir.path(),
+        &zstd_cache,
+        &[&plain],
+        &["--substituter", &substituter, "--compression", "zstd"],
+    );
+    assert_eq!(zstd.code(), 0, "{}", zstd.stderr());
+    assert_eq!(
+        field(
+            &narinfo(&zstd_cache, &closure.hash_part("b")),
+            "Compression"
+        ),
+        ["zstd"]
+    );
+    server.stop();
+
+    for (cache, roots) in [(&cache, ["c", "d"].as_slice()), (&zstd_cache, &["c"])] {
+        closure.delete();
+        for root in roots {
+            let realised = realise_from(cache, &public_key, closure.path(root));
+            assert!(
+                realised.status.success(),
+                "realising {root} from {}: {}",
+                cache.display(),
+                String::from_utf8_lossy(&realised.stderr)
+            );
+        }
+        for name in ["a", "b", "c"] {
+            assert_eq!(
+                std::fs::read(closure.path(name)).unwrap(),
+                closure.contents[name]
+            );
+        }
+    }
+    // Without the upstream key, Nix refuses the same cache: the signatures are what counts.
+    closure.delete();
+    let untrusted = realise_from(
+        &cache,
+        "other-1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        closure.path("a"),
+    );
+    assert!(!untrusted.status.success());
+    closure.delete();
+}
+
+#[test]
+fn tampered_nars_and_paths_missing_upstream_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let closure = Closure::build(dir.path());
+    let (secret, _) = signing_key(dir.path());
+    let upstream = dir.path().join("upstream");
+    copy_to_upstream(&upstream, &secret, &[closure.path("c"), closure.path("d")]);
+    closure.delete();
+    // One byte of d's NAR changed (same NarSize), recompressed, file checks dropped: only
+    // NarHash can tell.
+    let d_narinfo = upstream.join(format!("{}.narinfo", closure.hash_part("d")));
+    let d_nar = upstream.join(&field(&std::fs::read_to_string(&d_narinfo).unwrap(), "URL")[0]);
+    let mut nar = Vec::new();
+    std::io::Read::read_to_end(
+        &mut xz2::read::XzDecoder::new(std::fs::File::open(&d_nar).unwrap()),
+        &mut nar,
+    )
+    .unwrap();
+    let at = nar.windows(2).position(|w| w == b"d ").unwrap();
+    nar[at] = b'e';
+    let mut encoder = xz2::write::XzEncoder::new(Vec::new(), 6);
+    std::io::Write::write_all(&mut encoder, &nar).unwrap();
+    std::fs::write(&d_nar, encoder.finish().unwrap()).unwrap();
+    let stripped: String = std::fs::read_to_string(&d_narinfo)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("FileHash:") && !l.starts_with("FileSize:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&d_narinfo, stripped).unwrap();
+    // b references a, which upstream lacks: the closure is incomplete.
+    std::fs::remove_file(upstream.join(format!("{}.narinfo", closure.hash_part("a")))).unwrap();
+    let server = TestServer::start();
+    server.serve_dir("/upstream/", &upstream);
+    let list = dir.path().join("paths.txt");
+    let never_built = "/nix/store/00000000000000000000000000000000-never-built";
+    std::fs::write(
+        &list,
+        format!(
+            "{}\n{}\n{never_built}\n",
+            closure.path("c"),
+            closure.path("d")
+        ),
+    )
+    .unwrap();
+    let cache = dir.path().join("cache");
+    let run = fetch_store_paths(
+        dir.path(),
+        &cache,
+        &[&list],
+        &["--substituter", &server.url("/upstream")],
+    );
+    server.stop();
+    assert_eq!(run.code(), 1, "{}", run.stderr());
+    let stderr = run.stderr();
+
+    let d = run.path(closure.path("d"));
+    assert_eq!(d["status"], "failed", "{d}");
+    let reason = d["rejected"][0]["reason"].as_str().unwrap();
+    assert!(reason.contains("NarHash mismatch"), "{reason}");
+    assert!(!cache
+        .join(format!("{}.narinfo", closure.hash_part("d")))
+        .exists());
+
+    let a = run.path(closure.path("a"));
+    assert_eq!(a["status"], "missing", "{a}");
+    assert!(
+        stderr.contains(&format!("missing: {}", closure.path("a"))),
+        "{stderr}"
+    );
+    // Referenced by b or c (whichever was read first), both of which name it.
+    let by = a["referencedBy"].as_str().unwrap();
+    assert!(by == closure.path("b") || by == closure.path("c"), "{by}");
+    assert_eq!(run.path(never_built)["status"], "missing");
+    assert!(run.path(never_built)["referencedBy"].is_null());
+    for name in ["b", "c"] {
+        assert_eq!(run.path(closure.path(name))["status"], "mirrored");
+    }
+
+    // A malformed list is fatal, naming the line.
+    std::fs::write(&list, "/nix/store/not-a-store-path\n").unwrap();
+    let bad = fetch_store_paths(dir.path(), &cache, &[&list], &["--no-substituters"]);
+    assert_eq!(bad.code(), 2);
+    assert!(bad.stderr().contains("line 1"), "{}", bad.stderr());
+}
