@@ -448,3 +448,167 @@ fn tampered_nars_and_paths_missing_upstream_are_reported() {
     assert_eq!(bad.code(), 2);
     assert!(bad.stderr().contains("line 1"), "{}", bad.stderr());
 }
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pkgs")
+}
+
+fn srcgrab(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_srcgrab"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// `enumerate --outputs` records the fixture packages' outputs; a fetch of that manifest
+/// takes them from an upstream cache holding them (the sources from their URLs), and Nix
+/// then gets `hello` from the srcgrab cache alone with no build allowed.
+#[test]
+fn outputs_of_a_manifest_come_from_substituters_and_nix_builds_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start();
+    server.serve_dir("/a/", fixture().join("../sources"));
+    let rule = format!("http://fixture-a.invalid/={}", server.url("/a/"));
+    let manifest = dir.path().join("m.json");
+    let fixture = fixture();
+    let fixture = fixture.to_str().unwrap();
+    let system = srcgrab_fetcher::builder::host_system();
+    let enumerate = srcgrab(&[
+        "enumerate",
+        "--nixpkgs",
+        fixture,
+        "--attr",
+        "hello",
+        "--attr",
+        "data-file",
+        "--system",
+        &system,
+        "--outputs",
+        "-o",
+        manifest.to_str().unwrap(),
+    ]);
+    assert!(
+        enumerate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&enumerate.stderr)
+    );
+    let m: Value = serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
+    assert_eq!(m["version"], 2);
+    let drv = |attr: &str| run_ok("nix-instantiate", &[fixture, "-A", attr]);
+    let out = |attr: &str| run_ok("nix-store", &["--query", "--outputs", &drv(attr)]);
+    let (hello, data) = (out("hello"), out("data-file"));
+    let recorded: Vec<&str> = m["build"]["derivations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|d| d["outputs"].as_object().unwrap().values())
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    for path in [&hello, &data] {
+        assert!(
+            recorded.contains(&path.as_str()),
+            "{path} not in {recorded:?}"
+        );
+    }
+    assert_eq!(m["build"]["attributes"].as_array().unwrap().len(), 2);
+
+    // Build both once from their sources, and put the outputs into a signed upstream.
+    let sources = dir.path().join("sources");
+    let fetched = srcgrab(&[
+        "fetch",
+        manifest.to_str().unwrap(),
+        "--cache",
+        sources.to_str().unwrap(),
+        "--no-substituters",
+        "--rewrite",
+        &rule,
+    ]);
+    assert!(
+        fetched.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fetched.stderr)
+    );
+    for attr in ["hello", "data-file"] {
+        run_ok(
+            "nix-build",
+            &[
+                fixture,
+                "-A",
+                attr,
+                "--no-out-link",
+                "--option",
+                "substituters",
+                &format!("file://{}", sources.display()),
+            ],
+        );
+    }
+    let (secret, public_key) = signing_key(dir.path());
+    let upstream = dir.path().join("upstream");
+    copy_to_upstream(&upstream, &secret, &[&hello, &data]);
+    server.serve_dir("/upstream/", &upstream);
+    for path in [&hello, &data] {
+        let _ = run("nix-store", &["--delete", path]);
+        assert!(!Path::new(path).exists());
+    }
+
+    let cache = dir.path().join("cache");
+    let report = dir.path().join("report.json");
+    let fetched = srcgrab(&[
+        "fetch",
+        manifest.to_str().unwrap(),
+        "--cache",
+        cache.to_str().unwrap(),
+        "--substituter",
+        &server.url("/upstream"),
+        "--rewrite",
+        &rule,
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    server.stop();
+    assert!(
+        fetched.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fetched.stderr)
+    );
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    for path in [&hello, &data] {
+        let entry = report["outputs"]["paths"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["storePath"] == path.as_str())
+            .unwrap_or_else(|| panic!("{path} not in {report}"));
+        assert_eq!(entry["status"], "mirrored", "{entry}");
+    }
+
+    let built = run(
+        "nix-build",
+        &[
+            fixture,
+            "-A",
+            "hello",
+            "--no-out-link",
+            "--max-jobs",
+            "0",
+            "--option",
+            "substituters",
+            &format!("file://{}", cache.display()),
+            "--option",
+            "trusted-public-keys",
+            &public_key,
+            "--option",
+            "require-sigs",
+            "true",
+        ],
+    );
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&built.stdout).trim(), hello);
+    assert!(Path::new(&hello).join("bin/hello").exists());
+    let _ = run("nix-store", &["--delete", &hello]);
+}

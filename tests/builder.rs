@@ -6,7 +6,7 @@ mod gitfixture;
 
 use gitfixture::{delete_store_path, hash_nix_reports, instantiate, realise};
 use srcgrab_fetcher::builder::NixBuilder;
-use srcgrab_fetcher::cache::{Cache, CacheOptions};
+use srcgrab_fetcher::store::{Cache, CacheOptions};
 use srcgrab_formats::hash::Hash;
 use srcgrab_manifest::{Entry, HashMode, Kind, Manifest, Provenance, StorePathName};
 use std::path::Path;
@@ -159,6 +159,7 @@ fn write_manifest(dir: &Path, mut entries: Vec<Entry>) -> std::path::PathBuf {
         },
         failures: Vec::new(),
         entries,
+        build: Default::default(),
     };
     let path = dir.join("manifest.json");
     std::fs::write(&path, manifest.to_json()).unwrap();

@@ -98,6 +98,7 @@ fn write_manifest(dir: &Path, entries: Vec<Entry>) -> PathBuf {
         },
         failures: Vec::new(),
         entries,
+        build: Default::default(),
     };
     manifest.normalize();
     let path = dir.join("manifest.json");
@@ -674,7 +675,7 @@ fn sigkill_mid_run_loses_only_in_flight_downloads() {
         .map(|i| server.stats(&format!("/slow/{i}")).range_requests)
         .sum();
     assert!(resumed >= 1, "no partial download was resumed");
-    let opened = srcgrab_fetcher::cache::Cache::open(&cache, Default::default()).unwrap();
+    let opened = srcgrab_fetcher::store::Cache::open(&cache, Default::default()).unwrap();
     for entry in &entries {
         let hash_part = entry.parsed_store_path().unwrap().hash_part().to_string();
         opened.verify_narinfo(&hash_part).unwrap();
@@ -1023,7 +1024,7 @@ fn builtin_unpack_downloads_an_xz_nar_and_restores_it() {
     let run = fetch(dir.path(), &manifest, &cache, &[]);
     assert_eq!(run.code(), 0, "{}", run.stderr());
     assert_eq!(run.entry(&tools.store_path)["how"], "nar");
-    let opened = srcgrab_fetcher::cache::Cache::open(&cache, Default::default()).unwrap();
+    let opened = srcgrab_fetcher::store::Cache::open(&cache, Default::default()).unwrap();
     let hash_part = tools.parsed_store_path().unwrap().hash_part().to_string();
     opened.verify_narinfo(&hash_part).unwrap();
 }

@@ -11,10 +11,10 @@ mod gitfixture;
 mod support;
 
 use gitfixture::{nix_fetchgit, realise, Daemon, Repos};
-use srcgrab_fetcher::cache::{Cache, CacheOptions};
 use srcgrab_fetcher::git::GitFetcher;
 use srcgrab_fetcher::nar;
 use srcgrab_fetcher::net::Rewrite;
+use srcgrab_fetcher::store::{Cache, CacheOptions};
 use srcgrab_manifest::{GitSource, HashMode, Kind, Manifest, Provenance, Unpack};
 use std::path::Path;
 use std::process::Command;
@@ -387,6 +387,7 @@ fn fetch_command_checks_out_git_entries_and_falls_back_to_git_for_archives() {
         },
         failures: Vec::new(),
         entries: entries.clone(),
+        build: Default::default(),
     };
     std::fs::write(&manifest, m.to_json()).unwrap();
     let cache = work.path().join("cache");

@@ -98,6 +98,7 @@ fn write_manifest(path: &Path, entries: Vec<Entry>) -> PathBuf {
         },
         failures: vec![],
         entries,
+        build: Default::default(),
     };
     m.normalize();
     std::fs::write(path, m.to_json()).unwrap();
@@ -255,7 +256,10 @@ fn malformed_or_wrong_version_manifests_fail_with_one_clear_line() {
         ),
         (
             "v7.json",
-            text.replace("\"version\": 1", "\"version\": 7"),
+            text.replace(
+                &format!("\"version\": {MANIFEST_VERSION}"),
+                "\"version\": 7",
+            ),
             "version 7 is not supported",
         ),
         (

@@ -48,10 +48,19 @@ pub enum ClosureError {
     },
 }
 
-struct Node {
-    inputs: Vec<u32>,
+pub(crate) struct Node {
+    pub(crate) inputs: Vec<u32>,
     /// The parsed derivation, kept only for FODs (the rest is not needed after the walk).
-    fod: Option<Derivation>,
+    pub(crate) fod: Option<Derivation>,
+    /// For a non-fixed derivation, its system and outputs (`enumerate --outputs`).
+    pub(crate) built: Option<Built>,
+}
+
+/// What the build graph keeps of a non-fixed derivation.
+pub(crate) struct Built {
+    pub(crate) system: String,
+    /// (output name, store path)
+    pub(crate) outputs: Vec<(String, String)>,
 }
 
 /// The .drv files read so far and their inputs. It can be fed roots while the evaluation
@@ -124,14 +133,33 @@ impl Graph {
                         j
                     })
                     .collect();
-                let fod = drv.fixed_output().is_some().then_some(drv);
+                let (fod, built) = if drv.fixed_output().is_some() {
+                    (Some(drv), None)
+                } else {
+                    let outputs = drv.outputs.into_iter().map(|o| (o.name, o.path)).collect();
+                    let system = drv.system;
+                    (None, Some(Built { system, outputs }))
+                };
                 self.fods_seen += fod.is_some() as usize;
-                self.nodes[i as usize] = Some(Node { inputs, fod });
+                self.nodes[i as usize] = Some(Node { inputs, fod, built });
             }
             progress.fods_found(self.fods_seen);
             frontier = next;
         }
         Ok(())
+    }
+
+    /// The .drv at `index` and its node, once read.
+    pub(crate) fn node(&self, index: u32) -> (&str, &Node) {
+        let node = self.nodes[index as usize]
+            .as_ref()
+            .expect("every interned .drv was read");
+        (&self.paths[index as usize], node)
+    }
+
+    /// The index of a .drv read.
+    pub(crate) fn index_of(&self, drv_path: &str) -> Option<u32> {
+        self.index.get(drv_path).copied()
     }
 
     /// The FODs reachable from `roots` (one [`FoundFod`] per FOD .drv, not yet merged by

@@ -8,6 +8,7 @@ pub mod attr_path;
 pub mod classify;
 pub mod closure;
 pub mod eval;
+pub mod outputs;
 pub mod walk;
 
 use srcgrab_formats::aterm;
@@ -49,6 +50,8 @@ pub struct Options {
     pub eval_timeout: Option<Duration>,
     /// Hard stack limit of each evaluator, in bytes (see [`eval::EvaluatorCommand`]).
     pub eval_stack: Option<u64>,
+    /// Also record the build graph: every non-fixed output and what each attribute needs.
+    pub outputs: bool,
 }
 
 /// Reports how a run goes; every method may be called from several threads.
@@ -173,7 +176,13 @@ pub fn enumerate(options: &Options, progress: &dyn Progress) -> Result<Manifest,
         (walked, graph)
     });
     let walked = walked?;
-    let closure = graph?.fods(&walked.roots);
+    let graph = graph?;
+    let build = if options.outputs {
+        outputs::build_graph(&graph, &walked.roots)
+    } else {
+        Default::default()
+    };
+    let closure = graph.fods(&walked.roots);
     let (entries, mut failures) = describe_fods(closure)?;
     failures.extend(walked.failures);
 
@@ -195,6 +204,7 @@ pub fn enumerate(options: &Options, progress: &dyn Progress) -> Result<Manifest,
         },
         failures,
         entries,
+        build,
     };
     manifest.normalize();
     Ok(manifest)

@@ -8,7 +8,7 @@ use std::io::{self, Read};
 use std::path::Path;
 use std::time::Instant;
 
-use srcgrab_fetcher::cache::{Cache, CacheOptions, Layout};
+use srcgrab_fetcher::store::{Cache, CacheOptions, Layout};
 use srcgrab_formats::hash::{HashAlgo, HashMode};
 use srcgrab_manifest::{Entry, Kind, StorePathName};
 

@@ -9,8 +9,8 @@ use std::process::{Command, Stdio};
 
 use srcgrab_manifest::Entry;
 
-use crate::cache::{Cache, Published};
 use crate::git::{describe, tail};
+use crate::store::{Cache, Published};
 use crate::Error;
 
 /// What building one entry did.

@@ -18,11 +18,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::builder::NixBuilder;
-use crate::cache::{Cache, Compression, Published};
 use crate::git::{forge_git_source, GitFetcher};
 use crate::net::substituter::{publish_nar_file, Substituter, Substitution};
 use crate::net::{rewrite, DownloadOptions, Downloaded, Downloader, Rewrite};
 use crate::report::{EntryReport, How, Outcome, Progress, Rejection, Report};
+use crate::store::{Cache, Compression, Published};
 use crate::Error;
 
 /// Nix's default substituter, asked first unless told otherwise.
@@ -145,11 +145,11 @@ pub async fn fetch(
     options: FetchOptions,
     progress: Arc<dyn Progress>,
 ) -> Result<Report, Error> {
-    let partial_dir = cache.temp_dir().join("partial");
+    let partial_dir = cache.disk().partial_dir();
     let git_mirrors = options
         .git_mirrors
         .clone()
-        .unwrap_or_else(|| cache.root().join(".srcgrab/git"));
+        .unwrap_or_else(|| cache.disk().git_dir());
     let git = GitFetcher::new(&git_mirrors, options.rewrites.clone())
         .map(Arc::new)
         .map_err(|err| err.to_string());

@@ -20,8 +20,8 @@ use std::process::{Command, Stdio};
 
 use srcgrab_manifest::{Entry, GitSource};
 
-use crate::cache::{Cache, Published};
 use crate::net::Rewrite;
+use crate::store::{Cache, Published};
 use crate::Error;
 
 /// The branch nix-prefetch-git checks out when the package names none.

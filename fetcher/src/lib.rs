@@ -5,18 +5,14 @@
 
 pub mod binaries;
 pub mod builder;
-pub mod bundle;
-pub mod cache;
-pub mod compression;
 pub mod error;
 pub mod fetch;
 pub mod git;
-pub mod ingest;
 pub mod nar;
 pub mod net;
 pub mod probe;
 pub mod report;
+pub mod store;
 pub mod unpack;
-pub mod verify;
 
 pub use error::Error;

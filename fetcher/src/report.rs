@@ -179,6 +179,10 @@ pub struct Report {
     pub hosts: Vec<HostReport>,
     /// In manifest order.
     pub entries: Vec<EntryReport>,
+    /// The manifest's `output` records (`enumerate --outputs`) and their closure, mirrored
+    /// from the substituters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outputs: Option<crate::binaries::ClosureReport>,
 }
 
 impl Report {
@@ -207,6 +211,7 @@ impl Report {
             summary,
             hosts: Vec::new(),
             entries,
+            outputs: None,
         }
     }
 

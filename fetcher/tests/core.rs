@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use srcgrab_fetcher::cache::{Cache, CacheOptions, Compression, Layout};
+use srcgrab_fetcher::store::{Cache, CacheOptions, Compression, Layout};
 use srcgrab_fetcher::{nar, Error};
 use srcgrab_formats::hash::{Hash, HashAlgo, HashMode};
 use srcgrab_formats::narinfo::NarInfo;

@@ -37,6 +37,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         },
         failures: vec![],
         entries,
+        build: Default::default(),
     };
     manifest.normalize();
     print!("{}", manifest.to_json());

@@ -140,6 +140,7 @@ fn manifest(entries: Vec<Entry>) -> Manifest {
         },
         failures: vec![],
         entries,
+        build: Default::default(),
     };
     m.normalize();
     m

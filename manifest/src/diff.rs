@@ -363,6 +363,7 @@ mod tests {
             provenance: Provenance::default(),
             failures: vec![],
             entries,
+            build: Default::default(),
         };
         m.normalize();
         m

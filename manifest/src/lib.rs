@@ -7,6 +7,7 @@
 //! The Nix primitives it is made of (hashes, store paths) live in `srcgrab-formats`; this
 //! crate does no I/O.
 
+pub mod build_graph;
 pub mod diff;
 
 use serde::{Deserialize, Serialize};
@@ -14,10 +15,12 @@ use srcgrab_formats::hash::HashError;
 use srcgrab_formats::store_path::StorePathError;
 use std::collections::BTreeMap;
 
+pub use build_graph::{Attribute, BuildGraph, BuiltDerivation};
 pub use srcgrab_formats::{ContentAddress, Hash, HashAlgo, HashMode, StorePath, StorePathName};
 
-/// Version of the manifest format this crate writes. Version 2 added the `derived` kind;
-/// a version 1 manifest is read as it is (its kinds are a subset).
+/// Version of the manifest format this crate writes. Version 2 added the `derived` kind
+/// and `build` (`enumerate --outputs`); a version 1 manifest is read as it is (its kinds
+/// are a subset, and it has no build graph).
 pub const MANIFEST_VERSION: u32 = 2;
 
 /// Oldest manifest version this crate still reads.
@@ -35,6 +38,9 @@ pub struct Manifest {
     pub failures: Vec<Failure>,
     /// One entry per fixed output path, sorted by `store_path`.
     pub entries: Vec<Entry>,
+    /// The build graph (`enumerate --outputs`); empty otherwise.
+    #[serde(default, skip_serializing_if = "BuildGraph::is_empty")]
+    pub build: BuildGraph,
 }
 
 /// Where a manifest came from, so a reader can tell two manifests apart and reproduce them.
@@ -296,6 +302,8 @@ pub enum ManifestError {
     BadEntry { store_path: String, reason: String },
     #[error("manifest entries are not sorted by store path, or repeat one, at {0}")]
     Unsorted(String),
+    #[error("manifest derivations are not sorted by drv path, or repeat one, at {0}")]
+    UnsortedDerivations(String),
 }
 
 impl Manifest {
@@ -334,6 +342,11 @@ impl Manifest {
         for pair in self.entries.windows(2) {
             if pair[0].store_path >= pair[1].store_path {
                 return Err(ManifestError::Unsorted(pair[1].store_path.clone()));
+            }
+        }
+        for pair in self.build.derivations.windows(2) {
+            if pair[0].drv_path >= pair[1].drv_path {
+                return Err(ManifestError::UnsortedDerivations(pair[1].drv_path.clone()));
             }
         }
         for e in &self.entries {
@@ -376,6 +389,7 @@ impl Manifest {
     pub fn normalize(&mut self) {
         self.entries.sort_by(|a, b| a.store_path.cmp(&b.store_path));
         self.failures.sort();
+        self.build.normalize();
     }
 }
 
@@ -421,6 +435,7 @@ mod tests {
             },
             failures: vec![],
             entries: vec![sample_entry()],
+            build: Default::default(),
         }
     }
 
@@ -450,6 +465,7 @@ mod tests {
             .replace("\"version\": 2", "\"version\": 1");
         let m = Manifest::from_json(&text).unwrap();
         assert_eq!((m.version, m.entries), (1, sample().entries));
+        assert!(m.build.is_empty());
     }
 
     #[test]

@@ -4,8 +4,8 @@
 use crate::cmd::report::{human_bytes, read_manifest};
 use crate::Status;
 use anyhow::Context as _;
-use srcgrab_fetcher::bundle::{export, import_dir, import_tar, BundleTarget, ImportReport};
-use srcgrab_fetcher::cache::{Cache, CacheOptions, Compression};
+use srcgrab_fetcher::store::bundle::{export, import_dir, import_tar, BundleTarget, ImportReport};
+use srcgrab_fetcher::store::{Cache, CacheOptions, Compression};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]

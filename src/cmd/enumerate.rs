@@ -52,6 +52,10 @@ pub struct Args {
     /// evaluations that are legitimately that deep.
     #[arg(long, value_parser = parse_size, value_name = "SIZE")]
     eval_stack: Option<u64>,
+    /// Also record the build graph: every non-fixed output of the build closure (binaries
+    /// `srcgrab fetch` takes from substituters) and what each attribute needs (`srcgrab check`).
+    #[arg(long)]
+    outputs: bool,
     #[arg(long)]
     allow_unfree: bool,
     #[arg(long)]
@@ -92,6 +96,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         max_memory: Some(args.max_memory),
         eval_timeout: (args.eval_timeout > 0).then(|| Duration::from_secs(args.eval_timeout)),
         eval_stack: args.eval_stack,
+        outputs: args.outputs,
     };
     let display = Display::new();
     let manifest = srcgrab_extractor::enumerate(&options, &display)

@@ -11,11 +11,12 @@ use anyhow::Context as _;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget};
 use srcgrab_fetcher::binaries::ClosureOptions;
 use srcgrab_fetcher::builder::NixBuilder;
-use srcgrab_fetcher::cache::{Cache, CacheOptions, Compression, Layout};
 use srcgrab_fetcher::fetch::{FetchOptions, DEFAULT_SUBSTITUTER};
 use srcgrab_fetcher::net::{DownloadOptions, Rewrite};
 use srcgrab_fetcher::report::{EntryReport, Outcome, Progress, Report};
+use srcgrab_fetcher::store::{Cache, CacheOptions, Compression, Layout};
 use srcgrab_formats::signature::SecretKey;
+use srcgrab_manifest::StorePath;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -146,6 +147,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         },
     )
     .with_context(|| format!("opening cache {}", args.cache.display()))?;
+    let cache = Arc::new(cache);
     let options = FetchOptions {
         substituters: substituters(&args),
         hashed_mirrors: args.hashed_mirrors.clone(),
@@ -167,23 +169,50 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         .context("starting the async runtime")?;
     let result = runtime.block_on(srcgrab_fetcher::fetch::fetch(
         &manifest.entries,
-        Arc::new(cache),
+        cache.clone(),
         options,
         display.clone(),
     ));
     // Drop in-flight work (after a fatal error) before printing.
     runtime.shutdown_background();
     display.finish();
-    let report = result?;
+    let mut report = result?;
+    print_summary(&report, manifest.entries.len() as u64);
+    let outputs = manifest.build.output_paths();
+    if report.stopped.is_none() && !outputs.is_empty() && args.layout.cache && !args.no_substituters
+    {
+        let roots = outputs
+            .iter()
+            .map(|path| StorePath::parse(path))
+            .collect::<Result<Vec<_>, _>>()
+            .context("manifest build graph")?;
+        eprintln!(
+            "srcgrab: {} outputs of the build graph, from the substituters",
+            roots.len()
+        );
+        report.outputs = Some(fetch_paths::mirror(
+            &roots,
+            cache,
+            closure_options(&args),
+            false,
+        )?);
+    }
     if let Some(path) = &args.report {
         std::fs::write(path, report.to_json())
             .with_context(|| format!("writing report {}", path.display()))?;
     }
-    print_summary(&report, manifest.entries.len() as u64);
-    if let Some(why) = &report.stopped {
+    if let Some(why) = report
+        .stopped
+        .as_ref()
+        .or(report.outputs.as_ref().and_then(|o| o.stopped.as_ref()))
+    {
         anyhow::bail!("fetch stopped: {why}");
     }
-    Ok(if report.all_done() {
+    let outputs_complete = report
+        .outputs
+        .as_ref()
+        .is_none_or(|o| o.closures_complete());
+    Ok(if report.all_done() && outputs_complete {
         Status::Ok
     } else {
         Status::SomeFailed
@@ -213,6 +242,15 @@ fn download_options(args: &Args) -> DownloadOptions {
     }
 }
 
+fn closure_options(args: &Args) -> ClosureOptions {
+    ClosureOptions {
+        substituters: substituters(args),
+        recompress: args.compression,
+        download: download_options(args),
+        ..ClosureOptions::default()
+    }
+}
+
 /// `--store-paths`: the listed paths and their closure, from the substituters only.
 fn run_store_paths(args: &Args) -> anyhow::Result<Status> {
     let roots = fetch_paths::read_lists(&args.store_paths)?;
@@ -227,13 +265,7 @@ fn run_store_paths(args: &Args) -> anyhow::Result<Status> {
         },
     )
     .with_context(|| format!("opening cache {}", args.cache.display()))?;
-    let options = ClosureOptions {
-        substituters: substituters(args),
-        recompress: args.compression,
-        download: download_options(args),
-        ..ClosureOptions::default()
-    };
-    let report = fetch_paths::mirror(&roots, Arc::new(cache), options)?;
+    let report = fetch_paths::mirror(&roots, Arc::new(cache), closure_options(args), true)?;
     if let Some(path) = &args.report {
         std::fs::write(path, report.to_json())
             .with_context(|| format!("writing report {}", path.display()))?;

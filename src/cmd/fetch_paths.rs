@@ -9,8 +9,8 @@ use indicatif::ProgressBar;
 use srcgrab_fetcher::binaries::{
     mirror_closure, read_path_list, ClosureOptions, ClosureReport, PathOutcome, PathReport,
 };
-use srcgrab_fetcher::cache::Cache;
 use srcgrab_fetcher::report::Progress;
+use srcgrab_fetcher::store::Cache;
 use srcgrab_manifest::StorePath;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,11 +35,14 @@ pub fn read_lists(lists: &[std::path::PathBuf]) -> anyhow::Result<Vec<StorePath>
     Ok(paths)
 }
 
-/// Mirrors the closure of `roots`; prints the summary and returns the report.
+/// Mirrors the closure of `roots`; prints the summary and returns the report. Unless
+/// `roots_required`, a root no substituter has is only counted (a manifest's output Hydra
+/// did not build, which its sources cover).
 pub fn mirror(
     roots: &[StorePath],
     cache: Arc<Cache>,
     options: ClosureOptions,
+    roots_required: bool,
 ) -> anyhow::Result<ClosureReport> {
     let display = Arc::new(Display::new());
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -50,11 +53,11 @@ pub fn mirror(
     runtime.shutdown_background();
     display.spinner.finish_and_clear();
     let report = result?;
-    print_summary(&report);
+    print_summary(&report, roots_required);
     Ok(report)
 }
 
-fn print_summary(report: &ClosureReport) {
+fn print_summary(report: &ClosureReport, roots_required: bool) {
     let count = |wanted: fn(&PathOutcome) -> bool| {
         report.paths.iter().filter(|p| wanted(&p.outcome)).count()
     };
@@ -77,7 +80,7 @@ fn print_summary(report: &ClosureReport) {
             .map(|by| format!(" (referenced by {by})"))
             .unwrap_or_default();
         match path.outcome {
-            PathOutcome::Missing => {
+            PathOutcome::Missing if roots_required || path.referenced_by.is_some() => {
                 eprintln!(
                     "srcgrab: missing: {}{by}: no substituter has it",
                     path.store_path

@@ -3,6 +3,7 @@
 
 use anyhow::Context as _;
 use rayon::prelude::*;
+use srcgrab_fetcher::store::DiskLayout;
 use srcgrab_formats::narinfo::NarInfo;
 use srcgrab_manifest::{Entry, Manifest, StorePath};
 use std::collections::HashMap;
@@ -57,8 +58,8 @@ impl EntrySizes {
             .filter_map(|path| {
                 let store_path = StorePath::parse(path).ok()?;
                 let hash_part = store_path.hash_part();
-                let text =
-                    std::fs::read_to_string(cache.join(format!("{hash_part}.narinfo"))).ok()?;
+                let text = std::fs::read_to_string(cache.join(DiskLayout::narinfo_name(hash_part)))
+                    .ok()?;
                 let info = NarInfo::parse(&text).ok()?;
                 let sizes = Sizes {
                     file_size: info.file_size,

@@ -6,9 +6,10 @@ use crate::progress::{bar, PeriodicLog};
 use crate::Status;
 use anyhow::Context as _;
 use indicatif::ProgressBar;
-use srcgrab_fetcher::verify::{
+use srcgrab_fetcher::store::verify::{
     remove_corrupt, verify_cache, VerifyOptions, VerifyProgress, VerifyReport,
 };
+use srcgrab_fetcher::store::DiskLayout;
 use srcgrab_manifest::Manifest;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -92,12 +93,13 @@ fn repair(args: &Args, manifest: &Manifest, report: &VerifyReport) -> anyhow::Re
             .cloned()
             .collect(),
         failures: Vec::new(),
+        build: Default::default(),
         ..manifest.clone()
     };
     if subset.entries.is_empty() {
         return Ok(());
     }
-    let dir = args.cache.join(".srcgrab");
+    let dir = DiskLayout::new(&args.cache).state_dir();
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let subset_path = dir.join("repair-manifest.json");
     std::fs::write(&subset_path, subset.to_json())

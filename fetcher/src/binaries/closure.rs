@@ -13,10 +13,10 @@ use std::sync::Arc;
 use tokio::task::JoinSet;
 
 use super::store::{self, NarFile};
-use crate::cache::{Cache, Compression};
 use crate::fetch::is_fatal;
 use crate::net::{DownloadOptions, Downloader};
 use crate::report::{HostReport, Progress, Rejection};
+use crate::store::{Cache, Compression};
 use crate::Error;
 use srcgrab_formats::narinfo::NarInfo;
 
@@ -112,6 +112,15 @@ impl ClosureReport {
     /// Whether every path of the closure is in the cache (exit status 0).
     pub fn all_done(&self) -> bool {
         self.stopped.is_none() && self.paths.iter().all(PathReport::is_done)
+    }
+
+    /// Whether the closure of every path that was had is complete: only paths asked for may
+    /// be missing (a manifest's outputs Hydra did not build; their sources cover them).
+    pub fn closures_complete(&self) -> bool {
+        self.stopped.is_none()
+            && self.paths.iter().all(|p| {
+                p.is_done() || (p.outcome == PathOutcome::Missing && p.referenced_by.is_none())
+            })
     }
 
     pub fn to_json(&self) -> String {

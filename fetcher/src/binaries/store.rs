@@ -12,9 +12,8 @@ use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use crate::cache::{Cache, Compression, VerifiedHash};
-use crate::compression::{decompressor, Compressor};
 use crate::net::substituter::CheckedNar;
+use crate::store::{decompressor, Cache, Compression, Compressor, VerifiedHash};
 use crate::Error;
 use srcgrab_formats::narinfo::NarInfo;
 

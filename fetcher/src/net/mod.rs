@@ -36,8 +36,8 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use tokio::sync::Semaphore;
 
-use crate::cache::VerifiedHash;
 use crate::report::Progress;
+use crate::store::VerifiedHash;
 use crate::Error;
 use hosts::HostTally;
 use rate::TokenBucket;

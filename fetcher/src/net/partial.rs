@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::retry::Attempt;
 use super::Downloader;
-use crate::cache::{HashedWrites, VerifiedHash};
+use crate::store::{HashedWrites, VerifiedHash};
 use crate::Error;
 
 /// Beside a partial file: what it is a prefix of.

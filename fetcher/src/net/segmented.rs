@@ -14,7 +14,7 @@ use super::hosts::Lease;
 use super::partial::{write_meta, Partial, PartialMeta, Segment};
 use super::retry::{classify, error_chain, status_attempt, transient, Attempt};
 use super::{content_range, header_text, Downloader};
-use crate::cache::VerifiedHash;
+use crate::store::VerifiedHash;
 use crate::Error;
 
 /// Bytes of one range received between two saves of what is on disk: what a killed

@@ -13,7 +13,7 @@ use super::hosts::Lease;
 use super::partial::{Partial, PartialMeta};
 use super::retry::{classify, error_chain, status_attempt, transient, Attempt};
 use super::{content_range_start, header_text, Downloaded, Downloader};
-use crate::cache::VerifiedHash;
+use crate::store::VerifiedHash;
 use crate::Error;
 
 /// Buffer between the network and the partial file: also the most of each in-flight

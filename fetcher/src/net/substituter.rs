@@ -15,9 +15,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::cache::{Cache, Published};
-use crate::compression::decompressor;
 use crate::net::Downloader;
+use crate::store::{decompressor, Cache, Published};
 use crate::Error;
 use srcgrab_formats::narinfo::{Compression, NarInfo};
 

@@ -1,10 +1,10 @@
-//! The compressions of NAR files: one compressor for what the cache writes and one
-//! decompressor for what it reads back or takes from upstream, both named by the narinfo's
-//! typed [`Compression`].
+//! The compressions of NAR files: the streaming encoder a publish writes through and the
+//! one decoder every reader uses (the cache re-reading its own NARs, upstream NAR files,
+//! bundles), both named by the narinfo's typed [`Compression`].
 
 use std::io::{self, Read, Write};
 
-use srcgrab_formats::narinfo::Compression;
+pub use srcgrab_formats::narinfo::Compression;
 
 const ZSTD_LEVEL: i32 = 3;
 const XZ_LEVEL: u32 = 6;
@@ -64,14 +64,40 @@ impl<W: Write> Write for Compressor<W> {
 
 /// Reads the NAR out of a file compressed with `compression`. Multi-stream xz and bzip2 are
 /// read to the end, as Nix writes and reads them.
-pub fn decompressor<'a>(
+pub(crate) fn decompressor<'a>(
     compression: Compression,
-    input: impl Read + Send + 'a,
-) -> io::Result<Box<dyn Read + Send + 'a>> {
+    input: impl Read + 'a,
+) -> io::Result<Box<dyn Read + 'a>> {
     Ok(match compression {
         Compression::None => Box::new(input),
         Compression::Xz => Box::new(xz2::read::XzDecoder::new_multi_decoder(input)),
         Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(input)?),
         Compression::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(input)),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_compression_reads_back_what_it_wrote() {
+        let plain = b"nix-archive-1 stand-in".repeat(1000);
+        for compression in [
+            Compression::None,
+            Compression::Xz,
+            Compression::Zstd,
+            Compression::Bzip2,
+        ] {
+            let mut compressor = Compressor::new(compression, Vec::new()).unwrap();
+            compressor.write_all(&plain).unwrap();
+            let written = compressor.finish().unwrap();
+            let mut out = Vec::new();
+            decompressor(compression, written.as_slice())
+                .unwrap()
+                .read_to_end(&mut out)
+                .unwrap();
+            assert_eq!(out, plain, "{compression}");
+        }
+    }
 }

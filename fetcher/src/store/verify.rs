@@ -25,12 +25,9 @@ use srcgrab_formats::hash::{HashAlgo, HashMode};
 use srcgrab_formats::store_path::StorePath;
 use srcgrab_manifest::{Entry, Manifest};
 
-use crate::cache::{Cache, CacheOptions, Layout};
+use crate::store::{Cache, CacheOptions, DiskLayout, Layout};
 use crate::Error;
 use srcgrab_formats::narinfo::NarInfo;
-
-/// Where the blake3 index lives, relative to the cache root.
-pub const INDEX_PATH: &str = ".srcgrab/blake3-index";
 
 /// Live progress of a verify run; called from many threads.
 pub trait VerifyProgress: Sync {
@@ -108,8 +105,8 @@ struct Blake3Index {
 }
 
 impl Blake3Index {
-    fn read(root: &Path) -> Blake3Index {
-        let Ok(text) = fs::read_to_string(root.join(INDEX_PATH)) else {
+    fn read(disk: &DiskLayout) -> Blake3Index {
+        let Ok(text) = fs::read_to_string(disk.blake3_index()) else {
             return Blake3Index::default();
         };
         let parse = |line: &str| -> Option<(PathBuf, Fingerprint)> {
@@ -134,8 +131,8 @@ impl Blake3Index {
         }
     }
 
-    fn write(&self, root: &Path) -> Result<(), Error> {
-        let dir = root.join(".srcgrab");
+    fn write(&self, disk: &DiskLayout) -> Result<(), Error> {
+        let dir = disk.state_dir();
         fs::create_dir_all(&dir).map_err(Error::io(format!("creating {}", dir.display())))?;
         let sorted: BTreeMap<_, _> = self.files.iter().collect();
         let mut text = String::new();
@@ -152,10 +149,13 @@ impl Blake3Index {
             "creating a temp file in {}",
             dir.display()
         )))?;
-        io::Write::write_all(&mut temp, text.as_bytes())
-            .map_err(Error::io(format!("writing {INDEX_PATH}")))?;
-        temp.persist(root.join(INDEX_PATH))
-            .map_err(|e| Error::io(format!("writing {INDEX_PATH}"))(e.error))?;
+        io::Write::write_all(&mut temp, text.as_bytes()).map_err(Error::io(format!(
+            "writing {}",
+            disk.blake3_index().display()
+        )))?;
+        temp.persist(disk.blake3_index()).map_err(|e| {
+            Error::io(format!("writing {}", disk.blake3_index().display()))(e.error)
+        })?;
         Ok(())
     }
 }
@@ -211,9 +211,10 @@ fn read_dir(dir: &Path) -> Result<Vec<fs::DirEntry>, Error> {
     }
 }
 
-fn scan(root: &Path) -> Result<Contents, Error> {
-    let cache = root.join("nix-cache-info").is_file();
-    let mirror = root.join("sha256").is_dir();
+fn scan(disk: &DiskLayout) -> Result<Contents, Error> {
+    let root = disk.root();
+    let cache = disk.cache_info().is_file();
+    let mirror = disk.mirror_dir().is_dir();
     let mut contents = Contents {
         layout: (cache || mirror).then_some(Layout { cache, mirror }),
         ..Contents::default()
@@ -231,16 +232,16 @@ fn scan(root: &Path) -> Result<Contents, Error> {
             if file_type.is_symlink() {
                 contents.mirror_keys.push(path);
             } else if file_type.is_dir() {
-                if !(top && [".tmp", ".srcgrab"].contains(&&*name)) {
+                if !(top && DiskLayout::is_private_dir(&name)) {
                     dirs.push(path);
                 }
             } else if top {
-                if let Some(hash_part) = name.strip_suffix(".narinfo") {
+                if let Some(hash_part) = DiskLayout::narinfo_hash_part(&name) {
                     contents.narinfos.push(hash_part.to_string());
                 }
-            } else if rel == Path::new("nar") {
+            } else if DiskLayout::is_in_nar_dir(&path) {
                 contents.nar_files.push(path);
-            } else if rel == Path::new("sha256") {
+            } else if DiskLayout::is_in_mirror_dir(&path) {
                 contents.mirror_files.push(name.into_owned());
             }
         }
@@ -260,11 +261,11 @@ struct NarinfoFacts {
     referenced_nars: HashSet<PathBuf>,
 }
 
-fn read_narinfos(root: &Path, hash_parts: &[String]) -> NarinfoFacts {
+fn read_narinfos(disk: &DiskLayout, hash_parts: &[String]) -> NarinfoFacts {
     let parsed: HashMap<String, NarInfo> = hash_parts
         .par_iter()
         .filter_map(|h| {
-            let text = fs::read_to_string(root.join(format!("{h}.narinfo"))).ok()?;
+            let text = fs::read_to_string(disk.narinfo(h)).ok()?;
             Some((h.clone(), NarInfo::parse(&text).ok()?))
         })
         .collect();
@@ -286,7 +287,8 @@ pub fn verify_cache(
     options: VerifyOptions,
     progress: &dyn VerifyProgress,
 ) -> Result<VerifyReport, Error> {
-    let contents = scan(root)?;
+    let disk = DiskLayout::new(root);
+    let contents = scan(&disk)?;
     let Some(layout) = contents.layout else {
         return Err(Error::Corrupt {
             what: root.display().to_string(),
@@ -304,9 +306,9 @@ pub fn verify_cache(
             ..CacheOptions::default()
         },
     );
-    let facts = read_narinfos(root, &contents.narinfos);
+    let facts = read_narinfos(&disk, &contents.narinfos);
     let old_index = if options.quick {
-        Blake3Index::read(root)
+        Blake3Index::read(&disk)
     } else {
         Blake3Index::default()
     };
@@ -324,7 +326,7 @@ pub fn verify_cache(
     // opened without a mirror layout, so `verify_narinfo` leaves mirror files alone); each
     // mirror file is an item of its own.
     let narinfo_files = |h: &str| -> Vec<PathBuf> {
-        let mut files = vec![PathBuf::from(format!("{h}.narinfo"))];
+        let mut files = vec![PathBuf::from(DiskLayout::narinfo_name(h))];
         files.extend(
             facts
                 .parsed
@@ -342,7 +344,7 @@ pub fn verify_cache(
             contents
                 .mirror_files
                 .iter()
-                .map(|h| Path::new("sha256").join(h)),
+                .map(|h| DiskLayout::mirror_file_name(h)),
         )
         .map(|p| size_of(&p))
         .sum();
@@ -429,7 +431,7 @@ pub fn verify_cache(
         .unwrap_or_default();
     let mirror_owner = mirror_owners(root, &flat_entries, &facts);
     contents.mirror_files.par_iter().for_each(|hex| {
-        let rel = Path::new("sha256").join(hex);
+        let rel = DiskLayout::mirror_file_name(hex);
         let store_path = mirror_owner.get(hex.as_str()).cloned();
         check_item(vec![rel.clone()], store_path, &|| {
             check_mirror_file(root, &rel, hex)
@@ -461,7 +463,7 @@ pub fn verify_cache(
             .mirror_files
             .iter()
             .filter(|hex| !mirror_owner.contains_key(hex.as_str()))
-            .map(|hex| Path::new("sha256").join(hex)),
+            .map(|hex| DiskLayout::mirror_file_name(hex)),
     );
     unreferenced.sort();
 
@@ -473,7 +475,7 @@ pub fn verify_cache(
     let index_error = new_index
         .into_inner()
         .unwrap_or_else(|e| e.into_inner())
-        .write(root)
+        .write(&disk)
         .err()
         .map(|e| e.to_string());
     Ok(VerifyReport {
@@ -525,7 +527,7 @@ fn mirror_owners(
         let file = if hash.algo == HashAlgo::Sha256 {
             Some(hash.to_hex())
         } else {
-            fs::read_link(root.join(hash.algo.name()).join(hash.to_hex()))
+            fs::read_link(root.join(DiskLayout::mirror_key_name(&hash)))
                 .ok()
                 .and_then(|target| Some(target.file_name()?.to_string_lossy().into_owned()))
         };
@@ -545,12 +547,14 @@ fn missing_entries(root: &Path, layout: Layout, entries: &[Entry]) -> Vec<String
                 return true;
             };
             let flat = e.hash.mode == HashMode::Flat;
-            let narinfo_missing =
-                layout.cache && !root.join(format!("{}.narinfo", path.hash_part())).exists();
+            let narinfo_missing = layout.cache
+                && !root
+                    .join(DiskLayout::narinfo_name(path.hash_part()))
+                    .exists();
             let mirror_missing = layout.mirror
                 && flat
                 && e.hash.hash().map_or(true, |h| {
-                    !root.join(h.algo.name()).join(h.to_hex()).exists()
+                    !root.join(DiskLayout::mirror_key_name(&h)).exists()
                 });
             narinfo_missing || mirror_missing
         })
@@ -599,12 +603,13 @@ mod tests {
         index
             .files
             .insert(PathBuf::from("nar/with space.nar"), print);
-        index.write(root.path()).unwrap();
-        let path = root.path().join(INDEX_PATH);
+        let disk = DiskLayout::new(root.path());
+        index.write(&disk).unwrap();
+        let path = disk.blake3_index();
         let mut text = fs::read_to_string(&path).unwrap();
         text.push_str("not-hex 1 2 nar/broken\n");
         fs::write(&path, text).unwrap();
-        let back = Blake3Index::read(root.path());
+        let back = Blake3Index::read(&disk);
         assert_eq!(back.files.len(), 1);
         assert_eq!(back.files[Path::new("nar/with space.nar")], print);
     }

@@ -17,7 +17,7 @@ use srcgrab_formats::hash::{Hash, HashAlgo, HashMode, Hasher};
 use srcgrab_formats::name::strip_archive_extension;
 use srcgrab_manifest::{Entry, Kind, Manifest, Unpack};
 
-use crate::cache::Cache;
+use crate::store::Cache;
 use crate::{nar, unpack, Error};
 
 /// Live progress of an ingest run; called from many threads.

@@ -24,16 +24,15 @@ use rayon::prelude::*;
 use srcgrab_formats::hash::HashMode;
 use srcgrab_manifest::{Entry, Manifest};
 
-use crate::cache::Cache;
-use crate::compression::decompressor;
 use crate::net::substituter::CheckedNar;
+use crate::store::{decompressor, Cache, DiskLayout, CACHE_INFO};
 use crate::Error;
 use srcgrab_formats::narinfo::NarInfo;
 
 pub const MARKER: &str = "srcgrab-bundle";
 const MARKER_CONTENTS: &str = "srcgrab-bundle 1\n";
 pub const MANIFEST: &str = "manifest.json";
-const CACHE_INFO: &str = "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 30\n";
+const CACHE_INFO_CONTENTS: &str = "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 30\n";
 
 /// Where a bundle is written.
 pub enum BundleTarget {
@@ -81,7 +80,7 @@ fn entry_items(root: &Path, entry: &Entry) -> Result<Option<Vec<Item>>, Error> {
         what: entry.store_path.clone(),
         reason: e.to_string(),
     })?;
-    let narinfo_name = format!("{}.narinfo", store_path.hash_part());
+    let narinfo_name = DiskLayout::narinfo_name(store_path.hash_part());
     match fs::read_to_string(root.join(&narinfo_name)) {
         Ok(text) => {
             let info = NarInfo::parse(&text).map_err(|e| Error::Corrupt {
@@ -108,7 +107,7 @@ fn entry_items(root: &Path, entry: &Entry) -> Result<Option<Vec<Item>>, Error> {
             what: entry.store_path.clone(),
             reason: e.to_string(),
         })?;
-        let mirror = root.join(hash.algo.name()).join(hash.to_hex());
+        let mirror = root.join(DiskLayout::mirror_key_name(&hash));
         if mirror.is_file() {
             return Ok(Some(vec![Item {
                 bundle_path: Path::new("files").join(store_path.hash_part()),
@@ -141,8 +140,8 @@ pub fn export(
             source: Source::Bytes(manifest.to_json().into_bytes()),
         },
         Item {
-            bundle_path: "nix-cache-info".into(),
-            source: Source::Bytes(CACHE_INFO.into()),
+            bundle_path: CACHE_INFO.into(),
+            source: Source::Bytes(CACHE_INFO_CONTENTS.into()),
         },
     ];
     let mut nars_seen = BTreeSet::new();
@@ -354,7 +353,7 @@ pub fn import_dir(bundle: &Path, cache: &Cache) -> Result<(ImportReport, Manifes
             let Ok(store_path) = entry.parsed_store_path() else {
                 return DirOutcome::Absent;
             };
-            let narinfo = bundle.join(format!("{}.narinfo", store_path.hash_part()));
+            let narinfo = bundle.join(DiskLayout::narinfo_name(store_path.hash_part()));
             let file = bundle.join("files").join(store_path.hash_part());
             if narinfo.is_file() {
                 DirOutcome::Published(import_narinfo_file(cache, entry, bundle, &narinfo))
@@ -428,7 +427,7 @@ pub fn import_tar(input: impl Read, cache: &Cache) -> Result<(ImportReport, Mani
             .map_err(Error::io("reading the bundle"))?
             .into_owned();
         let name = path.to_string_lossy().into_owned();
-        if let Some(hash_part) = name.strip_suffix(".narinfo") {
+        if let Some(hash_part) = DiskLayout::narinfo_hash_part(&name) {
             let Some(entry) = entries_by_hash.get(hash_part).copied() else {
                 report.ignored.push(path);
                 continue;
@@ -474,7 +473,7 @@ pub fn import_tar(input: impl Read, cache: &Cache) -> Result<(ImportReport, Mani
                 entry,
                 publish_from_file(cache, entry, spooled.path()),
             );
-        } else if name != "nix-cache-info" {
+        } else if name != CACHE_INFO {
             report.ignored.push(path);
         }
     }

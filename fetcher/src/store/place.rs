@@ -1,0 +1,146 @@
+//! Atomic placement: every file becomes visible by a rename from `.tmp` (same filesystem),
+//! after an fsync, so a reader sees the whole file or none.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use tempfile::{NamedTempFile, TempPath};
+
+use super::Cache;
+use crate::Error;
+
+/// A file being written in `.tmp`, removed when dropped unless persisted. Written through
+/// the plain `File`, so I/O errors keep their OS code (ENOSPC becomes `Error::DiskFull`;
+/// `NamedTempFile`'s own writes would hide it behind the path).
+pub(super) struct TempFile {
+    pub(super) file: File,
+    pub(super) path: TempPath,
+}
+
+impl Write for TempFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.file.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// Where a file placed in the cache comes from.
+pub(super) enum FileSource {
+    /// A file the caller handed in; hard-linked (or copied) into place.
+    Existing(PathBuf),
+    /// A temp file written while publishing.
+    Temp(TempFile),
+}
+
+impl Cache {
+    pub(super) fn new_temp(&self) -> Result<TempFile, Error> {
+        let (file, path) = NamedTempFile::new_in(self.temp_dir())
+            .map_err(Error::io(format!(
+                "creating a temp file in {}",
+                self.temp_dir().display()
+            )))?
+            .into_parts();
+        Ok(TempFile { file, path })
+    }
+
+    /// Publishes a downloaded file: flat entries are hashed over the bytes, executable or
+    /// recursive ones over the NAR of the file. The file may be hard-linked into the mirror,
+    /// so the caller must not modify it afterwards (removing it is fine).
+    pub(super) fn place(&self, source: FileSource, target: &Path) -> Result<(), Error> {
+        match source {
+            FileSource::Temp(temp) => self.persist(temp, target),
+            FileSource::Existing(file) => self.link_or_copy(&file, target),
+        }
+    }
+
+    /// Makes `link` point to `target`. Creating a symlink is atomic by itself, so an absent
+    /// link is created in place (its directory only when missing: publishing thousands of
+    /// small files is syscall-bound); an identical one is kept; anything else is replaced
+    /// atomically through a temp link and a rename.
+    pub(super) fn place_symlink(&self, link: &Path, target: &Path) -> Result<(), Error> {
+        let context = || format!("creating symlink {}", link.display());
+        let create = || std::os::unix::fs::symlink(target, link);
+        let created = match create() {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let parent = link.parent().expect("keys are below the root");
+                fs::create_dir_all(parent)
+                    .map_err(Error::io(format!("creating {}", parent.display())))?;
+                create()
+            }
+            other => other,
+        };
+        match created {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                if fs::read_link(link).is_ok_and(|existing| existing == target) {
+                    return Ok(());
+                }
+                let temp_link = self
+                    .temp_dir()
+                    .join(format!("link-{:016x}", fastrand::u64(..)));
+                std::os::unix::fs::symlink(target, &temp_link).map_err(Error::io(context()))?;
+                fs::rename(&temp_link, link).map_err(|e| {
+                    let _ = fs::remove_file(&temp_link);
+                    Error::io(context())(e)
+                })
+            }
+            Err(e) => Err(Error::io(context())(e)),
+        }
+    }
+
+    /// Hard-links `file` to `target` atomically (link to a temp name, rename), copying
+    /// instead when they are on different filesystems.
+    pub(super) fn link_or_copy(&self, file: &Path, target: &Path) -> Result<(), Error> {
+        File::open(file)
+            .and_then(|f| {
+                f.sync_all()?;
+                f.set_permissions(fs::Permissions::from_mode(0o644))
+            })
+            .map_err(Error::io(format!("syncing {}", file.display())))?;
+        let temp_link = self
+            .temp_dir()
+            .join(format!("mirror-{:016x}", fastrand::u64(..)));
+        match fs::hard_link(file, &temp_link) {
+            Ok(()) => {
+                let renamed = fs::rename(&temp_link, target)
+                    .map_err(Error::io(format!("renaming {}", target.display())));
+                // rename() between two links to one inode succeeds without doing anything
+                // (POSIX), which happens when the same file is published twice.
+                let _ = fs::remove_file(&temp_link);
+                renamed
+            }
+            Err(_) => {
+                let mut temp = self.new_temp()?;
+                let mut input =
+                    File::open(file).map_err(Error::io(format!("opening {}", file.display())))?;
+                io::copy(&mut input, &mut temp.file)
+                    .map_err(Error::io(format!("copying {}", file.display())))?;
+                self.persist(temp, target)
+            }
+        }
+    }
+
+    /// fsync, world-readable (a cache is served as is), rename into place.
+    pub(super) fn persist(&self, temp: TempFile, target: &Path) -> Result<(), Error> {
+        let context = || format!("writing {}", target.display());
+        temp.file
+            .set_permissions(fs::Permissions::from_mode(0o644))
+            .map_err(Error::io(context()))?;
+        temp.file.sync_all().map_err(Error::io(context()))?;
+        drop(temp.file);
+        temp.path
+            .persist(target)
+            .map_err(|e| Error::io(context())(e.error))
+    }
+
+    pub(crate) fn write_atomically(&self, target: &Path, contents: &[u8]) -> Result<(), Error> {
+        let mut temp = self.new_temp()?;
+        temp.write_all(contents)
+            .map_err(Error::io(format!("writing {}", target.display())))?;
+        self.persist(temp, target)
+    }
+}
