@@ -68,13 +68,13 @@ in
   check = map (system: builtins.isAttrs roots.${system} || builtins.isFunction roots.${system}) systems;
 
   # SYSTEM is an index into settings.systems: questions are sent one byte at a time, so
-  # they are kept short.
-  describe = systemIndex: path: explicit:
+  # they are kept short. A derivation another shard owns is not instantiated here.
+  describe = systemIndex: path: explicit: owned:
     let
       system = builtins.elemAt systems systemIndex;
       value = at roots.${system} path;
     in
-    if isDerivation value then { drv = value.drvPath; }
+    if isDerivation value then (if owned then { drv = value.drvPath; } else { skip = true; })
     else if builtins.isAttrs value && walked explicit value then { children = childrenOf system path value; }
     else { skip = true; };
 }

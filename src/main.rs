@@ -20,6 +20,8 @@ struct Cli {
 enum Command {
     /// Evaluate a package set and write the manifest of every fixed-output derivation it needs.
     Enumerate(cmd::enumerate::Args),
+    /// Join the manifests of `enumerate --shard K/N` runs into the manifest of the whole run.
+    Merge(cmd::merge::Args),
     /// Download every manifest entry, verify it, and write a binary cache and hashed mirror.
     Fetch(cmd::fetch::Args),
     /// Show what changed between two manifests.
@@ -32,6 +34,9 @@ enum Command {
     Ingest(cmd::ingest::Args),
     /// Write a bundle of the cache items a manifest has and an older one lacks.
     Export(cmd::bundle::ExportArgs),
+    /// Per attribute of a manifest made with `enumerate --outputs`: can a cache install it,
+    /// build it offline, or neither, and what is missing.
+    Check(cmd::check::Args),
     /// Verify and add the items of a bundle (directory, .tar, or - for stdin) to a cache.
     Import(cmd::bundle::ImportArgs),
 }
@@ -49,6 +54,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Enumerate(args) => cmd::enumerate::run(args),
+        Command::Merge(args) => cmd::merge::run(args),
         Command::Fetch(args) => cmd::fetch::run(args),
         Command::Diff(args) => cmd::diff::run(args),
         Command::Stats(args) => cmd::stats::run(args),
@@ -56,6 +62,7 @@ fn main() -> ExitCode {
         Command::Ingest(args) => cmd::ingest::run(args),
         Command::Export(args) => cmd::bundle::run_export(args),
         Command::Import(args) => cmd::bundle::run_import(args),
+        Command::Check(args) => cmd::check::run(args),
     };
     match result {
         Ok(Status::Ok) => ExitCode::SUCCESS,

@@ -552,6 +552,42 @@ fn outputs_of_a_manifest_come_from_substituters_and_nix_builds_nothing() {
         assert!(!Path::new(path).exists());
     }
 
+    // Sizes from the upstream's narinfos: the binaries are known, the sources (not there,
+    // no --probe) are counted as unknown.
+    let stats = srcgrab(&[
+        "stats",
+        manifest.to_str().unwrap(),
+        "--substituter",
+        &server.url("/upstream"),
+        "--json",
+    ]);
+    assert!(
+        stats.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stats.stderr)
+    );
+    let stats: Value = serde_json::from_slice(&stats.stdout).unwrap();
+    let kit = &stats["kit"]["all"];
+    let upstream_bytes: u64 = [&hello, &data]
+        .iter()
+        .map(|p| {
+            let hash_part = &Path::new(p).file_name().unwrap().to_str().unwrap()[..32];
+            field(&narinfo(&upstream, hash_part), "FileSize")[0]
+                .parse::<u64>()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(kit["binaries"]["entries"], 2, "{kit}");
+    assert_eq!(kit["binaries"]["unknownSizes"], 0, "{kit}");
+    assert_eq!(kit["binaries"]["fileBytes"], upstream_bytes, "{kit}");
+    let sources = m["entries"].as_array().unwrap().len();
+    assert_eq!(kit["sources"]["entries"], sources, "{kit}");
+    assert_eq!(kit["sources"]["unknownSizes"], sources, "{kit}");
+    assert_eq!(
+        stats["kit"]["bySystem"][&system]["total"]["entries"],
+        2 + sources
+    );
+
     let cache = dir.path().join("cache");
     let report = dir.path().join("report.json");
     let fetched = srcgrab(&[
@@ -611,4 +647,142 @@ fn outputs_of_a_manifest_come_from_substituters_and_nix_builds_nothing() {
     assert_eq!(String::from_utf8_lossy(&built.stdout).trim(), hello);
     assert!(Path::new(&hello).join("bin/hello").exists());
     let _ = run("nix-store", &["--delete", &hello]);
+}
+
+/// `srcgrab check` on the fixture's hello, greeting (built from hello) and data-file: with
+/// every source cached all three build offline; with hello's tarball gone, exactly that
+/// source is named, with exactly the two attributes it breaks.
+#[test]
+fn check_names_the_missing_source_and_the_attributes_it_breaks() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start();
+    server.serve_dir("/a/", fixture().join("../sources"));
+    let rule = format!("http://fixture-a.invalid/={}", server.url("/a/"));
+    let manifest = dir.path().join("m.json");
+    let fixture = fixture();
+    let fixture = fixture.to_str().unwrap();
+    let system = srcgrab_fetcher::builder::host_system();
+    let enumerate = srcgrab(&[
+        "enumerate",
+        "--nixpkgs",
+        fixture,
+        "--attr",
+        "hello",
+        "--attr",
+        "greeting",
+        "--attr",
+        "data-file",
+        "--system",
+        &system,
+        "--outputs",
+        "-o",
+        manifest.to_str().unwrap(),
+    ]);
+    assert!(
+        enumerate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&enumerate.stderr)
+    );
+    let cache = dir.path().join("cache");
+    let fetched = srcgrab(&[
+        "fetch",
+        manifest.to_str().unwrap(),
+        "--cache",
+        cache.to_str().unwrap(),
+        "--no-substituters",
+        "--rewrite",
+        &rule,
+    ]);
+    server.stop();
+    assert!(
+        fetched.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fetched.stderr)
+    );
+    let check = |json: bool| {
+        let mut args = vec![
+            "check",
+            manifest.to_str().unwrap(),
+            "--cache",
+            cache.to_str().unwrap(),
+        ];
+        if json {
+            args.push("--json");
+        }
+        srcgrab(&args)
+    };
+    let verdicts = |output: &Output| -> Vec<(String, bool, bool, Vec<String>)> {
+        let checks: Value = serde_json::from_slice(&output.stdout).unwrap();
+        checks
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["attr"].as_str().unwrap().to_string(),
+                    c["installable"].as_bool().unwrap(),
+                    c["buildable"].as_bool().unwrap(),
+                    c["missingSources"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|s| s.as_str().unwrap().to_string())
+                        .collect(),
+                )
+            })
+            .collect()
+    };
+    let whole = check(true);
+    assert_eq!(
+        whole.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&whole.stderr)
+    );
+    let none: Vec<String> = Vec::new();
+    assert_eq!(
+        verdicts(&whole),
+        [
+            ("data-file".to_string(), false, true, none.clone()),
+            ("greeting".to_string(), false, true, none.clone()),
+            ("hello".to_string(), false, true, none.clone()),
+        ]
+    );
+
+    let m: Value = serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
+    let tarball = m["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "hello-1.0.tar.gz")
+        .unwrap()["storePath"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let hash_part = &Path::new(&tarball).file_name().unwrap().to_str().unwrap()[..32];
+    std::fs::remove_file(cache.join(format!("{hash_part}.narinfo"))).unwrap();
+    let broken = check(true);
+    assert_eq!(broken.status.code(), Some(1));
+    assert_eq!(
+        verdicts(&broken),
+        [
+            ("data-file".to_string(), false, true, none),
+            ("greeting".to_string(), false, false, vec![tarball.clone()]),
+            ("hello".to_string(), false, false, vec![tarball.clone()]),
+        ]
+    );
+    let text = check(false);
+    assert_eq!(text.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&text.stdout);
+    let named: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("missing source"))
+        .collect();
+    assert_eq!(
+        named,
+        [format!(
+            "missing source {tarball}: breaks {system} greeting, {system} hello"
+        )],
+        "{stdout}"
+    );
 }

@@ -1288,6 +1288,37 @@ fn current_fetchers_and_a_forks_alias_users_give_the_exact_manifest_on_both_syst
         .iter()
         .any(|e| e.urls.iter().any(|u| u.starts_with(GH)) && e.kind == "url-unpack"));
 
+    // stats counts the two kinds Nix's builder makes; fetch says which needs the network.
+    let manifest_path = dir.path().join("m.json");
+    let out = srcgrab(&["stats", manifest_path.to_str().unwrap(), "--json"]);
+    let stats: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(stats["byKind"]["derived"]["entries"], 1);
+    assert_eq!(stats["byKind"]["other"]["entries"], 1);
+    let mut only_built: Value = manifest.clone();
+    only_built["entries"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|e| e["kind"] == "derived" || e["kind"] == "other");
+    let built_path = dir.path().join("built.json");
+    std::fs::write(&built_path, only_built.to_string()).unwrap();
+    let cache = dir.path().join("cache");
+    let out = srcgrab(&[
+        "fetch",
+        built_path.to_str().unwrap(),
+        "--cache",
+        cache.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let said = stderr(&out);
+    let line_of = |name: &str| {
+        said.lines()
+            .find(|l| l.contains("needs builder") && l.contains(name))
+            .unwrap_or_else(|| panic!("{name}: {said}"))
+            .to_string()
+    };
+    assert!(line_of("amsmath-61937-tex").contains("without the network"));
+    assert!(line_of("goapp-1-go-modules").contains("with the network"));
+
     // The rule that used to be the default: aliases off everywhere. The fork's alias users
     // then fail, and what only they need is missing.
     let (code, text) = enumerate(
@@ -1384,5 +1415,69 @@ fn a_users_nixpkgs_config_overlays_and_nix_path_do_not_change_the_manifest() {
     assert!(
         std::fs::read_to_string(output).unwrap() == clean,
         "the user's config, overlays, nix.conf and NIX_PATH must not change the manifest"
+    );
+}
+
+#[test]
+fn shards_merged_give_the_single_runs_manifest_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = fixture();
+    let args = [
+        "--nixpkgs",
+        set.to_str().unwrap(),
+        "--system",
+        "x86_64-linux",
+        "--system",
+        "aarch64-linux",
+        "--jobs",
+        "1",
+        "--outputs",
+    ];
+    let (_, whole) = enumerate(dir.path(), "whole.json", &args);
+    let whole_manifest: Value = serde_json::from_str(&whole).unwrap();
+    assert!(!whole_manifest["build"]["derivations"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    let mut parts = Vec::new();
+    for shard in ["3/3", "1/3", "2/3"] {
+        let file = format!("part-{}.json", &shard[..1]);
+        let (_, text) = enumerate(
+            dir.path(),
+            &file,
+            &[&args[..], &["--shard", shard]].concat(),
+        );
+        let part: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(part["provenance"]["shard"]["count"], 3);
+        // Each part holds only some of the run: the split does something.
+        assert!(part["failures"] != whole_manifest["failures"], "{shard}");
+        parts.push(dir.path().join(file));
+    }
+    let merged = dir.path().join("merged.json");
+    let mut merge = vec!["merge", "-o", merged.to_str().unwrap()];
+    merge.extend(parts.iter().map(|p| p.to_str().unwrap()));
+    let out = srcgrab(&merge);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "failures carry over: {}",
+        stderr(&out)
+    );
+    assert!(
+        std::fs::read_to_string(&merged).unwrap() == whole,
+        "merged shards must equal one run byte for byte"
+    );
+
+    // Two parts of three are not the run.
+    let out = srcgrab(&[
+        "merge",
+        parts[0].to_str().unwrap(),
+        parts[1].to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("missing or repeated"),
+        "{}",
+        stderr(&out)
     );
 }

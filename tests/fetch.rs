@@ -5,6 +5,9 @@
 
 mod support;
 
+#[path = "fetch/net.rs"]
+mod net;
+
 use serde_json::Value;
 use srcgrab_formats::hash::{Hash, HashAlgo};
 use srcgrab_manifest::{Entry, HashMode, Kind, Manifest, Provenance, StorePathName};

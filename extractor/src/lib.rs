@@ -14,7 +14,7 @@ pub mod walk;
 use srcgrab_formats::aterm;
 use srcgrab_manifest::{
     Entry, EvalArg, EvalConfig, Failure, Hash, HashAlgo, HashMode, Kind, Manifest, Provenance,
-    StorePath, MANIFEST_VERSION, MAX_LISTED_ATTRS,
+    Shard, StorePath, MANIFEST_VERSION, MAX_LISTED_ATTRS,
 };
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -50,6 +50,8 @@ pub struct Options {
     pub eval_timeout: Option<Duration>,
     /// Hard stack limit of each evaluator, in bytes (see [`eval::EvaluatorCommand`]).
     pub eval_stack: Option<u64>,
+    /// Evaluate only this part of the attribute paths (`--shard K/N`).
+    pub shard: Option<Shard>,
     /// Also record the build graph: every non-fixed output and what each attribute needs.
     pub outputs: bool,
 }
@@ -155,6 +157,7 @@ pub fn enumerate(options: &Options, progress: &dyn Progress) -> Result<Manifest,
         systems: &systems,
         start: &start,
         jobs: options.jobs,
+        shard: options.shard,
         limits: eval::Limits {
             memory: options.max_memory,
             time: options.eval_timeout,
@@ -201,6 +204,7 @@ pub fn enumerate(options: &Options, progress: &dyn Progress) -> Result<Manifest,
             systems,
             nix_version: nix_version.trim().to_string(),
             config: options.config,
+            shard: options.shard,
         },
         failures,
         entries,

@@ -7,7 +7,7 @@
 use crate::attr_path;
 use crate::eval::{nix_string, Answer, Evaluator, EvaluatorCommand, Limits, StartError};
 use crate::{Progress, Restart};
-use srcgrab_manifest::Failure;
+use srcgrab_manifest::{Failure, Shard};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
@@ -33,6 +33,9 @@ pub struct WalkSettings<'a> {
     /// Paths to start from (walked as explicitly asked for); `[[]]` is the whole set.
     pub start: &'a [Vec<String>],
     pub jobs: usize,
+    /// Evaluate only the derivations (and record only the failures) of the attribute paths
+    /// this part owns; sets are walked by every part.
+    pub shard: Option<Shard>,
     /// Kill an evaluator past these (the task in flight fails); also replace it between
     /// tasks above 80% of the memory limit.
     pub limits: Limits,
@@ -168,8 +171,9 @@ fn run_worker(
     while let Some(task) = queue.take() {
         let system = &settings.systems[task.system];
         let attr = attr_path::format(&task.path);
+        let owned = settings.shard.is_none_or(|shard| shard.owns(&attr));
         let question = format!(
-            "__sg.describe {} [{}] {}",
+            "__sg.describe {} [{}] {} {owned}",
             task.system,
             task.path
                 .iter()
@@ -223,7 +227,7 @@ fn run_worker(
             }
         };
         progress.attr_evaluated(failure.is_none());
-        if let Some(error) = failure {
+        if let Some(error) = failure.filter(|_| owned) {
             lock(result).failures.push(Failure {
                 system: system.clone(),
                 attr: if attr.is_empty() {

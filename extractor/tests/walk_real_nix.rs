@@ -23,6 +23,7 @@ fn run(file: &std::path::Path, max_memory: u64) -> (srcgrab_manifest::Manifest, 
         max_memory: Some(max_memory),
         eval_timeout: None,
         eval_stack: None,
+        shard: None,
         outputs: false,
     };
     let restarts = Restarts::default();

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use crate::builder::NixBuilder;
 use crate::git::{forge_git_source, GitFetcher};
 use crate::net::substituter::{publish_nar_file, Substituter, Substitution};
-use crate::net::{rewrite, DownloadOptions, Downloaded, Downloader, Rewrite};
+use crate::net::{rewrite, DownloadOptions, Downloaded, Downloader, Rewrite, Target};
 use crate::report::{EntryReport, How, Outcome, Progress, Rejection, Report};
 use crate::store::{Cache, Compression, Published};
 use crate::Error;
@@ -503,9 +503,15 @@ impl Run {
             let key = partial_key(entry, &url);
             // The URLs not tried yet may serve ranges of a large file alongside this one.
             let alternates = &urls[index + 1..];
+            let target = Target {
+                key: &key,
+                label: &entry.name,
+                hash: expected.as_ref(),
+                size: None,
+            };
             let downloaded = match self
                 .downloader
-                .fetch_from(&url, alternates, &key, expected.as_ref(), tally)
+                .fetch_from(&url, alternates, &target, tally)
                 .await
             {
                 Ok(downloaded) => downloaded,

@@ -11,13 +11,19 @@ use std::collections::BTreeMap;
 pub trait Progress: Send + Sync {
     /// The run starts with this many manifest entries.
     fn start(&self, _entries: u64) {}
-    /// A transfer started; `length` is the expected body size when the server said (the
-    /// rest only, for a resumed download).
-    fn download_start(&self, _id: u64, _url: &str, _length: Option<u64>) {}
-    /// `bytes` more body bytes of transfer `id` arrived.
+    /// The download of one file started (all its tries and ranges are transfer `id`);
+    /// `label` is the entry's name, `length` its size when known beforehand.
+    fn download_start(&self, _id: u64, _label: &str, _length: Option<u64>) {}
+    /// A server said how long transfer `id` is.
+    fn download_length(&self, _id: u64, _length: u64) {}
+    /// Transfer `id` goes on in `ranges` parts at once.
+    fn download_ranges(&self, _id: u64, _ranges: usize) {}
+    /// `bytes` more body bytes of transfer `id` arrived (in any of its ranges).
     fn download_bytes(&self, _id: u64, _bytes: u64) {}
     /// Transfer `id` ended, successfully or not.
     fn download_end(&self, _id: u64) {}
+    /// Hosts marked down (skipped for now) changed to `count`.
+    fn hosts_down(&self, _count: usize) {}
     /// An entry reached its final state.
     fn entry_done(&self, _entry: &EntryReport) {}
     /// A store path of a mirrored closure reached its final state.
@@ -159,13 +165,28 @@ pub struct HostReport {
     pub bytes_per_second: u64,
     /// Seconds with at least one transfer from the host open.
     pub busy_seconds: f64,
-    /// Transfers started (whole files, ranges, HEADs of `stats --probe`), each on a
-    /// connection of its own while it lasts.
+    /// Requests sent (whole files, ranges, HEADs, narinfo look-ups); those a host marked
+    /// down was spared are not counted.
     pub requests: u64,
     /// Tries that failed with a transient error and were retried (or moved on).
     pub retries: u64,
     /// The most transfers open to the host at once.
     pub peak_connections: u64,
+    /// When the host was marked down (not reached several times in a row), if it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub down: Option<HostDown>,
+}
+
+/// A host that was marked down during the run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HostDown {
+    /// Seconds after the run started that it was first marked down.
+    pub since_seconds: f64,
+    /// How often it was marked down (a probe after a cool-down that fails does not count).
+    pub times: u64,
+    /// Whether it was still down at the end of the run.
+    pub still_down: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -8,7 +8,9 @@
 //! crate does no I/O.
 
 pub mod build_graph;
+pub mod check;
 pub mod diff;
+pub mod shard;
 
 use serde::{Deserialize, Serialize};
 use srcgrab_formats::hash::HashError;
@@ -16,6 +18,7 @@ use srcgrab_formats::store_path::StorePathError;
 use std::collections::BTreeMap;
 
 pub use build_graph::{Attribute, BuildGraph, BuiltDerivation};
+pub use shard::Shard;
 pub use srcgrab_formats::{ContentAddress, Hash, HashAlgo, HashMode, StorePath, StorePathName};
 
 /// Version of the manifest format this crate writes. Version 2 added the `derived` kind
@@ -66,6 +69,10 @@ pub struct Provenance {
     /// `nix --version` of the evaluator used.
     pub nix_version: String,
     pub config: EvalConfig,
+    /// The part of the attribute paths evaluated (`--shard K/N`); absent for a whole run
+    /// and in the manifest `srcgrab merge` makes of all parts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<Shard>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -6,7 +6,7 @@ use crate::progress::{self, PeriodicLog};
 use crate::Status;
 use anyhow::Context;
 use srcgrab_extractor::{EnumerateError, Options, Progress, Restart, Source};
-use srcgrab_manifest::{EvalArg, EvalConfig, Kind, Manifest};
+use srcgrab_manifest::{EvalArg, EvalConfig, Kind, Manifest, Shard};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -62,6 +62,10 @@ pub struct Args {
     allow_broken: bool,
     #[arg(long)]
     allow_insecure: bool,
+    /// Evaluate part K of N of the attribute paths (a stable split by path), e.g. on one
+    /// machine of N; `srcgrab merge` joins the N manifests into the one a whole run writes.
+    #[arg(long, value_name = "K/N", value_parser = |s: &str| Shard::parse(s))]
+    shard: Option<Shard>,
     /// Where to write the manifest; `-` or nothing: stdout. Written atomically.
     #[arg(long, short = 'o', value_name = "FILE")]
     output: Option<PathBuf>,
@@ -96,6 +100,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         max_memory: Some(args.max_memory),
         eval_timeout: (args.eval_timeout > 0).then(|| Duration::from_secs(args.eval_timeout)),
         eval_stack: args.eval_stack,
+        shard: args.shard,
         outputs: args.outputs,
     };
     let display = Display::new();
@@ -113,7 +118,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
 
 /// Writes to a temporary file beside the target, then renames it, so an interrupted run
 /// never leaves half a manifest.
-fn write_manifest(manifest: &Manifest, output: Option<&Path>) -> anyhow::Result<()> {
+pub fn write_manifest(manifest: &Manifest, output: Option<&Path>) -> anyhow::Result<()> {
     let text = manifest.to_json();
     let Some(path) = output.filter(|p| p.as_os_str() != "-") else {
         std::io::stdout().write_all(text.as_bytes())?;

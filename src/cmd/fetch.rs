@@ -56,6 +56,21 @@ pub struct Args {
     /// Seconds to wait for a response, or for more of its body, before retrying.
     #[arg(long, default_value_t = 60, value_name = "SECS")]
     stall_timeout: u64,
+    /// The slowest average a download may keep: one URL's download, retries included, must
+    /// end within the stall timeout plus its size (known beforehand, else received so far)
+    /// at this rate.
+    #[arg(long, default_value = "4KiB/s", value_name = "RATE", value_parser = parse_rate)]
+    min_rate: u64,
+    /// Largest download accepted when neither a narinfo nor the server says how large it is.
+    #[arg(long, default_value = "64GiB", value_name = "SIZE", value_parser = parse_size)]
+    max_size: u64,
+    /// Tries in a row that do not reach a host (no such name, refused, TLS, no answer)
+    /// before it is marked down and skipped for the run.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    host_down_after: u32,
+    /// Seconds a host marked down is skipped before one request probes it again.
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    host_cooldown: u64,
     /// Overall download rate limit, e.g. 2MiB/s.
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     rate_limit: Option<u64>,
@@ -238,6 +253,10 @@ fn download_options(args: &Args) -> DownloadOptions {
         retries: args.retries,
         stall_timeout: Duration::from_secs(args.stall_timeout.max(1)),
         rate_limit: args.rate_limit,
+        min_rate: args.min_rate,
+        max_size: args.max_size,
+        host_down_after: args.host_down_after,
+        host_cooldown: Duration::from_secs(args.host_cooldown),
         ..DownloadOptions::default()
     }
 }
@@ -333,15 +352,28 @@ fn print_summary(report: &Report, total: u64) {
             host.peak_connections,
             host.retries
         );
+        if let Some(down) = &host.down {
+            eprintln!(
+                "srcgrab: {}: marked down {:.1} s into the run{}",
+                host.host,
+                down.since_seconds,
+                if down.still_down {
+                    ", still down at the end"
+                } else {
+                    ", back later"
+                }
+            );
+        }
     }
     for entry in &report.entries {
         match &entry.outcome {
             Outcome::Failed { reason, detail } => {
                 eprintln!("srcgrab: failed: {} ({reason}): {detail}", entry.store_path)
             }
-            Outcome::NeedsBuilder { command, .. } => {
-                eprintln!("srcgrab: needs builder: {}: {command}", entry.store_path)
-            }
+            Outcome::NeedsBuilder { reason, command } => eprintln!(
+                "srcgrab: needs builder: {} ({reason}): {command}",
+                entry.store_path
+            ),
             _ => {}
         }
     }
@@ -361,6 +393,46 @@ struct Display {
     not_done: AtomicU64,
     downloaded: AtomicU64,
     in_flight: AtomicU64,
+    hosts_down: AtomicU64,
+    recent: Mutex<RecentRate>,
+}
+
+/// Bytes and entries done over the last minute, for a throughput and an ETA that follow
+/// what the link does now rather than since the start.
+struct RecentRate {
+    /// (when, bytes downloaded, entries done), one sample a second at most, oldest first.
+    samples: std::collections::VecDeque<(std::time::Instant, u64, u64)>,
+}
+
+const RECENT_WINDOW: Duration = Duration::from_secs(60);
+
+impl RecentRate {
+    /// Adds a sample; returns bytes per second and entries per second over the window.
+    fn sample(&mut self, bytes: u64, entries: u64) -> (f64, f64) {
+        let now = std::time::Instant::now();
+        if self
+            .samples
+            .back()
+            .is_none_or(|(at, _, _)| now.duration_since(*at) >= Duration::from_secs(1))
+        {
+            self.samples.push_back((now, bytes, entries));
+        }
+        while self
+            .samples
+            .front()
+            .is_some_and(|(at, _, _)| now.duration_since(*at) > RECENT_WINDOW)
+        {
+            self.samples.pop_front();
+        }
+        let Some(&(first, first_bytes, first_entries)) = self.samples.front() else {
+            return (0.0, 0.0);
+        };
+        let seconds = now.duration_since(first).as_secs_f64().max(1.0);
+        (
+            bytes.saturating_sub(first_bytes) as f64 / seconds,
+            entries.saturating_sub(first_entries) as f64 / seconds,
+        )
+    }
 }
 
 impl Display {
@@ -392,23 +464,51 @@ impl Display {
             not_done: AtomicU64::new(0),
             downloaded: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
+            hosts_down: AtomicU64::new(0),
+            recent: Mutex::new(RecentRate {
+                samples: std::collections::VecDeque::new(),
+            }),
         }
     }
 
-    fn in_flight_changed(&self, in_flight: u64) {
-        self.bytes
-            .set_message(format!("({in_flight} transfers in flight)"));
+    /// Files in flight, hosts down, and throughput and ETA over the last minute.
+    fn status(&self) -> String {
+        let done = self.done.load(Ordering::Relaxed);
+        let (bytes_per_second, entries_per_second) = self
+            .recent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .sample(self.downloaded.load(Ordering::Relaxed), done);
+        let eta = if entries_per_second > 0.0 {
+            let seconds = self.total.saturating_sub(done) as f64 / entries_per_second;
+            format!("eta {}", human_duration(seconds))
+        } else {
+            "eta unknown".to_string()
+        };
+        let mut line = format!(
+            "{} files in flight, {}/s and {eta} over the last minute",
+            self.in_flight.load(Ordering::Relaxed),
+            human_bytes(bytes_per_second as u64)
+        );
+        let down = self.hosts_down.load(Ordering::Relaxed);
+        if down > 0 {
+            line.push_str(&format!(", {down} hosts down"));
+        }
+        line
     }
 
-    fn log_line(&self) {
+    fn refresh(&self) {
+        if self.on_terminal {
+            self.bytes.set_message(self.status());
+        }
         self.log.maybe(|| {
             format!(
-                "fetch: {}/{} entries ({} not fetched), {} downloaded, {} transfers in flight",
+                "fetch: {}/{} entries ({} not fetched), {} downloaded, {}",
                 self.done.load(Ordering::Relaxed),
                 self.total,
                 self.not_done.load(Ordering::Relaxed),
                 human_bytes(self.downloaded.load(Ordering::Relaxed)),
-                self.in_flight.load(Ordering::Relaxed)
+                self.status()
             )
         });
     }
@@ -420,41 +520,47 @@ impl Display {
 }
 
 impl Progress for Display {
-    fn download_start(&self, id: u64, url: &str, length: Option<u64>) {
-        let n = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
-        self.in_flight_changed(n);
+    fn download_start(&self, id: u64, label: &str, length: Option<u64>) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
         if self.on_terminal {
             let bar = self.bars.add(progress::bar(
                 length.unwrap_or(0),
                 "  {bar:20} {binary_bytes:>10}/{binary_total_bytes:<10} {wide_msg}",
             ));
-            bar.set_message(url.rsplit('/').next().unwrap_or(url).to_string());
+            bar.set_message(label.to_string());
             self.transfers
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(id, bar);
+        }
+        self.refresh();
+    }
+
+    fn download_length(&self, id: u64, length: u64) {
+        if let Some(bar) = self.transfer(id) {
+            bar.set_length(length);
+        }
+    }
+
+    fn download_ranges(&self, id: u64, ranges: usize) {
+        if let Some(bar) = self.transfer(id) {
+            let label = bar.message();
+            let name = label.split(" (").next().unwrap_or(&label).to_string();
+            bar.set_message(format!("{name} ({ranges} ranges)"));
         }
     }
 
     fn download_bytes(&self, id: u64, bytes: u64) {
         self.downloaded.fetch_add(bytes, Ordering::Relaxed);
         self.bytes.inc(bytes);
-        if self.on_terminal {
-            if let Some(bar) = self
-                .transfers
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(&id)
-            {
-                bar.inc(bytes);
-            }
+        if let Some(bar) = self.transfer(id) {
+            bar.inc(bytes);
         }
-        self.log_line();
+        self.refresh();
     }
 
     fn download_end(&self, id: u64) {
-        let n = self.in_flight.fetch_sub(1, Ordering::Relaxed) - 1;
-        self.in_flight_changed(n);
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
         let bar = self
             .transfers
             .lock()
@@ -464,6 +570,12 @@ impl Progress for Display {
             bar.finish_and_clear();
             self.bars.remove(&bar);
         }
+        self.refresh();
+    }
+
+    fn hosts_down(&self, count: usize) {
+        self.hosts_down.store(count as u64, Ordering::Relaxed);
+        self.refresh();
     }
 
     fn entry_done(&self, entry: &EntryReport) {
@@ -473,6 +585,25 @@ impl Progress for Display {
             self.entries.set_message(format!("{n} not fetched"));
         }
         self.entries.inc(1);
-        self.log_line();
+        self.refresh();
+    }
+}
+
+impl Display {
+    fn transfer(&self, id: u64) -> Option<ProgressBar> {
+        self.transfers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .cloned()
+    }
+}
+
+fn human_duration(seconds: f64) -> String {
+    let seconds = seconds.round() as u64;
+    match seconds {
+        0..=99 => format!("{seconds} s"),
+        100..=5999 => format!("{} min", seconds / 60),
+        _ => format!("{:.1} h", seconds as f64 / 3600.0),
     }
 }

@@ -4,6 +4,7 @@
 
 use crate::cli_values::parse_rewrite;
 use crate::cmd::report::{human_bytes, read_manifest, write_stdout, EntrySizes, Sizes};
+use crate::cmd::stats_kit;
 use crate::Status;
 use anyhow::Context as _;
 use serde_json::json;
@@ -47,6 +48,34 @@ pub struct Args {
     /// Rewrite URLs starting with FROM to start with TO (repeatable; --probe).
     #[arg(long = "rewrite", value_name = "FROM=TO", value_parser = parse_rewrite)]
     rewrites: Vec<Rewrite>,
+    /// A binary cache whose narinfos give sizes (FileSize, NarSize) of the outputs and of
+    /// the sources it holds, nothing downloaded (repeatable; asked in order).
+    #[arg(long = "substituter", value_name = "URL")]
+    substituters: Vec<String>,
+    /// Narinfo lookups in flight (--substituter).
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    queries: usize,
+}
+
+impl Args {
+    fn download_options(&self) -> DownloadOptions {
+        DownloadOptions {
+            jobs: self.jobs,
+            max_per_host: self.max_per_host,
+            retries: self.retries,
+            stall_timeout: Duration::from_secs(self.stall_timeout.max(1)),
+            queries: self.queries.max(1),
+            ..DownloadOptions::default()
+        }
+    }
+}
+
+/// Sizes of what `known` lacks among `paths`, from the substituters' narinfos.
+fn substituter_sizes(args: &Args, paths: Vec<&str>) -> anyhow::Result<stats_kit::PathSizes> {
+    if args.substituters.is_empty() || paths.is_empty() {
+        return Ok(Default::default());
+    }
+    stats_kit::from_substituters(&paths, &args.substituters, args.download_options())
 }
 
 /// Sizes of the entries `known` lacks, from HEAD requests; failures are counted on stderr.
@@ -58,13 +87,7 @@ fn probe_sizes(args: &Args, entries: &[Entry], known: &mut EntrySizes) -> anyhow
         .collect();
     let options = ProbeOptions {
         rewrites: args.rewrites.clone(),
-        download: DownloadOptions {
-            jobs: args.jobs,
-            max_per_host: args.max_per_host,
-            retries: args.retries,
-            stall_timeout: Duration::from_secs(args.stall_timeout.max(1)),
-            ..DownloadOptions::default()
-        },
+        download: args.download_options(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -96,7 +119,7 @@ fn probe_sizes(args: &Args, entries: &[Entry], known: &mut EntrySizes) -> anyhow
 
 /// Entry count and sizes of a group of entries.
 #[derive(Debug, Default, Clone, Copy)]
-struct Totals {
+pub struct Totals {
     entries: u64,
     /// Compressed (FileSize), as the cache stores them (or Content-Length, probed).
     file_bytes: u64,
@@ -109,7 +132,7 @@ struct Totals {
 }
 
 impl Totals {
-    fn add(&mut self, size: Option<Sizes>) {
+    pub fn add(&mut self, size: Option<Sizes>) {
         self.entries += 1;
         let size = size.unwrap_or_default();
         match size.compressed() {
@@ -122,7 +145,18 @@ impl Totals {
         }
     }
 
-    fn json(&self) -> serde_json::Value {
+    /// Both groups together (disjoint ones: a path is a binary or a source).
+    pub fn plus(&self, other: &Totals) -> Totals {
+        Totals {
+            entries: self.entries + other.entries,
+            file_bytes: self.file_bytes + other.file_bytes,
+            nar_bytes: self.nar_bytes + other.nar_bytes,
+            unknown_sizes: self.unknown_sizes + other.unknown_sizes,
+            unknown_nar_sizes: self.unknown_nar_sizes + other.unknown_nar_sizes,
+        }
+    }
+
+    pub fn json(&self) -> serde_json::Value {
         json!({
             "entries": self.entries,
             "fileBytes": self.file_bytes,
@@ -132,7 +166,7 @@ impl Totals {
         })
     }
 
-    fn text(&self, known_any: bool) -> String {
+    pub fn text(&self, known_any: bool) -> String {
         let mut s = format!("{:>7} entries", self.entries);
         if known_any {
             let _ = write!(s, "  {:>10} compressed", human_bytes(self.file_bytes));
@@ -208,9 +242,34 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         Some(dir) => EntrySizes::from_cache(dir, manifest.entries.iter())?,
         None => EntrySizes::default(),
     };
+    let unsized_entries = manifest
+        .entries
+        .iter()
+        .filter(|e| sizes.get(e).is_none())
+        .map(|e| e.store_path.as_str())
+        .collect();
+    for (path, found) in substituter_sizes(&args, unsized_entries)? {
+        sizes.insert(path, found);
+    }
     if args.probe {
         probe_sizes(&args, &manifest.entries, &mut sizes)?;
     }
+    let kit = (!manifest.build.is_empty())
+        .then(|| -> anyhow::Result<stats_kit::Kit> {
+            let outputs = manifest.build.output_paths();
+            let mut output_sizes = match &args.cache {
+                Some(dir) => stats_kit::from_cache(dir, &outputs),
+                None => Default::default(),
+            };
+            let unsized_outputs = outputs
+                .iter()
+                .copied()
+                .filter(|p| !output_sizes.contains_key(*p))
+                .collect();
+            output_sizes.extend(substituter_sizes(&args, unsized_outputs)?);
+            Ok(stats_kit::compute(&manifest, &sizes, &output_sizes))
+        })
+        .transpose()?;
     // The systems evaluated; an entry on all of them is what every machine needs.
     let mut systems = manifest.provenance.systems.clone();
     if systems.is_empty() {
@@ -224,11 +283,19 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     }
     let stats = compute(&manifest.entries, &systems, &sizes, args.largest);
     let out = if args.json {
-        let mut s = serde_json::to_string_pretty(&stats_json(&stats))?;
+        let mut value = stats_json(&stats);
+        if let Some(kit) = &kit {
+            value["kit"] = stats_kit::json(kit);
+        }
+        let mut s = serde_json::to_string_pretty(&value)?;
         s.push('\n');
         s
     } else {
-        stats_text(&stats, &systems, args.probe)
+        let mut s = stats_text(&stats, &systems, args.probe);
+        if let Some(kit) = &kit {
+            s.push_str(&stats_kit::text(kit));
+        }
+        s
     };
     write_stdout(&out)?;
     Ok(Status::Ok)
@@ -276,6 +343,15 @@ fn stats_text(stats: &Stats, systems: &[String], probed: bool) -> String {
     let _ = writeln!(s, "\nby kind:");
     for (kind, t) in &stats.by_kind {
         let _ = writeln!(s, "  {:<22} {}", kind.to_string(), t.text(known));
+    }
+    if stats.by_kind.contains_key(&Kind::Derived) {
+        let _ = writeln!(
+            s,
+            "  (derived: Nix builds them offline from other entries: fetch --builder nix)"
+        );
+    }
+    if stats.by_kind.contains_key(&Kind::Other) {
+        let _ = writeln!(s, "  (other: Nix builds them with the network: build them before going offline, or have a substituter)");
     }
     let _ = writeln!(s, "\nby system (a cache for that system alone):");
     for (system, t) in &stats.by_system {

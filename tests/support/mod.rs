@@ -13,8 +13,14 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+
+pub mod tls;
+
+/// What a connection is carried over: plain TCP or TLS.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Stream for S {}
 
 /// How one path answers. Faults that take a count apply to the first N requests of the
 /// path, then the path answers normally.
@@ -45,6 +51,8 @@ pub struct Route {
     claimed_length: Option<u64>,
     /// After the first N requests, serve this body instead (a new release under the same URL).
     changed_after: Option<(u64, Vec<u8>)>,
+    /// Send filler bytes without end, announcing this Content-Length (`None`: none at all).
+    endless: Option<Option<u64>>,
 }
 
 impl Route {
@@ -65,6 +73,16 @@ impl Route {
             no_validators: false,
             claimed_length: None,
             changed_after: None,
+            endless: None,
+        }
+    }
+
+    /// A body that never ends, with `Content-Length: length` or with none (then the end of
+    /// the connection would end it), sent in chunks as `slow`/`rate_cap` say.
+    pub fn endless(length: Option<u64>) -> Route {
+        Route {
+            endless: Some(length),
+            ..Route::ok(Vec::new())
         }
     }
 
@@ -196,12 +214,22 @@ impl Drop for ActiveGuard<'_> {
 
 pub struct TestServer {
     addr: SocketAddr,
+    scheme: &'static str,
     state: Arc<State>,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl TestServer {
     pub fn start() -> TestServer {
+        TestServer::start_with(None)
+    }
+
+    /// The same server over TLS (HTTP/1.1), presenting `acceptor`'s certificate.
+    pub fn start_tls(acceptor: tokio_rustls::TlsAcceptor) -> TestServer {
+        TestServer::start_with(Some(acceptor))
+    }
+
+    fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> TestServer {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -213,22 +241,32 @@ impl TestServer {
         let addr = listener.local_addr().expect("local addr");
         let state = Arc::new(State::default());
         let accept_state = state.clone();
+        let scheme = if tls.is_some() { "https" } else { "http" };
         runtime.spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 accept_state.connections.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(serve_connection(stream, accept_state.clone()));
+                let state = accept_state.clone();
+                match tls.clone() {
+                    None => drop(tokio::spawn(serve_connection(stream, state))),
+                    Some(acceptor) => drop(tokio::spawn(async move {
+                        if let Ok(stream) = acceptor.accept(stream).await {
+                            serve_connection(stream, state).await;
+                        }
+                    })),
+                }
             }
         });
         TestServer {
             addr,
+            scheme,
             state,
             runtime: Some(runtime),
         }
     }
 
-    /// `http://127.0.0.1:PORT` with no trailing slash.
+    /// `http://127.0.0.1:PORT` (or `https://`) with no trailing slash.
     pub fn base(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -317,7 +355,7 @@ struct Request {
     keep_alive: bool,
 }
 
-async fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Request> {
+async fn read_request(reader: &mut BufReader<impl Stream>) -> Option<Request> {
     let mut line = String::new();
     if reader.read_line(&mut line).await.ok()? == 0 {
         return None;
@@ -380,7 +418,7 @@ fn lookup(state: &State, path: &str) -> Option<Route> {
     None
 }
 
-async fn serve_connection(stream: TcpStream, state: Arc<State>) {
+async fn serve_connection(stream: impl Stream, state: Arc<State>) {
     let mut reader = BufReader::new(stream);
     while let Some(request) = read_request(&mut reader).await {
         let keep_alive = request.keep_alive;
@@ -392,7 +430,7 @@ async fn serve_connection(stream: TcpStream, state: Arc<State>) {
 }
 
 async fn write_head(
-    stream: &mut BufReader<TcpStream>,
+    stream: &mut BufReader<impl Stream>,
     status: u16,
     headers: &[(&str, String)],
 ) -> std::io::Result<()> {
@@ -419,7 +457,7 @@ fn reason(status: u16) -> &'static str {
 
 /// Answers one request; `Ok(true)` when the connection may serve another.
 async fn respond(
-    stream: &mut BufReader<TcpStream>,
+    stream: &mut BufReader<impl Stream>,
     state: &State,
     request: Request,
 ) -> std::io::Result<bool> {
@@ -459,6 +497,9 @@ async fn respond(
         return Ok(true);
     }
 
+    if let Some(length) = route.endless {
+        return respond_endless(stream, state, &request.path, &route, length).await;
+    }
     let route = match route.changed_after.clone() {
         Some((n, body)) if index >= n => Route { body, ..route },
         _ => route,
@@ -543,6 +584,69 @@ async fn respond(
         tokio::time::sleep(Duration::from_secs(3600)).await;
     }
     Ok(limit == body.len() && route.claimed_length.is_none())
+}
+
+/// Sends filler without end (until the client goes away).
+async fn respond_endless(
+    stream: &mut BufReader<impl Stream>,
+    state: &State,
+    path: &str,
+    route: &Route,
+    length: Option<u64>,
+) -> std::io::Result<bool> {
+    let head = match length {
+        Some(length) => vec![("Content-Length", length.to_string())],
+        None => vec![("Connection", "close".to_string())],
+    };
+    write_head(stream, 200, &head).await?;
+    let chunk = vec![b'x'; route.chunk_size];
+    let _active = ActiveGuard::new(state);
+    loop {
+        stream.get_mut().write_all(&chunk).await?;
+        state
+            .stats
+            .lock()
+            .unwrap()
+            .entry(path.to_string())
+            .or_default()
+            .body_bytes += chunk.len() as u64;
+        if route.chunk_delay > Duration::ZERO {
+            tokio::time::sleep(route.chunk_delay).await;
+        }
+    }
+}
+
+/// A port on 127.0.0.1 where nothing listens: connections to it are refused.
+pub fn refused_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// A server on 127.0.0.1 that accepts connections and never answers, counting them.
+pub struct SilentServer {
+    pub port: u16,
+    accepted: Arc<AtomicU64>,
+}
+
+impl SilentServer {
+    pub fn start() -> SilentServer {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicU64::new(0));
+        let counter = accepted.clone();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for stream in listener.incoming().flatten() {
+                counter.fetch_add(1, Ordering::SeqCst);
+                held.push(stream);
+            }
+        });
+        SilentServer { port, accepted }
+    }
+
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::SeqCst)
+    }
 }
 
 /// Writes `content` as an executable file at `path` and returns the recursive sha256 real Nix

@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 
 use super::store::{self, NarFile};
 use crate::fetch::is_fatal;
-use crate::net::{DownloadOptions, Downloader};
+use crate::net::{DownloadOptions, Downloader, Target};
 use crate::report::{HostReport, Progress, Rejection};
 use crate::store::{Cache, Compression};
 use crate::Error;
@@ -280,10 +280,13 @@ impl Run {
         let references = store::references(&info);
         let nar_url = format!("{substituter}/{}", info.url);
         let key = format!("binary {} {nar_url}", path.to_path_string());
-        let downloaded = self
-            .downloader
-            .fetch(&nar_url, &key, info.file_hash.as_ref(), tally)
-            .await?;
+        let target = Target {
+            key: &key,
+            label: path.name().as_str(),
+            hash: info.file_hash.as_ref(),
+            size: info.file_size,
+        };
+        let downloaded = self.downloader.fetch(&nar_url, &target, tally).await?;
         if let Some(size) = info.file_size.filter(|size| *size != downloaded.size) {
             downloaded.remove();
             return Err(corrupt(format!(

@@ -3,6 +3,7 @@
 
 pub mod closure;
 pub mod path_list;
+pub mod sizes;
 pub mod store;
 
 pub use closure::{mirror_closure, ClosureOptions, ClosureReport, PathOutcome, PathReport};

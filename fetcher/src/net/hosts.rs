@@ -1,12 +1,20 @@
-//! Per-host connection leases and what each host gave, for the per-host report.
+//! Per-host connection leases, host health, and what each host gave, for the per-host report.
+//!
+//! Host health lasts the whole run: a host that is not reached (no such name, connection
+//! refused, TLS refused, connect timeout, no response at all) `host_down_after` times in a
+//! row is marked down, and every request to it fails at once, so entries move to their
+//! next URL without paying for it. After `host_cooldown` one request is let through as a
+//! probe: an answer (any status) makes the host healthy again, a failure keeps it down for
+//! another cool-down.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use super::retry::Attempt;
 use super::schedule::Slot;
 use super::Downloader;
-use crate::report::HostReport;
+use crate::report::{HostDown, HostReport};
 
 /// What one host gave during a run, for the per-host report.
 #[derive(Debug, Default)]
@@ -19,6 +27,30 @@ pub(super) struct HostTally {
     /// Time with at least one transfer open, up to the last time none was.
     pub(super) busy: Duration,
     pub(super) busy_since: Option<Instant>,
+    pub(super) health: Health,
+}
+
+/// Whether a host is reachable, as far as this run has seen.
+#[derive(Debug, Default)]
+pub(super) struct Health {
+    /// Tries in a row that did not reach the host.
+    unreached_in_a_row: u32,
+    /// Whether the host ever answered in this run.
+    answered: bool,
+    down: Option<Down>,
+    /// When the run first marked the host down.
+    first_down: Option<Instant>,
+    times_down: u64,
+}
+
+#[derive(Debug)]
+struct Down {
+    reason: String,
+    /// When a probe may go out; while a probe is out, `None`.
+    probe_at: Option<Instant>,
+    /// When the probe in flight went out (a probe cancelled with its entry must not keep
+    /// the host down for ever).
+    probe_sent: Option<Instant>,
 }
 
 /// A connection slot held for one request, counted in its host's tally while it lives.
@@ -55,9 +87,105 @@ pub(super) fn host_key(url: &str) -> String {
         .unwrap_or_default()
 }
 
+fn count_down(hosts: &BTreeMap<String, HostTally>) -> usize {
+    hosts.values().filter(|t| t.health.down.is_some()).count()
+}
+
 impl Downloader {
     pub(super) fn lock_tallies(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, HostTally>> {
         self.tallies.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether `url`'s host may be asked now (not down, or a probe is due), without asking:
+    /// checked before waiting for a connection slot.
+    pub(super) fn check_up(&self, url: &str) -> Result<(), Attempt> {
+        self.gate(url, false)
+    }
+
+    /// Lets a request to `url`'s host go out, unless the host is down and no probe is due;
+    /// counts it.
+    pub(super) fn admit(&self, url: &str) -> Result<(), Attempt> {
+        self.gate(url, true)
+    }
+
+    fn gate(&self, url: &str, sending: bool) -> Result<(), Attempt> {
+        let host = host_key(url);
+        let mut hosts = self.lock_tallies();
+        let tally = hosts.entry(host.clone()).or_default();
+        let open = match &mut tally.health.down {
+            None => true,
+            Some(down) => {
+                let now = Instant::now();
+                let stale_probe = self.options.connect_timeout + self.options.stall_timeout;
+                let probe_due = down.probe_at.is_some_and(|at| now >= at)
+                    || down
+                        .probe_sent
+                        .is_some_and(|sent| now >= sent + stale_probe);
+                if probe_due && sending {
+                    down.probe_at = None;
+                    down.probe_sent = Some(now);
+                }
+                probe_due
+            }
+        };
+        if open {
+            if sending {
+                tally.requests += 1;
+            }
+            return Ok(());
+        }
+        let since = tally
+            .health
+            .first_down
+            .map_or(0.0, |at| at.duration_since(self.started).as_secs_f64());
+        let reason = tally.health.down.as_ref().map_or("", |d| d.reason.as_str());
+        Err(Attempt::Unreachable {
+            reason: format!("host {host} is down (since {since:.1} s into the run: {reason})"),
+            permanent: true,
+        })
+    }
+
+    /// Whether `url`'s host answered a request in this run (and is not down now).
+    pub(super) fn has_answered(&self, url: &str) -> bool {
+        let hosts = self.lock_tallies();
+        hosts
+            .get(&host_key(url))
+            .is_some_and(|t| t.health.answered && t.health.down.is_none())
+    }
+
+    /// `url`'s host answered (whatever the status).
+    pub(super) fn note_reached(&self, url: &str) {
+        let mut hosts = self.lock_tallies();
+        let health = &mut hosts.entry(host_key(url)).or_default().health;
+        health.unreached_in_a_row = 0;
+        health.answered = true;
+        if health.down.take().is_some() {
+            self.progress.hosts_down(count_down(&hosts));
+        }
+    }
+
+    /// `url`'s host was not reached: down after `host_down_after` in a row, or again for a
+    /// cool-down when this was its probe.
+    pub(super) fn note_unreached(&self, url: &str, reason: &str) {
+        let mut hosts = self.lock_tallies();
+        let health = &mut hosts.entry(host_key(url)).or_default().health;
+        health.unreached_in_a_row += 1;
+        let probe_at = Some(Instant::now() + self.options.host_cooldown);
+        if let Some(down) = &mut health.down {
+            // A probe that failed: down for another cool-down.
+            if down.probe_sent.take().is_some() {
+                down.probe_at = probe_at;
+            }
+        } else if health.unreached_in_a_row >= self.options.host_down_after.max(1) {
+            health.first_down.get_or_insert_with(Instant::now);
+            health.times_down += 1;
+            health.down = Some(Down {
+                reason: reason.to_string(),
+                probe_at,
+                probe_sent: None,
+            });
+            self.progress.hosts_down(count_down(&hosts));
+        }
     }
 
     /// Waits for a connection slot to `url`'s host; `priority` is the download's size when known.
@@ -66,7 +194,6 @@ impl Downloader {
         let slot = self.slots.acquire(&host, priority).await;
         let mut hosts = self.lock_tallies();
         let tally = hosts.entry(host.clone()).or_default();
-        tally.requests += 1;
         tally.open += 1;
         tally.peak_open = tally.peak_open.max(tally.open);
         tally.busy_since.get_or_insert_with(Instant::now);
@@ -92,8 +219,13 @@ impl Downloader {
     pub fn host_reports(&self) -> Vec<HostReport> {
         self.lock_tallies()
             .iter()
-            .filter(|(_, t)| t.requests > 0)
+            .filter(|(_, t)| t.requests > 0 || t.health.times_down > 0)
             .map(|(host, t)| {
+                let down = t.health.first_down.map(|first| HostDown {
+                    since_seconds: first.duration_since(self.started).as_secs_f64(),
+                    times: t.health.times_down,
+                    still_down: t.health.down.is_some(),
+                });
                 let busy = t.busy + t.busy_since.map_or(Duration::ZERO, |s| s.elapsed());
                 HostReport {
                     host: host.clone(),
@@ -103,6 +235,7 @@ impl Downloader {
                     requests: t.requests,
                     retries: t.retries,
                     peak_connections: t.peak_open,
+                    down,
                 }
             })
             .collect()
@@ -112,5 +245,74 @@ impl Downloader {
         tally.fetch_add(bytes, Ordering::Relaxed);
         self.note_bytes(url, bytes);
         self.progress.download_bytes(id, bytes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::DownloadOptions;
+    use crate::report::NoProgress;
+    use std::sync::Arc;
+
+    fn is_up(downloader: &Downloader, url: &str) -> bool {
+        downloader.admit(url).is_ok()
+    }
+
+    #[test]
+    fn a_host_is_down_after_failures_in_a_row_and_probed_once_after_the_cool_down() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = DownloadOptions {
+            host_down_after: 3,
+            host_cooldown: Duration::from_millis(200),
+            ..DownloadOptions::default()
+        };
+        let downloader = Downloader::new(options, dir.path(), Arc::new(NoProgress)).unwrap();
+        let (url, other) = ("http://far.example:8080/a", "http://far.example:8080/b");
+        downloader.note_unreached(url, "refused");
+        downloader.note_unreached(url, "refused");
+        downloader.note_reached(url);
+        downloader.note_unreached(url, "refused");
+        downloader.note_unreached(url, "refused");
+        assert!(
+            is_up(&downloader, other),
+            "an answer in between resets the count"
+        );
+        downloader.note_unreached(url, "refused");
+        assert!(
+            !is_up(&downloader, other),
+            "down after three in a row, for every URL"
+        );
+        assert!(downloader.check_up(url).is_err());
+        assert!(
+            is_up(&downloader, "http://far.example:8081/a"),
+            "another port"
+        );
+
+        std::thread::sleep(Duration::from_millis(250));
+        assert!(downloader.check_up(url).is_ok(), "a probe is due");
+        assert!(is_up(&downloader, url), "the probe goes out");
+        assert!(!is_up(&downloader, url), "one probe at a time");
+        downloader.note_unreached(url, "still refused");
+        assert!(
+            !is_up(&downloader, url),
+            "a failed probe: another cool-down"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+        assert!(is_up(&downloader, url));
+        downloader.note_reached(url);
+        assert!(
+            is_up(&downloader, url) && is_up(&downloader, url),
+            "back up"
+        );
+
+        let reports = downloader.host_reports();
+        let far = reports
+            .iter()
+            .find(|h| h.host == "far.example:8080")
+            .unwrap();
+        let down = far.down.as_ref().unwrap();
+        assert_eq!((down.times, down.still_down), (1, false));
+        assert_eq!(far.requests, 5, "only requests let through are counted");
     }
 }

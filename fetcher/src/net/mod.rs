@@ -16,6 +16,8 @@
 //! range by range. A server that ignores ranges, changes the file between requests or
 //! disagrees with itself about the length makes the download fall back to one stream.
 
+mod bounds;
+mod client;
 mod hosts;
 mod options;
 mod partial;
@@ -34,15 +36,18 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 use tokio::sync::Semaphore;
 
 use crate::report::Progress;
 use crate::store::VerifiedHash;
 use crate::Error;
 use hosts::HostTally;
+use partial::{clean_stale_partials, STALE_PARTIAL_AGE};
 use rate::TokenBucket;
-use retry::error_chain;
+use retry::{classify, error_chain, Attempt};
 use schedule::Slots;
+use srcgrab_formats::hash::Hash;
 
 /// A complete download, left in the partial directory for the caller to publish, then
 /// [`Downloaded::remove`].
@@ -65,9 +70,7 @@ impl Downloaded {
 
 pub struct Downloader {
     client: reqwest::Client,
-    /// For ranges: HTTP/1.1 only, so that ranges fetched at once travel over separate TCP
-    /// connections (each with its own window, which is the point on a far link) rather than
-    /// as streams of one HTTP/2 connection.
+    /// For ranges: HTTP/1.1 only ([`client::clients`]).
     range_client: reqwest::Client,
     options: DownloadOptions,
     partial_dir: PathBuf,
@@ -77,6 +80,23 @@ pub struct Downloader {
     rate: Option<TokenBucket>,
     progress: Arc<dyn Progress>,
     next_id: AtomicU64,
+    /// When the run began, for the times in the per-host report.
+    started: Instant,
+}
+
+/// What one download is for: where its partial file lives, what it is called, and what it
+/// must turn out to be.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    /// Names the partial file; must differ between concurrent downloads.
+    pub key: &'a str,
+    /// What progress shows: the entry's name.
+    pub label: &'a str,
+    /// The hash the bytes must have; sha256 is taken when `None`.
+    pub hash: Option<&'a Hash>,
+    /// The size the download must have, when something says (a narinfo's FileSize): a
+    /// server announcing or sending more is refused at once.
+    pub size: Option<u64>,
 }
 
 impl Downloader {
@@ -92,21 +112,8 @@ impl Downloader {
     ) -> Result<Downloader, Error> {
         std::fs::create_dir_all(partial_dir)
             .map_err(Error::io(format!("creating {}", partial_dir.display())))?;
-        let builder = || {
-            reqwest::Client::builder()
-                .user_agent(concat!("srcgrab/", env!("CARGO_PKG_VERSION")))
-                .connect_timeout(options.connect_timeout)
-                .read_timeout(options.stall_timeout)
-                .redirect(reqwest::redirect::Policy::limited(10))
-                .pool_max_idle_per_host(options.max_per_host.max(1))
-        };
-        let client = builder()
-            .build()
-            .map_err(|e| Error::HttpClient(error_chain(&e)))?;
-        let range_client = builder()
-            .http1_only()
-            .build()
-            .map_err(|e| Error::HttpClient(error_chain(&e)))?;
+        clean_stale_partials(partial_dir, STALE_PARTIAL_AGE);
+        let (client, range_client) = client::clients(&options)?;
         Ok(Downloader {
             client,
             range_client,
@@ -118,7 +125,38 @@ impl Downloader {
             options,
             progress,
             next_id: AtomicU64::new(0),
+            started: Instant::now(),
         })
+    }
+
+    /// Sends one request to `url` unless its host is down, waiting at most the stall timeout
+    /// for the response head, and notes whether the host answered.
+    async fn send(
+        &self,
+        url: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, Attempt> {
+        self.admit(url)?;
+        let attempt = match tokio::time::timeout(self.options.stall_timeout, request.send()).await {
+            Ok(Ok(response)) => {
+                self.note_reached(url);
+                return Ok(response);
+            }
+            Err(_) => Attempt::Unreachable {
+                reason: format!("no response within {:?}", self.options.stall_timeout),
+                permanent: false,
+            },
+            // No response head in time (reqwest's read timeout): the host does not answer.
+            Ok(Err(err)) if err.is_timeout() => Attempt::Unreachable {
+                reason: error_chain(&err),
+                permanent: false,
+            },
+            Ok(Err(err)) => classify(&err),
+        };
+        if let Attempt::Unreachable { reason, .. } = &attempt {
+            self.note_unreached(url, reason);
+        }
+        Err(attempt)
     }
 }
 

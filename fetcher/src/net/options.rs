@@ -41,6 +41,16 @@ pub struct DownloadOptions {
     pub backoff: Duration,
     /// Bytes per second over all transfers.
     pub rate_limit: Option<u64>,
+    /// The slowest average a download of one URL may have: it must end within
+    /// `stall_timeout + size / min_rate` (its size as known beforehand, else as received so
+    /// far), retries and backoff included.
+    pub min_rate: u64,
+    /// Largest download accepted when nothing else says how large it may be.
+    pub max_size: u64,
+    /// Tries in a row that do not reach a host before it is marked down for the run.
+    pub host_down_after: u32,
+    /// How long a host marked down is skipped before one request probes it again.
+    pub host_cooldown: Duration,
 }
 
 impl Default for DownloadOptions {
@@ -56,6 +66,10 @@ impl Default for DownloadOptions {
             stall_timeout: Duration::from_secs(60),
             backoff: Duration::from_millis(250),
             rate_limit: None,
+            min_rate: 4 * 1024,
+            max_size: 64 * 1024 * 1024 * 1024,
+            host_down_after: 3,
+            host_cooldown: Duration::from_secs(60),
         }
     }
 }

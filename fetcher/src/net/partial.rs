@@ -4,6 +4,9 @@
 use serde::{Deserialize, Serialize};
 use srcgrab_formats::hash::{encode_hex, HashAlgo};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use super::retry::Attempt;
 use super::Downloader;
@@ -66,11 +69,24 @@ pub(super) struct Partial {
     pub(super) spliced: bool,
     /// Set once splitting failed or gave a wrong hash: the rest of this download is one stream.
     pub(super) single_stream: bool,
+    /// The most bytes the download may have.
+    pub(super) cap: u64,
+    /// The download's id in progress reports.
+    pub(super) progress_id: u64,
+    /// The length servers announced, for the deadline, which cannot look into `meta`
+    /// while a try runs (0: none yet).
+    pub(super) announced: Arc<AtomicU64>,
 }
 
 impl Partial {
     /// Takes over what an earlier run left for `url` when it can be validated, else starts empty.
-    pub(super) fn load(part: PathBuf, meta_path: PathBuf, url: &str, algo: HashAlgo) -> Partial {
+    pub(super) fn load(
+        part: PathBuf,
+        meta_path: PathBuf,
+        url: &str,
+        algo: HashAlgo,
+        progress_id: u64,
+    ) -> Partial {
         let meta: Option<PartialMeta> = std::fs::read(&meta_path)
             .ok()
             .and_then(|bytes| serde_json::from_slice(&bytes).ok());
@@ -98,6 +114,25 @@ impl Partial {
             algo,
             spliced: false,
             single_stream: false,
+            cap: u64::MAX,
+            progress_id,
+            announced: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Takes `meta` (from a HEAD or an answer) as what the bytes are a prefix of.
+    pub(super) fn describe(&mut self, meta: PartialMeta) {
+        self.announced
+            .store(meta.length.unwrap_or(0), Ordering::Relaxed);
+        self.meta = meta;
+    }
+
+    /// Bytes of the content on disk: the prefix, or what every range holds.
+    pub(super) fn bytes_on_disk(&self) -> u64 {
+        if self.is_segmented() {
+            self.meta.segments.iter().map(|s| s.done).sum()
+        } else {
+            self.len
         }
     }
 
@@ -158,6 +193,30 @@ pub(super) fn write_meta(path: &Path, meta: &PartialMeta) -> Result<(), Error> {
         .map_err(Error::io(format!("writing {}", path.display())))
 }
 
+/// Partial downloads untouched this long belong to runs long gone (a download that is
+/// alive writes them often), and are removed with their range metadata.
+pub(super) const STALE_PARTIAL_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Removes the `.part`, `.meta` and `.meta-new` files under `dir` not modified for `age`.
+pub(super) fn clean_stale_partials(dir: &Path, age: Duration) {
+    let Ok(listing) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for item in listing.flatten() {
+        let path = item.path();
+        let ours = path
+            .extension()
+            .is_some_and(|e| e == "part" || e == "meta" || e == "meta-new");
+        // symlink_metadata: a planted link is judged (and removed) as itself.
+        let stale = std::fs::symlink_metadata(&path)
+            .and_then(|m| m.modified())
+            .is_ok_and(|modified| modified.elapsed().is_ok_and(|idle| idle >= age));
+        if ours && stale {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}
+
 impl Downloader {
     pub(super) fn partial_stem(&self, key: &str) -> PathBuf {
         self.partial_dir
@@ -169,5 +228,30 @@ impl Downloader {
         let stem = self.partial_stem(key);
         let _ = std::fs::remove_file(stem.with_extension("part"));
         let _ = std::fs::remove_file(stem.with_extension("meta"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_partials_and_their_metadata_are_removed_and_fresh_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let long_ago = std::time::SystemTime::now() - Duration::from_secs(30 * 24 * 3600);
+        for name in ["old.part", "old.meta", "old.meta-new", "other.txt"] {
+            let file = std::fs::File::create(dir.path().join(name)).unwrap();
+            file.set_modified(long_ago).unwrap();
+        }
+        for name in ["fresh.part", "fresh.meta"] {
+            std::fs::write(dir.path().join(name), b"x").unwrap();
+        }
+        clean_stale_partials(dir.path(), STALE_PARTIAL_AGE);
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["fresh.meta", "fresh.part", "other.txt"]);
     }
 }

@@ -1,5 +1,13 @@
 //! What is retried and what is not: how one try of a URL ended, and the backoff between tries.
+//!
+//! Permanent: the URL will not give the file however often it is asked (404, 410, 403,
+//! 401 and other 4xx, a bad redirect), or its host cannot be reached in a way time does not
+//! mend (the name does not exist, the certificate is not trusted). Transient: timeouts,
+//! resets, refused connections, 408, 429, 5xx and cut bodies, retried with exponential
+//! backoff and jitter, or after the server's `Retry-After` on 429 and 503. Connect-level
+//! failures also count towards marking the host down for the whole run ([`super::hosts`]).
 
+use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::StatusCode;
 use std::time::Duration;
 
@@ -7,33 +15,80 @@ use super::Downloader;
 use crate::Error;
 
 /// Longest backoff between two tries of one URL.
-pub(super) const MAX_BACKOFF: Duration = Duration::from_secs(30);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Longest `Retry-After` honoured; a server asking for more is asked again sooner.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
 
 /// What one try of a URL ended with, when it did not end well.
+#[derive(Debug)]
 pub(super) enum Attempt {
-    /// Try again later (connection, timeout, 429, 5xx, cut body); `progressed` when some
-    /// bytes were kept, so the retry budget starts over.
-    Transient { reason: String, progressed: bool },
-    /// The server said no; move to the next URL.
+    /// Try again later (timeout, reset, 408, 429, 5xx, cut body): after `wait` when the
+    /// server said (`Retry-After`), else after the backoff. `progressed`: the try kept bytes.
+    Transient {
+        reason: String,
+        progressed: bool,
+        wait: Option<Duration>,
+    },
+    /// This URL will not give it (404, 410, 403, 401, a bad redirect); move to the next URL.
     Refused(String),
+    /// The host was not reached (name, connection refused, TLS, connect timeout, no answer
+    /// at all), which counts towards marking it down; `permanent` when trying again cannot
+    /// help (no such name, an untrusted certificate, a host marked down).
+    Unreachable { reason: String, permanent: bool },
     /// Our side failed (disk).
     Local(Error),
+}
+
+impl Attempt {
+    /// Whether asking the same URL again may give something else.
+    pub(super) fn is_retried(&self) -> bool {
+        match self {
+            Attempt::Transient { .. } => true,
+            Attempt::Unreachable { permanent, .. } => !permanent,
+            Attempt::Refused(_) | Attempt::Local(_) => false,
+        }
+    }
 }
 
 pub(super) fn transient(reason: impl Into<String>) -> Attempt {
     Attempt::Transient {
         reason: reason.into(),
         progressed: false,
+        wait: None,
     }
 }
 
-pub(super) fn classify(err: reqwest::Error) -> Attempt {
-    let text = error_chain(&err);
+/// A request that failed before any response came.
+pub(super) fn classify(err: &reqwest::Error) -> Attempt {
+    let reason = error_chain(err);
     if err.is_builder() || err.is_redirect() {
-        Attempt::Refused(text)
-    } else {
-        transient(text)
+        return Attempt::Refused(reason);
     }
+    let untrusted = is_certificate_error(&reason);
+    if err.is_connect() || untrusted {
+        let permanent = untrusted || is_no_such_name(&reason);
+        return Attempt::Unreachable { reason, permanent };
+    }
+    transient(reason)
+}
+
+/// The resolver's "this name does not exist" (EAI_NONAME, EAI_NODATA), as opposed to a
+/// resolver that could not be asked ("Temporary failure in name resolution"). The cause
+/// reaches us only as the text of an `io::Error` from getaddrinfo.
+fn is_no_such_name(reason: &str) -> bool {
+    [
+        "Name or service not known",
+        "No address associated with hostname",
+        "nodename nor servname provided",
+    ]
+    .iter()
+    .any(|text| reason.contains(text))
+}
+
+/// rustls refusing the server's certificate (unknown issuer, expired, wrong name), which
+/// reaches us wrapped in an `io::Error` of the TLS stream.
+fn is_certificate_error(reason: &str) -> bool {
+    reason.contains("invalid peer certificate")
 }
 
 /// reqwest's top-level message ("error sending request") hides the cause; show the chain.
@@ -48,16 +103,41 @@ pub(super) fn error_chain(err: &dyn std::error::Error) -> String {
     text
 }
 
-pub(super) fn status_attempt(status: StatusCode) -> Attempt {
-    let text = format!("HTTP {status}");
+/// A response whose status is not a success.
+pub(super) fn status_attempt(status: StatusCode, headers: &HeaderMap) -> Attempt {
+    let reason = format!("HTTP {status}");
     match status.as_u16() {
-        408 | 429 | 500..=599 => transient(text),
-        _ => Attempt::Refused(text),
+        408 | 500..=599 | 429 => Attempt::Transient {
+            reason,
+            progressed: false,
+            wait: matches!(status.as_u16(), 429 | 503)
+                .then(|| retry_after(headers))
+                .flatten(),
+        },
+        _ => Attempt::Refused(reason),
     }
 }
 
+/// `Retry-After` in seconds (the HTTP-date form is left to the backoff), at most
+/// [`MAX_RETRY_AFTER`].
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let seconds: u64 = headers
+        .get(RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(seconds).min(MAX_RETRY_AFTER))
+}
+
 impl Downloader {
-    pub(super) fn backoff(&self, failures: u32) -> Duration {
+    /// The wait before try `failures + 1`: exponential from `--backoff`, with jitter, or
+    /// what the server asked for.
+    pub(super) fn backoff(&self, failures: u32, asked: Option<Duration>) -> Duration {
+        if let Some(asked) = asked {
+            return asked;
+        }
         let exponential = self
             .options
             .backoff
@@ -79,17 +159,23 @@ impl Downloader {
     {
         let mut failures = 0;
         loop {
-            let reason = match try_once().await {
+            let attempt = match try_once().await {
                 Ok(answer) => return Ok(answer),
-                Err(Attempt::Transient { reason, .. }) => reason,
-                Err(Attempt::Refused(reason)) => {
-                    return Err(Error::Download {
-                        url: url.to_string(),
-                        reason,
-                    })
-                }
                 Err(Attempt::Local(err)) => return Err(err),
+                Err(attempt) => attempt,
             };
+            let retried = attempt.is_retried();
+            let (reason, wait) = match attempt {
+                Attempt::Transient { reason, wait, .. } => (reason, wait),
+                Attempt::Refused(reason) | Attempt::Unreachable { reason, .. } => (reason, None),
+                Attempt::Local(err) => return Err(err),
+            };
+            if !retried {
+                return Err(Error::Download {
+                    url: url.to_string(),
+                    reason,
+                });
+            }
             failures += 1;
             if failures > self.options.retries {
                 return Err(Error::Download {
@@ -97,7 +183,58 @@ impl Downloader {
                     reason: format!("{reason} (gave up after {failures} tries)"),
                 });
             }
-            tokio::time::sleep(self.backoff(failures)).await;
+            tokio::time::sleep(self.backoff(failures, wait)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(code: u16, retry_after: Option<&str>) -> Attempt {
+        let mut headers = HeaderMap::new();
+        if let Some(value) = retry_after {
+            headers.insert(RETRY_AFTER, value.parse().unwrap());
+        }
+        status_attempt(StatusCode::from_u16(code).unwrap(), &headers)
+    }
+
+    #[test]
+    fn lists_what_is_retried_and_what_is_permanent() {
+        for code in [408, 429, 500, 502, 503, 504] {
+            assert!(status(code, None).is_retried(), "HTTP {code} is retried");
+        }
+        for code in [400, 401, 403, 404, 410, 416, 451] {
+            assert!(!status(code, None).is_retried(), "HTTP {code} is permanent");
+        }
+        assert!(is_no_such_name(
+            "dns error: failed to lookup address information: Name or service not known"
+        ));
+        assert!(!is_no_such_name(
+            "dns error: failed to lookup address information: Temporary failure in name resolution"
+        ));
+        assert!(is_certificate_error(
+            "error sending request: client error (Connect): invalid peer certificate: UnknownIssuer"
+        ));
+        let unreachable = |permanent| Attempt::Unreachable {
+            reason: String::new(),
+            permanent,
+        };
+        assert!(unreachable(false).is_retried(), "refused, connect timeout");
+        assert!(!unreachable(true).is_retried(), "no such name, certificate");
+    }
+
+    #[test]
+    fn honours_retry_after_on_429_and_503_only() {
+        let wait = |attempt| match attempt {
+            Attempt::Transient { wait, .. } => wait,
+            other => panic!("{other:?} is not transient"),
+        };
+        assert_eq!(wait(status(429, Some("3"))), Some(Duration::from_secs(3)));
+        assert_eq!(wait(status(503, Some("7"))), Some(Duration::from_secs(7)));
+        assert_eq!(wait(status(500, Some("7"))), None);
+        assert_eq!(wait(status(429, Some("soon"))), None);
+        assert_eq!(wait(status(429, Some("86400"))), Some(MAX_RETRY_AFTER));
     }
 }

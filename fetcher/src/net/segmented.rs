@@ -7,12 +7,13 @@ use reqwest::StatusCode;
 use srcgrab_formats::hash::HashAlgo;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 
 use super::hosts::Lease;
 use super::partial::{write_meta, Partial, PartialMeta, Segment};
-use super::retry::{classify, error_chain, status_attempt, transient, Attempt};
+use super::retry::{error_chain, status_attempt, transient, Attempt};
+use super::single::blocking_io;
 use super::{content_range, header_text, Downloader};
 use crate::store::VerifiedHash;
 use crate::Error;
@@ -20,6 +21,8 @@ use crate::Error;
 /// Bytes of one range received between two saves of what is on disk: what a killed
 /// segmented download loses per range at most.
 pub(super) const SEGMENT_SAVE_EVERY: u64 = 1024 * 1024;
+/// Bytes of one range gathered before one write at its offset.
+const WRITE_BATCH: usize = 256 * 1024;
 /// No range is made smaller than this, however many segments are asked for.
 pub(super) const MIN_SEGMENT: u64 = 1024 * 1024;
 
@@ -37,23 +40,63 @@ pub(super) fn plan_segments(total: u64, count: usize) -> Vec<Segment> {
         .collect()
 }
 
-/// A segmented download in progress: the file written at offsets, what each range has.
-pub(super) struct Assembly<'a> {
-    pub(super) file: std::fs::File,
-    pub(super) part: &'a Path,
-    pub(super) meta_path: &'a Path,
-    pub(super) meta: PartialMeta,
-    pub(super) total: u64,
+/// Where the ranges of one file come from. The primary serves any range; an alternate URL
+/// gets one range as a trial and more only once it answered that one with the right
+/// length and validator; an alternate that fails is dropped without counting against the
+/// range's retries, and its range goes back to the primary.
+struct Sources {
     /// The URL whose validator and length the ranges are checked against: where the
     /// opening GET's redirects ended, so ranges do not pay for them again.
-    pub(super) primary: String,
-    /// Other URLs of the same content that may serve ranges; dropped when they fail.
-    pub(super) alternates: Mutex<Vec<String>>,
-    pub(super) segments: Mutex<Vec<Segment>>,
+    primary: String,
+    /// Alternates not asked yet, in the entry's order.
+    untried: Vec<String>,
+    /// Alternates that served a range of this content.
+    proven: Vec<String>,
+}
+
+impl Sources {
+    /// The source for the first try of range `index`: a trial for the next untried
+    /// alternate (ranges after the first), else the primary and proven ones in turn.
+    fn first(&mut self, index: usize) -> String {
+        if index > 0 && !self.untried.is_empty() {
+            return self.untried.remove(0);
+        }
+        self.rotation(index)
+    }
+
+    /// The primary and the proven alternates, by `turn`.
+    fn rotation(&self, turn: usize) -> String {
+        match turn % (self.proven.len() + 1) {
+            0 => self.primary.clone(),
+            i => self.proven[i - 1].clone(),
+        }
+    }
+
+    fn drop_alternate(&mut self, url: &str) {
+        self.proven.retain(|u| u != url);
+    }
+
+    fn prove(&mut self, url: &str) {
+        if url != self.primary && !self.proven.iter().any(|u| u == url) {
+            self.proven.push(url.to_string());
+        }
+    }
+}
+
+/// A segmented download in progress: the file written at offsets, what each range has.
+pub(super) struct Assembly<'a> {
+    file: Arc<std::fs::File>,
+    part: &'a Path,
+    meta_path: &'a Path,
+    meta: PartialMeta,
+    total: u64,
+    progress_id: u64,
+    sources: Mutex<Sources>,
+    segments: Mutex<Vec<Segment>>,
 }
 
 impl Assembly<'_> {
-    pub(super) fn save(&self) -> Result<(), Error> {
+    fn save(&self) -> Result<(), Error> {
         let mut meta = self.meta.clone();
         meta.segments = self
             .segments
@@ -63,24 +106,22 @@ impl Assembly<'_> {
         write_meta(self.meta_path, &meta)
     }
 
-    pub(super) fn segment(&self, index: usize) -> Segment {
+    fn segment(&self, index: usize) -> Segment {
         self.segments.lock().unwrap_or_else(|e| e.into_inner())[index]
     }
 
-    /// The URL for try `turn` of a range: the primary and the alternates in turn.
-    pub(super) fn source(&self, turn: usize) -> String {
-        let alternates = self.alternates.lock().unwrap_or_else(|e| e.into_inner());
-        match turn % (alternates.len() + 1) {
-            0 => self.primary.to_string(),
-            i => alternates[i - 1].clone(),
-        }
+    fn sources(&self) -> std::sync::MutexGuard<'_, Sources> {
+        self.sources.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(super) fn drop_alternate(&self, url: &str) {
-        self.alternates
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|u| u != url);
+    fn is_primary(&self, url: &str) -> bool {
+        self.sources().primary == url
+    }
+
+    /// Writes `bytes` at `offset` of the partial file on a blocking thread.
+    async fn write_at(&self, bytes: Vec<u8>, offset: u64) -> std::io::Result<Vec<u8>> {
+        let file = self.file.clone();
+        blocking_io(move || file.write_all_at(&bytes, offset).map(|()| bytes)).await
     }
 }
 
@@ -124,27 +165,38 @@ impl Downloader {
             .meta
             .length
             .expect("segmented downloads have a length");
-        let context = || format!("writing {}", partial.part.display());
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(false)
-            .open(&partial.part)
-            .and_then(|file| file.set_len(total).map(|()| file))
-            .map_err(|e| Attempt::Local(Error::io(context())(e)))?;
+        let part = partial.part.clone();
+        let file = blocking_io(move || {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(false)
+                .open(&part)?;
+            file.set_len(total)?;
+            Ok(file)
+        })
+        .await
+        .map_err(|e| Attempt::Local(Error::io(format!("writing {}", partial.part.display()))(e)))?;
+        let primary = opened
+            .as_ref()
+            .map_or(url, |(response, _)| response.url().as_str())
+            .to_string();
         let assembly = Assembly {
-            file,
+            file: Arc::new(file),
             part: &partial.part,
             meta_path: &partial.meta_path,
             meta: partial.meta.clone(),
             total,
-            primary: opened
-                .as_ref()
-                .map_or(url, |(response, _)| response.url().as_str())
-                .to_string(),
-            alternates: Mutex::new(alternates.to_vec()),
+            progress_id: partial.progress_id,
+            sources: Mutex::new(Sources {
+                primary,
+                untried: alternates.to_vec(),
+                proven: Vec::new(),
+            }),
             segments: Mutex::new(partial.meta.segments.clone()),
         };
+        self.progress
+            .download_ranges(partial.progress_id, partial.meta.segments.len());
         let mut opened = opened;
         let workers = (0..partial.meta.segments.len())
             .filter(|&index| !partial.meta.segments[index].is_complete())
@@ -165,10 +217,7 @@ impl Downloader {
             Err(RangeTry::Fallback(reason)) => {
                 partial.discard();
                 partial.single_stream = true;
-                return Err(Attempt::Transient {
-                    reason: format!("{reason}; falling back to one stream"),
-                    progressed: true,
-                });
+                return Err(transient(format!("{reason}; falling back to one stream")));
             }
             Err(RangeTry::SourceRefused(reason)) => return Err(Attempt::Refused(reason)),
             Err(RangeTry::Attempt(attempt)) => {
@@ -184,8 +233,8 @@ impl Downloader {
         Ok(hash)
     }
 
-    /// Fetches one range until it is complete, retrying it alone after transient errors,
-    /// each try from the next source in turn.
+    /// Fetches one range until it is complete, retrying it alone after transient errors.
+    /// Only failures of the primary and of proven alternates count against the retries.
     pub(super) async fn fill_segment(
         &self,
         assembly: &Assembly<'_>,
@@ -195,11 +244,11 @@ impl Downloader {
     ) -> Result<(), RangeTry> {
         let mut failures = 0;
         let mut turn = index;
+        let mut source = match &opened {
+            Some(_) => assembly.sources().primary.clone(),
+            None => assembly.sources().first(index),
+        };
         while !assembly.segment(index).is_complete() {
-            let source = match &opened {
-                Some(_) => assembly.primary.to_string(),
-                None => assembly.source(turn),
-            };
             let result = match opened.take() {
                 Some((response, lease)) => {
                     let kept = self
@@ -210,29 +259,57 @@ impl Downloader {
                 }
                 None => self.request_range(&source, assembly, index, tally).await,
             };
-            let (reason, progressed) = match result {
+            let err = match result {
                 Ok(_) => continue,
-                Err(RangeTry::Attempt(Attempt::Transient { reason, progressed })) => {
-                    (reason, progressed)
+                Err(RangeTry::Attempt(Attempt::Local(err))) => {
+                    return Err(RangeTry::Attempt(Attempt::Local(err)))
                 }
-                Err(RangeTry::SourceRefused(reason)) if source != assembly.primary.as_str() => {
-                    assembly.drop_alternate(&source);
-                    (format!("{source}: {reason}"), false)
-                }
-                Err(RangeTry::SourceRefused(reason)) => {
-                    return Err(RangeTry::Attempt(Attempt::Refused(reason)))
-                }
-                Err(other) => return Err(other),
+                Err(err) => err,
             };
             self.note_retry(&source);
-            turn += 1;
+            if !assembly.is_primary(&source) {
+                // An alternate that fails is no longer asked; the range goes back to the
+                // primary, and the failure is not the primary's.
+                let mut sources = assembly.sources();
+                sources.drop_alternate(&source);
+                source = sources.primary.clone();
+                continue;
+            }
+            let (reason, wait, progressed) = match err {
+                RangeTry::Attempt(Attempt::Transient {
+                    reason,
+                    wait,
+                    progressed,
+                }) => (reason, wait, progressed),
+                RangeTry::Attempt(Attempt::Unreachable {
+                    reason,
+                    permanent: false,
+                }) => (reason, None, false),
+                RangeTry::Attempt(permanent) if assembly.sources().proven.is_empty() => {
+                    return Err(RangeTry::Attempt(permanent))
+                }
+                RangeTry::SourceRefused(reason) if assembly.sources().proven.is_empty() => {
+                    return Err(RangeTry::Attempt(Attempt::Refused(reason)))
+                }
+                other @ RangeTry::Fallback(_) => return Err(other),
+                // The primary will not serve this range again, a proven alternate may.
+                RangeTry::Attempt(_) | RangeTry::SourceRefused(_) => {
+                    turn += 1;
+                    let sources = assembly.sources();
+                    source = sources.proven[turn % sources.proven.len()].clone();
+                    continue;
+                }
+            };
+            // Bytes a range keeps are never fetched again: its progress is real.
             failures = if progressed { 1 } else { failures + 1 };
             if failures > self.options.retries {
                 return Err(RangeTry::Attempt(transient(format!(
                     "{reason} (range gave up after {failures} tries)"
                 ))));
             }
-            tokio::time::sleep(self.backoff(failures)).await;
+            turn += 1;
+            source = assembly.sources().rotation(turn);
+            tokio::time::sleep(self.backoff(failures, wait)).await;
         }
         Ok(())
     }
@@ -247,7 +324,7 @@ impl Downloader {
         tally: &AtomicU64,
     ) -> Result<u64, RangeTry> {
         let segment = assembly.segment(index);
-        let primary = source == assembly.primary;
+        let primary = assembly.is_primary(source);
         // Another URL's answer would fail its own way; ranges it cannot give it does not get.
         let distrust = |reason: String| {
             if primary {
@@ -256,6 +333,7 @@ impl Downloader {
                 RangeTry::SourceRefused(reason)
             }
         };
+        self.check_up(source).map_err(RangeTry::Attempt)?;
         let lease = self.lease(source, assembly.total).await;
         let mut request = self.range_client.get(source).header(
             RANGE,
@@ -264,17 +342,13 @@ impl Downloader {
         if let Some(validator) = assembly.meta.validator().filter(|_| primary) {
             request = request.header(IF_RANGE, validator);
         }
-        let response = match tokio::time::timeout(self.options.stall_timeout, request.send()).await
-        {
-            Err(_) => return Err(RangeTry::Attempt(transient("no response (timed out)"))),
-            Ok(Err(err)) => {
-                return Err(match classify(err) {
-                    Attempt::Refused(reason) => RangeTry::SourceRefused(reason),
-                    other => RangeTry::Attempt(other),
-                })
-            }
-            Ok(Ok(response)) => response,
-        };
+        let response = self
+            .send(source, request)
+            .await
+            .map_err(|attempt| match attempt {
+                Attempt::Refused(reason) => RangeTry::SourceRefused(reason),
+                other => RangeTry::Attempt(other),
+            })?;
         let status = response.status();
         let headers = response.headers();
         match status {
@@ -296,6 +370,7 @@ impl Downloader {
                         "the ETag changed between requests (the file changed)".into(),
                     ));
                 }
+                assembly.sources().prove(source);
             }
             StatusCode::OK => {
                 return Err(distrust(
@@ -312,7 +387,7 @@ impl Downloader {
                 return Err(distrust(format!("unexpected HTTP {status} to a range request")))
             }
             _ => {
-                return Err(match status_attempt(status) {
+                return Err(match status_attempt(status, headers) {
                     Attempt::Refused(reason) => RangeTry::SourceRefused(reason),
                     other => RangeTry::Attempt(other),
                 })
@@ -344,14 +419,22 @@ impl Downloader {
             ))(e)))
         };
         let segment = assembly.segment(index);
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.progress
-            .download_start(id, source, Some(segment.end - segment.next_byte()));
         let mut body = response.bytes_stream();
         let mut kept = 0u64;
         let mut unsaved = 0u64;
+        let mut batch = Vec::with_capacity(WRITE_BATCH);
+        // Writes what was gathered, then counts it as on disk.
+        let flush = |batch: Vec<u8>, kept_before: u64| async move {
+            let written = batch.len() as u64;
+            let batch = assembly
+                .write_at(batch, segment.next_byte() + kept_before)
+                .await
+                .map_err(local)?;
+            assembly.segments.lock().unwrap_or_else(|e| e.into_inner())[index].done += written;
+            Ok::<_, RangeTry>(batch)
+        };
         let outcome = loop {
-            let position = segment.next_byte() + kept;
+            let position = segment.next_byte() + kept + batch.len() as u64;
             if position >= segment.end {
                 break Ok(());
             }
@@ -368,7 +451,6 @@ impl Downloader {
             };
             let room = (segment.end - position) as usize;
             if chunk.len() > room && !bounded_by_us {
-                self.progress.download_end(id);
                 return Err(RangeTry::Fallback(
                     "a range answer carries more bytes than asked for".into(),
                 ));
@@ -377,29 +459,31 @@ impl Downloader {
             if let Some(rate) = &self.rate {
                 rate.take(chunk.len()).await;
             }
-            if let Err(err) = assembly.file.write_all_at(chunk, position) {
-                self.progress.download_end(id);
-                return Err(local(err));
+            batch.extend_from_slice(chunk);
+            self.count_bytes(source, assembly.progress_id, chunk.len() as u64, tally);
+            if batch.len() >= WRITE_BATCH {
+                let written = batch.len() as u64;
+                batch = flush(batch, kept).await?;
+                batch.clear();
+                kept += written;
+                unsaved += written;
             }
-            kept += chunk.len() as u64;
-            unsaved += chunk.len() as u64;
-            self.count_bytes(source, id, chunk.len() as u64, tally);
-            assembly.segments.lock().unwrap_or_else(|e| e.into_inner())[index].done +=
-                chunk.len() as u64;
             if unsaved >= SEGMENT_SAVE_EVERY {
                 unsaved = 0;
-                if let Err(err) = assembly.save() {
-                    self.progress.download_end(id);
-                    return Err(RangeTry::Attempt(Attempt::Local(err)));
-                }
+                assembly
+                    .save()
+                    .map_err(|err| RangeTry::Attempt(Attempt::Local(err)))?;
             }
         };
-        self.progress.download_end(id);
+        let written = batch.len() as u64;
+        flush(batch, kept).await?;
+        kept += written;
         match outcome {
             Ok(()) => Ok(kept),
             Err(reason) => Err(RangeTry::Attempt(Attempt::Transient {
                 reason,
                 progressed: kept > 0,
+                wait: None,
             })),
         }
     }

@@ -16,18 +16,18 @@ impl Downloader {
                 .acquire()
                 .await
                 .expect("semaphore never closed");
-            let sent = tokio::time::timeout(self.options.stall_timeout, async {
-                let response = self.client.get(url).send().await?;
-                let status = response.status();
-                response.bytes().await.map(|body| (status, body))
-            })
-            .await;
-            match sent {
-                Err(_) => Err(transient("timed out")),
-                Ok(Err(err)) => Err(classify(err)),
-                Ok(Ok((status, body))) if status.is_success() => Ok(Some(body.to_vec())),
-                Ok(Ok((status, _))) if matches!(status.as_u16(), 403 | 404 | 410) => Ok(None),
-                Ok(Ok((status, _))) => Err(status_attempt(status)),
+            let response = self.send(url, self.client.get(url)).await?;
+            let (status, headers) = (response.status(), response.headers().clone());
+            if matches!(status.as_u16(), 403 | 404 | 410) {
+                return Ok(None);
+            }
+            if !status.is_success() {
+                return Err(status_attempt(status, &headers));
+            }
+            match tokio::time::timeout(self.options.stall_timeout, response.bytes()).await {
+                Err(_) => Err(transient("body timed out")),
+                Ok(Err(err)) => Err(classify(&err)),
+                Ok(Ok(body)) => Ok(Some(body.to_vec())),
             }
         })
         .await
@@ -39,18 +39,14 @@ impl Downloader {
     /// failing.
     pub async fn content_length(&self, url: &str) -> Result<Option<u64>, Error> {
         self.with_retries(url, || async {
+            self.check_up(url)?;
             let _lease = self.lease(url, 0).await;
-            let sent =
-                tokio::time::timeout(self.options.stall_timeout, self.client.head(url).send())
-                    .await;
-            match sent {
-                Err(_) => Err(transient("no response (timed out)")),
-                Ok(Err(err)) => Err(classify(err)),
-                Ok(Ok(response)) if response.status().is_success() => {
-                    Ok(header_text(response.headers(), CONTENT_LENGTH)
-                        .and_then(|length| length.parse().ok()))
-                }
-                Ok(Ok(response)) => Err(status_attempt(response.status())),
+            let response = self.send(url, self.client.head(url)).await?;
+            if response.status().is_success() {
+                Ok(header_text(response.headers(), CONTENT_LENGTH)
+                    .and_then(|length| length.parse().ok()))
+            } else {
+                Err(status_attempt(response.status(), response.headers()))
             }
         })
         .await

@@ -15,7 +15,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::net::Downloader;
+use crate::net::{Downloader, Target};
 use crate::store::{decompressor, Cache, Published};
 use crate::Error;
 use srcgrab_formats::narinfo::{Compression, NarInfo};
@@ -167,9 +167,13 @@ impl Substituter {
         }
         let nar_url = format!("{}/{}", self.base, info.url);
         let key = format!("nar {} {nar_url}", entry.store_path);
-        let downloaded = downloader
-            .fetch(&nar_url, &key, info.file_hash.as_ref(), tally)
-            .await?;
+        let target = Target {
+            key: &key,
+            label: &entry.name,
+            hash: info.file_hash.as_ref(),
+            size: info.file_size,
+        };
+        let downloaded = downloader.fetch(&nar_url, &target, tally).await?;
         if let Some(size) = info.file_size.filter(|size| *size != downloaded.size) {
             downloaded.remove();
             return Ok(Substitution::Rejected(format!(
