@@ -316,6 +316,35 @@ fn mirrored_closure_is_realised_by_nix_trusting_only_the_upstream_key() {
     assert_eq!(again.statuses(), ["present"; 4]);
     assert_eq!(nar_requests(&server), before);
 
+    // verify re-checks binaries by their NarHash (they have no CA), and finds a changed NAR.
+    let verify = || {
+        let output = Command::new(env!("CARGO_BIN_EXE_srcgrab"))
+            .args(["verify", "--cache"])
+            .arg(&cache)
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned()
+                + &String::from_utf8_lossy(&output.stderr),
+        )
+    };
+    let (code, said) = verify();
+    assert_eq!(code, Some(0), "{said}");
+    let a_nar = cache.join(&field(&narinfo(&cache, &closure.hash_part("a")), "URL")[0]);
+    let good_nar = std::fs::read(&a_nar).unwrap();
+    let mut nar = Vec::new();
+    std::io::Read::read_to_end(&mut xz2::read::XzDecoder::new(&good_nar[..]), &mut nar).unwrap();
+    let at = nar.windows(2).position(|w| w == b"a ").unwrap();
+    nar[at] = b'b';
+    let mut encoder = xz2::write::XzEncoder::new(Vec::new(), 6);
+    std::io::Write::write_all(&mut encoder, &nar).unwrap();
+    std::fs::write(&a_nar, encoder.finish().unwrap()).unwrap();
+    let (code, said) = verify();
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains(closure.path("a")), "{said}");
+    std::fs::write(&a_nar, good_nar).unwrap();
+
     // Recompressed to zstd: the signature still holds (it covers the NAR, not the file).
     let zstd_cache = dir.path().join("zstd-cache");
     let zstd = fetch_store_paths(
@@ -587,6 +616,48 @@ fn outputs_of_a_manifest_come_from_substituters_and_nix_builds_nothing() {
         stats["kit"]["bySystem"][&system]["total"]["entries"],
         2 + sources
     );
+
+    // A bump from hello alone to hello and data-file costs data-file's binary and source.
+    let old = dir.path().join("old.json");
+    let enumerate = srcgrab(&[
+        "enumerate",
+        "--nixpkgs",
+        fixture,
+        "--attr",
+        "hello",
+        "--system",
+        &system,
+        "--outputs",
+        "-o",
+        old.to_str().unwrap(),
+    ]);
+    assert!(
+        enumerate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&enumerate.stderr)
+    );
+    let diff = srcgrab(&[
+        "diff",
+        old.to_str().unwrap(),
+        manifest.to_str().unwrap(),
+        "--format",
+        "json",
+        "--substituter",
+        &server.url("/upstream"),
+    ]);
+    assert!(
+        diff.status.success(),
+        "{}",
+        String::from_utf8_lossy(&diff.stderr)
+    );
+    let cost = &serde_json::from_slice::<Value>(&diff.stdout).unwrap()["bumpCost"];
+    let data_hash_part = &Path::new(&data).file_name().unwrap().to_str().unwrap()[..32];
+    let data_bytes: u64 = field(&narinfo(&upstream, data_hash_part), "FileSize")[0]
+        .parse()
+        .unwrap();
+    assert_eq!(cost["binaries"]["entries"], 1, "{cost}");
+    assert_eq!(cost["binaries"]["fileBytes"], data_bytes, "{cost}");
+    assert_eq!(cost["sources"]["entries"], 1, "{cost}");
 
     let cache = dir.path().join("cache");
     let report = dir.path().join("report.json");

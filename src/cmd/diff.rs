@@ -3,6 +3,7 @@
 //! manifests always print the same bytes.
 
 use crate::cmd::report::{human_bytes, read_manifest, write_stdout, EntrySizes};
+use crate::cmd::{bump_cost, stats_kit};
 use crate::Status;
 use serde_json::{json, Value};
 use srcgrab_manifest::diff::{diff, ChangeTallies, DiffSummary, ManifestDiff, Tally};
@@ -34,6 +35,9 @@ pub struct Args {
     /// A `srcgrab fetch --report` file: sizes of the entries it fetched (after `--cache`).
     #[arg(long = "report", value_name = "FILE")]
     fetch_report: Option<PathBuf>,
+    /// A binary cache whose narinfos size the new manifest's outputs (repeatable).
+    #[arg(long = "substituter", value_name = "URL")]
+    substituters: Vec<String>,
     /// List at most this many entries per section (default: all; 200 for markdown, which
     /// must fit a CI comment). The counts always cover everything.
     #[arg(long, value_name = "N")]
@@ -65,6 +69,27 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     }
     let size = |e: &Entry| sizes.file_size(e);
     let summary = d.summarize(&size);
+    let cost = (!new.build.is_empty()).then(|| -> anyhow::Result<bump_cost::BumpCost> {
+        let outputs = bump_cost::new_outputs(&old, &new);
+        let mut output_sizes = match &args.cache {
+            Some(dir) => stats_kit::from_cache(dir, &outputs),
+            None => Default::default(),
+        };
+        if !args.substituters.is_empty() {
+            let unsized_outputs: Vec<&str> = outputs
+                .iter()
+                .copied()
+                .filter(|p| !output_sizes.contains_key(*p))
+                .collect();
+            output_sizes.extend(stats_kit::from_substituters(
+                &unsized_outputs,
+                &args.substituters,
+                Default::default(),
+            )?);
+        }
+        Ok(bump_cost::compute(&old, &new, &sizes, &output_sizes))
+    });
+    let cost = cost.transpose()?;
     let view = View {
         old_path: args.old.display().to_string(),
         new_path: args.new.display().to_string(),
@@ -79,10 +104,22 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
             .or((args.format == Format::Markdown).then_some(200)),
     };
     let out = match args.format {
-        Format::Text => view.text(),
-        Format::Markdown => view.markdown(),
+        Format::Text | Format::Markdown => {
+            let mut s = match args.format {
+                Format::Text => view.text(),
+                _ => view.markdown(),
+            };
+            if let Some(cost) = &cost {
+                s.push_str(&cost.text());
+            }
+            s
+        }
         Format::Json => {
-            let mut s = serde_json::to_string_pretty(&view.json())?;
+            let mut value = view.json();
+            if let Some(cost) = &cost {
+                value["bumpCost"] = cost.json();
+            }
+            let mut s = serde_json::to_string_pretty(&value)?;
             s.push('\n');
             s
         }

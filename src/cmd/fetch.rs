@@ -40,9 +40,15 @@ pub struct Args {
     /// fairly between hosts.
     #[arg(long, alias = "jobs", default_value_t = 32, value_name = "N")]
     max_connections: usize,
-    /// Connections transferring at once per host (Nix itself opens up to 25 to one host).
-    #[arg(long, default_value_t = 8, value_name = "N")]
+    /// The most HTTP/1.1 connections transferring at once per host: the count starts at 8
+    /// and grows while each new connection adds throughput, up to this (Nix itself opens
+    /// up to 25 to one host).
+    #[arg(long, default_value_t = 32, value_name = "N")]
     max_per_host: usize,
+    /// Requests in flight at once to a host that answers in HTTP/2 (streams of one
+    /// connection, within --max-connections).
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    max_streams_per_host: usize,
     /// Ranges a large file is fetched in at once, over parallel connections and mirrors
     /// (1: one stream per file).
     #[arg(long, default_value_t = 4, value_name = "N")]
@@ -248,6 +254,7 @@ fn download_options(args: &Args) -> DownloadOptions {
     DownloadOptions {
         jobs: args.max_connections,
         max_per_host: args.max_per_host,
+        streams_per_host: args.max_streams_per_host,
         segments: args.segments.max(1),
         segment_threshold: args.segment_threshold,
         retries: args.retries,

@@ -1,5 +1,6 @@
 //! One module per subcommand: its clap arguments and its `run`.
 
+pub mod bump_cost;
 pub mod bundle;
 pub mod check;
 pub mod diff;

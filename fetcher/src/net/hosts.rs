@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use super::adapt::Concurrency;
 use super::retry::Attempt;
 use super::schedule::Slot;
 use super::Downloader;
@@ -28,6 +29,8 @@ pub(super) struct HostTally {
     pub(super) busy: Duration,
     pub(super) busy_since: Option<Instant>,
     pub(super) health: Health,
+    /// How many transfers the host gets at once; set with its first lease.
+    concurrency: Option<Concurrency>,
 }
 
 /// Whether a host is reachable, as far as this run has seen.
@@ -37,6 +40,9 @@ pub(super) struct Health {
     unreached_in_a_row: u32,
     /// Whether the host ever answered in this run.
     answered: bool,
+    /// When the last failure was counted: requests sent before it failed with it (many
+    /// at once to a host that is slow to answer are one failure, not many in a row).
+    last_counted: Option<Instant>,
     down: Option<Down>,
     /// When the run first marked the host down.
     first_down: Option<Instant>,
@@ -158,17 +164,23 @@ impl Downloader {
         let mut hosts = self.lock_tallies();
         let health = &mut hosts.entry(host_key(url)).or_default().health;
         health.unreached_in_a_row = 0;
+        health.last_counted = None;
         health.answered = true;
         if health.down.take().is_some() {
             self.progress.hosts_down(count_down(&hosts));
         }
     }
 
-    /// `url`'s host was not reached: down after `host_down_after` in a row, or again for a
-    /// cool-down when this was its probe.
-    pub(super) fn note_unreached(&self, url: &str, reason: &str) {
+    /// `url`'s host was not reached by a request sent at `sent`: down after
+    /// `host_down_after` such failures in a row, each sent after the one before was
+    /// counted, or again for a cool-down when this was its probe.
+    pub(super) fn note_unreached(&self, url: &str, reason: &str, sent: Instant) {
         let mut hosts = self.lock_tallies();
         let health = &mut hosts.entry(host_key(url)).or_default().health;
+        if health.last_counted.is_some_and(|counted| sent < counted) {
+            return;
+        }
+        health.last_counted = Some(Instant::now());
         health.unreached_in_a_row += 1;
         let probe_at = Some(Instant::now() + self.options.host_cooldown);
         if let Some(down) = &mut health.down {
@@ -195,6 +207,11 @@ impl Downloader {
         let mut hosts = self.lock_tallies();
         let tally = hosts.entry(host.clone()).or_default();
         tally.open += 1;
+        let ceiling = self.options.max_per_host;
+        tally
+            .concurrency
+            .get_or_insert_with(|| Concurrency::new(ceiling))
+            .note_open(tally.open as usize);
         tally.peak_open = tally.peak_open.max(tally.open);
         tally.busy_since.get_or_insert_with(Instant::now);
         Lease {
@@ -205,7 +222,47 @@ impl Downloader {
     }
 
     pub(super) fn note_bytes(&self, url: &str, bytes: u64) {
-        self.lock_tallies().entry(host_key(url)).or_default().bytes += bytes;
+        let host = host_key(url);
+        self.adapt(&host, |tally| {
+            tally.bytes += bytes;
+            if let Some(concurrency) = &mut tally.concurrency {
+                concurrency.note_bytes(bytes, Instant::now());
+            }
+        });
+    }
+
+    /// A response from `url`'s host: HTTP/2 gives it the stream budget, 429 and 503 fewer
+    /// connections.
+    pub(super) fn note_response(&self, url: &str, response: &reqwest::Response) {
+        let http2 = response.version() == reqwest::Version::HTTP_2;
+        let overloaded = matches!(response.status().as_u16(), 429 | 503);
+        if !http2 && !overloaded {
+            return;
+        }
+        let (ceiling, streams) = (self.options.max_per_host, self.options.streams_per_host);
+        self.adapt(&host_key(url), |tally| {
+            let concurrency = tally
+                .concurrency
+                .get_or_insert_with(|| Concurrency::new(ceiling));
+            if http2 {
+                concurrency.speaks_http2(streams);
+            }
+            if overloaded {
+                concurrency.note_overloaded();
+            }
+        });
+    }
+
+    /// Changes `host`'s tally and passes a new transfer limit on to the slots.
+    fn adapt(&self, host: &str, change: impl FnOnce(&mut HostTally)) {
+        let mut hosts = self.lock_tallies();
+        let tally = hosts.entry(host.to_string()).or_default();
+        let before = tally.concurrency.as_ref().map(Concurrency::limit);
+        change(tally);
+        let after = tally.concurrency.as_ref().map(Concurrency::limit);
+        if let Some(limit) = after.filter(|_| after != before) {
+            self.slots.set_limit(host, limit);
+        }
     }
 
     pub(super) fn note_retry(&self, url: &str) {
@@ -269,16 +326,16 @@ mod tests {
         };
         let downloader = Downloader::new(options, dir.path(), Arc::new(NoProgress)).unwrap();
         let (url, other) = ("http://far.example:8080/a", "http://far.example:8080/b");
-        downloader.note_unreached(url, "refused");
-        downloader.note_unreached(url, "refused");
+        downloader.note_unreached(url, "refused", Instant::now());
+        downloader.note_unreached(url, "refused", Instant::now());
         downloader.note_reached(url);
-        downloader.note_unreached(url, "refused");
-        downloader.note_unreached(url, "refused");
+        downloader.note_unreached(url, "refused", Instant::now());
+        downloader.note_unreached(url, "refused", Instant::now());
         assert!(
             is_up(&downloader, other),
             "an answer in between resets the count"
         );
-        downloader.note_unreached(url, "refused");
+        downloader.note_unreached(url, "refused", Instant::now());
         assert!(
             !is_up(&downloader, other),
             "down after three in a row, for every URL"
@@ -293,7 +350,7 @@ mod tests {
         assert!(downloader.check_up(url).is_ok(), "a probe is due");
         assert!(is_up(&downloader, url), "the probe goes out");
         assert!(!is_up(&downloader, url), "one probe at a time");
-        downloader.note_unreached(url, "still refused");
+        downloader.note_unreached(url, "still refused", Instant::now());
         assert!(
             !is_up(&downloader, url),
             "a failed probe: another cool-down"

@@ -16,6 +16,7 @@
 //! range by range. A server that ignores ranges, changes the file between requests or
 //! disagrees with itself about the length makes the download fall back to one stream.
 
+mod adapt;
 mod bounds;
 mod client;
 mod hosts;
@@ -137,9 +138,11 @@ impl Downloader {
         request: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, Attempt> {
         self.admit(url)?;
+        let sent = Instant::now();
         let attempt = match tokio::time::timeout(self.options.stall_timeout, request.send()).await {
             Ok(Ok(response)) => {
                 self.note_reached(url);
+                self.note_response(url, &response);
                 return Ok(response);
             }
             Err(_) => Attempt::Unreachable {
@@ -154,7 +157,7 @@ impl Downloader {
             Ok(Err(err)) => classify(&err),
         };
         if let Attempt::Unreachable { reason, .. } = &attempt {
-            self.note_unreached(url, reason);
+            self.note_unreached(url, reason, sent);
         }
         Err(attempt)
     }

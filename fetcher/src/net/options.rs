@@ -24,8 +24,11 @@ pub fn rewrite(rules: &[Rewrite], url: &str) -> String {
 pub struct DownloadOptions {
     /// Connections transferring at once overall (whole files and ranges alike).
     pub jobs: usize,
-    /// Connections transferring at once per host (host and port).
+    /// The most HTTP/1.1 connections transferring at once per host (host and port): the
+    /// ceiling of the adaptive count ([`super::adapt`]).
     pub max_per_host: usize,
+    /// Requests in flight at once to a host that speaks HTTP/2 (streams of one connection).
+    pub streams_per_host: usize,
     /// Ranges a large file is split into (1: never split).
     pub segments: usize,
     /// Files at least this large (by the server's Content-Length) are split.
@@ -57,7 +60,8 @@ impl Default for DownloadOptions {
     fn default() -> DownloadOptions {
         DownloadOptions {
             jobs: 32,
-            max_per_host: 8,
+            max_per_host: 32,
+            streams_per_host: 64,
             segments: 4,
             segment_threshold: 8 * 1024 * 1024,
             queries: 32,

@@ -20,6 +20,8 @@ pub struct Slots {
 struct State {
     active_total: usize,
     active: HashMap<String, usize>,
+    /// Hosts whose cap is not `max_per_host` (set as the link is learnt).
+    limits: HashMap<String, usize>,
     waiting: Vec<Waiter>,
     next_ticket: u64,
 }
@@ -117,7 +119,18 @@ impl Slots {
     pub fn has_free(&self, host: &str) -> bool {
         let state = self.lock();
         state.active_total < self.max_total
-            && state.active.get(host).copied().unwrap_or(0) < self.max_per_host
+            && state.active.get(host).copied().unwrap_or(0) < self.limit_of(&state, host)
+    }
+
+    /// Caps `host` at `limit` slots from now on (transfers above it finish undisturbed).
+    pub fn set_limit(&self, host: &str, limit: usize) {
+        let mut state = self.lock();
+        state.limits.insert(host.to_string(), limit.max(1));
+        self.dispatch(&mut state);
+    }
+
+    fn limit_of(&self, state: &State, host: &str) -> usize {
+        state.limits.get(host).copied().unwrap_or(self.max_per_host)
     }
 
     fn release(&self, host: &str) {
@@ -137,7 +150,7 @@ impl Slots {
                 .iter()
                 .enumerate()
                 .map(|(index, w)| (index, w, state.active.get(&w.host).copied().unwrap_or(0)))
-                .filter(|(_, _, open)| *open < self.max_per_host)
+                .filter(|(_, w, open)| *open < self.limit_of(state, &w.host))
                 .min_by_key(|(_, w, open)| (*open, std::cmp::Reverse(w.priority), w.ticket))
                 .map(|(index, _, _)| index);
             let Some(index) = best else { return };

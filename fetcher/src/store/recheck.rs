@@ -85,7 +85,8 @@ impl Cache {
 
     /// The sink of a publish: the compressed NAR file when the layout has a cache.
     /// Fully re-checks one published item: FileSize/FileHash of the NAR file, NarHash/NarSize
-    /// of its decompressed content, the NAR's structure, the CA against the StorePath, and
+    /// of its decompressed content, the NAR's structure, the CA against the StorePath (a
+    /// binary, which has none, stands on its signed NarHash), and
     /// for a flat item, when the layout has a mirror, the mirror file (a cache opened without
     /// the mirror layout leaves mirror files to its caller).
     pub fn verify_narinfo(&self, hash_part: &str) -> Result<Verified, Error> {
@@ -104,21 +105,22 @@ impl Cache {
                 info.store_path.to_path_string()
             )));
         }
-        let ca = info
-            .ca
-            .clone()
-            .ok_or_else(|| corrupt("no CA field".into()))?;
-        let expected_path = ca.store_path(info.store_path.name());
-        let ContentAddress {
-            mode,
-            hash: ca_hash,
-        } = ca;
-        if expected_path != info.store_path {
-            return Err(Error::StorePathMismatch {
-                what: what.clone(),
-                expected: info.store_path.to_path_string(),
-                got: expected_path.to_path_string(),
-            });
+        // A source is checked against its content address; a binary (no CA: mirrored with
+        // `fetch --store-paths` or as a manifest output) has only its signed NarHash.
+        let content_address = match &info.ca {
+            Some(ca) => Some(ca.clone()),
+            None if !info.sigs.is_empty() => None,
+            None => return Err(corrupt("neither a CA field nor a signature".into())),
+        };
+        if let Some(ca) = &content_address {
+            let expected_path = ca.store_path(info.store_path.name());
+            if expected_path != info.store_path {
+                return Err(Error::StorePathMismatch {
+                    what: what.clone(),
+                    expected: info.store_path.to_path_string(),
+                    got: expected_path.to_path_string(),
+                });
+            }
         }
 
         // The URL is a checked relative path, so this names a file inside the cache.
@@ -135,9 +137,12 @@ impl Cache {
             inner: io::BufReader::with_capacity(WRITE_BUFFER, nar_file),
             hashes: &mut file_hashes,
         };
-        let nar_algo = match mode {
-            HashMode::Recursive => ca_hash.algo,
-            HashMode::Flat => HashAlgo::Sha256,
+        let nar_algo = match &content_address {
+            Some(ContentAddress {
+                mode: HashMode::Recursive,
+                hash,
+            }) => hash.algo,
+            _ => HashAlgo::Sha256,
         };
         let mut nar_hashes = ContentHasher::new(ContentHashes::new(nar_algo), info.nar_size);
         let (flat, nar_size) = {
@@ -150,8 +155,12 @@ impl Cache {
                 },
                 count: 0,
             };
-            let flat = if mode == HashMode::Flat {
-                let hashes = ContentHashes::new(ca_hash.algo);
+            let flat = if let Some(ContentAddress {
+                mode: HashMode::Flat,
+                hash,
+            }) = &content_address
+            {
+                let hashes = ContentHashes::new(hash.algo);
                 let (digests, _) = nar::parse_single_file(&mut counted, |file, contents| {
                     hash_flat_file(&hashes, None, file, contents)
                 })?;
@@ -197,12 +206,14 @@ impl Cache {
                 info.url
             )));
         }
-        let content_hash = match &flat {
-            Some(digests) => digests.get(ca_hash.algo),
-            None => nar_digests.get(ca_hash.algo),
+        if let Some(ContentAddress { hash: ca_hash, .. }) = &content_address {
+            let content_hash = match &flat {
+                Some(digests) => digests.get(ca_hash.algo),
+                None => nar_digests.get(ca_hash.algo),
+            }
+            .expect("the CA algorithm is always hashed");
+            check("CA", ca_hash, content_hash)?;
         }
-        .expect("the CA algorithm is always hashed");
-        check("CA", &ca_hash, content_hash)?;
 
         let mirror_checked = match &flat {
             Some(digests) if self.options.layout.mirror => {

@@ -1,0 +1,161 @@
+//! How many transfers one host gets at once. Over HTTP/2 requests are streams of one
+//! connection, so a host that answered in HTTP/2 gets the stream budget at once. Over
+//! HTTP/1.1 each transfer is a connection, and the right number depends on the link: on a
+//! far link where each connection is bound by its own window, every new connection adds
+//! throughput; on a thin or shared link it only adds waste. So the count starts at
+//! [`START`] and, each [`WINDOW`] in which the host used all it had, grows while the host's
+//! throughput rose, steps back once it stops rising, and halves on 429 or 503.
+
+use std::time::{Duration, Instant};
+
+/// Transfers an HTTP/1.1 host starts with (or the ceiling, when lower).
+pub(super) const START: usize = 8;
+/// How long throughput is measured before the count changes.
+pub(super) const WINDOW: Duration = Duration::from_secs(2);
+/// Throughput must rise by this factor for the growth to count as helping.
+const GAIN: f64 = 1.1;
+
+#[derive(Debug)]
+pub(super) struct Concurrency {
+    limit: usize,
+    ceiling: usize,
+    http2: bool,
+    window_start: Instant,
+    window_bytes: u64,
+    /// Whether every slot was in use at some point of the window: only then does the
+    /// window say anything about more connections.
+    saturated: bool,
+    /// Throughput of the last saturated window, and whether the limit grew after it.
+    last_rate: Option<f64>,
+    grew: bool,
+}
+
+impl Concurrency {
+    pub(super) fn new(ceiling: usize) -> Concurrency {
+        let ceiling = ceiling.max(1);
+        Concurrency {
+            limit: START.min(ceiling),
+            ceiling,
+            http2: false,
+            window_start: Instant::now(),
+            window_bytes: 0,
+            saturated: false,
+            last_rate: None,
+            grew: false,
+        }
+    }
+
+    pub(super) fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// The host answered in HTTP/2: its transfers are streams, `streams` at once.
+    pub(super) fn speaks_http2(&mut self, streams: usize) {
+        self.http2 = true;
+        self.limit = streams.max(1);
+    }
+
+    /// `open` transfers are running now.
+    pub(super) fn note_open(&mut self, open: usize) {
+        self.saturated |= open >= self.limit;
+    }
+
+    /// The server asked for less (429, 503).
+    pub(super) fn note_overloaded(&mut self) {
+        if !self.http2 {
+            self.limit = (self.limit / 2).max(1);
+            self.grew = false;
+            self.last_rate = None;
+        }
+    }
+
+    /// `bytes` more arrived at `now`; may change the limit at the end of a window.
+    pub(super) fn note_bytes(&mut self, bytes: u64, now: Instant) {
+        self.window_bytes += bytes;
+        let elapsed = now.duration_since(self.window_start);
+        if elapsed < WINDOW {
+            return;
+        }
+        let rate = self.window_bytes as f64 / elapsed.as_secs_f64();
+        if !self.http2 && self.saturated {
+            self.adjust(rate);
+        }
+        self.window_start = now;
+        self.window_bytes = 0;
+        self.saturated = false;
+    }
+
+    fn adjust(&mut self, rate: f64) {
+        let rose = self.last_rate.is_none_or(|last| rate > last * GAIN);
+        if rose {
+            let grown = (self.limit + self.limit.div_ceil(4)).min(self.ceiling);
+            self.grew = grown > self.limit;
+            self.limit = grown;
+        } else if self.grew {
+            // The last growth bought nothing: a shared bottleneck. Step back and hold.
+            self.limit = (self.limit * 4 / 5).max(1);
+            self.grew = false;
+        }
+        self.last_rate = Some(rate);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs saturated windows where throughput is `link(limit)`; returns the limits seen.
+    fn run(ceiling: usize, windows: usize, link: impl Fn(usize) -> f64) -> Vec<usize> {
+        let mut concurrency = Concurrency::new(ceiling);
+        let mut now = Instant::now();
+        let mut limits = Vec::new();
+        for _ in 0..windows {
+            concurrency.note_open(concurrency.limit());
+            now += WINDOW;
+            let bytes = (link(concurrency.limit()) * WINDOW.as_secs_f64()) as u64;
+            concurrency.note_bytes(bytes, now);
+            limits.push(concurrency.limit());
+        }
+        limits
+    }
+
+    #[test]
+    fn grows_to_the_ceiling_while_each_connection_adds_throughput() {
+        // 2 MB/s per connection, no shared bottleneck.
+        let limits = run(64, 20, |n| n as f64 * 2e6);
+        assert_eq!(*limits.last().unwrap(), 64, "{limits:?}");
+        assert!(limits.windows(2).all(|w| w[0] <= w[1]), "{limits:?}");
+    }
+
+    #[test]
+    fn stops_and_steps_back_on_a_shared_bottleneck() {
+        // 1 MB/s in total, however many connections.
+        let limits = run(64, 20, |_| 1e6);
+        assert!(*limits.iter().max().unwrap() <= START + 2, "{limits:?}");
+        assert!(*limits.last().unwrap() <= START, "{limits:?}");
+    }
+
+    #[test]
+    fn halves_on_overload_and_http2_takes_the_stream_budget() {
+        let mut concurrency = Concurrency::new(32);
+        concurrency.note_overloaded();
+        assert_eq!(concurrency.limit(), START / 2);
+        concurrency.speaks_http2(100);
+        concurrency.note_overloaded();
+        assert_eq!(concurrency.limit(), 100);
+        assert_eq!(
+            Concurrency::new(2).limit(),
+            2,
+            "the ceiling bounds the start"
+        );
+    }
+
+    #[test]
+    fn unsaturated_windows_change_nothing() {
+        let mut concurrency = Concurrency::new(64);
+        let start = Instant::now();
+        concurrency.note_bytes(100_000_000, start + WINDOW);
+        concurrency.note_bytes(900_000_000, start + WINDOW * 2);
+        assert_eq!(concurrency.limit(), START);
+    }
+}
