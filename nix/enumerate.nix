@@ -63,7 +63,7 @@ let
   walked = explicit: v:
     explicit || mode == "file" || (v.recurseForDerivations or false) == true;
 in
-{
+rec {
   # Forces every system's root, so a tree that cannot be loaded fails once, up front.
   check = map (system: builtins.isAttrs roots.${system} || builtins.isFunction roots.${system}) systems;
 
@@ -77,4 +77,17 @@ in
     if isDerivation value then (if owned then { drv = value.drvPath; } else { skip = true; })
     else if builtins.isAttrs value && walked explicit value then { children = childrenOf system path value; }
     else { skip = true; };
+
+  # Several siblings of PARENT in one question, each answered as `describe` would, or with
+  # `caught` when it throws (the walk then asks it alone, for its message). An error that
+  # tryEval cannot catch fails the whole question; the walk then asks each alone.
+  siblings = systemIndex: parent: names: owned:
+    builtins.genList
+      (i:
+        let
+          answer = describe systemIndex (parent ++ [ (builtins.elemAt names i) ]) false (builtins.elemAt owned i);
+          tried = builtins.tryEval (builtins.deepSeq answer answer);
+        in
+        if tried.success then tried.value else { caught = true; })
+      (builtins.length names);
 }

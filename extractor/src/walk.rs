@@ -3,6 +3,10 @@
 //! .drv files); a set to walk yields its names as new tasks; any error is a recorded failure.
 //! A worker whose evaluator dies, outgrows the memory cap or runs out of time gets a fresh
 //! one: a bad attribute costs only itself.
+//!
+//! Siblings (members of one set) are asked several per question while they answer, which
+//! shares the round trip through `nix repl`; whatever fails in a batch is asked again alone,
+//! so failures keep their own messages and manifests stay the same bytes.
 
 use crate::attr_path;
 use crate::eval::{nix_string, Answer, Evaluator, EvaluatorCommand, Limits, StartError};
@@ -84,6 +88,35 @@ impl Queue {
         }
     }
 
+    /// Takes the next task and up to `most - 1` more siblings (same system and parent, not
+    /// asked for by name) right behind it, leaving enough for the other workers.
+    fn take_siblings(&self, most: usize, workers: usize) -> Option<Vec<Task>> {
+        let first = self.take()?;
+        let mut batch = vec![first];
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let share = state.pending.len() / workers.max(1);
+        let parent = &batch[0].path[..batch[0].path.len().saturating_sub(1)];
+        let mut more = Vec::new();
+        if !batch[0].explicit && !batch[0].path.is_empty() {
+            while batch.len() + more.len() < most.min(share + 1) {
+                let sibling = state.pending.front().is_some_and(|t: &Task| {
+                    t.system == batch[0].system
+                        && !t.explicit
+                        && t.path.len() == batch[0].path.len()
+                        && t.path[..t.path.len() - 1] == *parent
+                });
+                if !sibling {
+                    break;
+                }
+                more.extend(state.pending.pop_front());
+            }
+        }
+        state.in_flight += more.len();
+        drop(state);
+        batch.extend(more);
+        Some(batch)
+    }
+
     fn finish(&self, children: Vec<Task>) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.pending.extend(children);
@@ -157,97 +190,228 @@ fn run_worker(
     progress: &dyn Progress,
     found: &(dyn Fn(&Root) + Sync),
 ) -> Result<(), StartError> {
-    let mut evaluators = Evaluators {
-        command: settings.command,
-        limits: settings.limits,
-        current: match evaluator {
-            Some(e) => e,
-            None => Evaluator::start(settings.command, settings.limits)?,
+    let mut worker = Worker {
+        settings,
+        evaluators: Evaluators {
+            command: settings.command,
+            limits: settings.limits,
+            current: match evaluator {
+                Some(e) => e,
+                None => Evaluator::start(settings.command, settings.limits)?,
+            },
+            spare: None,
         },
-        spare: None,
+        alive,
+        progress,
+        batch_size: 1,
     };
     progress.workers_alive(alive.fetch_add(1, Ordering::SeqCst) + 1);
     let restart_above = settings.limits.memory.map(|limit| limit / 5 * 4);
-    while let Some(task) = queue.take() {
-        let system = &settings.systems[task.system];
-        let attr = attr_path::format(&task.path);
-        let owned = settings.shard.is_none_or(|shard| shard.owns(&attr));
-        let question = format!(
-            "__sg.describe {} [{}] {} {owned}",
-            task.system,
-            task.path
-                .iter()
-                .map(|n| nix_string(n))
-                .collect::<Vec<_>>()
-                .join(" "),
-            task.explicit
-        );
-        let answer = evaluators.current.ask(&question, settings.limits);
-        let mut children = Vec::new();
-        let failure = match answer {
-            Answer::Value(value) => match read_answer(&value) {
-                Ok(Found::Derivation(drv_path)) => {
-                    let root = Root {
-                        system: system.clone(),
-                        attr: attr.clone(),
-                        drv_path,
-                    };
-                    found(&root);
-                    lock(result).roots.push(root);
-                    None
-                }
-                Ok(Found::Set(_)) if task.path.len() >= MAX_DEPTH => Some(format!(
-                    "not walked: attribute sets nested deeper than {MAX_DEPTH} levels (a set that contains itself?)"
-                )),
-                Ok(Found::Set(names)) => {
-                    children = names
-                        .into_iter()
-                        .map(|name| {
-                            let mut path = task.path.clone();
-                            path.push(name);
-                            Task {
-                                system: task.system,
-                                path,
-                                explicit: false,
-                            }
-                        })
-                        .collect();
-                    None
-                }
-                Ok(Found::Nothing) => None,
-                Err(message) => Some(message),
-            },
-            Answer::Error(message) => Some(message),
-            Answer::Crashed(message) => {
-                progress.workers_alive(alive.fetch_sub(1, Ordering::SeqCst) - 1);
-                evaluators.replace()?;
-                progress.workers_alive(alive.fetch_add(1, Ordering::SeqCst) + 1);
-                progress.evaluator_restarted(Restart::Failed);
-                Some(message)
+    while let Some(batch) = queue.take_siblings(worker.batch_size, settings.jobs) {
+        let outcomes = if batch.len() == 1 {
+            let outcome = worker.ask_alone(&batch[0])?;
+            if matches!(outcome, Outcome::Found(_)) {
+                worker.batch_size = (worker.batch_size * 2).min(MAX_BATCH);
             }
+            vec![outcome]
+        } else {
+            worker.ask_together(&batch)?
         };
-        progress.attr_evaluated(failure.is_none());
-        if let Some(error) = failure.filter(|_| owned) {
-            lock(result).failures.push(Failure {
-                system: system.clone(),
-                attr: if attr.is_empty() {
-                    "<root>".into()
-                } else {
-                    attr
-                },
-                error,
-            });
+        for (task, outcome) in batch.into_iter().zip(outcomes) {
+            let children = record(settings, result, progress, found, &task, outcome);
+            queue.finish(children);
         }
-        queue.finish(children);
-        if let (Some(limit), Some(rss)) = (restart_above, evaluators.current.resident_bytes()) {
+        if let (Some(limit), Some(rss)) =
+            (restart_above, worker.evaluators.current.resident_bytes())
+        {
             if rss > limit {
-                evaluators.replace()?;
+                worker.evaluators.replace()?;
                 progress.evaluator_restarted(Restart::MemoryHigh);
             }
         }
     }
     progress.workers_alive(alive.fetch_sub(1, Ordering::SeqCst) - 1);
     Ok(())
+}
+
+/// Most sibling attributes asked in one question. Each question costs a round trip through
+/// `nix repl` (which reads its input a byte at a time); a batch shares it.
+const MAX_BATCH: usize = 32;
+
+/// What one task came to.
+enum Outcome {
+    Found(Found),
+    Failed(String),
+}
+
+/// One worker thread's evaluator and how many siblings it currently asks at once: doubled
+/// after an answer, halved after a batch that an uncatchable error failed, back to one
+/// after a crash, so a set where many attributes fail is asked nearly one by one as before.
+struct Worker<'a> {
+    settings: &'a WalkSettings<'a>,
+    evaluators: Evaluators<'a>,
+    alive: &'a AtomicUsize,
+    progress: &'a dyn Progress,
+    batch_size: usize,
+}
+
+impl Worker<'_> {
+    /// Asks for one attribute; its errors, whatever they are, are its failure.
+    fn ask_alone(&mut self, task: &Task) -> Result<Outcome, StartError> {
+        let question = format!(
+            "__sg.describe {} [{}] {} {}",
+            task.system,
+            nix_list(&task.path),
+            task.explicit,
+            self.owns(task)
+        );
+        Ok(
+            match self.evaluators.current.ask(&question, self.settings.limits) {
+                Answer::Value(value) => match read_answer(&value) {
+                    Ok(found) => Outcome::Found(found),
+                    Err(message) => Outcome::Failed(message),
+                },
+                Answer::Error(message) => Outcome::Failed(message),
+                Answer::Crashed(message) => {
+                    self.replace_after_crash()?;
+                    Outcome::Failed(message)
+                }
+            },
+        )
+    }
+
+    /// Asks for several siblings at once. Whatever does not answer cleanly together is
+    /// asked alone, so that every failure gets its own message and costs only itself:
+    /// a sibling that throws (caught in the batch), or all of them when one fails
+    /// uncatchably (abort, missing attribute, a crash).
+    fn ask_together(&mut self, tasks: &[Task]) -> Result<Vec<Outcome>, StartError> {
+        let parent = &tasks[0].path[..tasks[0].path.len() - 1];
+        let names: Vec<String> = tasks
+            .iter()
+            .map(|t| t.path.last().cloned().unwrap_or_default())
+            .collect();
+        let owned: Vec<String> = tasks.iter().map(|t| self.owns(t).to_string()).collect();
+        let question = format!(
+            "__sg.siblings {} [{}] [{}] [{}]",
+            tasks[0].system,
+            nix_list(parent),
+            nix_list(&names),
+            owned.join(" ")
+        );
+        let limits = Limits {
+            time: self.settings.limits.time.map(|t| t * tasks.len() as u32),
+            ..self.settings.limits
+        };
+        let answers = match self.evaluators.current.ask(&question, limits) {
+            Answer::Value(serde_json::Value::Array(answers)) if answers.len() == tasks.len() => {
+                answers
+            }
+            Answer::Crashed(_) => {
+                self.replace_after_crash()?;
+                self.batch_size = 1;
+                return tasks.iter().map(|t| self.ask_alone(t)).collect();
+            }
+            _ => {
+                self.batch_size = (tasks.len() / 2).max(1);
+                return tasks.iter().map(|t| self.ask_alone(t)).collect();
+            }
+        };
+        self.batch_size = (self.batch_size * 2).min(MAX_BATCH);
+        tasks
+            .iter()
+            .zip(answers)
+            .map(|(task, answer)| match read_answer(&answer) {
+                Ok(found) => Ok(Outcome::Found(found)),
+                Err(_) => self.ask_alone(task),
+            })
+            .collect()
+    }
+
+    fn owns(&self, task: &Task) -> bool {
+        self.settings
+            .shard
+            .is_none_or(|shard| shard.owns(&attr_path::format(&task.path)))
+    }
+
+    fn replace_after_crash(&mut self) -> Result<(), StartError> {
+        let alive = self.alive;
+        self.progress
+            .workers_alive(alive.fetch_sub(1, Ordering::SeqCst) - 1);
+        self.evaluators.replace()?;
+        self.progress
+            .workers_alive(alive.fetch_add(1, Ordering::SeqCst) + 1);
+        self.progress.evaluator_restarted(Restart::Failed);
+        Ok(())
+    }
+}
+
+/// Space-separated Nix strings, for a list literal.
+fn nix_list(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|n| nix_string(n))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Records what a task came to and returns the tasks it adds (a walked set's members).
+fn record(
+    settings: &WalkSettings,
+    result: &Mutex<WalkResult>,
+    progress: &dyn Progress,
+    found: &(dyn Fn(&Root) + Sync),
+    task: &Task,
+    outcome: Outcome,
+) -> Vec<Task> {
+    let system = &settings.systems[task.system];
+    let attr = attr_path::format(&task.path);
+    let mut children = Vec::new();
+    let failure = match outcome {
+        Outcome::Found(Found::Derivation(drv_path)) => {
+            let root = Root {
+                system: system.clone(),
+                attr: attr.clone(),
+                drv_path,
+            };
+            found(&root);
+            lock(result).roots.push(root);
+            None
+        }
+        Outcome::Found(Found::Set(_)) if task.path.len() >= MAX_DEPTH => Some(format!(
+            "not walked: attribute sets nested deeper than {MAX_DEPTH} levels (a set that contains itself?)"
+        )),
+        Outcome::Found(Found::Set(names)) => {
+            children = names
+                .into_iter()
+                .map(|name| {
+                    let mut path = task.path.clone();
+                    path.push(name);
+                    Task {
+                        system: task.system,
+                        path,
+                        explicit: false,
+                    }
+                })
+                .collect();
+            None
+        }
+        Outcome::Found(Found::Nothing) => None,
+        Outcome::Failed(message) => Some(message),
+    };
+    progress.attr_evaluated(failure.is_none());
+    let owned = settings.shard.is_none_or(|shard| shard.owns(&attr));
+    if let Some(error) = failure.filter(|_| owned) {
+        lock(result).failures.push(Failure {
+            system: system.clone(),
+            attr: if attr.is_empty() {
+                "<root>".into()
+            } else {
+                attr
+            },
+            error,
+        });
+    }
+    children
 }
 
 /// A worker's evaluator and, once it has been replaced a first time, a spare being started

@@ -272,11 +272,23 @@ impl Run {
             };
             return Ok((report, false));
         }
+        // Held until the entry is done, so another process working on the same cache waits
+        // here and then finds the entry present; partial downloads of the entry are only
+        // touched under it.
         let cache = self.cache.clone();
         let checked = entry.clone();
-        match blocking(move || cache.is_present(&checked)).await {
-            Ok(true) => return Ok((report, false)),
-            Ok(false) => {}
+        let present = blocking(move || {
+            let lock = cache.lock_item(&checked)?;
+            let present = cache.is_present(&checked)?;
+            if present {
+                cache.restore_mirror_keys(&checked)?;
+            }
+            Ok((lock, present))
+        })
+        .await;
+        let _lock = match present {
+            Ok((_, true)) => return Ok((report, false)),
+            Ok((lock, false)) => lock,
             Err(err) if is_fatal(&err) => return Err(err),
             Err(err) => {
                 report.outcome = Outcome::Failed {
@@ -285,7 +297,7 @@ impl Run {
                 };
                 return Ok((report, false));
             }
-        }
+        };
         let tally = AtomicU64::new(0);
         let outcome = self.obtain(&entry, &mut report, &tally).await;
         report.bytes_downloaded = tally.load(Ordering::Relaxed);
@@ -436,7 +448,11 @@ impl Run {
         let _slot = self.builder_slots.acquire().await.map_err(|_| closed())?;
         let cache = self.cache.clone();
         let task_entry = entry.clone();
-        match blocking(move || builder.build(&task_entry, &cache)).await {
+        let built = blocking(move || {
+            let _lock = cache.lock_item(&task_entry)?;
+            builder.build(&task_entry, &cache)
+        });
+        match built.await {
             Ok(built) => {
                 report.bytes_written = built.published.file_size;
                 Ok(Outcome::Fetched {

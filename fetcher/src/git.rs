@@ -12,16 +12,15 @@
 //! (which ref a commit is fetched through, which tags follow), so those entries run
 //! nix-prefetch-git's steps against the remote itself and normalise `.git` the way it does.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::Write;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use srcgrab_manifest::{Entry, GitSource};
 
 use crate::net::Rewrite;
-use crate::store::{Cache, Published};
+use crate::store::{Cache, FileLock, Published};
 use crate::Error;
 
 /// The branch nix-prefetch-git checks out when the package names none.
@@ -61,29 +60,6 @@ impl Wanted {
             Wanted::Object(rev.to_string())
         } else {
             Wanted::Ref(format!("refs/tags/{rev}"))
-        }
-    }
-}
-
-/// Holds a repository mirror's lock file exclusively (flock), so that two workers, or two
-/// srcgrab processes, never fetch into one mirror at once. Released on drop.
-struct MirrorLock {
-    _file: File,
-}
-
-impl MirrorLock {
-    fn acquire(path: &Path) -> Result<MirrorLock, Error> {
-        let context = || format!("locking {}", path.display());
-        let file = File::create(path).map_err(Error::io(context()))?;
-        loop {
-            // SAFETY: flock on a file descriptor we own for the lifetime of `file`.
-            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
-                return Ok(MirrorLock { _file: file });
-            }
-            let err = std::io::Error::last_os_error();
-            if err.kind() != std::io::ErrorKind::Interrupted {
-                return Err(Error::io(context())(err));
-            }
         }
     }
 }
@@ -266,9 +242,9 @@ impl GitFetcher {
     }
 
     /// Locks the mirror of `url`, creating it on first use.
-    fn lock_mirror(&self, url: &str) -> Result<(PathBuf, MirrorLock), Error> {
+    fn lock_mirror(&self, url: &str) -> Result<(PathBuf, FileLock), Error> {
         let dir = self.mirror_dir(url);
-        let lock = MirrorLock::acquire(&dir.with_extension("lock"))?;
+        let lock = FileLock::acquire(&dir.with_extension("lock"))?;
         if !dir.exists() {
             let fresh = dir.with_extension(format!("new-{}", std::process::id()));
             let _ = fs::remove_dir_all(&fresh);

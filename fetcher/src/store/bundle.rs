@@ -347,6 +347,11 @@ pub fn import_dir(bundle: &Path, cache: &Cache) -> Result<(ImportReport, Manifes
         .entries
         .par_iter()
         .map(|entry| {
+            // Held from the presence check to the publish (see `Cache::lock_item`).
+            let _lock = match cache.lock_item(entry) {
+                Ok(lock) => lock,
+                Err(e) => return DirOutcome::Published(Err(e)),
+            };
             if cache.is_present(entry).unwrap_or(false) {
                 return DirOutcome::Present;
             }
@@ -444,18 +449,25 @@ pub fn import_tar(input: impl Read, cache: &Cache) -> Result<(ImportReport, Mani
             }
             handled.insert(entry.store_path.clone());
         } else if let Some(waiters) = waiting.remove(&path) {
-            let (present, needed): (Vec<_>, Vec<_>) = waiters
-                .into_iter()
-                .partition(|(_, entry)| cache.is_present(entry).unwrap_or(false));
-            report
-                .present
-                .extend(present.into_iter().map(|(_, e)| e.store_path.clone()));
-            if needed.is_empty() {
-                continue;
-            }
-            let spooled = spool(&mut item, cache)?;
-            for (info, entry) in needed {
-                let outcome = publish_from_nar(cache, entry, &info, spooled.path());
+            let mut spooled = None;
+            for (info, entry) in waiters {
+                let lock = match cache.lock_item(entry) {
+                    Ok(lock) => lock,
+                    Err(e) => {
+                        record(&mut report, entry, Err(e));
+                        continue;
+                    }
+                };
+                if cache.is_present(entry).unwrap_or(false) {
+                    report.present.push(entry.store_path.clone());
+                    continue;
+                }
+                let nar = match &spooled {
+                    Some(nar) => nar,
+                    None => spooled.insert(spool(&mut item, cache)?),
+                };
+                let outcome = publish_from_nar(cache, entry, &info, nar.path());
+                drop(lock);
                 record(&mut report, entry, outcome);
             }
         } else if let Some(entry) = name
@@ -463,16 +475,21 @@ pub fn import_tar(input: impl Read, cache: &Cache) -> Result<(ImportReport, Mani
             .and_then(|h| entries_by_hash.get(h).copied())
         {
             handled.insert(entry.store_path.clone());
+            let lock = match cache.lock_item(entry) {
+                Ok(lock) => lock,
+                Err(e) => {
+                    record(&mut report, entry, Err(e));
+                    continue;
+                }
+            };
             if cache.is_present(entry).unwrap_or(false) {
                 report.present.push(entry.store_path.clone());
                 continue;
             }
             let spooled = spool(&mut item, cache)?;
-            record(
-                &mut report,
-                entry,
-                publish_from_file(cache, entry, spooled.path()),
-            );
+            let outcome = publish_from_file(cache, entry, spooled.path());
+            drop(lock);
+            record(&mut report, entry, outcome);
         } else if name != CACHE_INFO {
             report.ignored.push(path);
         }

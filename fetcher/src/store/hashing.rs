@@ -116,6 +116,20 @@ impl ContentHashes {
 }
 
 impl ContentDigests {
+    /// The digests of a published mirror file whose sha256 and declared hash are known.
+    pub(super) fn of_known(sha256: Hash, declared: Hash) -> ContentDigests {
+        let (sha512, other) = match declared.algo {
+            HashAlgo::Sha256 => (None, None),
+            HashAlgo::Sha512 => (Some(declared), None),
+            _ => (None, Some(declared)),
+        };
+        ContentDigests {
+            sha256,
+            sha512,
+            other,
+        }
+    }
+
     pub(super) fn get(&self, algo: HashAlgo) -> Option<&Hash> {
         match algo {
             HashAlgo::Sha256 => Some(&self.sha256),

@@ -220,11 +220,15 @@ fn publish_matches(
     report: &Mutex<IngestReport>,
 ) {
     for entry in entries {
-        let outcome = match cache.is_present(entry) {
-            Ok(true) => Ok(false),
-            Ok(false) => publish(entry).map(|()| true),
-            Err(e) => Err(e),
-        };
+        // Under the entry's lock, so a fetch or import into the same cache never works on
+        // it at the same time.
+        let outcome = cache
+            .lock_item(entry)
+            .and_then(|_lock| match cache.is_present(entry) {
+                Ok(true) => Ok(false),
+                Ok(false) => publish(entry).map(|()| true),
+                Err(e) => Err(e),
+            });
         let mut r = report.lock().unwrap_or_else(|e| e.into_inner());
         let item = (file.to_path_buf(), entry.store_path.clone());
         match outcome {

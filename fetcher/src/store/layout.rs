@@ -9,7 +9,7 @@
 //! <algo>/<hex|nix32|sri>, <sri>   mirror keys: relative symlinks to sha256/<hex>
 //! .tmp/                           temp files (same filesystem, so placing is a rename)
 //! .tmp/partial/                   resumable downloads
-//! .srcgrab/                       srcgrab's own state (blake3 index, git repositories)
+//! .srcgrab/                       srcgrab's own state (blake3 index, seals, locks, git)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -78,6 +78,20 @@ impl DiskLayout {
         self.state_dir().join("blake3-index")
     }
 
+    /// The lock stripe a store path's items are published under ([`super::lock`]).
+    pub fn lock_file(&self, hash_part: &str) -> PathBuf {
+        self.locks_dir().join(super::lock::stripe(hash_part))
+    }
+
+    pub fn locks_dir(&self) -> PathBuf {
+        self.state_dir().join("locks")
+    }
+
+    /// The seal of `rel`, a file under the root ([`super::seal`]).
+    pub fn seal(&self, rel: &Path) -> PathBuf {
+        self.state_dir().join("seals").join(rel)
+    }
+
     /// The git repositories fetches clone into, unless told otherwise.
     pub fn git_dir(&self) -> PathBuf {
         self.state_dir().join("git")
@@ -112,14 +126,15 @@ impl DiskLayout {
         .expect("nar/<nix32>.nar<ext> is a relative path")
     }
 
-    /// The NAR file a narinfo's URL names: under the root, as a [`NarUrl`] cannot leave it.
-    pub fn nar_file(&self, url: &NarUrl) -> PathBuf {
-        self.root.join(url.as_path())
-    }
-
     /// Whether `rel` (relative to the root) is a NAR file's place.
     pub fn is_in_nar_dir(rel: &Path) -> bool {
         rel.parent() == Some(Path::new(NAR_DIR))
+    }
+
+    /// Whether a top-level name is a directory of items (`nar/`, `sha256/`), which must be a
+    /// real directory: a symlink there would make every item reach outside the root.
+    pub fn is_item_dir(name: &str) -> bool {
+        name == NAR_DIR || name == MIRROR_DIR
     }
 
     /// `sha256/<hex>`, relative to the root.
@@ -130,6 +145,12 @@ impl DiskLayout {
     /// Whether `rel` (relative to the root) is a hashed-mirror file's place.
     pub fn is_in_mirror_dir(rel: &Path) -> bool {
         rel.parent() == Some(Path::new(MIRROR_DIR))
+    }
+
+    /// Whether a name in `sha256/` is a mirror file's (64 hex digits); the others there are
+    /// keys (`sha256/<nix32>`, `sha256/<sri>`).
+    pub fn is_mirror_file_name(name: &str) -> bool {
+        name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())
     }
 
     pub fn mirror_file(&self, sha256: &Hash) -> PathBuf {
@@ -146,6 +167,21 @@ impl DiskLayout {
     }
 }
 
+/// The algorithm a mirror key (relative to the root) is of: `<algo>/...` or a top-level
+/// `<algo>-<base64>`; `None` for a name no publish makes.
+pub fn mirror_key_algo(key: &str) -> Option<HashAlgo> {
+    let dir = key
+        .split_once('/')
+        .and_then(|(dir, _)| HashAlgo::from_name(dir));
+    dir.or_else(|| HashAlgo::from_name(key.split_once('-')?.0))
+}
+
+/// A key as a path, one level per non-empty component (a base64 `//` is one directory, as
+/// it is on disk).
+pub fn normal_key(key: &str) -> PathBuf {
+    Path::new(key).components().collect()
+}
+
 /// The relative symlink target from `key` (a path under the root) to `sha256/<hex>`.
 pub(super) fn mirror_link_target(key: &str, sha256_hex: &str) -> PathBuf {
     // Components, not slashes: a base64 `//` makes one directory level, not two.
@@ -159,16 +195,19 @@ pub(super) fn mirror_link_target(key: &str, sha256_hex: &str) -> PathBuf {
 
 /// Every mirror key (relative path) a fetcher may ask for, besides `sha256/<hex>` itself.
 pub(super) fn mirror_keys(digests: &ContentDigests) -> Vec<String> {
+    digests.all().flat_map(keys_of_hash).collect()
+}
+
+/// The mirror keys of one of a file's hashes.
+pub(super) fn keys_of_hash(hash: &Hash) -> Vec<String> {
+    let algo = hash.algo.name();
     let mut keys = Vec::new();
-    for hash in digests.all() {
-        let algo = hash.algo.name();
-        if hash.algo != HashAlgo::Sha256 {
-            keys.push(format!("{algo}/{}", hash.to_hex()));
-        }
-        keys.push(format!("{algo}/{}", hash.to_nix32()));
-        keys.push(hash.to_sri());
-        keys.push(format!("{algo}/{}", hash.to_sri()));
+    if hash.algo != HashAlgo::Sha256 {
+        keys.push(format!("{algo}/{}", hash.to_hex()));
     }
+    keys.push(format!("{algo}/{}", hash.to_nix32()));
+    keys.push(hash.to_sri());
+    keys.push(format!("{algo}/{}", hash.to_sri()));
     keys
 }
 

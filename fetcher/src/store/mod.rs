@@ -33,9 +33,12 @@ mod compression;
 mod hashing;
 pub mod ingest;
 mod layout;
+mod lock;
 mod place;
 mod publish;
 mod recheck;
+pub mod regular_file;
+mod seal;
 mod trust;
 pub mod verify;
 mod visit;
@@ -43,10 +46,10 @@ mod visit;
 pub use compression::Compression;
 pub(crate) use compression::{decompressor, Compressor};
 pub use layout::{DiskLayout, CACHE_INFO};
+pub use lock::FileLock;
 pub use trust::{HashedWrites, VerifiedHash};
 
 use std::fs;
-use std::io;
 use std::path::Path;
 
 use srcgrab_formats::hash::{Hash, HashMode};
@@ -54,6 +57,7 @@ use srcgrab_formats::store_path::STORE_DIR;
 use srcgrab_manifest::Entry;
 
 use crate::Error;
+use regular_file::{SmallFile, MAX_CACHE_INFO};
 use srcgrab_formats::narinfo::CacheInfo;
 use srcgrab_formats::signature::SecretKey;
 
@@ -137,15 +141,29 @@ impl Cache {
     pub fn open(root: &Path, options: CacheOptions) -> Result<Cache, Error> {
         let disk = DiskLayout::new(root);
         let create = |dir: &Path| {
+            // Through a symlinked `nar/` or `sha256/` every item would land outside the root.
+            if fs::symlink_metadata(dir).is_ok_and(|m| !m.is_dir()) {
+                return Err(Error::Corrupt {
+                    what: dir.display().to_string(),
+                    reason: "not a directory (`srcgrab verify --repair` puts one back)".into(),
+                });
+            }
             fs::create_dir_all(dir).map_err(Error::io(format!("creating {}", dir.display())))
         };
         create(disk.temp_dir())?;
+        create(&disk.locks_dir())?;
         if options.layout.cache {
             create(&disk.nar_dir())?;
         }
         if options.layout.mirror {
             create(&disk.mirror_dir())?;
         }
+        // A cache that cannot be written to (read-only disk or mount, another user's) is
+        // refused here, before anything is downloaded for it.
+        tempfile::NamedTempFile::new_in(disk.temp_dir()).map_err(Error::io(format!(
+            "{} is not writable",
+            disk.temp_dir().display()
+        )))?;
         let cache = Cache { disk, options };
         if cache.options.layout.cache {
             cache.ensure_cache_info()?;
@@ -156,8 +174,8 @@ impl Cache {
     /// Writes `nix-cache-info` unless present; refuses a cache for another store directory.
     fn ensure_cache_info(&self) -> Result<(), Error> {
         let path = self.disk.cache_info();
-        match fs::read_to_string(&path) {
-            Ok(text) => {
+        match regular_file::read_small(&path, MAX_CACHE_INFO)? {
+            SmallFile::Text(text) => {
                 let info = CacheInfo::parse(&text)?;
                 if info.store_dir != STORE_DIR {
                     return Err(Error::Corrupt {
@@ -167,7 +185,11 @@ impl Cache {
                 }
                 Ok(())
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            SmallFile::Refused(why) => Err(Error::Corrupt {
+                what: path.display().to_string(),
+                reason: why,
+            }),
+            SmallFile::Absent => {
                 let info = CacheInfo {
                     store_dir: STORE_DIR.to_string(),
                     want_mass_query: true,
@@ -175,7 +197,6 @@ impl Cache {
                 };
                 self.write_atomically(&path, info.render().as_bytes())
             }
-            Err(e) => Err(Error::io(format!("reading {}", path.display()))(e)),
         }
     }
 
@@ -195,6 +216,18 @@ impl Cache {
 
     pub fn options(&self) -> &CacheOptions {
         &self.options
+    }
+
+    /// Waits for, then holds, the lock of `entry`'s items. Whoever checks and publishes an
+    /// entry (fetch, import, ingest, repair) holds it from the presence check to the publish,
+    /// so two processes never work on one item at once ([`lock`]). Publishing does not take
+    /// it itself: the holder may publish several times under one lock.
+    pub fn lock_item(&self, entry: &Entry) -> Result<FileLock, Error> {
+        let store_path = entry.parsed_store_path().map_err(|e| Error::Corrupt {
+            what: entry.store_path.clone(),
+            reason: e.to_string(),
+        })?;
+        FileLock::acquire(&self.disk.lock_file(store_path.hash_part()))
     }
 
     /// Whether this layout has anywhere to put `entry`: a mirror-only layout holds flat files

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use tempfile::{NamedTempFile, TempPath};
 
-use super::Cache;
+use super::{seal, Cache};
 use crate::Error;
 
 /// A file being written in `.tmp`, removed when dropped unless persisted. Written through
@@ -47,14 +47,20 @@ impl Cache {
         Ok(TempFile { file, path })
     }
 
-    /// Publishes a downloaded file: flat entries are hashed over the bytes, executable or
-    /// recursive ones over the NAR of the file. The file may be hard-linked into the mirror,
-    /// so the caller must not modify it afterwards (removing it is fine).
-    pub(super) fn place(&self, source: FileSource, target: &Path) -> Result<(), Error> {
-        match source {
-            FileSource::Temp(temp) => self.persist(temp, target),
-            FileSource::Existing(file) => self.link_or_copy(&file, target),
+    /// Places a content-named file (a NAR file, a mirror file; `rel` is relative to the root)
+    /// and seals it. A file already there under its seal holds these very bytes (its name is
+    /// their hash, checked when it was sealed) and is kept: replacing it would only break the
+    /// seal of another entry that shares it.
+    pub(super) fn place(&self, source: FileSource, rel: &Path) -> Result<(), Error> {
+        if seal::holds(&self.disk, rel)? {
+            return Ok(());
         }
+        let target = self.root().join(rel);
+        match source {
+            FileSource::Temp(temp) => self.persist(temp, &target)?,
+            FileSource::Existing(file) => self.link_or_copy(&file, &target)?,
+        }
+        seal::record(&self.disk, rel)
     }
 
     /// Makes `link` point to `target`. Creating a symlink is atomic by itself, so an absent

@@ -434,7 +434,7 @@ impl Cache {
         let nar_file = match nar.file {
             Some(file) => {
                 let url = DiskLayout::nar_url(&file.hash, file.compression);
-                self.place(file.source, &self.disk.nar_file(&url))?;
+                self.place(file.source, url.as_path())?;
                 Some((url, file.compression))
             }
             None => None,
@@ -487,7 +487,7 @@ impl Cache {
         source: FileSource,
     ) -> Result<(), Error> {
         let sha256_hex = digests.sha256.to_hex();
-        self.place(source, &self.disk.mirror_file(&digests.sha256))?;
+        self.place(source, &DiskLayout::mirror_file_name(&sha256_hex))?;
         for key in mirror_keys(digests) {
             self.place_symlink(
                 &self.root().join(&key),

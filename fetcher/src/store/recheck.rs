@@ -1,8 +1,9 @@
 //! Re-verification of what is in the store: the cheap presence check a fetch skips by,
 //! and the full re-check `srcgrab verify` runs.
 
-use std::fs::{self, File};
-use std::io::{self};
+use std::fs;
+use std::io;
+use std::path::PathBuf;
 
 use srcgrab_formats::hash::{Hash, HashAlgo, HashMode};
 use srcgrab_formats::nar;
@@ -12,53 +13,99 @@ use srcgrab_formats::ContentAddress;
 use srcgrab_manifest::Entry;
 
 use super::compression::decompressor;
+use super::hashing::ContentDigests;
 use super::hashing::{ContentHasher, ContentHashes, CountingReader, HashingReader};
+use super::layout::{mirror_keys, mirror_link_target, DiskLayout};
+use super::regular_file::{self, SmallFile, MAX_NARINFO};
+use super::seal;
 use super::visit::hash_flat_file;
 use super::{declared_hash, is_flat, Cache, Verified, WRITE_BUFFER};
 use crate::Error;
 
 impl Cache {
-    /// Cheap check that `entry` is already published (narinfo parses and matches, NAR file
-    /// exists with its size, mirror file exists when the layout has one); no hashing.
-    /// A damaged narinfo counts as absent, so publishing again repairs it.
+    /// Cheap check that `entry` is already published and untouched since: its narinfo parses
+    /// and names the entry, and its NAR file and mirror file are regular files whose seals
+    /// still hold ([`seal`]: one `lstat` each, no hashing). Anything else (a damaged
+    /// narinfo, a file written to or replaced since it was checked, a symlink where a file
+    /// belongs) counts as absent, so publishing again repairs it.
     pub fn is_present(&self, entry: &Entry) -> Result<bool, Error> {
         if !self.wants(entry) {
             return Ok(false);
         }
         let declared = declared_hash(entry)?;
-        let mut expected_nar_size = None;
         if self.options.layout.cache {
             let Some(info) = self.matching_narinfo(entry, &declared)? else {
                 return Ok(false);
             };
             // A URL that would leave the cache fails the narinfo's parse: absent.
-            let nar_file = self.disk.nar_file(&info.url);
-            match fs::metadata(&nar_file) {
-                Ok(meta) if Some(meta.len()) == info.file_size || info.file_size.is_none() => {}
-                Ok(_) => return Ok(false),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-                Err(e) => return Err(Error::io(format!("checking {}", nar_file.display()))(e)),
+            if !seal::holds(&self.disk, info.url.as_path())? {
+                return Ok(false);
             }
-            expected_nar_size = Some(info.nar_size);
         }
         if self.options.layout.mirror && is_flat(entry) {
-            let key = self.disk.mirror_key(&declared);
-            match fs::metadata(&key) {
-                Ok(meta) => {
-                    if expected_nar_size
-                        .is_some_and(|size| nar::file_nar_size(meta.len(), false) != size)
-                    {
-                        return Ok(false);
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-                Err(e) => return Err(Error::io(format!("checking {}", key.display()))(e)),
+            let Some(mirror_file) = self.mirror_file_of(&declared) else {
+                return Ok(false);
+            };
+            if !seal::holds(&self.disk, &mirror_file)? {
+                return Ok(false);
             }
         }
         Ok(true)
     }
 
-    /// The entry's narinfo when it exists, parses, and names the entry's path and hash.
+    /// The mirror file (`sha256/<hex>`, relative) a flat hash is served from: the key itself
+    /// for a sha256, else the file its `<algo>/<hex>` key links to, when that link is exactly
+    /// the one a publish makes.
+    pub(super) fn mirror_file_of(&self, declared: &Hash) -> Option<PathBuf> {
+        let key = DiskLayout::mirror_key_name(declared);
+        if declared.algo == HashAlgo::Sha256 {
+            return Some(key);
+        }
+        let target = fs::read_link(self.root().join(&key)).ok()?;
+        let name = target.file_name()?.to_str()?;
+        (target == mirror_link_target(&key.to_string_lossy(), name))
+            .then(|| DiskLayout::mirror_file_name(name))
+    }
+
+    /// The mirror file (hex name) of a flat hash, and every key a publish makes for it.
+    fn mirror_keys_of(&self, declared: &Hash) -> Option<(String, Vec<String>)> {
+        let file = self.mirror_file_of(declared)?;
+        let hex = file.file_name()?.to_str()?.to_string();
+        let sha256 = Hash::parse_digest(HashAlgo::Sha256, &hex).ok()?;
+        let keys = mirror_keys(&ContentDigests::of_known(sha256, declared.clone()));
+        Some((hex, keys))
+    }
+
+    /// Whether every mirror key of a flat entry is there and links to its mirror file.
+    pub fn mirror_keys_complete(&self, entry: &Entry) -> bool {
+        let Ok(declared) = declared_hash(entry) else {
+            return false;
+        };
+        self.mirror_keys_of(&declared).is_some_and(|(hex, keys)| {
+            keys.iter().all(|key| {
+                fs::read_link(self.root().join(key))
+                    .is_ok_and(|target| target == mirror_link_target(key, &hex))
+            })
+        })
+    }
+
+    /// Recreates the missing or wrong mirror keys of a present flat entry (a dangling key
+    /// removed by `verify --repair`, one deleted by hand); an identical key is kept as is.
+    pub fn restore_mirror_keys(&self, entry: &Entry) -> Result<(), Error> {
+        if !(self.options.layout.mirror && is_flat(entry)) {
+            return Ok(());
+        }
+        let declared = declared_hash(entry)?;
+        if let Some((hex, keys)) = self.mirror_keys_of(&declared) {
+            for key in keys {
+                self.place_symlink(&self.root().join(&key), &mirror_link_target(&key, &hex))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The entry's narinfo when it is a small regular file that parses and names the
+    /// entry's path and hash.
     pub(super) fn matching_narinfo(
         &self,
         entry: &Entry,
@@ -68,10 +115,8 @@ impl Cache {
             return Ok(None);
         };
         let path = self.disk.narinfo(store_path.hash_part());
-        let text = match fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::io(format!("reading {}", path.display()))(e)),
+        let SmallFile::Text(text) = regular_file::read_small(&path, MAX_NARINFO)? else {
+            return Ok(None);
         };
         let Ok(info) = NarInfo::parse(&text) else {
             return Ok(None);
@@ -83,12 +128,13 @@ impl Cache {
         Ok((info.store_path == store_path && ca_matches).then_some(info))
     }
 
-    /// The sink of a publish: the compressed NAR file when the layout has a cache.
     /// Fully re-checks one published item: FileSize/FileHash of the NAR file, NarHash/NarSize
     /// of its decompressed content, the NAR's structure, the CA against the StorePath (a
     /// binary, which has none, stands on its signed NarHash), and
     /// for a flat item, when the layout has a mirror, the mirror file (a cache opened without
-    /// the mirror layout leaves mirror files to its caller).
+    /// the mirror layout leaves mirror files to its caller). Anything but a regular file where
+    /// one belongs is corrupt. A NAR file that passed, unchanged while it was read, is sealed
+    /// (unless the cache is read-only), so the next fetch takes it as present.
     pub fn verify_narinfo(&self, hash_part: &str) -> Result<Verified, Error> {
         let narinfo_path = self.disk.narinfo(hash_part);
         let what = narinfo_path.display().to_string();
@@ -96,8 +142,15 @@ impl Cache {
             what: what.clone(),
             reason,
         };
-        let text =
-            fs::read_to_string(&narinfo_path).map_err(Error::io(format!("reading {what}")))?;
+        let text = match regular_file::read_small(&narinfo_path, MAX_NARINFO)? {
+            SmallFile::Text(text) => text,
+            SmallFile::Absent => {
+                return Err(Error::io(format!("reading {what}"))(
+                    io::ErrorKind::NotFound.into(),
+                ))
+            }
+            SmallFile::Refused(why) => return Err(corrupt(why)),
+        };
         let info = NarInfo::parse(&text)?;
         if info.store_path.hash_part() != hash_part {
             return Err(corrupt(format!(
@@ -124,13 +177,10 @@ impl Cache {
         }
 
         // The URL is a checked relative path, so this names a file inside the cache.
-        let nar_path = self.disk.nar_file(&info.url);
-        let nar_file =
-            File::open(&nar_path).map_err(Error::io(format!("opening {}", nar_path.display())))?;
-        let nar_file_size = nar_file
-            .metadata()
-            .map_err(Error::io(format!("stat {}", nar_path.display())))?
-            .len();
+        let nar_rel = info.url.as_path().to_path_buf();
+        let nar_path = self.root().join(&nar_rel);
+        let (nar_file, nar_meta) = regular_file::open_existing(&nar_path)?;
+        let nar_file_size = nar_meta.len();
         let mut file_hashes =
             ContentHasher::new(ContentHashes::new(HashAlgo::Sha256), nar_file_size);
         let mut compressed = HashingReader {
@@ -215,9 +265,10 @@ impl Cache {
             check("CA", ca_hash, content_hash)?;
         }
 
+        seal::record_if_unchanged(&self.disk, &nar_rel, &nar_meta);
         let mirror_checked = match &flat {
             Some(digests) if self.options.layout.mirror => {
-                self.verify_mirror_file(&digests.sha256)?;
+                self.verify_mirror_file(&digests.sha256.to_hex())?;
                 true
             }
             _ => false,
@@ -230,11 +281,12 @@ impl Cache {
         })
     }
 
-    /// Re-hashes `sha256/<hex>`, which must exist.
-    pub(super) fn verify_mirror_file(&self, sha256: &Hash) -> Result<(), Error> {
-        let path = self.disk.mirror_file(sha256);
-        let file = File::open(&path)
-            .map_err(Error::io(format!("opening mirror file {}", path.display())))?;
+    /// Re-hashes `sha256/<hex>`, which must be a regular file whose bytes have that sha256;
+    /// seals it when it passed, unchanged while it was read.
+    pub fn verify_mirror_file(&self, sha256_hex: &str) -> Result<(), Error> {
+        let rel = DiskLayout::mirror_file_name(sha256_hex);
+        let path = self.root().join(&rel);
+        let (file, meta) = regular_file::open_existing(&path)?;
         let mut hashes = ContentHasher::Inline(Box::new(ContentHashes::new(HashAlgo::Sha256)));
         let mut reader = HashingReader {
             inner: file,
@@ -242,14 +294,15 @@ impl Cache {
         };
         io::copy(&mut reader, &mut io::sink())
             .map_err(Error::io(format!("reading {}", path.display())))?;
-        let got = hashes.finish().sha256;
-        if got != *sha256 {
+        let got = hashes.finish().sha256.to_hex();
+        if got != sha256_hex {
             return Err(Error::HashMismatch {
-                what: path.display().to_string(),
-                expected: sha256.to_hex(),
-                got: got.to_hex(),
+                what: rel.display().to_string(),
+                expected: sha256_hex.to_string(),
+                got,
             });
         }
+        seal::record_if_unchanged(&self.disk, &rel, &meta);
         Ok(())
     }
 }

@@ -12,22 +12,27 @@
 //! again. Anything else (not indexed, size or mtime changed, blake3 differs) falls back to
 //! the full check, so `quick` never accepts a file the full check has not accepted once.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs;
-use std::io::{self, Read};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::UNIX_EPOCH;
 
 use rayon::prelude::*;
 use srcgrab_formats::hash::{HashAlgo, HashMode};
 use srcgrab_formats::store_path::StorePath;
 use srcgrab_manifest::{Entry, Manifest};
 
-use crate::store::{Cache, CacheOptions, DiskLayout, Layout};
+use crate::store::regular_file::{self, file_kind, SmallFile, MAX_CACHE_INFO, MAX_NARINFO};
+use crate::store::{Cache, CacheOptions, DiskLayout, FileLock, Layout, CACHE_INFO};
 use crate::Error;
 use srcgrab_formats::narinfo::NarInfo;
+
+mod index;
+mod keys;
+
+use index::{fingerprint, mtime_ns, Blake3Index, Fingerprint};
 
 /// Live progress of a verify run; called from many threads.
 pub trait VerifyProgress: Sync {
@@ -90,103 +95,6 @@ impl VerifyReport {
     }
 }
 
-/// One file's identity in the blake3 index.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Fingerprint {
-    size: u64,
-    mtime_ns: u128,
-    blake3: [u8; 32],
-}
-
-/// `<blake3 hex> <size> <mtime ns> <path>` per line, sorted by path.
-#[derive(Debug, Default)]
-struct Blake3Index {
-    files: HashMap<PathBuf, Fingerprint>,
-}
-
-impl Blake3Index {
-    fn read(disk: &DiskLayout) -> Blake3Index {
-        let Ok(text) = fs::read_to_string(disk.blake3_index()) else {
-            return Blake3Index::default();
-        };
-        let parse = |line: &str| -> Option<(PathBuf, Fingerprint)> {
-            let mut parts = line.splitn(4, ' ');
-            let hex = parts.next()?;
-            let size = parts.next()?.parse().ok()?;
-            let mtime_ns = parts.next()?.parse().ok()?;
-            let path = PathBuf::from(parts.next()?);
-            let blake3 = blake3::Hash::from_hex(hex).ok()?;
-            Some((
-                path,
-                Fingerprint {
-                    size,
-                    mtime_ns,
-                    blake3: *blake3.as_bytes(),
-                },
-            ))
-        };
-        // A damaged line only costs that file a full check.
-        Blake3Index {
-            files: text.lines().filter_map(parse).collect(),
-        }
-    }
-
-    fn write(&self, disk: &DiskLayout) -> Result<(), Error> {
-        let dir = disk.state_dir();
-        fs::create_dir_all(&dir).map_err(Error::io(format!("creating {}", dir.display())))?;
-        let sorted: BTreeMap<_, _> = self.files.iter().collect();
-        let mut text = String::new();
-        for (path, f) in sorted {
-            text.push_str(&format!(
-                "{} {} {} {}\n",
-                blake3::Hash::from(f.blake3).to_hex(),
-                f.size,
-                f.mtime_ns,
-                path.display()
-            ));
-        }
-        let mut temp = tempfile::NamedTempFile::new_in(&dir).map_err(Error::io(format!(
-            "creating a temp file in {}",
-            dir.display()
-        )))?;
-        io::Write::write_all(&mut temp, text.as_bytes()).map_err(Error::io(format!(
-            "writing {}",
-            disk.blake3_index().display()
-        )))?;
-        temp.persist(disk.blake3_index()).map_err(|e| {
-            Error::io(format!("writing {}", disk.blake3_index().display()))(e.error)
-        })?;
-        Ok(())
-    }
-}
-
-/// Size, mtime and blake3 of a file as it is now.
-fn fingerprint(path: &Path) -> io::Result<Fingerprint> {
-    let mut file = fs::File::open(path)?;
-    let meta = file.metadata()?;
-    let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(Fingerprint {
-        size: meta.len(),
-        mtime_ns: mtime_ns(&meta),
-        blake3: *hasher.finalize().as_bytes(),
-    })
-}
-
-fn mtime_ns(meta: &fs::Metadata) -> u128 {
-    meta.modified()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_nanos())
-}
-
 /// What a cache root holds, as found on disk.
 #[derive(Debug, Default)]
 struct Contents {
@@ -199,6 +107,9 @@ struct Contents {
     mirror_files: Vec<String>,
     /// Symlinks anywhere outside `nar/` (mirror keys), relative to the root.
     mirror_keys: Vec<PathBuf>,
+    /// Top-level paths that are not what belongs there (a symlink for `sha256/`, a FIFO
+    /// for `nix-cache-info`), with why.
+    misplaced: Vec<(PathBuf, String)>,
 }
 
 fn read_dir(dir: &Path) -> Result<Vec<fs::DirEntry>, Error> {
@@ -213,8 +124,13 @@ fn read_dir(dir: &Path) -> Result<Vec<fs::DirEntry>, Error> {
 
 fn scan(disk: &DiskLayout) -> Result<Contents, Error> {
     let root = disk.root();
-    let cache = disk.cache_info().is_file();
-    let mirror = disk.mirror_dir().is_dir();
+    // As they are, not through a symlink: a symlinked `sha256/` is corrupt, not a mirror.
+    let is = |path: PathBuf, kind: fn(&fs::FileType) -> bool| {
+        fs::symlink_metadata(path).is_ok_and(|m| kind(&m.file_type()))
+    };
+    let cache = is(disk.cache_info(), fs::FileType::is_file);
+    // A `sha256/` that is no directory still makes a mirror layout, with every file missing.
+    let mirror = fs::symlink_metadata(disk.mirror_dir()).is_ok();
     let mut contents = Contents {
         layout: (cache || mirror).then_some(Layout { cache, mirror }),
         ..Contents::default()
@@ -229,20 +145,32 @@ fn scan(disk: &DiskLayout) -> Result<Contents, Error> {
                 .file_type()
                 .map_err(Error::io(format!("stat {}", path.display())))?;
             let top = rel.as_os_str().is_empty();
-            if file_type.is_symlink() {
-                contents.mirror_keys.push(path);
+            // Where a file belongs, whatever is there is checked as that file (and anything
+            // but a regular file is corrupt); elsewhere a symlink is a mirror key.
+            let narinfo = top.then(|| DiskLayout::narinfo_hash_part(&name)).flatten();
+            if let Some(hash_part) = narinfo.filter(|_| !file_type.is_dir()) {
+                contents.narinfos.push(hash_part.to_string());
+            } else if top && DiskLayout::is_item_dir(&name) && !file_type.is_dir() {
+                let why = format!("{}, not a directory", file_kind(&file_type));
+                contents.misplaced.push((path, why));
+            } else if top && name == CACHE_INFO {
+                if let SmallFile::Refused(why) =
+                    regular_file::read_small(&disk.cache_info(), MAX_CACHE_INFO)?
+                {
+                    contents.misplaced.push((path, why));
+                }
             } else if file_type.is_dir() {
                 if !(top && DiskLayout::is_private_dir(&name)) {
                     dirs.push(path);
                 }
-            } else if top {
-                if let Some(hash_part) = DiskLayout::narinfo_hash_part(&name) {
-                    contents.narinfos.push(hash_part.to_string());
-                }
             } else if DiskLayout::is_in_nar_dir(&path) {
                 contents.nar_files.push(path);
-            } else if DiskLayout::is_in_mirror_dir(&path) {
+            } else if DiskLayout::is_in_mirror_dir(&path)
+                && (!file_type.is_symlink() || DiskLayout::is_mirror_file_name(&name))
+            {
                 contents.mirror_files.push(name.into_owned());
+            } else if file_type.is_symlink() {
+                contents.mirror_keys.push(path);
             }
         }
     }
@@ -265,7 +193,11 @@ fn read_narinfos(disk: &DiskLayout, hash_parts: &[String]) -> NarinfoFacts {
     let parsed: HashMap<String, NarInfo> = hash_parts
         .par_iter()
         .filter_map(|h| {
-            let text = fs::read_to_string(disk.narinfo(h)).ok()?;
+            let SmallFile::Text(text) =
+                regular_file::read_small(&disk.narinfo(h), MAX_NARINFO).ok()?
+            else {
+                return None;
+            };
             Some((h.clone(), NarInfo::parse(&text).ok()?))
         })
         .collect();
@@ -306,6 +238,9 @@ pub fn verify_cache(
             ..CacheOptions::default()
         },
     );
+    // Behind a misplaced `nar/` or `sha256/` nothing counts as there.
+    let misplaced = |dir: &str| contents.misplaced.iter().any(|(p, _)| p == Path::new(dir));
+    let (no_nars, no_mirror) = (misplaced("nar"), misplaced("sha256"));
     let facts = read_narinfos(&disk, &contents.narinfos);
     let old_index = if options.quick {
         Blake3Index::read(&disk)
@@ -321,7 +256,7 @@ pub fn verify_cache(
         })
         .unwrap_or_default();
 
-    let size_of = |rel: &Path| fs::metadata(root.join(rel)).map_or(0, |m| m.len());
+    let size_of = |rel: &Path| fs::symlink_metadata(root.join(rel)).map_or(0, |m| m.len());
     // Each file is checked once: a narinfo item is the narinfo and its NAR (the cache is
     // opened without a mirror layout, so `verify_narinfo` leaves mirror files alone); each
     // mirror file is an item of its own.
@@ -364,8 +299,11 @@ pub fn verify_cache(
             let bytes: u64 = files.iter().map(|f| size_of(f)).sum();
             let indexed = |rel: &PathBuf| -> Option<Fingerprint> {
                 let known = old_index.files.get(rel)?;
-                let meta = fs::metadata(root.join(rel)).ok()?;
-                if meta.len() != known.size || mtime_ns(&meta) != known.mtime_ns {
+                let meta = fs::symlink_metadata(root.join(rel)).ok()?;
+                if !meta.file_type().is_file()
+                    || meta.len() != known.size
+                    || mtime_ns(&meta) != known.mtime_ns
+                {
                     return None;
                 }
                 let now = fingerprint(&root.join(rel)).ok()?;
@@ -381,15 +319,9 @@ pub fn verify_cache(
                     quick_accepted.fetch_add(1, Ordering::Relaxed);
                     Ok(prints)
                 }
-                None => full().and_then(|()| {
-                    files
-                        .iter()
-                        .map(|f| {
-                            fingerprint(&root.join(f))
-                                .map_err(Error::io(format!("reading {}", f.display())))
-                        })
-                        .collect()
-                }),
+                None => {
+                    full().and_then(|()| files.iter().map(|f| fingerprint(&root.join(f))).collect())
+                }
             };
             match outcome {
                 Ok(prints) => {
@@ -434,20 +366,21 @@ pub fn verify_cache(
         let rel = DiskLayout::mirror_file_name(hex);
         let store_path = mirror_owner.get(hex.as_str()).cloned();
         check_item(vec![rel.clone()], store_path, &|| {
-            check_mirror_file(root, &rel, hex)
+            cache.verify_mirror_file(hex)
         });
     });
 
     let mut corrupt = corrupt.into_inner().unwrap_or_else(|e| e.into_inner());
-    corrupt.par_extend(
+    let mirror_files: HashSet<&str> = contents.mirror_files.iter().map(String::as_str).collect();
+    corrupt.extend(keys::check_keys(root, &contents.mirror_keys, &mirror_files));
+    corrupt.extend(
         contents
-            .mirror_keys
-            .par_iter()
-            .filter(|key| fs::metadata(root.join(key)).is_err())
-            .map(|key| Corrupt {
-                path: key.clone(),
+            .misplaced
+            .into_iter()
+            .map(|(path, reason)| Corrupt {
+                path,
                 store_path: None,
-                reason: "mirror key points to no file".into(),
+                reason,
             }),
     );
     corrupt.sort_by(|a, b| a.path.cmp(&b.path));
@@ -468,7 +401,7 @@ pub fn verify_cache(
     unreferenced.sort();
 
     let missing = manifest
-        .map(|m| missing_entries(root, layout, &m.entries))
+        .map(|m| missing_entries(&cache, layout, no_nars, no_mirror, &m.entries))
         .unwrap_or_default();
 
     // A read-only disk can be verified; it just keeps its old index.
@@ -488,24 +421,6 @@ pub fn verify_cache(
         missing,
         unreferenced,
     })
-}
-
-/// A mirror file must hash (sha256) to its own name.
-fn check_mirror_file(root: &Path, rel: &Path, hex: &str) -> Result<(), Error> {
-    let path = root.join(rel);
-    let mut file =
-        fs::File::open(&path).map_err(Error::io(format!("opening {}", path.display())))?;
-    let mut hasher = HashAlgo::Sha256.hasher();
-    io::copy(&mut file, &mut hasher).map_err(Error::io(format!("reading {}", path.display())))?;
-    let got = hasher.finalize().to_hex();
-    if got != hex {
-        return Err(Error::HashMismatch {
-            what: rel.display().to_string(),
-            expected: hex.to_string(),
-            got,
-        });
-    }
-    Ok(())
 }
 
 /// Maps mirror file names (sha256 hex) to the store path they serve: a flat sha256 hash names
@@ -538,8 +453,16 @@ fn mirror_owners(
     owners
 }
 
-/// Entries whose narinfo (cache layout) or mirror key (mirror layout, flat entries) is absent.
-fn missing_entries(root: &Path, layout: Layout, entries: &[Entry]) -> Vec<String> {
+/// Entries whose narinfo (cache layout) or any mirror key (mirror layout, flat entries) is
+/// absent: a fetch of them recreates what is missing.
+fn missing_entries(
+    cache: &Cache,
+    layout: Layout,
+    no_nars: bool,
+    no_mirror: bool,
+    entries: &[Entry],
+) -> Vec<String> {
+    let root = cache.root();
     entries
         .par_iter()
         .filter(|e| {
@@ -548,14 +471,12 @@ fn missing_entries(root: &Path, layout: Layout, entries: &[Entry]) -> Vec<String
             };
             let flat = e.hash.mode == HashMode::Flat;
             let narinfo_missing = layout.cache
-                && !root
-                    .join(DiskLayout::narinfo_name(path.hash_part()))
-                    .exists();
-            let mirror_missing = layout.mirror
-                && flat
-                && e.hash.hash().map_or(true, |h| {
-                    !root.join(DiskLayout::mirror_key_name(&h)).exists()
-                });
+                && (no_nars
+                    || !root
+                        .join(DiskLayout::narinfo_name(path.hash_part()))
+                        .exists());
+            let mirror_missing =
+                layout.mirror && flat && (no_mirror || !cache.mirror_keys_complete(e));
             narinfo_missing || mirror_missing
         })
         .map(|e| e.store_path.clone())
@@ -572,13 +493,27 @@ pub fn remove_corrupt(root: &Path, report: &VerifyReport) -> Result<BTreeSet<Str
         }
         _ => Ok(()),
     };
+    let disk = DiskLayout::new(root);
+    let locks = disk.locks_dir();
+    fs::create_dir_all(&locks).map_err(Error::io(format!("creating {}", locks.display())))?;
     let mut removed = BTreeSet::new();
     for c in &report.corrupt {
+        // A fetch working on the same item finishes first (see `Cache::lock_item`).
+        let _lock = c
+            .store_path
+            .as_deref()
+            .and_then(|p| StorePath::parse(p).ok())
+            .map(|p| FileLock::acquire(&disk.lock_file(p.hash_part())))
+            .transpose()?;
         let is_narinfo = c.path.extension().is_some_and(|e| e == "narinfo");
+        // Read as a small regular file only: a narinfo planted as a symlink names nothing.
         let nar = is_narinfo
-            .then(|| fs::read_to_string(root.join(&c.path)).ok())
+            .then(|| regular_file::read_small(&root.join(&c.path), MAX_NARINFO).ok())
             .flatten()
-            .and_then(|text| NarInfo::parse(&text).ok())
+            .and_then(|read| match read {
+                SmallFile::Text(text) => NarInfo::parse(&text).ok(),
+                _ => None,
+            })
             .map(|info| info.url.as_path().to_path_buf());
         remove(&c.path)?;
         if let Some(nar) = nar {
@@ -587,30 +522,4 @@ pub fn remove_corrupt(root: &Path, report: &VerifyReport) -> Result<BTreeSet<Str
         removed.extend(c.store_path.clone());
     }
     Ok(removed)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_blake3_index_reads_back_what_it_wrote_and_skips_damaged_lines() {
-        let root = tempfile::tempdir().unwrap();
-        fs::write(root.path().join("a"), b"contents").unwrap();
-        let print = fingerprint(&root.path().join("a")).unwrap();
-        assert_eq!(print.blake3, *blake3::hash(b"contents").as_bytes());
-        let mut index = Blake3Index::default();
-        index
-            .files
-            .insert(PathBuf::from("nar/with space.nar"), print);
-        let disk = DiskLayout::new(root.path());
-        index.write(&disk).unwrap();
-        let path = disk.blake3_index();
-        let mut text = fs::read_to_string(&path).unwrap();
-        text.push_str("not-hex 1 2 nar/broken\n");
-        fs::write(&path, text).unwrap();
-        let back = Blake3Index::read(&disk);
-        assert_eq!(back.files.len(), 1);
-        assert_eq!(back.files[Path::new("nar/with space.nar")], print);
-    }
 }

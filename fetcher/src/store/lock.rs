@@ -1,0 +1,86 @@
+//! Per-item locks, so that many processes can share one cache: whoever fetches, imports,
+//! ingests or repairs an item holds its lock from the presence check to the publish, and
+//! everything it keeps between tries (partial downloads) is only touched under that lock.
+//!
+//! Per item rather than cache-wide: two fetches of different manifests into one cache both
+//! make progress, and a second fetch of the same manifest waits only for the entries the
+//! first is working on, then finds them present. Locks are striped over a fixed set of
+//! files (the first two nix32 characters of the store path's hash part, 1024 files), so no
+//! lock file is ever deleted (deleting a lock file others wait on would let two holders in)
+//! and the cache does not grow one file per entry. Two items in one stripe just take turns.
+//! `flock(2)` locks are released by the kernel when a process dies, so a SIGKILL leaves no
+//! stale lock behind.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::io::AsRawFd;
+use std::path::Path;
+
+use crate::Error;
+
+/// An exclusive `flock` on a lock file, released on drop.
+#[derive(Debug)]
+pub struct FileLock {
+    _file: File,
+}
+
+impl FileLock {
+    /// Waits until `path` (created if missing) is locked by no one else, then holds it.
+    pub fn acquire(path: &Path) -> Result<FileLock, Error> {
+        let context = || format!("locking {}", path.display());
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(Error::io(context()))?;
+        loop {
+            // SAFETY: flock on a file descriptor we own for the lifetime of `file`.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
+                return Ok(FileLock { _file: file });
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(Error::io(context())(err));
+            }
+        }
+    }
+}
+
+/// The lock stripe of a store path's hash part, relative to the lock directory.
+pub(super) fn stripe(hash_part: &str) -> String {
+    hash_part.chars().take(2).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    #[test]
+    fn a_second_holder_waits_until_the_first_lets_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lock");
+        let first = FileLock::acquire(&path).unwrap();
+        let got_it = Arc::new(AtomicBool::new(false));
+        let waiter = {
+            let (path, got_it) = (path.clone(), got_it.clone());
+            std::thread::spawn(move || {
+                let _second = FileLock::acquire(&path).unwrap();
+                got_it.store(true, Ordering::SeqCst);
+            })
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(!got_it.load(Ordering::SeqCst), "both held the lock");
+        drop(first);
+        waiter.join().unwrap();
+        assert!(got_it.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn stripes_are_the_first_two_characters() {
+        assert_eq!(stripe("0c9s3ljvkh8wrq4pfmz5w2wz1a9fk1m0"), "0c");
+    }
+}
