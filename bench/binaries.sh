@@ -14,6 +14,7 @@
 #
 #   bench/binaries.sh                       N=2000 LATENCY=0.6 RATE=2000000 STATS_PATHS=10000
 #   N=200 FAR=0 bench/binaries.sh           a quick run, loopback only
+#   LIMIT=600 bench/binaries.sh             stop any one run after 600 s
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 n=${N:-2000}
@@ -109,7 +110,8 @@ measure() { # LABEL COMMAND...
   local label=$1; shift
   local began ended
   began=$(date +%s.%N)
-  "$@" > "$work/$label.log" 2>&1 || { echo "$label failed:"; tail -5 "$work/$label.log"; }
+  # LIMIT (s): a run still going then is stopped and shown with its limit as a lower bound.
+  timeout "${LIMIT:-1800}" "$@" > "$work/$label.log" 2>&1 || { echo "$label failed or stopped:"; tail -3 "$work/$label.log"; }
   ended=$(date +%s.%N)
   printf '%-22s wall %7.1f s\n' "$label" "$(echo "$ended - $began" | bc)"
   echo "$ended - $began" | bc > "$work/$label.wall"

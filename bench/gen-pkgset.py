@@ -262,7 +262,7 @@ fetchurl (removeAttrs args [ "stripRoot" "extension" "postFetch" "nativeBuildInp
   '' else ''
     mv "$unpackDir" "$out"
   '') + postFetch;
-  derivationArgs = { inherit stripRoot extension; };
+  derivationArgs = (args.derivationArgs or { }) // { inherit stripRoot extension; };
 })
 """,
     "build-support/fetchgit/default.nix": r"""# fetchgit shaped like nixpkgs': env url, rev, branchName, fetchSubmodules, leaveDotGit,
@@ -289,13 +289,20 @@ stdenvNoCC.mkDerivation {
 """,
     "build-support/fetchgit/builder.sh": "source $stdenv/setup\n$SHELL $fetcher --url $url --rev $rev --out $out\n",
     "build-support/fetchgit/nix-prefetch-git": "git clone \"$2\" \"$6\"\n",
-    "build-support/fetchgithub/default.nix": r"""# fetchFromGitHub: the archive through fetchzip, or a git checkout when submodules are wanted.
+    "build-support/fetchgithub/default.nix": r"""# fetchFromGitHub as nixpkgs writes it today: the archive through fetchzip, whose env also
+# carries githubBase, owner, repo, tag, rev and revCustom (derivationArgs), or a git checkout
+# when submodules are wanted.
 { fetchzip, fetchgit }:
 { owner, repo, rev, name ? "source", hash ? "", sha256 ? "", fetchSubmodules ? false }:
 if fetchSubmodules then
   fetchgit { url = "https://github.com/${owner}/${repo}.git"; inherit rev name hash sha256 fetchSubmodules; }
 else
-  fetchzip { url = "https://github.com/${owner}/${repo}/archive/${rev}.tar.gz"; inherit name hash sha256; }
+  fetchzip {
+    url = "https://github.com/${owner}/${repo}/archive/${rev}.tar.gz";
+    inherit name hash sha256;
+    extension = "tar.gz";
+    derivationArgs = { githubBase = "github.com"; inherit owner repo rev; tag = null; revCustom = rev; };
+  }
 """,
     "build-support/fetchpatch/default.nix": r"""# fetchpatch: fetchurl with a postFetch that normalises the patch (so its hash is not the
 # hash of the downloaded bytes).

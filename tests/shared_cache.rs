@@ -8,6 +8,7 @@ use serde_json::Value;
 use srcgrab_formats::hash::{Hash, HashAlgo};
 use srcgrab_manifest::{Entry, HashMode, Kind, Manifest, Provenance};
 use std::fs;
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -461,4 +462,111 @@ fn a_symlinked_mirror_directory_is_corrupt_and_repaired() {
     let clean = verify_in_time(&planted, &[]);
     assert_eq!(clean.status.code(), Some(0), "{}", text(&clean));
     planted.server.stop();
+}
+
+/// Total bytes of the regular files under `dir`.
+fn disk_use(dir: &Path) -> u64 {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => disk_use(&e.path()),
+            Ok(t) if t.is_file() => e.metadata().map_or(0, |m| m.len()),
+            _ => 0,
+        })
+        .sum()
+}
+
+/// A substituter serving a 64 KiB-ish `.nar.xz` that expands to a 128 MiB NAR while its
+/// narinfo says NarSize 5000: refused at byte 5001, and the cache never holds more than a
+/// few MiB while it happens, with or without recompression.
+#[test]
+fn a_decompression_bomb_from_a_substituter_is_refused_at_its_nar_size() {
+    const BOMB: u64 = 128 << 20;
+    const NAR_SIZE: u64 = 5000;
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut nar = Vec::new();
+    srcgrab_formats::nar::write_file_nar(&mut std::io::repeat(0).take(BOMB), BOMB, false, &mut nar)
+        .unwrap();
+    let mut xz = Command::new("xz")
+        .args(["-0", "-T1", "-c"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = xz.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || std::io::Write::write_all(&mut stdin, &nar));
+    let bomb = xz.wait_with_output().unwrap().stdout;
+    writer.join().unwrap().unwrap();
+    assert!((bomb.len() as u64) < BOMB / 100, "{} bytes", bomb.len());
+
+    let content = unique("bombed", 4000);
+    let entry = flat_entry("bombed.tar", &content, vec![server.url("/gone")]);
+    let declared = entry.hash.hash().unwrap();
+    let narinfo = format!(
+        "StorePath: {}\nURL: nar/bomb.nar.xz\nCompression: xz\nFileHash: {}\nFileSize: {}\nNarHash: {}\nNarSize: {NAR_SIZE}\nReferences: \nCA: {}\n",
+        entry.store_path,
+        sha256(&bomb).to_nix32_prefixed(),
+        bomb.len(),
+        sha256(b"what the NAR should have been").to_nix32_prefixed(),
+        srcgrab_manifest::ContentAddress {
+            mode: HashMode::Flat,
+            hash: declared.clone(),
+        },
+    );
+    server.route(
+        "/up/nix-cache-info",
+        Route::ok("StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 40\n"),
+    );
+    server.route(
+        &format!("/up/{}.narinfo", hash_part(&entry)),
+        Route::ok(narinfo),
+    );
+    server.route("/up/nar/bomb.nar.xz", Route::ok(bomb.clone()));
+    let manifest = write_manifest(dir.path(), vec![entry.clone()]);
+    for (round, extra) in [&[][..], &["--keep-upstream-compression"][..]]
+        .iter()
+        .enumerate()
+    {
+        let cache = dir.path().join(format!("cache-{round}"));
+        let report = dir.path().join(format!("report-{round}.json"));
+        let mut command = srcgrab();
+        command
+            .arg("fetch")
+            .arg(&manifest)
+            .arg("--cache")
+            .arg(&cache)
+            .arg("--report")
+            .arg(&report)
+            .args(["--substituter", &server.url("/up"), "--retries", "0"])
+            .args(*extra);
+        let mut child = command
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut most = 0;
+        while child.try_wait().unwrap().is_none() {
+            most = most.max(disk_use(&cache));
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let output = child.wait_with_output().unwrap();
+        assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+        let report: Value = serde_json::from_str(&fs::read_to_string(&report).unwrap()).unwrap();
+        let rejected = report["entries"][0]["rejected"][0]["reason"]
+            .as_str()
+            .unwrap_or("");
+        assert!(
+            rejected.contains("longer than its NarSize 5000"),
+            "{report}"
+        );
+        assert!(
+            most < 8 << 20,
+            "the cache held {most} bytes while refusing the bomb"
+        );
+    }
+    server.stop();
 }

@@ -185,9 +185,9 @@ impl Substituter {
         let published = match info.compression {
             compression if keep => {
                 let (cache, entry, file) = (cache.clone(), entry.clone(), downloaded.path.clone());
-                let verified = downloaded.verified.clone();
+                let (verified, nar_size) = (downloaded.verified.clone(), info.nar_size);
                 tokio::task::spawn_blocking(move || {
-                    cache.publish_compressed_nar(&entry, &file, compression, verified)
+                    cache.publish_compressed_nar(&entry, &file, compression, verified, nar_size)
                 })
                 .await
                 .map_err(|e| Error::Corrupt {

@@ -231,3 +231,30 @@ impl<R: Read> Read for CountingReader<R> {
         Ok(n)
     }
 }
+
+/// Passes at most `limit` bytes of a NAR through and fails the read that would go past it:
+/// a NAR from a substituter is never longer than its narinfo's NarSize, so a decompression
+/// bomb (a few hundred KiB of xz claiming NarSize 5000) is refused at byte NarSize + 1,
+/// before the rest of it reaches the disk.
+pub(super) struct NarSizeBound<R: Read> {
+    pub(super) inner: R,
+    pub(super) limit: u64,
+    pub(super) seen: u64,
+}
+
+impl<R: Read> Read for NarSizeBound<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // One byte more than allowed is enough to tell.
+        let room = (self.limit - self.seen).saturating_add(1);
+        let wanted = buf.len().min(usize::try_from(room).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..wanted])?;
+        self.seen += n as u64;
+        if self.seen > self.limit {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("the NAR is longer than its NarSize {}", self.limit),
+            ));
+        }
+        Ok(n)
+    }
+}

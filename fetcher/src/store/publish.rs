@@ -14,7 +14,9 @@ use srcgrab_formats::ContentAddress;
 use srcgrab_manifest::Entry;
 
 use super::compression::{decompressor, Compressor};
-use super::hashing::{ContentDigests, ContentHasher, ContentHashes, HashingReader, HashingWriter};
+use super::hashing::{
+    ContentDigests, ContentHasher, ContentHashes, HashingReader, HashingWriter, NarSizeBound,
+};
 use super::layout::DiskLayout;
 use super::layout::{mirror_keys, mirror_link_target};
 use super::place::{FileSource, TempFile};
@@ -275,7 +277,12 @@ impl Cache {
     ) -> Result<Published, Error> {
         let declared = declared_hash(entry)?;
         let sink = self.nar_sink(entry, &declared)?;
-        let (sink, flat) = self.decode_nar(entry, &declared, nar, sink)?;
+        let mut bounded = NarSizeBound {
+            inner: nar,
+            limit: nar_size,
+            seen: 0,
+        };
+        let (sink, flat) = self.decode_nar(entry, &declared, &mut bounded, sink)?;
         let outcome = sink.finish(self.options.compression)?;
         let corrupt = |reason: String| Error::Corrupt {
             what: entry.store_path.clone(),
@@ -302,13 +309,16 @@ impl Cache {
     /// every check of [`Cache::publish_nar`]; FileHash and FileSize are of the file's bytes.
     /// The file may be hard-linked into the cache, so the caller must not modify it
     /// afterwards (removing it is fine). A mirror-only layout just publishes the NAR.
-    /// `verified` (the download's hash) is the FileHash when it is a sha256.
+    /// `verified` (the download's hash) is the FileHash when it is a sha256; the NAR must
+    /// have exactly `nar_size` bytes (the narinfo's NarSize), and decompressing stops at one
+    /// byte more.
     pub fn publish_compressed_nar(
         &self,
         entry: &Entry,
         file: &Path,
         compression: Compression,
         verified: VerifiedHash,
+        nar_size: u64,
     ) -> Result<Published, Error> {
         let declared = declared_hash(entry)?;
         let opened = File::open(file).map_err(Error::io(format!("opening {}", file.display())))?;
@@ -329,17 +339,34 @@ impl Cache {
         };
         let sink = self.nar_sink_without_file(entry, &declared);
         let (sink, flat) = {
-            let mut nar =
-                decompressor(compression, &mut compressed).map_err(|e| Error::Corrupt {
-                    what: file.display().to_string(),
-                    reason: e.to_string(),
-                })?;
-            self.decode_nar(entry, &declared, &mut nar, sink)?
+            let nar = decompressor(compression, &mut compressed).map_err(|e| Error::Corrupt {
+                what: file.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            self.decode_nar(
+                entry,
+                &declared,
+                &mut NarSizeBound {
+                    inner: nar,
+                    limit: nar_size,
+                    seen: 0,
+                },
+                sink,
+            )?
         };
         // The decompressor may stop at the end of its stream; FileHash covers every byte.
         io::copy(&mut compressed, &mut io::sink())
             .map_err(Error::io(format!("reading {}", file.display())))?;
         let mut nar = sink.finish(compression)?;
+        if nar.nar_size != nar_size {
+            return Err(Error::Corrupt {
+                what: entry.store_path.clone(),
+                reason: format!(
+                    "NAR has {} bytes, narinfo says NarSize {nar_size}",
+                    nar.nar_size
+                ),
+            });
+        }
         if self.options.layout.cache {
             nar.file = Some(NarFile {
                 source: FileSource::Existing(file.to_path_buf()),
