@@ -1,11 +1,12 @@
-//! One cache, many processes, and a cache someone planted things in: two `srcgrab fetch`
+//! One cache, many processes, and a cache or upstream that is hostile: two `srcgrab fetch`
 //! runs at once, then `verify` and Nix itself; narinfos and mirror files replaced by
-//! symlinks, FIFOs, /dev/zero and huge files; wrong and missing mirror keys.
+//! symlinks, FIFOs, /dev/zero and huge files; wrong and missing mirror keys; an xz bomb from
+//! a substituter; a hostile archive; a full disk and a read-only cache.
 
 mod support;
 
 use serde_json::Value;
-use srcgrab_manifest::hash::{Hash, HashAlgo};
+use srcgrab_formats::hash::{Hash, HashAlgo};
 use srcgrab_manifest::{Entry, HashMode, Kind, Manifest, Provenance};
 use std::fs;
 use std::io::Read as _;
@@ -39,22 +40,28 @@ fn unique(label: &str, size: usize) -> Vec<u8> {
 }
 
 fn flat_entry(name: &str, content: &[u8], urls: Vec<String>) -> Entry {
-    with_origin(name, urls, &sha256(content))
+    with_origin(
+        Entry::new(&name_of(name), HashMode::Flat, &sha256(content), Kind::Url),
+        urls,
+    )
 }
 
-/// A flat entry as enumerate writes one: a derivation, a system, an attribute.
-fn with_origin(name: &str, urls: Vec<String>, hash: &Hash) -> Entry {
+/// `entry` with `urls` and as enumerate writes one: a derivation, a system, an attribute.
+fn with_origin(entry: Entry, urls: Vec<String>) -> Entry {
     Entry {
         urls,
         drv_paths: [(
             srcgrab_fetcher::builder::host_system(),
-            format!("/nix/store/00000000000000000000000000000000-{name}.drv"),
+            format!(
+                "/nix/store/00000000000000000000000000000000-{}.drv",
+                entry.name
+            ),
         )]
         .into(),
         systems: vec!["x86_64-linux".into()],
-        attrs: vec![name.to_string()],
+        attrs: vec![entry.name.clone()],
         attr_count: 1,
-        ..Entry::new(name, HashMode::Flat, hash, Kind::Url)
+        ..entry
     }
 }
 
@@ -129,8 +136,12 @@ fn outcomes(report: &Path) -> Vec<String> {
         .collect()
 }
 
+fn name_of(name: &str) -> srcgrab_manifest::StorePathName {
+    srcgrab_manifest::StorePathName::new(name).unwrap()
+}
+
 fn hash_part(entry: &Entry) -> String {
-    entry.parsed_store_path().unwrap().hash_part
+    entry.parsed_store_path().unwrap().hash_part().to_string()
 }
 
 /// Two fetches of the same 100 entries into one cache at once, a few rounds: neither ever
@@ -278,7 +289,8 @@ fn published_cache() -> Planted {
                 algo: HashAlgo::Sha1,
                 bytes: HashAlgo::Sha1.digest(&content),
             };
-            entry = with_origin("planted-2", entry.urls, &sha1);
+            let sha1_entry = Entry::new(&name_of("planted-2"), HashMode::Flat, &sha1, Kind::Url);
+            entry = with_origin(sha1_entry, entry.urls);
         }
         entries.push(entry);
     }
@@ -484,7 +496,7 @@ fn a_decompression_bomb_from_a_substituter_is_refused_at_its_nar_size() {
     let server = TestServer::start();
     let dir = tempfile::tempdir().unwrap();
     let mut nar = Vec::new();
-    srcgrab_fetcher::nar::write_file_nar(&mut std::io::repeat(0).take(BOMB), BOMB, false, &mut nar)
+    srcgrab_formats::nar::write_file_nar(&mut std::io::repeat(0).take(BOMB), BOMB, false, &mut nar)
         .unwrap();
     let mut xz = Command::new("xz")
         .args(["-0", "-T1", "-c"])
@@ -507,7 +519,10 @@ fn a_decompression_bomb_from_a_substituter_is_refused_at_its_nar_size() {
         sha256(&bomb).to_nix32_prefixed(),
         bomb.len(),
         sha256(b"what the NAR should have been").to_nix32_prefixed(),
-        srcgrab_manifest::store_path::content_address(HashMode::Flat, &declared),
+        srcgrab_manifest::ContentAddress {
+            mode: HashMode::Flat,
+            hash: declared.clone(),
+        },
     );
     server.route(
         "/up/nix-cache-info",
@@ -560,5 +575,143 @@ fn a_decompression_bomb_from_a_substituter_is_refused_at_its_nar_size() {
             "the cache held {most} bytes while refusing the bomb"
         );
     }
+    server.stop();
+}
+
+/// An archive with a member leaving the tree is refused as unsafe: a failure, not a job
+/// for the builder (which would unpack the same bytes).
+#[test]
+fn a_hostile_archive_is_refused_not_left_to_a_builder() {
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    fs::create_dir(&work).unwrap();
+    fs::write(work.join("evil"), b"outside").unwrap();
+    let archive = dir.path().join("evil.tar");
+    let tar = Command::new("tar")
+        .current_dir(&work)
+        .args(["-P", "--transform", "s,^,../,", "-cf"])
+        .arg(&archive)
+        .arg("evil")
+        .output()
+        .unwrap();
+    assert!(tar.status.success(), "{}", text(&tar));
+    server.route("/evil.tar", Route::ok(fs::read(&archive).unwrap()));
+    let tree = Entry::new(
+        &name_of("evil"),
+        HashMode::Recursive,
+        &sha256(b"any tree"),
+        Kind::UrlUnpack,
+    );
+    let entry = Entry {
+        unpack: Some(srcgrab_manifest::Unpack {
+            strip_root: false,
+            extension: None,
+        }),
+        ..with_origin(tree, vec![server.url("/evil.tar")])
+    };
+    let manifest = write_manifest(dir.path(), vec![entry.clone()]);
+    let report_path = dir.path().join("report.json");
+    let cache = dir.path().join("cache");
+    let run = fetch_command(&manifest, &cache, &report_path)
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(1), "{}", text(&run));
+    let report: Value = serde_json::from_str(&fs::read_to_string(&report_path).unwrap()).unwrap();
+    let only = &report["entries"][0];
+    assert_eq!(only["status"], "failed", "{only}");
+    assert_eq!(only["reason"], "unsafe archive", "{only}");
+    assert!(!dir.path().join("evil").exists());
+    server.stop();
+}
+
+/// A tmpfs mounted for one test, unmounted when dropped.
+struct Mounted(PathBuf);
+
+impl Mounted {
+    fn tmpfs(at: &Path, options: &str) -> Mounted {
+        fs::create_dir_all(at).unwrap();
+        let mount = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+            .arg(at)
+            .output()
+            .unwrap();
+        assert!(mount.status.success(), "mount: {}", text(&mount));
+        Mounted(at.to_path_buf())
+    }
+
+    fn remount(&self, options: &str) {
+        let mount = Command::new("mount")
+            .args(["-o", &format!("remount,{options}")])
+            .arg(&self.0)
+            .output()
+            .unwrap();
+        assert!(mount.status.success(), "remount: {}", text(&mount));
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).output();
+    }
+}
+
+/// A full disk stops the run (exit 2) and the report still lists every entry, those not
+/// reached saying so; an existing cache on a read-only disk is refused up front (exit 2)
+/// without a single download.
+#[test]
+fn a_full_disk_reports_every_entry_and_a_read_only_cache_is_refused_up_front() {
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    const COUNT: usize = 300;
+    let entries: Vec<Entry> = (0..COUNT)
+        .map(|i| {
+            let content = unique(&format!("full {i}"), 3000);
+            server.route(&format!("/d/{i}"), Route::ok(content.clone()));
+            flat_entry(
+                &format!("full-{i}"),
+                &content,
+                vec![server.url(&format!("/d/{i}"))],
+            )
+        })
+        .collect();
+    let manifest = write_manifest(dir.path(), entries);
+    let mounted = Mounted::tmpfs(&dir.path().join("cache"), "size=1m");
+    let report_path = dir.path().join("report.json");
+    let run = fetch_command(&manifest, &mounted.0, &report_path)
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(2), "{}", text(&run));
+    let statuses = outcomes(&report_path);
+    assert_eq!(statuses.len(), COUNT, "{statuses:?}");
+    let report: Value = serde_json::from_str(&fs::read_to_string(&report_path).unwrap()).unwrap();
+    assert!(
+        report["stopped"]
+            .as_str()
+            .is_some_and(|s| s.contains("disk full")),
+        "{report}"
+    );
+    assert!(
+        report["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["reason"] == "not reached"),
+        "{report}"
+    );
+
+    mounted.remount("ro");
+    let requests = server.total_requests();
+    let run = fetch_command(&manifest, &mounted.0, &report_path)
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(2), "{}", text(&run));
+    assert!(
+        String::from_utf8_lossy(&run.stderr).contains("not writable"),
+        "{}",
+        text(&run)
+    );
+    assert_eq!(server.total_requests(), requests, "nothing is downloaded");
+    drop(mounted);
     server.stop();
 }

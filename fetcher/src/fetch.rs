@@ -22,7 +22,7 @@ use crate::git::{forge_git_source, GitFetcher};
 use crate::net::substituter::{publish_nar_file, Substituter, Substitution};
 use crate::net::{rewrite, DownloadOptions, Downloaded, Downloader, Rewrite, Target};
 use crate::report::{EntryReport, How, Outcome, Progress, Rejection, Report};
-use crate::store::{Cache, Published};
+use crate::store::{Cache, Compression, Published};
 use crate::Error;
 
 /// Nix's default substituter, asked first unless told otherwise.
@@ -190,7 +190,11 @@ pub async fn fetch(
     // The builder runs once every native fetch is done, so a build whose inputs are entries
     // too (a vendor FOD and its source) finds them in the cache ([`NixBuilder`] passes it
     // as a substituter).
-    if stopped.is_none() && !for_builder.is_empty() {
+    if stopped.is_some() {
+        for (index, report) in for_builder.drain(..) {
+            reports[index] = Some(report);
+        }
+    } else if !for_builder.is_empty() {
         let mut builds = futures_util::stream::iter(for_builder)
             .map(|(index, mut report)| {
                 let run = run.clone();
@@ -212,7 +216,17 @@ pub async fn fetch(
         })
         .await;
     }
-    let mut report = Report::new(reports.into_iter().flatten().collect());
+    // After a fatal stop every entry is still in the report: those not reached say so.
+    let not_reached = || Outcome::Failed {
+        reason: "not reached".into(),
+        detail: stopped.clone().unwrap_or_default(),
+    };
+    let entry_reports = reports
+        .into_iter()
+        .zip(entries)
+        .map(|(report, entry)| report.unwrap_or_else(|| EntryReport::new(entry, not_reached())))
+        .collect();
+    let mut report = Report::new(entry_reports);
     report.stopped = stopped;
     report.hosts = run.downloader.host_reports();
     Ok(report)
@@ -513,6 +527,7 @@ impl Run {
         let mut mismatches = Vec::new();
         let mut download_errors = Vec::new();
         let mut publish_errors = Vec::new();
+        let mut unsafe_archives = Vec::new();
         for (index, url) in urls.iter().enumerate() {
             let url = url.clone();
             report.urls_tried.push(url.clone());
@@ -558,8 +573,21 @@ impl Run {
                 Err(err @ (Error::HashMismatch { .. } | Error::StorePathMismatch { .. })) => {
                     mismatches.push(format!("{url}: {err}"))
                 }
+                Err(err @ Error::UnsafeArchive { .. }) => {
+                    unsafe_archives.push(format!("{url}: {err}"))
+                }
                 Err(err) => publish_errors.push(format!("{url}: {err}")),
             }
+        }
+        // A hostile archive (a path leaving the tree, a link out of it) is refused, not left
+        // to a builder, which would unpack the same bytes.
+        if !unsafe_archives.is_empty() {
+            return Ok(Outcome::Failed {
+                reason: "unsafe archive".into(),
+                detail: [unsafe_archives, mismatches, publish_errors, download_errors]
+                    .concat()
+                    .join("; "),
+            });
         }
         Ok(give_up(
             entry,
@@ -588,8 +616,12 @@ impl Run {
             Native::Nar => {
                 // As Nix: the entry's own URL, not a mirror's, says whether it is compressed.
                 let xz = entry.urls.first().is_some_and(|u| u.ends_with(".xz"));
-                let compression = if xz { "xz" } else { "none" };
-                publish_nar_file(cache, entry, path, compression.into(), None).await
+                let compression = if xz {
+                    Compression::Xz
+                } else {
+                    Compression::None
+                };
+                publish_nar_file(cache, entry, path, compression, None).await
             }
             Native::Unpack => blocking(move || unpack_and_publish(&cache, &entry, &path)).await,
         }

@@ -30,7 +30,7 @@ mod single;
 mod small;
 pub mod substituter;
 
-pub use options::{parse_rate, parse_size, rewrite, DownloadOptions, Rewrite};
+pub use options::{rewrite, DownloadOptions, Rewrite};
 
 use reqwest::header::{HeaderMap, CONTENT_RANGE};
 use std::collections::BTreeMap;
@@ -46,9 +46,9 @@ use crate::Error;
 use hosts::HostTally;
 use partial::{clean_stale_partials, STALE_PARTIAL_AGE};
 use rate::TokenBucket;
-use retry::{classify, error_chain, Attempt};
+use retry::{classify, error_chain, is_resolution_failure, Attempt};
 use schedule::Slots;
-use srcgrab_manifest::hash::Hash;
+use srcgrab_formats::hash::Hash;
 
 /// A complete download, left in the partial directory for the caller to publish, then
 /// [`Downloaded::remove`].
@@ -157,7 +157,8 @@ impl Downloader {
             Ok(Err(err)) => classify(&err),
         };
         if let Attempt::Unreachable { reason, .. } = &attempt {
-            self.note_unreached(url, reason, sent);
+            let at_once = is_resolution_failure(reason);
+            self.note_unreached(url, reason, sent, at_once);
         }
         Err(attempt)
     }
