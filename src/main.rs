@@ -2,6 +2,7 @@
 //!
 //! Exit codes (as ripgrep): 0 all went well, 1 finished but some items failed, 2 fatal.
 
+mod cli_values;
 mod cmd;
 mod progress;
 

@@ -7,8 +7,8 @@ mod gitfixture;
 use gitfixture::{delete_store_path, hash_nix_reports, instantiate, realise};
 use srcgrab_fetcher::builder::NixBuilder;
 use srcgrab_fetcher::store::{Cache, CacheOptions};
-use srcgrab_manifest::hash::Hash;
-use srcgrab_manifest::{Entry, HashMode, Kind, Manifest, Provenance};
+use srcgrab_formats::hash::Hash;
+use srcgrab_manifest::{Entry, HashMode, Kind, Manifest, Provenance, StorePathName};
 use std::path::Path;
 use std::process::Command;
 
@@ -48,7 +48,7 @@ fn vendor_fod(name: &str, salt: &str, mode: HashMode) -> VendorFod {
         systems: vec!["x86_64-linux".into()],
         attrs: vec![name.to_string()],
         attr_count: 1,
-        ..Entry::new(name, mode, &hash, Kind::Other)
+        ..Entry::new(&StorePathName::new(name).unwrap(), mode, &hash, Kind::Other)
     };
     VendorFod { drv, entry }
 }

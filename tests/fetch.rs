@@ -9,8 +9,8 @@ mod support;
 mod net;
 
 use serde_json::Value;
-use srcgrab_manifest::hash::{Hash, HashAlgo};
-use srcgrab_manifest::{Entry, HashMode, Kind, Manifest, Provenance};
+use srcgrab_formats::hash::{Hash, HashAlgo};
+use srcgrab_manifest::{Entry, HashMode, Kind, Manifest, Provenance, StorePathName};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -59,7 +59,7 @@ fn entry(name: &str, mode: HashMode, hash: &Hash, kind: Kind, urls: Vec<String>)
         systems: vec!["x86_64-linux".into()],
         attrs: vec![name.to_string()],
         attr_count: 1,
-        ..Entry::new(name, mode, hash, kind)
+        ..Entry::new(&StorePathName::new(name).unwrap(), mode, hash, kind)
     }
 }
 
@@ -162,7 +162,7 @@ fn fetch(dir: &Path, manifest: &Path, cache: &Path, args: &[&str]) -> Run {
 }
 
 fn narinfo_path(cache: &Path, entry: &Entry) -> PathBuf {
-    let hash_part = entry.parsed_store_path().unwrap().hash_part;
+    let hash_part = entry.parsed_store_path().unwrap().hash_part().to_string();
     cache.join(format!("{hash_part}.narinfo"))
 }
 
@@ -680,7 +680,7 @@ fn sigkill_mid_run_loses_only_in_flight_downloads() {
     assert!(resumed >= 1, "no partial download was resumed");
     let opened = srcgrab_fetcher::store::Cache::open(&cache, Default::default()).unwrap();
     for entry in &entries {
-        let hash_part = entry.parsed_store_path().unwrap().hash_part;
+        let hash_part = entry.parsed_store_path().unwrap().hash_part().to_string();
         opened.verify_narinfo(&hash_part).unwrap();
     }
 }
@@ -1028,7 +1028,7 @@ fn builtin_unpack_downloads_an_xz_nar_and_restores_it() {
     assert_eq!(run.code(), 0, "{}", run.stderr());
     assert_eq!(run.entry(&tools.store_path)["how"], "nar");
     let opened = srcgrab_fetcher::store::Cache::open(&cache, Default::default()).unwrap();
-    let hash_part = tools.parsed_store_path().unwrap().hash_part;
+    let hash_part = tools.parsed_store_path().unwrap().hash_part().to_string();
     opened.verify_narinfo(&hash_part).unwrap();
 }
 

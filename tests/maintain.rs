@@ -6,8 +6,10 @@
 mod support;
 
 use serde_json::Value;
-use srcgrab_manifest::hash::{Hash, HashAlgo};
-use srcgrab_manifest::{Entry, HashMode, Kind, Manifest, Provenance, MANIFEST_VERSION};
+use srcgrab_formats::hash::{Hash, HashAlgo};
+use srcgrab_manifest::{
+    Entry, HashMode, Kind, Manifest, Provenance, StorePathName, MANIFEST_VERSION,
+};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -78,7 +80,7 @@ fn entry(name: &str, mode: HashMode, hash: &Hash) -> Entry {
         systems: vec!["x86_64-linux".into()],
         attrs: vec![name.into()],
         attr_count: 1,
-        ..Entry::new(name, mode, hash, Kind::Url)
+        ..Entry::new(&StorePathName::new(name).unwrap(), mode, hash, Kind::Url)
     }
 }
 
@@ -104,7 +106,7 @@ fn write_manifest(path: &Path, entries: Vec<Entry>) -> PathBuf {
 }
 
 fn hash_part(e: &Entry) -> String {
-    e.parsed_store_path().unwrap().hash_part
+    e.parsed_store_path().unwrap().hash_part().to_string()
 }
 
 fn narinfo_url(cache: &Path, e: &Entry) -> PathBuf {
@@ -1070,4 +1072,109 @@ fn repair_never_deletes_outside_the_cache() {
         "{}",
         stdout(&o)
     );
+}
+
+/// A planted narinfo whose `URL:` leaves the cache (an absolute path, or `..`) and names a
+/// valid copy of the NAR: a reader that joined the URL to the cache root unchecked would
+/// read that file, so verify would pass and fetch and import would take the entry as present.
+/// Each must refuse the narinfo instead, and nothing outside the cache is touched.
+#[test]
+fn a_narinfo_pointing_outside_the_cache_is_refused_by_verify_repair_import_and_fetch() {
+    let c = ingested_cache("zstd");
+    let e = &c.entries[0];
+    let narinfo_name = format!("{}.narinfo", hash_part(e));
+    let original = std::fs::read_to_string(c.cache.join(&narinfo_name)).unwrap();
+    let url = original
+        .lines()
+        .find_map(|l| l.strip_prefix("URL: "))
+        .unwrap()
+        .to_string();
+    let outside = c.dir.path().join("outside.nar");
+    std::fs::copy(c.cache.join(&url), &outside).unwrap();
+    let outside_bytes = std::fs::read(&outside).unwrap();
+    let outside_urls = [
+        outside.to_str().unwrap().to_string(),
+        "../outside.nar".to_string(),
+    ];
+    let plant = |cache: &Path, to: &str| {
+        std::fs::write(cache.join(&narinfo_name), original.replace(&url, to)).unwrap();
+        // The cache's own NAR is gone: only the file outside would make the entry whole.
+        let _ = std::fs::remove_file(cache.join(&url));
+    };
+
+    for to in &outside_urls {
+        plant(&c.cache, to);
+        let o = verify(&c.cache, &[]);
+        assert_code(&o, 1);
+        assert!(
+            stdout(&o).contains(&format!("corrupt: {narinfo_name}")),
+            "{to}: {}",
+            stdout(&o)
+        );
+    }
+
+    let server = TestServer::start();
+    let mut entries = c.entries.clone();
+    for (entry, content) in entries.iter_mut().zip(&c.contents) {
+        let path = format!("/{}", entry.name);
+        server.route(&path, Route::ok(content.clone()));
+        entry.urls = vec![server.url(&path)];
+    }
+    let manifest = write_manifest(&c.dir.path().join("served.json"), entries);
+    let route = format!("/{}", e.name);
+    for to in &outside_urls {
+        plant(&c.cache, to);
+        let before = server.requests(&route);
+        let o = srcgrab(&[
+            &"fetch",
+            &manifest,
+            &"--cache",
+            &c.cache,
+            &"--no-substituters",
+        ]);
+        assert_code(&o, 0);
+        assert_eq!(server.requests(&route), before + 1, "{to}: fetched again");
+        assert_code(&verify(&c.cache, &[&"--manifest", &manifest]), 0);
+    }
+
+    plant(&c.cache, &outside_urls[0]);
+    let o = verify(
+        &c.cache,
+        &[
+            &"--manifest",
+            &manifest,
+            &"--repair",
+            &"--",
+            &"--no-substituters",
+        ],
+    );
+    assert_code(&o, 0);
+    assert_code(&verify(&c.cache, &[&"--manifest", &manifest]), 0);
+    server.stop();
+
+    let bundle = c.dir.path().join("bundle");
+    let o = srcgrab(&[
+        &"export",
+        &"--manifest",
+        &manifest,
+        &"--cache",
+        &c.cache,
+        &"--to",
+        &bundle,
+    ]);
+    assert_code(&o, 0);
+    let offline = c.dir.path().join("offline");
+    assert_code(&srcgrab(&[&"import", &bundle, &"--cache", &offline]), 0);
+    for to in &outside_urls {
+        plant(&offline, to);
+        let o = srcgrab(&[&"import", &bundle, &"--cache", &offline]);
+        assert_code(&o, 0);
+        assert!(
+            stdout(&o).contains(&format!("imported: {}", e.store_path)),
+            "{to}: {}",
+            stdout(&o)
+        );
+        assert_code(&verify(&offline, &[&"--manifest", &manifest]), 0);
+    }
+    assert_eq!(std::fs::read(&outside).unwrap(), outside_bytes);
 }

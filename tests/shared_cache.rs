@@ -6,7 +6,7 @@
 mod support;
 
 use serde_json::Value;
-use srcgrab_manifest::hash::{Hash, HashAlgo};
+use srcgrab_formats::hash::{Hash, HashAlgo};
 use srcgrab_manifest::{Entry, HashMode, Kind, Manifest, Provenance};
 use std::fs;
 use std::io::Read as _;
@@ -41,7 +41,7 @@ fn unique(label: &str, size: usize) -> Vec<u8> {
 
 fn flat_entry(name: &str, content: &[u8], urls: Vec<String>) -> Entry {
     with_origin(
-        Entry::new(name, HashMode::Flat, &sha256(content), Kind::Url),
+        Entry::new(&name_of(name), HashMode::Flat, &sha256(content), Kind::Url),
         urls,
     )
 }
@@ -136,8 +136,12 @@ fn outcomes(report: &Path) -> Vec<String> {
         .collect()
 }
 
+fn name_of(name: &str) -> srcgrab_manifest::StorePathName {
+    srcgrab_manifest::StorePathName::new(name).unwrap()
+}
+
 fn hash_part(entry: &Entry) -> String {
-    entry.parsed_store_path().unwrap().hash_part
+    entry.parsed_store_path().unwrap().hash_part().to_string()
 }
 
 /// Two fetches of the same 100 entries into one cache at once, a few rounds: neither ever
@@ -285,7 +289,7 @@ fn published_cache() -> Planted {
                 algo: HashAlgo::Sha1,
                 bytes: HashAlgo::Sha1.digest(&content),
             };
-            let sha1_entry = Entry::new("planted-2", HashMode::Flat, &sha1, Kind::Url);
+            let sha1_entry = Entry::new(&name_of("planted-2"), HashMode::Flat, &sha1, Kind::Url);
             entry = with_origin(sha1_entry, entry.urls);
         }
         entries.push(entry);
@@ -492,7 +496,7 @@ fn a_decompression_bomb_from_a_substituter_is_refused_at_its_nar_size() {
     let server = TestServer::start();
     let dir = tempfile::tempdir().unwrap();
     let mut nar = Vec::new();
-    srcgrab_fetcher::nar::write_file_nar(&mut std::io::repeat(0).take(BOMB), BOMB, false, &mut nar)
+    srcgrab_formats::nar::write_file_nar(&mut std::io::repeat(0).take(BOMB), BOMB, false, &mut nar)
         .unwrap();
     let mut xz = Command::new("xz")
         .args(["-0", "-T1", "-c"])
@@ -515,7 +519,10 @@ fn a_decompression_bomb_from_a_substituter_is_refused_at_its_nar_size() {
         sha256(&bomb).to_nix32_prefixed(),
         bomb.len(),
         sha256(b"what the NAR should have been").to_nix32_prefixed(),
-        srcgrab_manifest::store_path::content_address(HashMode::Flat, &declared),
+        srcgrab_manifest::ContentAddress {
+            mode: HashMode::Flat,
+            hash: declared.clone(),
+        },
     );
     server.route(
         "/up/nix-cache-info",
@@ -591,7 +598,7 @@ fn a_hostile_archive_is_refused_not_left_to_a_builder() {
     assert!(tar.status.success(), "{}", text(&tar));
     server.route("/evil.tar", Route::ok(fs::read(&archive).unwrap()));
     let tree = Entry::new(
-        "evil",
+        &name_of("evil"),
         HashMode::Recursive,
         &sha256(b"any tree"),
         Kind::UrlUnpack,

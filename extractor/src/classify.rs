@@ -1,7 +1,7 @@
 //! Which fetcher made a FOD, read from its derivation env the way nixpkgs' fetchers write it,
 //! and the URLs to download with `mirror://` expanded as nixpkgs' fetchurl builder.sh does.
 
-use crate::aterm::Derivation;
+use srcgrab_formats::aterm::Derivation;
 use srcgrab_manifest::{Entry, GitSource, Kind, Unpack};
 use std::collections::BTreeMap;
 
@@ -181,13 +181,18 @@ pub fn expand_mirrors(urls: &[String], sites: &BTreeMap<String, String>) -> (Vec
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aterm::DrvOutput;
-    use srcgrab_manifest::{Hash, HashAlgo, HashMode};
+    use srcgrab_formats::aterm::DrvOutput;
+    use srcgrab_manifest::{Hash, HashAlgo, HashMode, StorePathName};
 
     /// The entry classify makes of `drv`.
     fn classified(drv: &Derivation) -> Entry {
         let hash = Hash::parse_digest(HashAlgo::Sha256, &"00".repeat(32)).unwrap();
-        let mut entry = Entry::new("x", HashMode::Recursive, &hash, Kind::Other);
+        let mut entry = Entry::new(
+            &StorePathName::new("x").unwrap(),
+            HashMode::Recursive,
+            &hash,
+            Kind::Other,
+        );
         classify(drv, None, &mut entry);
         entry
     }

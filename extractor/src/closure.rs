@@ -5,10 +5,10 @@
 //! name tables: a package set's FODs are reached from a million (FOD, attribute) pairs, too
 //! many to hold as strings.
 
-use crate::aterm::{self, Derivation};
 use crate::walk::Root;
 use crate::Progress;
 use rayon::prelude::*;
+use srcgrab_formats::aterm::{self, Derivation};
 use std::collections::HashMap;
 use std::sync::Arc;
 

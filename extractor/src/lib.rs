@@ -1,10 +1,9 @@
 //! nixpkgs -> srcgrab manifest.
 //!
 //! [`enumerate`] evaluates a package set with the real Nix ([`walk`], a pool of `nix repl`
-//! workers), reads the build closure's .drv files ([`closure`], [`aterm`]) and describes every
+//! workers), reads the build closure's .drv files ([`closure`], [`srcgrab_formats::aterm`]) and describes every
 //! fixed-output derivation found ([`classify`]).
 
-pub mod aterm;
 pub mod attr_path;
 pub mod classify;
 pub mod closure;
@@ -12,6 +11,7 @@ pub mod eval;
 pub mod outputs;
 pub mod walk;
 
+use srcgrab_formats::aterm;
 use srcgrab_manifest::{
     Entry, EvalArg, EvalConfig, Failure, Hash, HashAlgo, HashMode, Kind, Manifest, Provenance,
     Shard, StorePath, MANIFEST_VERSION, MAX_LISTED_ATTRS,
@@ -339,9 +339,19 @@ fn describe_fods(closure: closure::Closure) -> Result<(Vec<Entry>, Vec<Failure>)
             }
         };
         let mirrors = mirrors_of(&chosen.drv, &mut mirror_lists)?;
-        let name = StorePath::parse(&output_path)
-            .map(|p| p.name)
-            .unwrap_or_else(|_| chosen.drv.env_str("name").to_string());
+        let name = match StorePath::parse(&output_path) {
+            Ok(path) => path.name().clone(),
+            Err(e) => {
+                for &system in &systems {
+                    failures.push(Failure {
+                        system: system.clone(),
+                        attr: attrs.first().map(|&i| attr_name(i)).unwrap_or_default(),
+                        error: format!("{}: {e}", chosen.drv_path),
+                    });
+                }
+                continue;
+            }
+        };
         let mut entry = Entry::new(&name, mode, &hash, Kind::Other);
         classify::classify(&chosen.drv, mirrors, &mut entry);
         if entry.kind == Kind::Other

@@ -1,7 +1,7 @@
 //! The .drv parser against derivations written by the real Nix, compared field by field
 //! with Nix's own reading of the same file (`nix show-derivation`).
 
-use srcgrab_extractor::aterm;
+use srcgrab_formats::aterm;
 use std::process::Command;
 
 fn nix(args: &[&str]) -> String {

@@ -1,9 +1,9 @@
 //! Classification and mirror expansion on .drv files written by the real Nix from the
 //! fixture's nixpkgs-shaped fetchers.
 
-use srcgrab_extractor::aterm::{self, Derivation};
 use srcgrab_extractor::classify::classify;
-use srcgrab_manifest::{Entry, Hash, HashAlgo, HashMode, Kind, Unpack};
+use srcgrab_formats::aterm::{self, Derivation};
+use srcgrab_manifest::{Entry, Hash, HashAlgo, HashMode, Kind, StorePathName, Unpack};
 use std::process::Command;
 
 fn drv_of(attr: &str) -> Derivation {
@@ -30,7 +30,12 @@ fn fetch_of(attr: &str) -> Entry {
         .find(|p| p.ends_with("-mirrors-list.drv"))
         .map(|p| aterm::parse(&std::fs::read(p).unwrap()).unwrap().env);
     let hash = Hash::parse_digest(HashAlgo::Sha256, &"00".repeat(32)).unwrap();
-    let mut entry = Entry::new("x", HashMode::Recursive, &hash, Kind::Other);
+    let mut entry = Entry::new(
+        &StorePathName::new("x").unwrap(),
+        HashMode::Recursive,
+        &hash,
+        Kind::Other,
+    );
     classify(&drv, mirrors.as_ref(), &mut entry);
     entry
 }

@@ -9,8 +9,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use srcgrab_fetcher::store::{Cache, CacheOptions, Layout};
-use srcgrab_manifest::hash::{HashAlgo, HashMode};
-use srcgrab_manifest::{Entry, Kind};
+use srcgrab_formats::hash::{HashAlgo, HashMode};
+use srcgrab_manifest::{Entry, Kind, StorePathName};
 
 fn read_all(path: &Path, mut sink: impl FnMut(&[u8])) -> io::Result<()> {
     let mut file = File::open(path)?;
@@ -81,7 +81,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     report("floor: zstd -3, one thread", size, started);
 
     let name = "bench-input";
-    let entry = Entry::new(name, HashMode::Flat, &hash, Kind::Url);
+    let name = StorePathName::new(name).expect("a valid store path name");
+    let entry = Entry::new(&name, HashMode::Flat, &hash, Kind::Url);
     let cache = Cache::open(
         root,
         CacheOptions {

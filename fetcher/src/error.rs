@@ -2,6 +2,10 @@
 
 use std::path::PathBuf;
 
+use srcgrab_formats::nar::NarError;
+use srcgrab_formats::narinfo::NarInfoError;
+use srcgrab_formats::signature::KeyError;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{context}: {source}")]
@@ -29,16 +33,17 @@ pub enum Error {
     /// not exactly one top-level entry with stripRoot, corrupt data).
     #[error("cannot unpack {archive}: {reason}")]
     Unpack { archive: PathBuf, reason: String },
-    /// A NAR stream that does not follow the format (or is truncated).
-    #[error("malformed NAR: {0}")]
-    BadNar(String),
+    /// A NAR stream that does not follow the format (or is truncated), or is not the
+    /// single file a flat output must be.
+    #[error("{0}")]
+    BadNar(NarError),
     /// A file type NAR cannot hold (socket, device, fifo).
     #[error("{path}: cannot be archived: {kind}")]
     UnsupportedFileType { path: PathBuf, kind: &'static str },
-    #[error("narinfo line {line}: {reason}")]
-    BadNarinfo { line: usize, reason: String },
-    #[error("bad signing key: {0}")]
-    BadKey(String),
+    #[error(transparent)]
+    BadNarinfo(#[from] NarInfoError),
+    #[error(transparent)]
+    BadKey(#[from] KeyError),
     /// Content that hashes right but lands at another store path than the entry says.
     #[error("{what}: store path mismatch: expected {expected}, got {got}")]
     StorePathMismatch {
@@ -82,6 +87,18 @@ impl Error {
             } else {
                 Error::Io { context, source }
             }
+        }
+    }
+}
+
+/// Stream errors keep their OS code (a full disk while writing a NAR is `DiskFull`).
+impl From<NarError> for Error {
+    fn from(error: NarError) -> Error {
+        match error {
+            NarError::Write(source) => Error::io("writing NAR")(source),
+            NarError::Read(source) => Error::io("reading NAR")(source),
+            NarError::ReadContents(source) => Error::io("reading file contents")(source),
+            other => Error::BadNar(other),
         }
     }
 }

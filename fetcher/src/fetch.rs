@@ -22,7 +22,7 @@ use crate::git::{forge_git_source, GitFetcher};
 use crate::net::substituter::{publish_nar_file, Substituter, Substitution};
 use crate::net::{rewrite, DownloadOptions, Downloaded, Downloader, Rewrite, Target};
 use crate::report::{EntryReport, How, Outcome, Progress, Rejection, Report};
-use crate::store::{Cache, Published};
+use crate::store::{Cache, Compression, Published};
 use crate::Error;
 
 /// Nix's default substituter, asked first unless told otherwise.
@@ -616,8 +616,12 @@ impl Run {
             Native::Nar => {
                 // As Nix: the entry's own URL, not a mirror's, says whether it is compressed.
                 let xz = entry.urls.first().is_some_and(|u| u.ends_with(".xz"));
-                let compression = if xz { "xz" } else { "none" };
-                publish_nar_file(cache, entry, path, compression.into(), None).await
+                let compression = if xz {
+                    Compression::Xz
+                } else {
+                    Compression::None
+                };
+                publish_nar_file(cache, entry, path, compression, None).await
             }
             Native::Unpack => blocking(move || unpack_and_publish(&cache, &entry, &path)).await,
         }

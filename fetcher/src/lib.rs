@@ -9,11 +9,9 @@ pub mod error;
 pub mod fetch;
 pub mod git;
 pub mod nar;
-pub mod narinfo;
 pub mod net;
 pub mod probe;
 pub mod report;
-pub mod sign;
 pub mod store;
 pub mod unpack;
 

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 use srcgrab_manifest::{Entry, Kind};
 
-use crate::nar;
 use crate::net::{rewrite, DownloadOptions, Downloader, Rewrite};
 use crate::report::NoProgress;
 use crate::Error;
+use srcgrab_formats::nar;
 
 #[derive(Debug, Clone, Default)]
 pub struct ProbeOptions {

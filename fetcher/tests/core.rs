@@ -7,11 +7,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use srcgrab_fetcher::narinfo::NarInfo;
-use srcgrab_fetcher::sign::SecretKey;
 use srcgrab_fetcher::store::{Cache, CacheOptions, Compression, Layout};
 use srcgrab_fetcher::{nar, Error};
-use srcgrab_manifest::hash::{Hash, HashAlgo, HashMode};
+use srcgrab_formats::hash::{Hash, HashAlgo, HashMode};
+use srcgrab_formats::narinfo::NarInfo;
+use srcgrab_formats::signature::SecretKey;
+use srcgrab_formats::StorePathName;
 use srcgrab_manifest::{Entry, Kind, Unpack};
 
 fn run(program: &str, args: &[&str]) -> String {
@@ -44,7 +45,7 @@ fn nix_hash(path: &Path, algo: HashAlgo, mode: HashMode) -> Hash {
 fn entry(name: &str, mode: HashMode, hash: &Hash, executable: bool) -> Entry {
     Entry {
         executable,
-        ..Entry::new(name, mode, hash, Kind::Url)
+        ..Entry::new(&StorePathName::new(name).unwrap(), mode, hash, Kind::Url)
     }
 }
 
@@ -175,7 +176,7 @@ fn nar_is_byte_identical_to_nix_store_dump() {
     let script = tree.join("nested/run.sh");
     let contents = fs::read(&script).unwrap();
     let mut wrapped = Vec::new();
-    nar::write_file_nar(
+    srcgrab_formats::nar::write_file_nar(
         &mut contents.as_slice(),
         contents.len() as u64,
         true,
@@ -232,7 +233,7 @@ fn parses_the_narinfo_nix_copy_writes() {
     let text = fs::read_to_string(cache.join(format!("{hash_part}.narinfo"))).unwrap();
     let info = NarInfo::parse(&text).unwrap();
     assert_eq!(info.store_path.to_path_string(), store_path);
-    assert_eq!(info.compression, "xz");
+    assert_eq!(info.compression, Compression::Xz);
     assert_eq!(
         info.nar_hash,
         nix_hash(
@@ -242,7 +243,7 @@ fn parses_the_narinfo_nix_copy_writes() {
         )
     );
     assert_eq!(
-        info.ca.as_deref(),
+        info.ca.as_ref().map(|ca| ca.to_string()).as_deref(),
         Some(
             format!(
                 "fixed:sha256:{}",
@@ -326,7 +327,7 @@ fn signed_narinfo_without_ca_is_accepted_only_with_the_trusted_key() {
             path_str(&public_file),
         ],
     );
-    let key = SecretKey::from_file(&secret_file).unwrap();
+    let key = SecretKey::parse(&fs::read_to_string(&secret_file).unwrap()).unwrap();
     let public = fs::read_to_string(&public_file).unwrap();
     assert_eq!(key.public_key().to_string(), public.trim());
 
@@ -456,7 +457,7 @@ fn publish_nar_takes_nix_store_dump_output_and_fills_the_mirror() {
     );
     assert_eq!(
         published.nar_size,
-        nar::file_nar_size(bytes.len() as u64, false)
+        srcgrab_formats::nar::file_nar_size(bytes.len() as u64, false)
     );
     let sha256 = nix_hash(&file, HashAlgo::Sha256, HashMode::Flat);
     assert_eq!(

@@ -4,7 +4,7 @@
 //! usage: cargo run --release -p srcgrab-manifest --example files_manifest -- DIR > m.json
 
 use srcgrab_manifest::{
-    Entry, Hash, HashAlgo, HashMode, Kind, Manifest, Provenance, MANIFEST_VERSION,
+    Entry, Hash, HashAlgo, HashMode, Kind, Manifest, Provenance, StorePathName, MANIFEST_VERSION,
 };
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -12,7 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut entries = Vec::new();
     for file in std::fs::read_dir(&dir)? {
         let file = file?;
-        let name = file.file_name().to_string_lossy().into_owned();
+        let name = StorePathName::new(&file.file_name().to_string_lossy())?;
         let mut hasher = HashAlgo::Sha256.hasher();
         std::io::copy(&mut std::fs::File::open(file.path())?, &mut hasher)?;
         let hash: Hash = hasher.finalize();
@@ -23,7 +23,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             )]
             .into(),
             systems: vec!["x86_64-linux".into()],
-            attrs: vec![name.clone()],
+            attrs: vec![name.to_string()],
             attr_count: 1,
             ..Entry::new(&name, HashMode::Flat, &hash, Kind::Url)
         });

@@ -4,11 +4,20 @@
 //!
 //! usage: cargo run --release -p srcgrab-manifest --example gen_manifest -- N OLD.json NEW.json
 
-use srcgrab_manifest::store_path::fixed_output_path;
 use srcgrab_manifest::{
-    Entry, GitSource, Hash, HashAlgo, HashMode, Kind, Manifest, OutputHash, Provenance, Unpack,
-    MANIFEST_VERSION,
+    ContentAddress, Entry, GitSource, Hash, HashAlgo, HashMode, Kind, Manifest, OutputHash,
+    Provenance, StorePathName, Unpack, MANIFEST_VERSION,
 };
+
+/// The fixed-output path of `name` (a generated, always valid name).
+fn fixed_output_path(name: &str, mode: HashMode, hash: &Hash) -> String {
+    let ca = ContentAddress {
+        mode,
+        hash: hash.clone(),
+    };
+    ca.store_path(&StorePathName::new(name).expect("generated names are valid"))
+        .to_path_string()
+}
 
 const SYSTEMS: [&str; 4] = [
     "aarch64-darwin",
@@ -100,7 +109,7 @@ fn entry(id: u64, version: u64, rng: &mut Rng) -> Entry {
         .map(|(_, s)| s.to_string())
         .collect();
     Entry {
-        store_path: fixed_output_path(&name, mode, &hash).to_path_string(),
+        store_path: fixed_output_path(&name, mode, &hash),
         name,
         hash: OutputHash::new(mode, &hash),
         kind,
@@ -112,7 +121,7 @@ fn entry(id: u64, version: u64, rng: &mut Rng) -> Entry {
         git,
         drv_paths: [(
             "x86_64-linux".to_string(),
-            fixed_output_path(&format!("{pname}.drv"), HashMode::Flat, &hash).to_path_string(),
+            fixed_output_path(&format!("{pname}.drv"), HashMode::Flat, &hash),
         )]
         .into(),
         systems,

@@ -4,25 +4,22 @@
 //! The JSON form is documented in `docs/manifest.md`. It is stable: entries are sorted by
 //! store path, lists are sorted, and nothing time-dependent is stored, so the same input
 //! gives byte-identical output and manifests diff well under version control.
-//!
-//! This crate also holds the pure Nix primitives both sides need (hashes, Nix base-32,
-//! fixed-output store paths); it does no I/O.
+//! The Nix primitives it is made of (hashes, store paths) live in `srcgrab-formats`; this
+//! crate does no I/O.
 
 pub mod build_graph;
 pub mod check;
 pub mod diff;
-pub mod hash;
-pub mod nixbase32;
 pub mod shard;
-pub mod store_path;
 
 use serde::{Deserialize, Serialize};
+use srcgrab_formats::hash::HashError;
+use srcgrab_formats::store_path::StorePathError;
 use std::collections::BTreeMap;
 
 pub use build_graph::{Attribute, BuildGraph, BuiltDerivation};
-pub use hash::{Hash, HashAlgo, HashMode};
 pub use shard::Shard;
-pub use store_path::StorePath;
+pub use srcgrab_formats::{ContentAddress, Hash, HashAlgo, HashMode, StorePath, StorePathName};
 
 /// Version of the manifest format this crate writes. Version 2 added the `derived` kind
 /// and `build` (`enumerate --outputs`); a version 1 manifest is read as it is (its kinds
@@ -181,10 +178,10 @@ impl OutputHash {
     }
 
     /// The parsed hash; fails only for a hand-edited manifest.
-    pub fn hash(&self) -> Result<Hash, hash::HashError> {
+    pub fn hash(&self) -> Result<Hash, HashError> {
         let h = Hash::parse(&self.sri, None)?;
         if h.algo != self.algo {
-            return Err(hash::HashError::BadEncoding(self.sri.clone(), self.algo));
+            return Err(HashError::BadEncoding(self.sri.clone(), self.algo));
         }
         Ok(h)
     }
@@ -262,9 +259,13 @@ pub struct Entry {
 impl Entry {
     /// An entry for the fixed output `name` whose `hash` in `mode` determines its store path,
     /// with nothing else known yet (no URL, derivation, system or attribute).
-    pub fn new(name: &str, mode: HashMode, hash: &Hash, kind: Kind) -> Entry {
+    pub fn new(name: &StorePathName, mode: HashMode, hash: &Hash, kind: Kind) -> Entry {
+        let ca = ContentAddress {
+            mode,
+            hash: hash.clone(),
+        };
         Entry {
-            store_path: store_path::fixed_output_path(name, mode, hash).to_path_string(),
+            store_path: ca.store_path(name).to_path_string(),
             name: name.to_string(),
             hash: OutputHash::new(mode, hash),
             kind,
@@ -291,7 +292,7 @@ impl Entry {
     }
 
     /// The parsed store path; fails only for a hand-edited manifest.
-    pub fn parsed_store_path(&self) -> Result<StorePath, store_path::StorePathError> {
+    pub fn parsed_store_path(&self) -> Result<StorePath, StorePathError> {
         StorePath::parse(&self.store_path)
     }
 }
@@ -379,14 +380,18 @@ impl Manifest {
                 reason,
             };
             let path = e.parsed_store_path().map_err(|err| bad(err.to_string()))?;
-            if path.name != e.name {
+            if path.name().as_str() != e.name {
                 return Err(bad(format!(
                     "name '{}' differs from the store path's",
                     e.name
                 )));
             }
             let hash = e.hash.hash().map_err(|err| bad(err.to_string()))?;
-            let expected = store_path::fixed_output_path(&e.name, e.hash.mode, &hash);
+            let ca = ContentAddress {
+                mode: e.hash.mode,
+                hash,
+            };
+            let expected = ca.store_path(path.name());
             if expected != path {
                 return Err(bad(format!(
                     "hash {} ({:?}) gives {}, not this path",
@@ -499,7 +504,8 @@ mod tests {
     #[test]
     fn new_entry_computes_its_store_path() {
         let e = sample_entry();
-        let made = Entry::new(&e.name, e.hash.mode, &e.hash.hash().unwrap(), e.kind);
+        let name = StorePathName::new(&e.name).unwrap();
+        let made = Entry::new(&name, e.hash.mode, &e.hash.hash().unwrap(), e.kind);
         assert_eq!(made.store_path, e.store_path);
         assert_eq!(made.hash, e.hash);
     }

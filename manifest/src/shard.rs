@@ -9,7 +9,7 @@
 use crate::build_graph::BuildGraph;
 use crate::{Entry, Manifest, MANIFEST_VERSION, MAX_LISTED_ATTRS};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use srcgrab_formats::HashAlgo;
 use std::collections::btree_map::{BTreeMap, Entry as Slot};
 
 /// Part `index` (1-based) of `count`.
@@ -51,7 +51,7 @@ impl Shard {
     /// Whether this part owns the attribute path (as written in manifests, `a.b."c.d"`):
     /// the first 8 bytes of its SHA-256, big-endian, modulo the count.
     pub fn owns(&self, attr: &str) -> bool {
-        let digest = Sha256::digest(attr.as_bytes());
+        let digest = HashAlgo::Sha256.digest(attr.as_bytes());
         let number = u64::from_be_bytes(digest[..8].try_into().expect("8 bytes"));
         number % u64::from(self.count) == u64::from(self.index - 1)
     }

@@ -1,6 +1,7 @@
 //! `srcgrab enumerate`: evaluate a package set with the real Nix and write the manifest of
 //! every fixed-output derivation its build closure holds.
 
+use crate::cli_values::parse_size;
 use crate::progress::{self, PeriodicLog};
 use crate::Status;
 use anyhow::Context;
@@ -243,43 +244,5 @@ impl Progress for Display {
     }
     fn evaluator_restarted(&self, _why: Restart) {
         self.restarts.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// `4G`, `512M`, `100K`, or bytes.
-fn parse_size(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let (digits, unit) = text.split_at(
-        text.find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len()),
-    );
-    let number: u64 = digits
-        .parse()
-        .map_err(|_| format!("'{text}' is not a size like 4G or 512M"))?;
-    let shift = match unit.to_ascii_uppercase().trim_end_matches(['B', 'I']) {
-        "" => 0,
-        "K" => 10,
-        "M" => 20,
-        "G" => 30,
-        "T" => 40,
-        _ => return Err(format!("'{text}' is not a size like 4G or 512M")),
-    };
-    number
-        .checked_mul(1 << shift)
-        .ok_or_else(|| format!("'{text}' is too large"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_size;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("4G"), Ok(4 << 30));
-        assert_eq!(parse_size("512m"), Ok(512 << 20));
-        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
-        assert_eq!(parse_size("1000"), Ok(1000));
-        assert!(parse_size("lots").is_err());
-        assert!(parse_size("4X").is_err());
     }
 }

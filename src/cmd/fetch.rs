@@ -2,6 +2,7 @@
 //! binary cache and hashed mirror; bars on a terminal, periodic lines otherwise, a summary
 //! at the end and optionally a JSON report of every entry.
 
+use crate::cli_values::{parse_rate, parse_rewrite, parse_size};
 use crate::cmd::fetch_paths;
 use crate::cmd::report::{human_bytes, read_manifest};
 use crate::progress::{self, PeriodicLog};
@@ -11,10 +12,10 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget};
 use srcgrab_fetcher::binaries::ClosureOptions;
 use srcgrab_fetcher::builder::NixBuilder;
 use srcgrab_fetcher::fetch::{FetchOptions, DEFAULT_SUBSTITUTER};
-use srcgrab_fetcher::net::{parse_rate, parse_size, DownloadOptions, Rewrite};
+use srcgrab_fetcher::net::{DownloadOptions, Rewrite};
 use srcgrab_fetcher::report::{EntryReport, Outcome, Progress, Report};
-use srcgrab_fetcher::sign::SecretKey;
 use srcgrab_fetcher::store::{Cache, CacheOptions, Compression, Layout};
+use srcgrab_formats::signature::SecretKey;
 use srcgrab_manifest::StorePath;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -90,7 +91,7 @@ pub struct Args {
     #[arg(long = "hashed-mirror", value_name = "URL")]
     hashed_mirrors: Vec<String>,
     /// Rewrite URLs starting with FROM to start with TO (repeatable; first match wins).
-    #[arg(long = "rewrite", value_name = "FROM=TO")]
+    #[arg(long = "rewrite", value_name = "FROM=TO", value_parser = parse_rewrite)]
     rewrites: Vec<Rewrite>,
     /// Compression of the NARs written (default: zstd; for --store-paths, each NAR as
     /// upstream compressed it).
@@ -150,7 +151,11 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     };
     let manifest = read_manifest(manifest_path)?;
     let signing_key = match &args.sign_key {
-        Some(path) => Some(SecretKey::from_file(path)?),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading signing key {}", path.display()))?;
+            Some(SecretKey::parse(&text)?)
+        }
         None => None,
     };
     let cache = Cache::open(

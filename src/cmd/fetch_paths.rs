@@ -31,7 +31,7 @@ pub fn read_lists(lists: &[std::path::PathBuf]) -> anyhow::Result<Vec<StorePath>
         paths.extend(read?);
     }
     let mut seen = std::collections::HashSet::new();
-    paths.retain(|p| seen.insert(p.hash_part.clone()));
+    paths.retain(|p| seen.insert(p.hash_part().to_string()));
     Ok(paths)
 }
 

@@ -3,8 +3,8 @@
 
 use anyhow::Context as _;
 use rayon::prelude::*;
-use srcgrab_fetcher::narinfo::NarInfo;
 use srcgrab_fetcher::store::DiskLayout;
+use srcgrab_formats::narinfo::NarInfo;
 use srcgrab_manifest::{Entry, Manifest, StorePath};
 use std::collections::HashMap;
 use std::path::Path;
@@ -56,10 +56,10 @@ impl EntrySizes {
         let by_store_path = paths
             .into_par_iter()
             .filter_map(|path| {
-                let hash_part = StorePath::parse(path).ok()?.hash_part;
-                let text =
-                    std::fs::read_to_string(cache.join(DiskLayout::narinfo_name(&hash_part)))
-                        .ok()?;
+                let store_path = StorePath::parse(path).ok()?;
+                let hash_part = store_path.hash_part();
+                let text = std::fs::read_to_string(cache.join(DiskLayout::narinfo_name(hash_part)))
+                    .ok()?;
                 let info = NarInfo::parse(&text).ok()?;
                 let sizes = Sizes {
                     file_size: info.file_size,

@@ -2,6 +2,7 @@
 //! a cache's narinfos (`--cache`: compressed and NAR sizes), then from the servers
 //! (`--probe`: Content-Length of a HEAD request; the NAR size too for single files).
 
+use crate::cli_values::parse_rewrite;
 use crate::cmd::report::{human_bytes, read_manifest, write_stdout, EntrySizes, Sizes};
 use crate::cmd::stats_kit;
 use crate::Status;
@@ -45,7 +46,7 @@ pub struct Args {
     #[arg(long, default_value_t = 60, value_name = "SECS")]
     stall_timeout: u64,
     /// Rewrite URLs starting with FROM to start with TO (repeatable; --probe).
-    #[arg(long = "rewrite", value_name = "FROM=TO")]
+    #[arg(long = "rewrite", value_name = "FROM=TO", value_parser = parse_rewrite)]
     rewrites: Vec<Rewrite>,
     /// A binary cache whose narinfos give sizes (FileSize, NarSize) of the outputs and of
     /// the sources it holds, nothing downloaded (repeatable; asked in order).

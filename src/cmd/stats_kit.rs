@@ -9,8 +9,8 @@ use anyhow::Context as _;
 use rayon::prelude::*;
 use serde_json::json;
 use srcgrab_fetcher::binaries::sizes::narinfo_sizes;
-use srcgrab_fetcher::narinfo::NarInfo;
 use srcgrab_fetcher::net::DownloadOptions;
+use srcgrab_formats::narinfo::NarInfo;
 use srcgrab_manifest::{Manifest, StorePath};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
@@ -24,7 +24,8 @@ pub fn from_cache(cache: &Path, paths: &[&str]) -> PathSizes {
     paths
         .par_iter()
         .filter_map(|path| {
-            let hash_part = StorePath::parse(path).ok()?.hash_part;
+            let store_path = StorePath::parse(path).ok()?;
+            let hash_part = store_path.hash_part();
             let text = std::fs::read_to_string(cache.join(format!("{hash_part}.narinfo"))).ok()?;
             let info = NarInfo::parse(&text).ok()?;
             let sizes = Sizes {

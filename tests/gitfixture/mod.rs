@@ -3,9 +3,8 @@
 
 #![allow(dead_code)] // each test binary uses its own subset
 
-use srcgrab_manifest::hash::Hash;
-use srcgrab_manifest::store_path::fixed_output_path;
-use srcgrab_manifest::{Entry, GitSource, HashMode, Kind};
+use srcgrab_formats::hash::Hash;
+use srcgrab_manifest::{ContentAddress, Entry, GitSource, HashMode, Kind, StorePathName};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -250,12 +249,22 @@ impl Fod {
             systems: vec!["x86_64-linux".into()],
             attrs: vec![self.name.clone()],
             attr_count: 1,
-            ..Entry::new(&self.name, HashMode::Recursive, &self.hash, Kind::Git)
+            ..Entry::new(
+                &StorePathName::new(&self.name).unwrap(),
+                HashMode::Recursive,
+                &self.hash,
+                Kind::Git,
+            )
         }
     }
 
     pub fn store_path(&self) -> String {
-        fixed_output_path(&self.name, HashMode::Recursive, &self.hash).to_path_string()
+        let ca = ContentAddress {
+            mode: HashMode::Recursive,
+            hash: self.hash.clone(),
+        };
+        ca.store_path(&StorePathName::new(&self.name).unwrap())
+            .to_path_string()
     }
 
     /// Removes the output from the store when it is there.

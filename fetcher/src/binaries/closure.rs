@@ -6,7 +6,7 @@
 //! referenced it, never dropped; only a full disk stops the run.
 
 use serde::Serialize;
-use srcgrab_manifest::store_path::StorePath;
+use srcgrab_formats::store_path::StorePath;
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -14,11 +14,11 @@ use tokio::task::JoinSet;
 
 use super::store::{self, NarFile};
 use crate::fetch::is_fatal;
-use crate::narinfo::NarInfo;
 use crate::net::{DownloadOptions, Downloader, Target};
 use crate::report::{HostReport, Progress, Rejection};
 use crate::store::{Cache, Compression};
 use crate::Error;
+use srcgrab_formats::narinfo::NarInfo;
 
 #[derive(Debug, Clone)]
 pub struct ClosureOptions {
@@ -161,7 +161,7 @@ pub async fn mirror_closure(
     let mut seen = HashSet::new();
     let mut pending: VecDeque<Pending> = roots
         .iter()
-        .filter(|root| seen.insert(root.hash_part.clone()))
+        .filter(|root| seen.insert(root.hash_part().to_string()))
         .map(|root| (root.clone(), None))
         .collect();
     let mut tasks = JoinSet::new();
@@ -181,7 +181,7 @@ pub async fn mirror_closure(
         match joined.map_err(task_failed).and_then(|taken| taken) {
             Ok((report, references)) => {
                 for reference in references {
-                    if seen.insert(reference.hash_part.clone()) {
+                    if seen.insert(reference.hash_part().to_string()) {
                         pending.push_back((reference, Some(report.store_path.clone())));
                     }
                 }
@@ -222,13 +222,10 @@ impl Run {
             .await
             .map_err(task_failed)??;
         if let Some(info) = present {
-            // Our own narinfo: a reference it cannot name is as good as absent.
-            if let Ok(references) = store::references(&info) {
-                report.outcome = PathOutcome::Present;
-                report.file_size = info.file_size;
-                report.nar_size = Some(info.nar_size);
-                return Ok((report, references));
-            }
+            report.outcome = PathOutcome::Present;
+            report.file_size = info.file_size;
+            report.nar_size = Some(info.nar_size);
+            return Ok((report, store::references(&info)));
         }
         for substituter in &self.substituters {
             let tally = AtomicU64::new(0);
@@ -264,7 +261,7 @@ impl Run {
         path: &StorePath,
         tally: &AtomicU64,
     ) -> Result<Option<(NarFile, Vec<StorePath>)>, Error> {
-        let narinfo_url = format!("{substituter}/{}.narinfo", path.hash_part);
+        let narinfo_url = format!("{substituter}/{}.narinfo", path.hash_part());
         let Some(bytes) = self.downloader.get_small(&narinfo_url).await? else {
             return Ok(None);
         };
@@ -280,16 +277,12 @@ impl Run {
                 info.store_path.to_path_string()
             )));
         }
-        let references = store::references(&info).map_err(|e| corrupt(e.to_string()))?;
-        let nar_url = if info.url.contains("://") {
-            info.url.clone()
-        } else {
-            format!("{substituter}/{}", info.url)
-        };
+        let references = store::references(&info);
+        let nar_url = format!("{substituter}/{}", info.url);
         let key = format!("binary {} {nar_url}", path.to_path_string());
         let target = Target {
             key: &key,
-            label: &path.name,
+            label: path.name().as_str(),
             hash: info.file_hash.as_ref(),
             size: info.file_size,
         };

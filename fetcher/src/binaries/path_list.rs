@@ -2,7 +2,7 @@
 //! plain or compressed with xz or zstd (told by the magic bytes, not the file name, so
 //! stdin works too).
 
-use srcgrab_manifest::store_path::StorePath;
+use srcgrab_formats::store_path::StorePath;
 use std::io::{BufRead, BufReader, Read};
 
 use crate::Error;
@@ -53,7 +53,7 @@ mod tests {
     const LIST: &str = "/nix/store/7axliih0sjilbssndsdyl3h42l1ffl37-a\n\n# comment\n/nix/store/1lkng22apxd5rf03vpzlpjld1sq5bqmm-b-1.0\n";
 
     fn names(paths: Vec<StorePath>) -> Vec<String> {
-        paths.into_iter().map(|p| p.name).collect()
+        paths.into_iter().map(|p| p.name().to_string()).collect()
     }
 
     #[test]

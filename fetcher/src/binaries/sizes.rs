@@ -3,13 +3,13 @@
 //! (a channel is tens of thousands of small requests).
 
 use futures_util::StreamExt;
-use srcgrab_manifest::store_path::StorePath;
+use srcgrab_formats::store_path::StorePath;
 use std::sync::Arc;
 
-use crate::narinfo::NarInfo;
 use crate::net::{DownloadOptions, Downloader};
 use crate::report::NoProgress;
 use crate::Error;
+use srcgrab_formats::narinfo::NarInfo;
 
 /// What a substituter's narinfo says of a path's size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,7 +46,7 @@ pub async fn narinfo_sizes(
             let (downloader, substituters) = (downloader.clone(), substituters.clone());
             async move {
                 for substituter in substituters.iter() {
-                    let url = format!("{substituter}/{}.narinfo", path.hash_part);
+                    let url = format!("{substituter}/{}.narinfo", path.hash_part());
                     let Ok(Some(bytes)) = downloader.get_small(&url).await else {
                         continue;
                     };

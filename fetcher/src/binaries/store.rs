@@ -5,17 +5,17 @@
 //! are ours. The NAR file is placed first and the narinfo last, both atomically, and only
 //! once FileSize, FileHash (the download), NarSize and NarHash (decompressed) all checked out.
 
-use srcgrab_manifest::hash::{Hash, HashAlgo};
-use srcgrab_manifest::store_path::{StorePath, STORE_DIR};
+use srcgrab_formats::hash::{Hash, HashAlgo};
+use srcgrab_formats::store_path::StorePath;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use crate::narinfo::NarInfo;
-use crate::net::substituter::{decompress, CheckedNar};
-use crate::store::{Cache, Compression, Compressor, VerifiedHash};
+use crate::net::substituter::CheckedNar;
+use crate::store::{decompressor, Cache, Compression, Compressor, VerifiedHash};
 use crate::Error;
+use srcgrab_formats::narinfo::NarInfo;
 
 /// Where a mirrored path's NAR file ended up, and how big it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,18 +37,13 @@ impl NarFile {
     }
 }
 
-/// The store paths a narinfo references, other than itself; a reference that is no store
-/// path base name makes the narinfo unusable.
-pub fn references(info: &NarInfo) -> Result<Vec<StorePath>, Error> {
+/// The store paths a narinfo references, other than itself (the narinfo parse already
+/// refused a reference that is no store path).
+pub fn references(info: &NarInfo) -> Vec<StorePath> {
     info.references
         .iter()
-        .filter(|base| !base.starts_with(&info.store_path.hash_part))
-        .map(|base| {
-            StorePath::parse(&format!("{STORE_DIR}/{base}")).map_err(|e| Error::BadNarinfo {
-                line: 0,
-                reason: format!("References: {e}"),
-            })
-        })
+        .filter(|reference| **reference != info.store_path)
+        .cloned()
         .collect()
 }
 
@@ -79,9 +74,10 @@ pub fn with_file_fields(text: &str, file: &NarFile) -> String {
 
 /// The cache's narinfo of `path` when it is a complete published binary (or source): it
 /// parses, names `path`, and its NAR file is there with its FileSize. Anything less counts
-/// as absent, so mirroring again repairs it. A URL leaving `nar/` is never followed.
+/// as absent, so mirroring again repairs it. The URL is a path inside the cache (the parse
+/// refuses any other) and must name a file directly in `nar/`.
 pub fn published(cache: &Cache, path: &StorePath) -> Result<Option<NarInfo>, Error> {
-    let narinfo = cache.root().join(format!("{}.narinfo", path.hash_part));
+    let narinfo = cache.root().join(format!("{}.narinfo", path.hash_part()));
     let text = match fs::read_to_string(&narinfo) {
         Ok(text) => text,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -92,6 +88,7 @@ pub fn published(cache: &Cache, path: &StorePath) -> Result<Option<NarInfo>, Err
     };
     let inside = info
         .url
+        .as_str()
         .strip_prefix("nar/")
         .is_some_and(|name| !name.is_empty() && !name.contains('/') && !name.starts_with('.'));
     if info.store_path != *path || !inside {
@@ -121,10 +118,12 @@ pub fn publish(
         what: info.store_path.to_path_string(),
         reason,
     };
-    let compression: Compression = info.compression.parse().map_err(corrupt)?;
+    let compression = info.compression;
     let opened =
         File::open(download).map_err(Error::io(format!("opening {}", download.display())))?;
-    let nar = decompress(&info.compression, opened).map_err(corrupt)?;
+    let buffered = io::BufReader::with_capacity(256 * 1024, opened);
+    let nar =
+        decompressor(compression, buffered).map_err(|e| corrupt(format!("{compression}: {e}")))?;
     let mut checked = CheckedNar::new(nar, info.nar_size, info.nar_hash.clone());
     let nar_error = |e: io::Error| match e.kind() {
         io::ErrorKind::InvalidData => corrupt(e.to_string()),
@@ -186,7 +185,7 @@ pub fn publish(
     };
     let narinfo = cache
         .root()
-        .join(format!("{}.narinfo", info.store_path.hash_part));
+        .join(format!("{}.narinfo", info.store_path.hash_part()));
     cache.write_atomically(&narinfo, with_file_fields(text, &file).as_bytes())?;
     Ok(file)
 }
@@ -223,8 +222,11 @@ mod tests {
         let ours = with_file_fields(UPSTREAM, &file);
         let upstream = NarInfo::parse(UPSTREAM).unwrap();
         let parsed = NarInfo::parse(&ours).unwrap();
-        assert_eq!(parsed.url, format!("nar/{}.nar.zst", hash.to_nix32()));
-        assert_eq!(parsed.compression, "zstd");
+        assert_eq!(
+            parsed.url.as_str(),
+            format!("nar/{}.nar.zst", hash.to_nix32())
+        );
+        assert_eq!(parsed.compression, Compression::Zstd);
         assert_eq!(parsed.file_hash, Some(hash));
         assert_eq!(parsed.file_size, Some(42));
         assert_eq!(parsed.fingerprint(), upstream.fingerprint());
@@ -248,9 +250,8 @@ mod tests {
     fn references_leave_out_the_path_itself() {
         let info = NarInfo::parse(UPSTREAM).unwrap();
         let names: Vec<String> = references(&info)
-            .unwrap()
             .into_iter()
-            .map(|p| p.name)
+            .map(|p| p.name().to_string())
             .collect();
         assert_eq!(names, ["b"]);
     }

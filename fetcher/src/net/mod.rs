@@ -30,7 +30,7 @@ mod single;
 mod small;
 pub mod substituter;
 
-pub use options::{parse_rate, parse_size, rewrite, DownloadOptions, Rewrite};
+pub use options::{rewrite, DownloadOptions, Rewrite};
 
 use reqwest::header::{HeaderMap, CONTENT_RANGE};
 use std::collections::BTreeMap;
@@ -48,7 +48,7 @@ use partial::{clean_stale_partials, STALE_PARTIAL_AGE};
 use rate::TokenBucket;
 use retry::{classify, error_chain, Attempt};
 use schedule::Slots;
-use srcgrab_manifest::hash::Hash;
+use srcgrab_formats::hash::Hash;
 
 /// A complete download, left in the partial directory for the caller to publish, then
 /// [`Downloaded::remove`].

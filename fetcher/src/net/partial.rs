@@ -2,7 +2,7 @@
 //! bytes are a prefix of (URL, validators, length, and for ranges what each holds).
 
 use serde::{Deserialize, Serialize};
-use srcgrab_manifest::hash::{encode_hex, HashAlgo};
+use srcgrab_formats::hash::{encode_hex, HashAlgo};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -4,7 +4,7 @@
 use futures_util::StreamExt;
 use reqwest::header::{HeaderMap, ACCEPT_RANGES, CONTENT_RANGE, ETAG, IF_RANGE, RANGE};
 use reqwest::StatusCode;
-use srcgrab_manifest::hash::HashAlgo;
+use srcgrab_formats::hash::HashAlgo;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::AtomicU64;

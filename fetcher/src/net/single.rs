@@ -4,7 +4,7 @@
 use futures_util::StreamExt;
 use reqwest::header::{HeaderMap, CONTENT_LENGTH, ETAG, IF_RANGE, LAST_MODIFIED, RANGE};
 use reqwest::StatusCode;
-use srcgrab_manifest::hash::{Hash, HashAlgo};
+use srcgrab_formats::hash::{Hash, HashAlgo};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 

@@ -21,13 +21,13 @@ use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
-use srcgrab_manifest::hash::HashMode;
+use srcgrab_formats::hash::HashMode;
 use srcgrab_manifest::{Entry, Manifest};
 
-use crate::narinfo::NarInfo;
-use crate::net::substituter::{decompress, CheckedNar};
-use crate::store::{relative_path, Cache, DiskLayout, CACHE_INFO};
+use crate::net::substituter::CheckedNar;
+use crate::store::{decompressor, Cache, DiskLayout, CACHE_INFO};
 use crate::Error;
+use srcgrab_formats::narinfo::NarInfo;
 
 pub const MARKER: &str = "srcgrab-bundle";
 const MARKER_CONTENTS: &str = "srcgrab-bundle 1\n";
@@ -80,17 +80,14 @@ fn entry_items(root: &Path, entry: &Entry) -> Result<Option<Vec<Item>>, Error> {
         what: entry.store_path.clone(),
         reason: e.to_string(),
     })?;
-    let narinfo_name = DiskLayout::narinfo_name(&store_path.hash_part);
+    let narinfo_name = DiskLayout::narinfo_name(store_path.hash_part());
     match fs::read_to_string(root.join(&narinfo_name)) {
         Ok(text) => {
             let info = NarInfo::parse(&text).map_err(|e| Error::Corrupt {
                 what: narinfo_name.clone(),
                 reason: e.to_string(),
             })?;
-            let nar = relative_path(&info.url).ok_or_else(|| Error::Corrupt {
-                what: narinfo_name.clone(),
-                reason: format!("URL '{}' is not a path inside the cache", info.url),
-            })?;
+            let nar = info.url.as_path().to_path_buf();
             return Ok(Some(vec![
                 Item {
                     bundle_path: PathBuf::from(&narinfo_name),
@@ -113,7 +110,7 @@ fn entry_items(root: &Path, entry: &Entry) -> Result<Option<Vec<Item>>, Error> {
         let mirror = root.join(DiskLayout::mirror_key_name(&hash));
         if mirror.is_file() {
             return Ok(Some(vec![Item {
-                bundle_path: Path::new("files").join(&store_path.hash_part),
+                bundle_path: Path::new("files").join(store_path.hash_part()),
                 source: Source::File(mirror),
             }]));
         }
@@ -285,7 +282,7 @@ fn by_hash_part(manifest: &Manifest) -> HashMap<String, &Entry> {
     manifest
         .entries
         .iter()
-        .filter_map(|e| Some((e.parsed_store_path().ok()?.hash_part, e)))
+        .filter_map(|e| Some((e.parsed_store_path().ok()?.hash_part().to_string(), e)))
         .collect()
 }
 
@@ -300,9 +297,10 @@ fn publish_from_nar(cache: &Cache, entry: &Entry, info: &NarInfo, nar: &Path) ->
         )));
     }
     let file = fs::File::open(nar).map_err(Error::io(format!("opening {}", nar.display())))?;
-    let reader = decompress(&info.compression, file).map_err(|reason| Error::Corrupt {
+    let buffered = io::BufReader::with_capacity(256 * 1024, file);
+    let reader = decompressor(info.compression, buffered).map_err(|e| Error::Corrupt {
         what: nar.display().to_string(),
-        reason,
+        reason: format!("{}: {e}", info.compression),
     })?;
     let mut checked = CheckedNar::new(reader, info.nar_size, info.nar_hash.clone());
     cache.publish_nar(entry, &mut checked).map(drop)
@@ -360,8 +358,8 @@ pub fn import_dir(bundle: &Path, cache: &Cache) -> Result<(ImportReport, Manifes
             let Ok(store_path) = entry.parsed_store_path() else {
                 return DirOutcome::Absent;
             };
-            let narinfo = bundle.join(DiskLayout::narinfo_name(&store_path.hash_part));
-            let file = bundle.join("files").join(&store_path.hash_part);
+            let narinfo = bundle.join(DiskLayout::narinfo_name(store_path.hash_part()));
+            let file = bundle.join("files").join(store_path.hash_part());
             if narinfo.is_file() {
                 DirOutcome::Published(import_narinfo_file(cache, entry, bundle, &narinfo))
             } else if file.is_file() {
@@ -392,9 +390,7 @@ fn import_narinfo_file(
     let text =
         fs::read_to_string(narinfo).map_err(Error::io(format!("reading {}", narinfo.display())))?;
     let info = NarInfo::parse(&text)?;
-    let nar = relative_path(&info.url)
-        .ok_or_else(|| bad_bundle(format!("narinfo URL '{}' leaves the bundle", info.url)))?;
-    publish_from_nar(cache, entry, &info, &bundle.join(nar))
+    publish_from_nar(cache, entry, &info, &bundle.join(info.url.as_path()))
 }
 
 /// Imports a bundle tar stream (a file or a pipe), item by item as it arrives: each NAR or
@@ -445,18 +441,11 @@ pub fn import_tar(input: impl Read, cache: &Cache) -> Result<(ImportReport, Mani
             item.read_to_string(&mut text)
                 .map_err(Error::io(format!("reading {name} from the bundle")))?;
             match NarInfo::parse(&text) {
-                Ok(info) => match relative_path(&info.url) {
-                    Some(nar) => waiting.entry(nar).or_default().push((info, entry)),
-                    None => record(
-                        &mut report,
-                        entry,
-                        Err(bad_bundle(format!(
-                            "narinfo URL '{}' leaves the bundle",
-                            info.url
-                        ))),
-                    ),
-                },
-                Err(e) => record(&mut report, entry, Err(e)),
+                Ok(info) => waiting
+                    .entry(info.url.as_path().to_path_buf())
+                    .or_default()
+                    .push((info, entry)),
+                Err(e) => record(&mut report, entry, Err(e.into())),
             }
             handled.insert(entry.store_path.clone());
         } else if let Some(waiters) = waiting.remove(&path) {

@@ -1,60 +1,15 @@
-//! How NAR files are compressed: the narinfo names, the streaming encoders a publish
-//! writes through, and the decoders that read a NAR back.
+//! The compressions of NAR files: the streaming encoder a publish writes through and the
+//! one decoder every reader uses (the cache re-reading its own NARs, upstream NAR files,
+//! bundles), both named by the narinfo's typed [`Compression`].
 
 use std::io::{self, Read, Write};
-use std::str::FromStr;
+
+pub use srcgrab_formats::narinfo::Compression;
 
 const ZSTD_LEVEL: i32 = 3;
 const XZ_LEVEL: u32 = 6;
 
-/// How NAR files are compressed. Bzip2 is Nix's old default, still found upstream (and
-/// kept as is with `keep_upstream_compression`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Compression {
-    None,
-    Xz,
-    #[default]
-    Zstd,
-    Bzip2,
-}
-
-impl Compression {
-    /// The narinfo `Compression:` value.
-    pub fn name(self) -> &'static str {
-        match self {
-            Compression::None => "none",
-            Compression::Xz => "xz",
-            Compression::Zstd => "zstd",
-            Compression::Bzip2 => "bzip2",
-        }
-    }
-
-    /// The NAR file name's suffix after `.nar`, as Nix names them.
-    pub fn extension(self) -> &'static str {
-        match self {
-            Compression::None => "",
-            Compression::Xz => ".xz",
-            Compression::Zstd => ".zst",
-            Compression::Bzip2 => ".bz2",
-        }
-    }
-}
-
-impl FromStr for Compression {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "none" => Ok(Compression::None),
-            "xz" => Ok(Compression::Xz),
-            "zstd" => Ok(Compression::Zstd),
-            "bzip2" => Ok(Compression::Bzip2),
-            other => Err(format!(
-                "unknown compression '{other}' (none, xz, zstd, bzip2)"
-            )),
-        }
-    }
-}
-
+/// Compresses into `W` as the narinfo's `Compression:` says.
 pub(crate) enum Compressor<W: Write> {
     None(W),
     Xz(xz2::write::XzEncoder<W>),
@@ -107,20 +62,42 @@ impl<W: Write> Write for Compressor<W> {
     }
 }
 
-pub(super) fn decompressor<'a>(
-    compression: &str,
+/// Reads the NAR out of a file compressed with `compression`. Multi-stream xz and bzip2 are
+/// read to the end, as Nix writes and reads them.
+pub(crate) fn decompressor<'a>(
+    compression: Compression,
     input: impl Read + 'a,
 ) -> io::Result<Box<dyn Read + 'a>> {
     Ok(match compression {
-        "none" => Box::new(input),
-        "xz" => Box::new(xz2::read::XzDecoder::new_multi_decoder(input)),
-        "zstd" => Box::new(zstd::stream::read::Decoder::new(input)?),
-        "bzip2" => Box::new(bzip2::read::MultiBzDecoder::new(input)),
-        other => {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                format!("unsupported compression '{other}'"),
-            ))
-        }
+        Compression::None => Box::new(input),
+        Compression::Xz => Box::new(xz2::read::XzDecoder::new_multi_decoder(input)),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(input)?),
+        Compression::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(input)),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_compression_reads_back_what_it_wrote() {
+        let plain = b"nix-archive-1 stand-in".repeat(1000);
+        for compression in [
+            Compression::None,
+            Compression::Xz,
+            Compression::Zstd,
+            Compression::Bzip2,
+        ] {
+            let mut compressor = Compressor::new(compression, Vec::new()).unwrap();
+            compressor.write_all(&plain).unwrap();
+            let written = compressor.finish().unwrap();
+            let mut out = Vec::new();
+            decompressor(compression, written.as_slice())
+                .unwrap()
+                .read_to_end(&mut out)
+                .unwrap();
+            assert_eq!(out, plain, "{compression}");
+        }
+    }
 }

@@ -4,7 +4,7 @@
 use std::io::{self, Read, Write};
 use std::sync::mpsc;
 
-use srcgrab_manifest::hash::{Hash, HashAlgo, Hasher};
+use srcgrab_formats::hash::{Hash, HashAlgo, Hasher};
 
 /// Passes bytes through to `inner`, hashing (sha256) and counting them on the way.
 /// Without a hasher it only counts: an uncompressed NAR file's hash is the NarHash.

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use rayon::prelude::*;
-use srcgrab_manifest::diff::strip_archive_extension;
-use srcgrab_manifest::hash::{Hash, HashAlgo, HashMode, Hasher};
+use srcgrab_formats::hash::{Hash, HashAlgo, HashMode, Hasher};
+use srcgrab_formats::name::strip_archive_extension;
 use srcgrab_manifest::{Entry, Kind, Manifest, Unpack};
 
 use crate::store::Cache;
@@ -173,7 +173,7 @@ fn hash_file(path: &Path, len: u64, wanted: &Wanted) -> Result<Hashed, Error> {
             io::copy(&mut reader, &mut io::sink())
                 .map_err(Error::io(format!("reading {}", path.display())))?;
         } else {
-            nar::write_file_nar(&mut reader, len, executable, &mut nar_hashers)?;
+            srcgrab_formats::nar::write_file_nar(&mut reader, len, executable, &mut nar_hashers)?;
         }
         file_nar.extend(
             nar_hashers

@@ -12,9 +12,10 @@
 //! .srcgrab/                       srcgrab's own state (blake3 index, seals, locks, git)
 //! ```
 
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
-use srcgrab_manifest::hash::{Hash, HashAlgo};
+use srcgrab_formats::hash::{Hash, HashAlgo};
+use srcgrab_formats::narinfo::NarUrl;
 
 use super::hashing::ContentDigests;
 use super::Compression;
@@ -116,12 +117,13 @@ impl DiskLayout {
     }
 
     /// The narinfo `URL:` of a NAR file with this FileHash and compression.
-    pub fn nar_url(file_hash: &Hash, compression: Compression) -> String {
-        format!(
+    pub fn nar_url(file_hash: &Hash, compression: Compression) -> NarUrl {
+        NarUrl::new(&format!(
             "{NAR_DIR}/{}.nar{}",
             file_hash.to_nix32(),
             compression.extension()
-        )
+        ))
+        .expect("nar/<nix32>.nar<ext> is a relative path")
     }
 
     /// Whether `rel` (relative to the root) is a NAR file's place.
@@ -163,12 +165,6 @@ impl DiskLayout {
     pub fn mirror_key(&self, hash: &Hash) -> PathBuf {
         self.root.join(Self::mirror_key_name(hash))
     }
-
-    /// `rel` (a narinfo's URL, a path from a bundle) under the root, refusing anything that
-    /// could reach outside it.
-    pub fn inside(&self, rel: &str) -> Option<PathBuf> {
-        relative_path(rel).map(|p| self.root.join(p))
-    }
 }
 
 /// The algorithm a mirror key (relative to the root) is of: `<algo>/...` or a top-level
@@ -184,14 +180,6 @@ pub fn mirror_key_algo(key: &str) -> Option<HashAlgo> {
 /// it is on disk).
 pub fn normal_key(key: &str) -> PathBuf {
     Path::new(key).components().collect()
-}
-
-/// `url` as a path inside the cache root, refusing `..`, absolute paths and the like, since
-/// a narinfo's URL is data from disk (or from a bundle) and must not reach outside.
-pub fn relative_path(url: &str) -> Option<PathBuf> {
-    let path = Path::new(url);
-    let normal = path.components().all(|c| matches!(c, Component::Normal(_)));
-    (normal && !url.is_empty()).then(|| path.to_path_buf())
 }
 
 /// The relative symlink target from `key` (a path under the root) to `sha256/<hex>`.
@@ -227,17 +215,6 @@ pub(super) fn keys_of_hash(hash: &Hash) -> Vec<String> {
 mod tests {
     use super::*;
     use crate::store::hashing::ContentHashes;
-
-    #[test]
-    fn narinfo_urls_stay_inside_the_cache() {
-        assert_eq!(
-            relative_path("nar/abc.nar.zst"),
-            Some(PathBuf::from("nar/abc.nar.zst"))
-        );
-        for bad in ["", "/etc/passwd", "../outside", "nar/../../x", "./nar/x"] {
-            assert_eq!(relative_path(bad), None, "{bad}");
-        }
-    }
 
     #[test]
     fn mirror_link_targets_climb_one_level_per_directory() {

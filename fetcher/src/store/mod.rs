@@ -44,22 +44,22 @@ pub mod verify;
 mod visit;
 
 pub use compression::Compression;
-pub(crate) use compression::Compressor;
-pub use layout::{relative_path, DiskLayout, CACHE_INFO};
+pub(crate) use compression::{decompressor, Compressor};
+pub use layout::{DiskLayout, CACHE_INFO};
 pub use lock::FileLock;
 pub use trust::{HashedWrites, VerifiedHash};
 
 use std::fs;
 use std::path::Path;
 
-use srcgrab_manifest::hash::{Hash, HashMode};
-use srcgrab_manifest::store_path::STORE_DIR;
+use srcgrab_formats::hash::{Hash, HashMode};
+use srcgrab_formats::store_path::STORE_DIR;
 use srcgrab_manifest::Entry;
 
-use crate::narinfo::CacheInfo;
-use crate::sign::SecretKey;
 use crate::Error;
 use regular_file::{SmallFile, MAX_CACHE_INFO};
+use srcgrab_formats::narinfo::CacheInfo;
+use srcgrab_formats::signature::SecretKey;
 
 /// Binary caches with a lower number win; cache.nixos.org says 40, so ours is asked first.
 const PRIORITY: u32 = 30;
@@ -227,7 +227,7 @@ impl Cache {
             what: entry.store_path.clone(),
             reason: e.to_string(),
         })?;
-        FileLock::acquire(&self.disk.lock_file(&store_path.hash_part))
+        FileLock::acquire(&self.disk.lock_file(store_path.hash_part()))
     }
 
     /// Whether this layout has anywhere to put `entry`: a mirror-only layout holds flat files

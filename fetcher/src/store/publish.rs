@@ -6,8 +6,11 @@ use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::Path;
 
-use srcgrab_manifest::hash::{Hash, HashAlgo, HashMode, Hasher};
-use srcgrab_manifest::store_path::{content_address, fixed_output_path, StorePath};
+use srcgrab_formats::hash::{Hash, HashAlgo, HashMode, Hasher};
+use srcgrab_formats::nar;
+use srcgrab_formats::narinfo::{NarInfo, NarUrl};
+use srcgrab_formats::store_path::{StorePath, StorePathName};
+use srcgrab_formats::ContentAddress;
 use srcgrab_manifest::Entry;
 
 use super::compression::{decompressor, Compressor};
@@ -17,10 +20,8 @@ use super::hashing::{
 use super::layout::DiskLayout;
 use super::layout::{mirror_keys, mirror_link_target};
 use super::place::{FileSource, TempFile};
-use super::visit::{FlatFileVisitor, ValidateOnly};
+use super::visit::hash_flat_file;
 use super::{declared_hash, is_flat, Cache, Compression, Published, VerifiedHash, WRITE_BUFFER};
-use crate::nar;
-use crate::narinfo::NarInfo;
 use crate::Error;
 
 pub(super) type NarFileWriter = Compressor<HashingWriter<BufWriter<TempFile>>>;
@@ -240,7 +241,7 @@ impl Cache {
             });
         }
         let mut sink = self.nar_sink(entry, &declared)?;
-        nar::dump_path(dir, &mut sink)?;
+        crate::nar::dump_path(dir, &mut sink)?;
         self.commit(
             entry,
             &declared,
@@ -338,11 +339,10 @@ impl Cache {
         };
         let sink = self.nar_sink_without_file(entry, &declared);
         let (sink, flat) = {
-            let nar =
-                decompressor(compression.name(), &mut compressed).map_err(|e| Error::Corrupt {
-                    what: file.display().to_string(),
-                    reason: e.to_string(),
-                })?;
+            let nar = decompressor(compression, &mut compressed).map_err(|e| Error::Corrupt {
+                what: file.display().to_string(),
+                reason: e.to_string(),
+            })?;
             self.decode_nar(
                 entry,
                 &declared,
@@ -393,23 +393,22 @@ impl Cache {
             sink_error: None,
         };
         let flat = if is_flat(entry) {
-            let mut visitor = FlatFileVisitor {
-                hashes: ContentHashes::new(declared.algo),
-                digests: None,
-                mirror: if self.options.layout.mirror {
-                    Some(self.new_temp()?)
-                } else {
-                    None
-                },
+            let mut mirror = if self.options.layout.mirror {
+                Some(self.new_temp()?)
+            } else {
+                None
             };
-            let parsed = nar::parse(&mut tee, &mut visitor);
-            check_tee(tee.sink_error, parsed)?;
+            let hashes = ContentHashes::new(declared.algo);
+            let parsed = nar::parse_single_file(&mut tee, |file, contents| {
+                hash_flat_file(&hashes, mirror.as_mut(), file, contents)
+            });
+            let (digests, _) = check_tee(tee.sink_error, parsed)?;
             Some(FlatOutcome {
-                digests: visitor.digests()?,
-                mirror_source: visitor.mirror.map(FileSource::Temp),
+                digests,
+                mirror_source: mirror.map(FileSource::Temp),
             })
         } else {
-            let parsed = nar::parse(&mut tee, &mut ValidateOnly);
+            let parsed = nar::validate(&mut tee).map_err(Error::from);
             check_tee(tee.sink_error, parsed)?;
             None
         };
@@ -438,7 +437,11 @@ impl Cache {
                 got: got.to_sri(),
             });
         }
-        let store_path = fixed_output_path(&entry.name, entry.hash.mode, declared);
+        let name = StorePathName::new(&entry.name).map_err(|e| Error::Corrupt {
+            what: entry.store_path.clone(),
+            reason: e.to_string(),
+        })?;
+        let store_path = content_address(entry, declared).store_path(&name);
         if store_path.to_path_string() != entry.store_path {
             return Err(Error::StorePathMismatch {
                 what: entry.name.clone(),
@@ -458,7 +461,7 @@ impl Cache {
         let nar_file = match nar.file {
             Some(file) => {
                 let url = DiskLayout::nar_url(&file.hash, file.compression);
-                self.place(file.source, Path::new(&url))?;
+                self.place(file.source, url.as_path())?;
                 Some((url, file.compression))
             }
             None => None,
@@ -481,12 +484,12 @@ impl Cache {
         entry: &Entry,
         declared: &Hash,
         store_path: StorePath,
-        (url, compression): (String, Compression),
+        (url, compression): (NarUrl, Compression),
         published: &Published,
     ) -> Result<(), Error> {
         let mut info = NarInfo {
             url,
-            compression: compression.name().to_string(),
+            compression,
             file_hash: Some(published.file_hash.clone()),
             file_size: Some(published.file_size),
             nar_hash: published.nar_hash.clone(),
@@ -494,13 +497,13 @@ impl Cache {
             references: Vec::new(),
             deriver: None,
             sigs: Vec::new(),
-            ca: Some(content_address(entry.hash.mode, declared)),
+            ca: Some(content_address(entry, declared)),
             store_path,
         };
         if let Some(key) = &self.options.signing_key {
             info.sigs.push(key.sign(&info.fingerprint()));
         }
-        let path = self.disk.narinfo(&info.store_path.hash_part);
+        let path = self.disk.narinfo(info.store_path.hash_part());
         self.write_atomically(&path, info.render().as_bytes())
     }
 
@@ -522,12 +525,22 @@ impl Cache {
     }
 }
 
-pub(super) fn check_tee(
+/// The parse's outcome, unless writing the NAR's bytes to the cache failed first (a NAR
+/// that breaks off then is a symptom, not the cause).
+pub(super) fn check_tee<T>(
     sink_error: Option<io::Error>,
-    parsed: Result<u64, Error>,
-) -> Result<(), Error> {
+    parsed: Result<T, Error>,
+) -> Result<T, Error> {
     match sink_error {
         Some(e) => Err(Error::io("writing NAR to the cache")(e)),
-        None => parsed.map(drop),
+        None => parsed,
+    }
+}
+
+/// The content address a publish checks `entry` against: its mode and declared hash.
+fn content_address(entry: &Entry, declared: &Hash) -> ContentAddress {
+    ContentAddress {
+        mode: entry.hash.mode,
+        hash: declared.clone(),
     }
 }

@@ -5,20 +5,21 @@ use std::fs;
 use std::io;
 use std::path::PathBuf;
 
-use srcgrab_manifest::hash::{Hash, HashAlgo, HashMode};
-use srcgrab_manifest::store_path::{fixed_output_path, parse_content_address, StorePath};
+use srcgrab_formats::hash::{Hash, HashAlgo, HashMode};
+use srcgrab_formats::nar;
+use srcgrab_formats::narinfo::NarInfo;
+use srcgrab_formats::store_path::StorePath;
+use srcgrab_formats::ContentAddress;
 use srcgrab_manifest::Entry;
 
 use super::compression::decompressor;
 use super::hashing::ContentDigests;
 use super::hashing::{ContentHasher, ContentHashes, CountingReader, HashingReader};
-use super::layout::{mirror_keys, mirror_link_target, relative_path, DiskLayout};
+use super::layout::{mirror_keys, mirror_link_target, DiskLayout};
 use super::regular_file::{self, SmallFile, MAX_NARINFO};
 use super::seal;
-use super::visit::{FlatFileVisitor, ValidateOnly};
+use super::visit::hash_flat_file;
 use super::{declared_hash, is_flat, Cache, Verified, WRITE_BUFFER};
-use crate::nar::{self};
-use crate::narinfo::NarInfo;
 use crate::Error;
 
 impl Cache {
@@ -36,11 +37,8 @@ impl Cache {
             let Some(info) = self.matching_narinfo(entry, &declared)? else {
                 return Ok(false);
             };
-            // A URL reaching outside the cache makes the narinfo damaged: absent.
-            let Some(nar_file) = relative_path(&info.url) else {
-                return Ok(false);
-            };
-            if !seal::holds(&self.disk, &nar_file)? {
+            // A URL that would leave the cache fails the narinfo's parse: absent.
+            if !seal::holds(&self.disk, info.url.as_path())? {
                 return Ok(false);
             }
         }
@@ -116,7 +114,7 @@ impl Cache {
         let Ok(store_path) = StorePath::parse(&entry.store_path) else {
             return Ok(None);
         };
-        let path = self.disk.narinfo(&store_path.hash_part);
+        let path = self.disk.narinfo(store_path.hash_part());
         let SmallFile::Text(text) = regular_file::read_small(&path, MAX_NARINFO)? else {
             return Ok(None);
         };
@@ -125,9 +123,8 @@ impl Cache {
         };
         let ca_matches = info
             .ca
-            .as_deref()
-            .and_then(parse_content_address)
-            .is_some_and(|(mode, hash)| mode == entry.hash.mode && hash == *declared);
+            .as_ref()
+            .is_some_and(|ca| ca.mode == entry.hash.mode && ca.hash == *declared);
         Ok((info.store_path == store_path && ca_matches).then_some(info))
     }
 
@@ -155,7 +152,7 @@ impl Cache {
             SmallFile::Refused(why) => return Err(corrupt(why)),
         };
         let info = NarInfo::parse(&text)?;
-        if info.store_path.hash_part != hash_part {
+        if info.store_path.hash_part() != hash_part {
             return Err(corrupt(format!(
                 "names {}, not a path with hash {hash_part}",
                 info.store_path.to_path_string()
@@ -163,15 +160,13 @@ impl Cache {
         }
         // A source is checked against its content address; a binary (no CA: mirrored with
         // `fetch --store-paths` or as a manifest output) has only its signed NarHash.
-        let content_address = match info.ca.as_deref() {
-            Some(ca) => Some(
-                parse_content_address(ca).ok_or_else(|| corrupt(format!("bad CA field '{ca}'")))?,
-            ),
+        let content_address = match &info.ca {
+            Some(ca) => Some(ca.clone()),
             None if !info.sigs.is_empty() => None,
             None => return Err(corrupt("neither a CA field nor a signature".into())),
         };
-        if let Some((mode, ca_hash)) = &content_address {
-            let expected_path = fixed_output_path(&info.store_path.name, *mode, ca_hash);
+        if let Some(ca) = &content_address {
+            let expected_path = ca.store_path(info.store_path.name());
             if expected_path != info.store_path {
                 return Err(Error::StorePathMismatch {
                     what: what.clone(),
@@ -181,8 +176,8 @@ impl Cache {
             }
         }
 
-        let nar_rel = relative_path(&info.url)
-            .ok_or_else(|| corrupt(format!("URL '{}' is not a path inside the cache", info.url)))?;
+        // The URL is a checked relative path, so this names a file inside the cache.
+        let nar_rel = info.url.as_path().to_path_buf();
         let nar_path = self.root().join(&nar_rel);
         let (nar_file, nar_meta) = regular_file::open_existing(&nar_path)?;
         let nar_file_size = nar_meta.len();
@@ -193,12 +188,15 @@ impl Cache {
             hashes: &mut file_hashes,
         };
         let nar_algo = match &content_address {
-            Some((HashMode::Recursive, ca_hash)) => ca_hash.algo,
+            Some(ContentAddress {
+                mode: HashMode::Recursive,
+                hash,
+            }) => hash.algo,
             _ => HashAlgo::Sha256,
         };
         let mut nar_hashes = ContentHasher::new(ContentHashes::new(nar_algo), info.nar_size);
         let (flat, nar_size) = {
-            let decompressed = decompressor(&info.compression, &mut compressed)
+            let decompressed = decompressor(info.compression, &mut compressed)
                 .map_err(|e| corrupt(format!("{}: {e}", info.compression)))?;
             let mut counted = CountingReader {
                 inner: HashingReader {
@@ -207,16 +205,18 @@ impl Cache {
                 },
                 count: 0,
             };
-            let flat = if let Some((HashMode::Flat, ca_hash)) = &content_address {
-                let mut visitor = FlatFileVisitor {
-                    hashes: ContentHashes::new(ca_hash.algo),
-                    digests: None,
-                    mirror: None,
-                };
-                nar::parse(&mut counted, &mut visitor)?;
-                Some(visitor.digests()?)
+            let flat = if let Some(ContentAddress {
+                mode: HashMode::Flat,
+                hash,
+            }) = &content_address
+            {
+                let hashes = ContentHashes::new(hash.algo);
+                let (digests, _) = nar::parse_single_file(&mut counted, |file, contents| {
+                    hash_flat_file(&hashes, None, file, contents)
+                })?;
+                Some(digests)
             } else {
-                nar::parse(&mut counted, &mut ValidateOnly)?;
+                nar::validate(&mut counted)?;
                 None
             };
             (flat, counted.count)
@@ -256,7 +256,7 @@ impl Cache {
                 info.url
             )));
         }
-        if let Some((_, ca_hash)) = &content_address {
+        if let Some(ContentAddress { hash: ca_hash, .. }) = &content_address {
             let content_hash = match &flat {
                 Some(digests) => digests.get(ca_hash.algo),
                 None => nar_digests.get(ca_hash.algo),

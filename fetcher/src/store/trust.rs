@@ -5,7 +5,7 @@ use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::Path;
 
-use srcgrab_manifest::hash::{Hash, HashAlgo, Hasher};
+use srcgrab_formats::hash::{Hash, HashAlgo, Hasher};
 
 use crate::Error;
 
@@ -168,7 +168,7 @@ mod tests {
     use std::fs::{self, File};
     use std::io::Write;
 
-    use srcgrab_manifest::hash::HashMode;
+    use srcgrab_formats::hash::HashMode;
     use srcgrab_manifest::Entry;
 
     use super::*;
@@ -176,7 +176,12 @@ mod tests {
     use crate::Error;
 
     fn flat_entry(name: &str, hash: &Hash) -> Entry {
-        Entry::new(name, HashMode::Flat, hash, srcgrab_manifest::Kind::Url)
+        Entry::new(
+            &srcgrab_formats::StorePathName::new(name).unwrap(),
+            HashMode::Flat,
+            hash,
+            srcgrab_manifest::Kind::Url,
+        )
     }
 
     /// Writes `chunks` to `path` through [`HashedWrites`] and seals the hash to it.

@@ -7,7 +7,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
-use srcgrab_manifest::hash::{Hash, HashAlgo};
+use srcgrab_formats::hash::{Hash, HashAlgo};
 
 use super::Corrupt;
 use crate::store::layout::{keys_of_hash, mirror_key_algo, mirror_link_target, normal_key};

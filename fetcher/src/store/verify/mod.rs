@@ -20,14 +20,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use rayon::prelude::*;
-use srcgrab_manifest::hash::{HashAlgo, HashMode};
-use srcgrab_manifest::store_path::{parse_content_address, StorePath};
+use srcgrab_formats::hash::{HashAlgo, HashMode};
+use srcgrab_formats::store_path::StorePath;
 use srcgrab_manifest::{Entry, Manifest};
 
-use crate::narinfo::NarInfo;
 use crate::store::regular_file::{self, file_kind, SmallFile, MAX_CACHE_INFO, MAX_NARINFO};
-use crate::store::{relative_path, Cache, CacheOptions, DiskLayout, FileLock, Layout, CACHE_INFO};
+use crate::store::{Cache, CacheOptions, DiskLayout, FileLock, Layout, CACHE_INFO};
 use crate::Error;
+use srcgrab_formats::narinfo::NarInfo;
 
 mod index;
 mod keys;
@@ -203,7 +203,7 @@ fn read_narinfos(disk: &DiskLayout, hash_parts: &[String]) -> NarinfoFacts {
         .collect();
     let referenced_nars = parsed
         .values()
-        .filter_map(|i| relative_path(&i.url))
+        .map(|i| i.url.as_path().to_path_buf())
         .collect();
     NarinfoFacts {
         parsed,
@@ -251,7 +251,7 @@ pub fn verify_cache(
         .map(|m| {
             m.entries
                 .iter()
-                .filter_map(|e| Some((e.parsed_store_path().ok()?.hash_part, e)))
+                .filter_map(|e| Some((e.parsed_store_path().ok()?.hash_part().to_string(), e)))
                 .collect()
         })
         .unwrap_or_default();
@@ -266,7 +266,7 @@ pub fn verify_cache(
             facts
                 .parsed
                 .get(h)
-                .and_then(|info| relative_path(&info.url)),
+                .map(|info| info.url.as_path().to_path_buf()),
         );
         files
     };
@@ -431,8 +431,8 @@ fn mirror_owners(
     facts: &NarinfoFacts,
 ) -> HashMap<String, String> {
     let from_narinfos = facts.parsed.values().filter_map(|info| {
-        let (mode, hash) = parse_content_address(info.ca.as_deref()?)?;
-        (mode == HashMode::Flat).then(|| (hash, info.store_path.to_path_string()))
+        let ca = info.ca.as_ref()?;
+        (ca.mode == HashMode::Flat).then(|| (ca.hash.clone(), info.store_path.to_path_string()))
     });
     let from_manifest = flat_entries
         .iter()
@@ -473,7 +473,7 @@ fn missing_entries(
             let narinfo_missing = layout.cache
                 && (no_nars
                     || !root
-                        .join(DiskLayout::narinfo_name(&path.hash_part))
+                        .join(DiskLayout::narinfo_name(path.hash_part()))
                         .exists());
             let mirror_missing =
                 layout.mirror && flat && (no_mirror || !cache.mirror_keys_complete(e));
@@ -503,7 +503,7 @@ pub fn remove_corrupt(root: &Path, report: &VerifyReport) -> Result<BTreeSet<Str
             .store_path
             .as_deref()
             .and_then(|p| StorePath::parse(p).ok())
-            .map(|p| FileLock::acquire(&disk.lock_file(&p.hash_part)))
+            .map(|p| FileLock::acquire(&disk.lock_file(p.hash_part())))
             .transpose()?;
         let is_narinfo = c.path.extension().is_some_and(|e| e == "narinfo");
         // Read as a small regular file only: a narinfo planted as a symlink names nothing.
@@ -514,7 +514,7 @@ pub fn remove_corrupt(root: &Path, report: &VerifyReport) -> Result<BTreeSet<Str
                 SmallFile::Text(text) => NarInfo::parse(&text).ok(),
                 _ => None,
             })
-            .and_then(|info| relative_path(&info.url));
+            .map(|info| info.url.as_path().to_path_buf());
         remove(&c.path)?;
         if let Some(nar) = nar {
             remove(&nar)?;

@@ -4,24 +4,26 @@
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey};
-use std::path::Path;
 
-use crate::Error;
+/// A key that is not `name:base64` of the right length, or not a valid ed25519 key.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("bad signing key: {0}")]
+pub struct KeyError(String);
 
 /// Splits `name:base64` and decodes the key bytes, which must be `len` long.
-fn decode_named(text: &str, len: usize, what: &str) -> Result<(String, Vec<u8>), Error> {
+fn decode_named(text: &str, len: usize, what: &str) -> Result<(String, Vec<u8>), KeyError> {
     let (name, encoded) = text
         .trim()
         .split_once(':')
-        .ok_or_else(|| Error::BadKey(format!("{what} must look like 'name:base64'")))?;
+        .ok_or_else(|| KeyError(format!("{what} must look like 'name:base64'")))?;
     if name.is_empty() {
-        return Err(Error::BadKey(format!("{what} has an empty name")));
+        return Err(KeyError(format!("{what} has an empty name")));
     }
     let bytes = BASE64
         .decode(encoded)
-        .map_err(|e| Error::BadKey(format!("{what} '{name}': {e}")))?;
+        .map_err(|e| KeyError(format!("{what} '{name}': {e}")))?;
     if bytes.len() != len {
-        return Err(Error::BadKey(format!(
+        return Err(KeyError(format!(
             "{what} '{name}' has {} bytes, expected {len}",
             bytes.len()
         )));
@@ -43,22 +45,16 @@ impl std::fmt::Debug for SecretKey {
 }
 
 impl SecretKey {
-    pub fn parse(text: &str) -> Result<SecretKey, Error> {
+    pub fn parse(text: &str) -> Result<SecretKey, KeyError> {
         let (name, bytes) = decode_named(text, 64, "secret key")?;
         let mut keypair = [0u8; 64];
         keypair.copy_from_slice(&bytes);
         let key = SigningKey::from_keypair_bytes(&keypair).map_err(|_| {
-            Error::BadKey(format!(
+            KeyError(format!(
                 "secret key '{name}' does not match its public half"
             ))
         })?;
         Ok(SecretKey { name, key })
-    }
-
-    pub fn from_file(path: &Path) -> Result<SecretKey, Error> {
-        let text = std::fs::read_to_string(path)
-            .map_err(Error::io(format!("reading signing key {}", path.display())))?;
-        SecretKey::parse(&text)
     }
 
     pub fn name(&self) -> &str {
@@ -87,13 +83,12 @@ pub struct PublicKey {
 }
 
 impl PublicKey {
-    pub fn parse(text: &str) -> Result<PublicKey, Error> {
+    pub fn parse(text: &str) -> Result<PublicKey, KeyError> {
         let (name, bytes) = decode_named(text, 32, "public key")?;
         let mut raw = [0u8; 32];
         raw.copy_from_slice(&bytes);
-        let key = VerifyingKey::from_bytes(&raw).map_err(|_| {
-            Error::BadKey(format!("public key '{name}' is not a valid ed25519 point"))
-        })?;
+        let key = VerifyingKey::from_bytes(&raw)
+            .map_err(|_| KeyError(format!("public key '{name}' is not a valid ed25519 point")))?;
         Ok(PublicKey { name, key })
     }
 

@@ -47,6 +47,78 @@ impl Derivation {
     pub fn env_str(&self, key: &str) -> &str {
         self.env.get(key).map(String::as_str).unwrap_or("")
     }
+
+    /// The `.drv` text Nix writes for this derivation (`Derivation::unparse`): what
+    /// [`parse`] reads back unchanged, and byte-identical to Nix's own file.
+    pub fn to_aterm(&self) -> String {
+        let mut out = String::from("Derive(");
+        list(&mut out, &self.outputs, |out, o| {
+            out.push('(');
+            strings(out, [&o.name, &o.path, &o.hash_algo, &o.hash]);
+            out.push(')');
+        });
+        out.push(',');
+        list(&mut out, &self.input_drvs, |out, (path, outputs)| {
+            out.push('(');
+            quoted(out, path);
+            out.push(',');
+            list(out, outputs, |out, o| quoted(out, o));
+            out.push(')');
+        });
+        out.push(',');
+        list(&mut out, &self.input_srcs, |out, s| quoted(out, s));
+        out.push(',');
+        strings(&mut out, [&self.system, &self.builder]);
+        out.push(',');
+        list(&mut out, &self.args, |out, a| quoted(out, a));
+        out.push(',');
+        list(&mut out, &self.env, |out, (key, value)| {
+            out.push('(');
+            strings(out, [key, value]);
+            out.push(')');
+        });
+        out.push(')');
+        out
+    }
+}
+
+/// `[item,item,...]`
+fn list<I: IntoIterator>(out: &mut String, items: I, mut item: impl FnMut(&mut String, I::Item)) {
+    out.push('[');
+    for (i, it) in items.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        item(out, it);
+    }
+    out.push(']');
+}
+
+/// Quoted strings separated by commas.
+fn strings<'a>(out: &mut String, items: impl IntoIterator<Item = &'a String>) {
+    for (i, s) in items.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        quoted(out, s);
+    }
+}
+
+/// A string as Nix quotes it: `"` and `\` escaped, newline, tab and return as `\n`, `\t`,
+/// `\r`.
+fn quoted(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            other => out.push(other),
+        }
+    }
+    out.push('"');
 }
 
 /// Malformed `.drv` text, with the byte offset where parsing stopped.
