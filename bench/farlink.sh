@@ -63,55 +63,9 @@ print(f"{len(sizes)} files, {sum(sizes) / 1e6:.0f} MB, largest {max(sizes) / 1e6
 PY
 
 # The link: 0.6 s before each response's first byte, 2 MB/s per connection, HTTP/1.1
-# keep-alive, byte ranges, a strong ETag.
-python3 - "$work/srv" "$port" "$latency" "$rate" > "$work/server.log" 2>&1 <<'PY' &
-import http.server, os, sys, threading, time
-root, port, latency, rate = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
-
-class Link(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def log_message(self, *args): pass
-    def do_HEAD(self): self.answer(False)
-    def do_GET(self): self.answer(True)
-    def answer(self, body):
-        time.sleep(latency)
-        path = os.path.join(root, os.path.basename(self.path))
-        if not os.path.isfile(path):
-            self.send_response(404); self.send_header("Content-Length", "0"); self.end_headers(); return
-        total = os.path.getsize(path)
-        start, end, status = 0, total, 200
-        wanted = self.headers.get("Range", "")
-        if wanted.startswith("bytes="):
-            first, _, last = wanted[6:].partition("-")
-            start, end, status = int(first), (int(last) + 1 if last else total), 206
-            end = min(end, total)
-            if start >= end:
-                self.send_response(416); self.send_header("Content-Range", f"bytes */{total}")
-                self.send_header("Content-Length", "0"); self.end_headers(); return
-        self.send_response(status)
-        self.send_header("Content-Length", str(end - start))
-        self.send_header("Accept-Ranges", "bytes")
-        self.send_header("ETag", f'"{total:x}"')
-        if status == 206:
-            self.send_header("Content-Range", f"bytes {start}-{end - 1}/{total}")
-        self.end_headers()
-        if not body: return
-        with open(path, "rb") as f:
-            f.seek(start)
-            sent, began = 0, time.monotonic()
-            while sent < end - start:
-                chunk = f.read(min(32768, end - start - sent))
-                self.wfile.write(chunk)
-                sent += len(chunk)
-                ahead = sent / rate - (time.monotonic() - began)
-                if ahead > 0: time.sleep(ahead)
-
-http.server.ThreadingHTTPServer.request_queue_size = 1024
-http.server.ThreadingHTTPServer.daemon_threads = True
-servers = [http.server.ThreadingHTTPServer((f"127.0.0.{i}", port), Link) for i in range(1, 5)]
-for s in servers[1:]: threading.Thread(target=s.serve_forever, daemon=True).start()
-servers[0].serve_forever()
-PY
+# keep-alive, byte ranges, a strong ETag (bench/farlink_server.py), on hosts 127.0.0.1-4.
+python3 "$root/bench/farlink_server.py" "$work/srv" "$port" "$latency" "$rate" \
+  127.0.0.1 127.0.0.2 127.0.0.3 127.0.0.4 > "$work/server.log" 2>&1 &
 server_pid=$!
 for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.4:$port/" && break; sleep 0.1; done
 

@@ -3,24 +3,21 @@
 //! at the end and optionally a JSON report of every entry.
 
 use crate::cli_values::{parse_rate, parse_rewrite, parse_size};
+use crate::cmd::fetch_display::Display;
 use crate::cmd::fetch_paths;
 use crate::cmd::report::{human_bytes, read_manifest};
-use crate::progress::{self, PeriodicLog};
 use crate::Status;
 use anyhow::Context as _;
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget};
 use srcgrab_fetcher::binaries::ClosureOptions;
 use srcgrab_fetcher::builder::NixBuilder;
 use srcgrab_fetcher::fetch::{FetchOptions, DEFAULT_SUBSTITUTER};
 use srcgrab_fetcher::net::{DownloadOptions, Rewrite};
-use srcgrab_fetcher::report::{EntryReport, Outcome, Progress, Report};
+use srcgrab_fetcher::report::{Outcome, Report};
 use srcgrab_fetcher::store::{Cache, CacheOptions, Compression, Layout};
 use srcgrab_formats::signature::SecretKey;
 use srcgrab_manifest::StorePath;
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(clap::Args)]
@@ -383,234 +380,5 @@ fn print_summary(report: &Report, total: u64) {
             ),
             _ => {}
         }
-    }
-}
-
-/// Progress on stderr: on a terminal, an entries bar, a bytes line and one bar per transfer
-/// in flight (as uv draws them); otherwise a line every ten seconds.
-struct Display {
-    entries: ProgressBar,
-    bytes: ProgressBar,
-    bars: MultiProgress,
-    on_terminal: bool,
-    transfers: Mutex<HashMap<u64, ProgressBar>>,
-    log: PeriodicLog,
-    total: u64,
-    done: AtomicU64,
-    not_done: AtomicU64,
-    downloaded: AtomicU64,
-    in_flight: AtomicU64,
-    hosts_down: AtomicU64,
-    recent: Mutex<RecentRate>,
-}
-
-/// Bytes and entries done over the last minute, for a throughput and an ETA that follow
-/// what the link does now rather than since the start.
-struct RecentRate {
-    /// (when, bytes downloaded, entries done), one sample a second at most, oldest first.
-    samples: std::collections::VecDeque<(std::time::Instant, u64, u64)>,
-}
-
-const RECENT_WINDOW: Duration = Duration::from_secs(60);
-
-impl RecentRate {
-    /// Adds a sample; returns bytes per second and entries per second over the window.
-    fn sample(&mut self, bytes: u64, entries: u64) -> (f64, f64) {
-        let now = std::time::Instant::now();
-        if self
-            .samples
-            .back()
-            .is_none_or(|(at, _, _)| now.duration_since(*at) >= Duration::from_secs(1))
-        {
-            self.samples.push_back((now, bytes, entries));
-        }
-        while self
-            .samples
-            .front()
-            .is_some_and(|(at, _, _)| now.duration_since(*at) > RECENT_WINDOW)
-        {
-            self.samples.pop_front();
-        }
-        let Some(&(first, first_bytes, first_entries)) = self.samples.front() else {
-            return (0.0, 0.0);
-        };
-        let seconds = now.duration_since(first).as_secs_f64().max(1.0);
-        (
-            bytes.saturating_sub(first_bytes) as f64 / seconds,
-            entries.saturating_sub(first_entries) as f64 / seconds,
-        )
-    }
-}
-
-impl Display {
-    fn new(total: u64) -> Display {
-        let on_terminal = progress::on_terminal();
-        let target = if on_terminal {
-            ProgressDrawTarget::stderr()
-        } else {
-            ProgressDrawTarget::hidden()
-        };
-        let bars = MultiProgress::with_draw_target(target);
-        let entries = bars.add(progress::bar(
-            total,
-            "{bar:30} {pos}/{len} entries [{elapsed_precise}, eta {eta}] {msg}",
-        ));
-        let bytes = bars.add(progress::bar(
-            0,
-            "{binary_bytes} downloaded at {binary_bytes_per_sec} {msg}",
-        ));
-        Display {
-            entries,
-            bytes,
-            bars,
-            on_terminal,
-            transfers: Mutex::new(HashMap::new()),
-            log: PeriodicLog::new(Duration::from_secs(10)),
-            total,
-            done: AtomicU64::new(0),
-            not_done: AtomicU64::new(0),
-            downloaded: AtomicU64::new(0),
-            in_flight: AtomicU64::new(0),
-            hosts_down: AtomicU64::new(0),
-            recent: Mutex::new(RecentRate {
-                samples: std::collections::VecDeque::new(),
-            }),
-        }
-    }
-
-    /// Files in flight, hosts down, and throughput and ETA over the last minute.
-    fn status(&self) -> String {
-        let done = self.done.load(Ordering::Relaxed);
-        let (bytes_per_second, entries_per_second) = self
-            .recent
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .sample(self.downloaded.load(Ordering::Relaxed), done);
-        let eta = if entries_per_second > 0.0 {
-            let seconds = self.total.saturating_sub(done) as f64 / entries_per_second;
-            format!("eta {}", human_duration(seconds))
-        } else {
-            "eta unknown".to_string()
-        };
-        let mut line = format!(
-            "{} files in flight, {}/s and {eta} over the last minute",
-            self.in_flight.load(Ordering::Relaxed),
-            human_bytes(bytes_per_second as u64)
-        );
-        let down = self.hosts_down.load(Ordering::Relaxed);
-        if down > 0 {
-            line.push_str(&format!(", {down} hosts down"));
-        }
-        line
-    }
-
-    fn refresh(&self) {
-        if self.on_terminal {
-            self.bytes.set_message(self.status());
-        }
-        self.log.maybe(|| {
-            format!(
-                "fetch: {}/{} entries ({} not fetched), {} downloaded, {}",
-                self.done.load(Ordering::Relaxed),
-                self.total,
-                self.not_done.load(Ordering::Relaxed),
-                human_bytes(self.downloaded.load(Ordering::Relaxed)),
-                self.status()
-            )
-        });
-    }
-
-    fn finish(&self) {
-        self.entries.finish_and_clear();
-        self.bytes.finish_and_clear();
-    }
-}
-
-impl Progress for Display {
-    fn download_start(&self, id: u64, label: &str, length: Option<u64>) {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        if self.on_terminal {
-            let bar = self.bars.add(progress::bar(
-                length.unwrap_or(0),
-                "  {bar:20} {binary_bytes:>10}/{binary_total_bytes:<10} {wide_msg}",
-            ));
-            bar.set_message(label.to_string());
-            self.transfers
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(id, bar);
-        }
-        self.refresh();
-    }
-
-    fn download_length(&self, id: u64, length: u64) {
-        if let Some(bar) = self.transfer(id) {
-            bar.set_length(length);
-        }
-    }
-
-    fn download_ranges(&self, id: u64, ranges: usize) {
-        if let Some(bar) = self.transfer(id) {
-            let label = bar.message();
-            let name = label.split(" (").next().unwrap_or(&label).to_string();
-            bar.set_message(format!("{name} ({ranges} ranges)"));
-        }
-    }
-
-    fn download_bytes(&self, id: u64, bytes: u64) {
-        self.downloaded.fetch_add(bytes, Ordering::Relaxed);
-        self.bytes.inc(bytes);
-        if let Some(bar) = self.transfer(id) {
-            bar.inc(bytes);
-        }
-        self.refresh();
-    }
-
-    fn download_end(&self, id: u64) {
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
-        let bar = self
-            .transfers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&id);
-        if let Some(bar) = bar {
-            bar.finish_and_clear();
-            self.bars.remove(&bar);
-        }
-        self.refresh();
-    }
-
-    fn hosts_down(&self, count: usize) {
-        self.hosts_down.store(count as u64, Ordering::Relaxed);
-        self.refresh();
-    }
-
-    fn entry_done(&self, entry: &EntryReport) {
-        self.done.fetch_add(1, Ordering::Relaxed);
-        if !entry.is_done() {
-            let n = self.not_done.fetch_add(1, Ordering::Relaxed) + 1;
-            self.entries.set_message(format!("{n} not fetched"));
-        }
-        self.entries.inc(1);
-        self.refresh();
-    }
-}
-
-impl Display {
-    fn transfer(&self, id: u64) -> Option<ProgressBar> {
-        self.transfers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&id)
-            .cloned()
-    }
-}
-
-fn human_duration(seconds: f64) -> String {
-    let seconds = seconds.round() as u64;
-    match seconds {
-        0..=99 => format!("{seconds} s"),
-        100..=5999 => format!("{} min", seconds / 60),
-        _ => format!("{:.1} h", seconds as f64 / 3600.0),
     }
 }

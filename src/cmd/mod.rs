@@ -6,6 +6,7 @@ pub mod check;
 pub mod diff;
 pub mod enumerate;
 pub mod fetch;
+pub mod fetch_display;
 pub mod fetch_paths;
 pub mod ingest;
 pub mod merge;

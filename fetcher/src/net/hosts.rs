@@ -173,8 +173,9 @@ impl Downloader {
 
     /// `url`'s host was not reached by a request sent at `sent`: down after
     /// `host_down_after` such failures in a row, each sent after the one before was
-    /// counted, or again for a cool-down when this was its probe.
-    pub(super) fn note_unreached(&self, url: &str, reason: &str, sent: Instant) {
+    /// counted (`at_once`: after this one, as for a name that does not resolve), or again
+    /// for a cool-down when this was its probe.
+    pub(super) fn note_unreached(&self, url: &str, reason: &str, sent: Instant, at_once: bool) {
         let mut hosts = self.lock_tallies();
         let health = &mut hosts.entry(host_key(url)).or_default().health;
         if health.last_counted.is_some_and(|counted| sent < counted) {
@@ -188,7 +189,7 @@ impl Downloader {
             if down.probe_sent.take().is_some() {
                 down.probe_at = probe_at;
             }
-        } else if health.unreached_in_a_row >= self.options.host_down_after.max(1) {
+        } else if at_once || health.unreached_in_a_row >= self.options.host_down_after.max(1) {
             health.first_down.get_or_insert_with(Instant::now);
             health.times_down += 1;
             health.down = Some(Down {
@@ -326,16 +327,16 @@ mod tests {
         };
         let downloader = Downloader::new(options, dir.path(), Arc::new(NoProgress)).unwrap();
         let (url, other) = ("http://far.example:8080/a", "http://far.example:8080/b");
-        downloader.note_unreached(url, "refused", Instant::now());
-        downloader.note_unreached(url, "refused", Instant::now());
+        downloader.note_unreached(url, "refused", Instant::now(), false);
+        downloader.note_unreached(url, "refused", Instant::now(), false);
         downloader.note_reached(url);
-        downloader.note_unreached(url, "refused", Instant::now());
-        downloader.note_unreached(url, "refused", Instant::now());
+        downloader.note_unreached(url, "refused", Instant::now(), false);
+        downloader.note_unreached(url, "refused", Instant::now(), false);
         assert!(
             is_up(&downloader, other),
             "an answer in between resets the count"
         );
-        downloader.note_unreached(url, "refused", Instant::now());
+        downloader.note_unreached(url, "refused", Instant::now(), false);
         assert!(
             !is_up(&downloader, other),
             "down after three in a row, for every URL"
@@ -350,7 +351,7 @@ mod tests {
         assert!(downloader.check_up(url).is_ok(), "a probe is due");
         assert!(is_up(&downloader, url), "the probe goes out");
         assert!(!is_up(&downloader, url), "one probe at a time");
-        downloader.note_unreached(url, "still refused", Instant::now());
+        downloader.note_unreached(url, "still refused", Instant::now(), false);
         assert!(
             !is_up(&downloader, url),
             "a failed probe: another cool-down"

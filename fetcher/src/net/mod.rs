@@ -46,7 +46,7 @@ use crate::Error;
 use hosts::HostTally;
 use partial::{clean_stale_partials, STALE_PARTIAL_AGE};
 use rate::TokenBucket;
-use retry::{classify, error_chain, Attempt};
+use retry::{classify, error_chain, is_resolution_failure, Attempt};
 use schedule::Slots;
 use srcgrab_formats::hash::Hash;
 
@@ -157,7 +157,8 @@ impl Downloader {
             Ok(Err(err)) => classify(&err),
         };
         if let Attempt::Unreachable { reason, .. } = &attempt {
-            self.note_unreached(url, reason, sent);
+            let at_once = is_resolution_failure(reason);
+            self.note_unreached(url, reason, sent, at_once);
         }
         Err(attempt)
     }

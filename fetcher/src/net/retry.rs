@@ -66,23 +66,18 @@ pub(super) fn classify(err: &reqwest::Error) -> Attempt {
     }
     let untrusted = is_certificate_error(&reason);
     if err.is_connect() || untrusted {
-        let permanent = untrusted || is_no_such_name(&reason);
+        let permanent = untrusted || is_resolution_failure(&reason);
         return Attempt::Unreachable { reason, permanent };
     }
     transient(reason)
 }
 
-/// The resolver's "this name does not exist" (EAI_NONAME, EAI_NODATA), as opposed to a
-/// resolver that could not be asked ("Temporary failure in name resolution"). The cause
-/// reaches us only as the text of an `io::Error` from getaddrinfo.
-fn is_no_such_name(reason: &str) -> bool {
-    [
-        "Name or service not known",
-        "No address associated with hostname",
-        "nodename nor servname provided",
-    ]
-    .iter()
-    .any(|text| reason.contains(text))
+/// A name that did not resolve ("no such name", or a resolver that cannot be asked): the
+/// answer holds for every request to the host, so the URL is not asked again and the host
+/// is marked down at once, to be probed after the cool-down (hyper's connector says
+/// "dns error"; the cause reaches us only as the text of getaddrinfo's error).
+pub(super) fn is_resolution_failure(reason: &str) -> bool {
+    reason.contains("dns error")
 }
 
 /// rustls refusing the server's certificate (unknown issuer, expired, wrong name), which
@@ -208,11 +203,8 @@ mod tests {
         for code in [400, 401, 403, 404, 410, 416, 451] {
             assert!(!status(code, None).is_retried(), "HTTP {code} is permanent");
         }
-        assert!(is_no_such_name(
-            "dns error: failed to lookup address information: Name or service not known"
-        ));
-        assert!(!is_no_such_name(
-            "dns error: failed to lookup address information: Temporary failure in name resolution"
+        assert!(is_resolution_failure(
+            "error sending request: client error (Connect): dns error: failed to lookup address information: Temporary failure in name resolution"
         ));
         assert!(is_certificate_error(
             "error sending request: client error (Connect): invalid peer certificate: UnknownIssuer"

@@ -32,8 +32,8 @@ impl Downloader {
     /// A slot for the first request of a download of unknown size. When it has waited
     /// [`PROBE_AFTER`] (a slow link: slots turn over slowly), a HEAD (outside the connection
     /// budget, like narinfo lookups) asks the size, so that large files waiting behind
-    /// small ones move ahead once known; its answer comes along. Only hosts that answered
-    /// before are asked so: a host that does not answer is not sent a HEAD per waiting file.
+    /// small ones move ahead once known; its answer comes along. The HEAD waits until the host
+    /// answered something: a host that does not answer is not sent a HEAD per waiting file.
     pub(super) async fn lease_sized(&self, url: &str) -> (Lease<'_>, Option<Head>) {
         // Boxed so that dropping it really leaves the queue before asking again.
         let mut waiting = Box::pin(self.lease(url, 0));
@@ -41,11 +41,10 @@ impl Downloader {
             lease = &mut waiting => return (lease, None),
             head = async {
                 tokio::time::sleep(PROBE_AFTER).await;
-                if self.has_answered(url) {
-                    self.head(url).await
-                } else {
-                    None
+                while !self.has_answered(url) {
+                    tokio::time::sleep(PROBE_AFTER).await;
                 }
+                self.head(url).await
             } => head,
         };
         match head {
