@@ -87,6 +87,8 @@ pub enum EnumerateError {
     NixNotFound,
     #[error("cannot run {command}: {message}")]
     NixCommand { command: String, message: String },
+    #[error(transparent)]
+    Process(#[from] srcgrab_process::ProcessError),
     #[error("nixpkgs path {0} does not exist")]
     NixpkgsMissing(PathBuf),
     #[error("expression file {0} does not exist")]
@@ -106,7 +108,7 @@ pub enum EnumerateError {
 /// Runs a whole enumeration and returns the manifest (normalised: same input, same bytes).
 pub fn enumerate(options: &Options, progress: &dyn Progress) -> Result<Manifest, EnumerateError> {
     let nix = find_on_path("nix").ok_or(EnumerateError::NixNotFound)?;
-    let nix_version = command_output(Command::new(&nix).arg("--version"))?;
+    let nix_version = srcgrab_process::run(Command::new(&nix).arg("--version"))?;
     let experimental_flag = needs_experimental_flag(&nix_version);
     let source_expr = match &options.source {
         Source::Nixpkgs(path) => {
@@ -498,7 +500,7 @@ fn evaluator_env(source: &Source, workdir: &Path) -> Result<Vec<(String, String)
 
 fn current_system(nix: &Path, env: &[(String, String)]) -> Result<String, EnumerateError> {
     let instantiate = nix.with_file_name("nix-instantiate");
-    let out = command_output(
+    let out = srcgrab_process::run(
         Command::new(&instantiate)
             .args(["--eval", "--json", "--expr", "builtins.currentSystem"])
             .env_clear()
@@ -510,34 +512,18 @@ fn current_system(nix: &Path, env: &[(String, String)]) -> Result<String, Enumer
     })
 }
 
-fn command_output(command: &mut Command) -> Result<String, EnumerateError> {
-    let describe = format!("{:?}", command.get_program());
-    let out = command.output().map_err(|e| EnumerateError::NixCommand {
-        command: describe.clone(),
-        message: e.to_string(),
-    })?;
-    if !out.status.success() {
-        return Err(EnumerateError::NixCommand {
-            command: describe,
-            message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 /// The commit of a nixpkgs that is the top of a git checkout (not merely inside one).
 fn git_head(path: &Path) -> Option<String> {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(path)
-        .args(["rev-parse", "--show-toplevel", "HEAD"])
-        .output()
-        .ok()?;
-    let text = String::from_utf8(out.stdout).ok()?;
+    let text = srcgrab_process::run(Command::new("git").arg("-C").arg(path).args([
+        "rev-parse",
+        "--show-toplevel",
+        "HEAD",
+    ]))
+    .ok()?;
     let mut lines = text.lines();
     let (top, rev) = (lines.next()?, lines.next()?);
     let is_top = Path::new(top).canonicalize().ok()? == path.canonicalize().ok()?;
-    (out.status.success() && is_top).then(|| rev.to_string())
+    is_top.then(|| rev.to_string())
 }
 
 fn find_on_path(program: &str) -> Option<PathBuf> {

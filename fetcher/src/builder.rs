@@ -5,13 +5,13 @@
 //! store again when they were not there before.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use srcgrab_manifest::Entry;
 
-use crate::git::{describe, tail};
 use crate::store::{Cache, Published};
 use crate::Error;
+use srcgrab_process as process;
 
 /// What building one entry did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,53 +117,24 @@ impl NixBuilder {
 
 /// `nix-store --dump` of the output, straight into the cache's verifying publisher.
 fn export(entry: &Entry, cache: &Cache) -> Result<Published, Error> {
-    let command = format!("nix-store --dump {}", entry.store_path);
-    let mut child = Command::new("nix-store")
-        .arg("--dump")
-        .arg(&entry.store_path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(Error::io(format!("starting {command}")))?;
-    let mut nar = child.stdout.take().expect("stdout was piped");
-    let published = cache.publish_nar(entry, &mut nar);
-    drop(nar);
-    let output = child
-        .wait_with_output()
-        .map_err(Error::io(format!("waiting for {command}")))?;
-    if !output.status.success() {
-        return Err(Error::Command {
-            command,
-            stderr: tail(&String::from_utf8_lossy(&output.stderr)),
-        });
-    }
+    let mut dump = process::Streaming::start(
+        Command::new("nix-store")
+            .arg("--dump")
+            .arg(&entry.store_path),
+    )?;
+    let published = cache.publish_nar(entry, dump.stdout());
+    dump.finish()?;
     published
 }
 
 /// Whether a store path (or .drv) is valid in the local store.
 fn is_valid(path: &str) -> Result<bool, Error> {
-    let status = Command::new("nix-store")
-        .args(["--check-validity", path])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map_err(Error::io("running nix-store --check-validity"))?;
-    Ok(status.success())
+    Ok(process::succeeds(
+        Command::new("nix-store").args(["--check-validity", path]),
+    )?)
 }
 
 fn run(cmd: &mut Command) -> Result<(), Error> {
-    let command = describe(cmd);
-    let output = cmd
-        .stdin(Stdio::null())
-        .output()
-        .map_err(Error::io(format!("running {command}")))?;
-    if output.status.success() {
-        return Ok(());
-    }
-    Err(Error::Command {
-        command,
-        stderr: tail(&String::from_utf8_lossy(&output.stderr)),
-    })
+    process::run(cmd)?;
+    Ok(())
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use srcgrab_formats::nar::NarError;
 use srcgrab_formats::narinfo::NarInfoError;
 use srcgrab_formats::signature::KeyError;
+use srcgrab_process::ProcessError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -99,6 +100,20 @@ impl From<NarError> for Error {
             NarError::Read(source) => Error::io("reading NAR")(source),
             NarError::ReadContents(source) => Error::io("reading file contents")(source),
             other => Error::BadNar(other),
+        }
+    }
+}
+
+/// A program that failed is a `Command` error (its stderr told why); one that could not be
+/// started or talked to is an I/O error about that command.
+impl From<ProcessError> for Error {
+    fn from(error: ProcessError) -> Error {
+        match error {
+            ProcessError::Failed { command, stderr } => Error::Command { command, stderr },
+            ProcessError::Start { command, source } => {
+                Error::io(format!("running {command}"))(source)
+            }
+            ProcessError::Io { command, source } => Error::io(command)(source),
         }
     }
 }

@@ -13,7 +13,6 @@
 //! nix-prefetch-git's steps against the remote itself and normalise `.git` the way it does.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -22,6 +21,7 @@ use srcgrab_manifest::{Entry, GitSource};
 use crate::net::Rewrite;
 use crate::store::{Cache, FileLock, Published};
 use crate::Error;
+use srcgrab_process as process;
 
 /// The branch nix-prefetch-git checks out when the package names none.
 const DEFAULT_BRANCH: &str = "fetchgit";
@@ -81,10 +81,10 @@ impl GitFetcher {
             home: new_home()?,
             lfs_home: None,
         };
-        fetcher.run(fetcher.git(mirror_root).arg("--version"))?;
+        process::run(fetcher.git(mirror_root).arg("--version"))?;
         let lfs_home = new_home()?;
-        let lfs_installed = fetcher
-            .run(fetcher.git(mirror_root).env("HOME", lfs_home.path()).args([
+        let lfs_installed =
+            process::run(fetcher.git(mirror_root).env("HOME", lfs_home.path()).args([
                 "lfs",
                 "install",
                 "--skip-repo",
@@ -193,38 +193,6 @@ impl GitFetcher {
         cmd
     }
 
-    /// Runs a command to completion; its stdout on success.
-    fn run(&self, cmd: &mut Command) -> Result<String, Error> {
-        self.run_with_input(cmd, None)
-    }
-
-    fn run_with_input(&self, cmd: &mut Command, input: Option<&str>) -> Result<String, Error> {
-        let command = describe(cmd);
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        if input.is_some() {
-            cmd.stdin(Stdio::piped());
-        }
-        let mut child = cmd
-            .spawn()
-            .map_err(Error::io(format!("starting {command}")))?;
-        if let Some(text) = input {
-            let mut stdin = child.stdin.take().expect("stdin was piped");
-            stdin
-                .write_all(text.as_bytes())
-                .map_err(Error::io(format!("writing to {command}")))?;
-        }
-        let output = child
-            .wait_with_output()
-            .map_err(Error::io(format!("waiting for {command}")))?;
-        if !output.status.success() {
-            return Err(Error::Command {
-                command,
-                stderr: tail(&String::from_utf8_lossy(&output.stderr)),
-            });
-        }
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    }
-
     fn mirror_dir(&self, url: &str) -> PathBuf {
         let key = blake3::hash(url.as_bytes()).to_hex();
         let base: String = url
@@ -248,7 +216,7 @@ impl GitFetcher {
         if !dir.exists() {
             let fresh = dir.with_extension(format!("new-{}", std::process::id()));
             let _ = fs::remove_dir_all(&fresh);
-            self.run(
+            process::run(
                 self.git(&self.mirror_root)
                     .args(["init", "--bare", "--quiet"])
                     .arg(&fresh),
@@ -261,7 +229,7 @@ impl GitFetcher {
                 ("maintenance.auto", "false"),
                 ("fetch.writeCommitGraph", "false"),
             ] {
-                self.run(self.git(&fresh).args(["config", key, value]))?;
+                process::run(self.git(&fresh).args(["config", key, value]))?;
             }
             fs::rename(&fresh, &dir).map_err(Error::io(format!("creating {}", dir.display())))?;
         }
@@ -272,7 +240,7 @@ impl GitFetcher {
     /// are always asked of the remote, since they move.
     fn fetch_into_mirror(&self, mirror: &Path, url: &str, rev: &str) -> Result<String, Error> {
         let resolve = |name: &str| {
-            self.run(
+            process::run(
                 self.git(mirror)
                     .args(["rev-parse", "--verify", "--quiet"])
                     .arg(format!("{name}^{{object}}")),
@@ -286,16 +254,15 @@ impl GitFetcher {
                     return Ok(full);
                 }
                 let shallow = id.len() == 40
-                    && self
-                        .run(self.git(mirror).args([
-                            "fetch",
-                            "--quiet",
-                            "--no-tags",
-                            "--depth=1",
-                            "origin",
-                            &format!("+{id}:refs/srcgrab/{id}"),
-                        ]))
-                        .is_ok();
+                    && process::run(self.git(mirror).args([
+                        "fetch",
+                        "--quiet",
+                        "--no-tags",
+                        "--depth=1",
+                        "origin",
+                        &format!("+{id}:refs/srcgrab/{id}"),
+                    ]))
+                    .is_ok();
                 if !shallow {
                     // As nix-prefetch-git: a server that refuses a bare commit still serves
                     // its branches and tags, with all history.
@@ -305,7 +272,7 @@ impl GitFetcher {
                         fetch.arg("--unshallow");
                     }
                     fetch.args(["origin", "+refs/heads/*:refs/heads/*"]);
-                    self.run(&mut fetch)?;
+                    process::run(&mut fetch)?;
                 }
                 resolve(&id).ok_or_else(|| Error::Command {
                     command: format!("git fetch {url}"),
@@ -316,7 +283,7 @@ impl GitFetcher {
                 let local = format!("refs/srcgrab/{name}");
                 let refspec = format!("+{name}:{local}");
                 let fetch = |depth: &[&str]| {
-                    self.run(
+                    process::run(
                         self.git(mirror)
                             .args(["fetch", "--quiet", "--no-tags"])
                             .args(depth)
@@ -357,7 +324,7 @@ impl GitFetcher {
         )
         .map_err(Error::io(format!("writing {}", alternates.display())))?;
         let commit = self.commit_of(dir, &object)?;
-        self.run(
+        process::run(
             self.git_for(dir, source.fetch_lfs)
                 .args(["checkout", "--quiet", "-b", branch])
                 .arg(&commit),
@@ -382,11 +349,11 @@ impl GitFetcher {
         if !templates {
             init.arg("--template=");
         }
-        self.run(&mut init)?;
+        process::run(&mut init)?;
         let sparse = &source.sparse_checkout;
-        self.run(self.git(dir).args(["remote", "add", "origin", url]))?;
+        process::run(self.git(dir).args(["remote", "add", "origin", url]))?;
         if !sparse.is_empty() {
-            self.run(self.git(dir).args([
+            process::run(self.git(dir).args([
                 "config",
                 "remote.origin.partialclonefilter",
                 "blob:none",
@@ -396,7 +363,10 @@ impl GitFetcher {
             if source.non_cone_mode {
                 set.arg("--no-cone");
             }
-            self.run_with_input(&mut set, Some(&format!("{}\n", sparse.join("\n"))))?;
+            process::run_with_input(
+                &mut set,
+                Some(format!("{}\n", sparse.join("\n")).as_bytes()),
+            )?;
         }
         Ok(())
     }
@@ -404,11 +374,11 @@ impl GitFetcher {
     /// A commit to check out for `object`: itself, or for a bare tree a commit made of it, as
     /// nix-prefetch-git does.
     fn commit_of(&self, dir: &Path, object: &str) -> Result<String, Error> {
-        let kind = self.run(self.git(dir).args(["cat-file", "-t", object]))?;
+        let kind = process::run(self.git(dir).args(["cat-file", "-t", object]))?;
         match kind.trim() {
             "commit" | "tag" => Ok(object.to_string()),
             "tree" => {
-                let commit = self.run(
+                let commit = process::run(
                     self.git(dir)
                         .args(["commit-tree", object, "-m"])
                         .arg(format!("Commit created from tree hash {object}"))
@@ -433,8 +403,8 @@ impl GitFetcher {
             return Ok(());
         }
         // Copies URLs (relative ones resolved against origin) and update modes into config.
-        self.run(self.git(dir).args(["submodule", "--quiet", "init"]))?;
-        let paths = self.run(self.git(dir).args([
+        process::run(self.git(dir).args(["submodule", "--quiet", "init"]))?;
+        let paths = process::run(self.git(dir).args([
             "config",
             "--file",
             ".gitmodules",
@@ -450,7 +420,7 @@ impl GitFetcher {
                 Some((path.to_string(), name.to_string()))
             })
             .collect();
-        let index = self.run(self.git(dir).args(["ls-files", "--stage", "-z"]))?;
+        let index = process::run(self.git(dir).args(["ls-files", "--stage", "-z"]))?;
         for line in index.split('\0') {
             let Some((meta, path)) = line.split_once('\t') else {
                 continue;
@@ -464,7 +434,7 @@ impl GitFetcher {
                 continue; // outside the sparse checkout
             }
             let config = |key: &str| {
-                self.run(self.git(dir).args(["config", key]))
+                process::run(self.git(dir).args(["config", key]))
                     .ok()
                     .map(|v| v.trim().to_string())
             };
@@ -514,7 +484,7 @@ impl GitFetcher {
         }
         if source.fetch_submodules {
             // Shallow submodules would change the kept .git, so they are full (as nixpkgs).
-            self.run(self.git_for(dir, source.fetch_lfs).args([
+            process::run(self.git_for(dir, source.fetch_lfs).args([
                 "submodule",
                 "update",
                 "--init",
@@ -528,7 +498,7 @@ impl GitFetcher {
 
     /// The remote's refs as `(object id, ref name)`, in `git ls-remote` order.
     fn ls_remote(&self, dir: &Path) -> Result<Vec<(String, String)>, Error> {
-        let listing = self.run(self.git(dir).args(["ls-remote", "origin"]))?;
+        let listing = process::run(self.git(dir).args(["ls-remote", "origin"]))?;
         Ok(listing
             .lines()
             .filter_map(|line| line.rsplit_once('\t'))
@@ -562,7 +532,7 @@ impl GitFetcher {
         let Some(reference) = reference else {
             return Ok(false);
         };
-        let fetched = self.run(self.git(dir).args([
+        let fetched = process::run(self.git(dir).args([
             "fetch",
             "--quiet",
             "--depth",
@@ -573,15 +543,14 @@ impl GitFetcher {
         if fetched.is_err() {
             return Ok(false);
         }
-        Ok(self
-            .run(self.git_for(dir, source.fetch_lfs).args([
-                "checkout",
-                "--quiet",
-                "-b",
-                branch,
-                "FETCH_HEAD",
-            ]))
-            .is_ok())
+        Ok(process::run(self.git_for(dir, source.fetch_lfs).args([
+            "checkout",
+            "--quiet",
+            "-b",
+            branch,
+            "FETCH_HEAD",
+        ]))
+        .is_ok())
     }
 
     /// Fetches by object id (shallow unless a deep clone; all branches and tags when the
@@ -605,29 +574,25 @@ impl GitFetcher {
             (None, None) => String::new(),
         };
         let shallow_ok = !source.deep_clone
-            && self
-                .run(
-                    self.git(dir)
-                        .args(["fetch", "--quiet", "--depth=1", "origin", &hash]),
-                )
-                .is_ok();
+            && process::run(
+                self.git(dir)
+                    .args(["fetch", "--quiet", "--depth=1", "origin", &hash]),
+            )
+            .is_ok();
         if !shallow_ok
-            && self
-                .run(self.git(dir).args(["fetch", "--quiet", "-t", "origin"]))
-                .is_err()
+            && process::run(self.git(dir).args(["fetch", "--quiet", "-t", "origin"])).is_err()
         {
             return Ok(false);
         }
         let Ok(commit) = self.commit_of(dir, &hash) else {
             return Ok(false);
         };
-        Ok(self
-            .run(
-                self.git_for(dir, source.fetch_lfs)
-                    .args(["checkout", "--quiet", "-b", branch])
-                    .arg(&commit),
-            )
-            .is_ok())
+        Ok(process::run(
+            self.git_for(dir, source.fetch_lfs)
+                .args(["checkout", "--quiet", "-b", branch])
+                .arg(&commit),
+        )
+        .is_ok())
     }
 
     /// nix-prefetch-git's `make_deterministic_repo`: drop what holds timestamps or the remote,
@@ -654,27 +619,26 @@ impl GitFetcher {
             remove_path(&git_dir.join(name))?;
         }
         let lines = |args: &[&str]| -> Result<Vec<String>, Error> {
-            Ok(self
-                .run(self.git(repo).args(args))?
+            Ok(process::run(self.git(repo).args(args))?
                 .lines()
                 .map(|l| l.trim().to_string())
                 .filter(|l| !l.is_empty())
                 .collect())
         };
         for remote_branch in lines(&["branch", "-r"])? {
-            self.run(self.git(repo).args(["branch", "-rD", &remote_branch]))?;
+            process::run(self.git(repo).args(["branch", "-rD", &remote_branch]))?;
         }
         // Several tags on HEAD make this a multi-line string that no single tag equals.
         let tag_on_head = lines(&["tag", "--points-at", "HEAD"])?.join("\n");
         for tag in lines(&["tag", "--contains", "HEAD"])? {
             if tag != tag_on_head {
-                self.run(self.git(repo).args(["tag", "-d", &tag]))?;
+                process::run(self.git(repo).args(["tag", "-d", &tag]))?;
             }
         }
-        self.run(self.git(repo).args(["config", "pack.threads", "1"]))?;
-        self.run(self.git(repo).args(["repack", "-A", "-d", "-f", "--quiet"]))?;
+        process::run(self.git(repo).args(["config", "pack.threads", "1"]))?;
+        process::run(self.git(repo).args(["repack", "-A", "-d", "-f", "--quiet"]))?;
         remove_path(&git_dir.join("config"))?;
-        self.run(
+        process::run(
             self.git(repo)
                 .args(["gc", "--quiet", "--prune=all", "--keep-largest-pack"]),
         )?;
@@ -766,21 +730,6 @@ fn remove_path(path: &Path) -> Result<(), Error> {
         Err(err) => Err(err),
     };
     result.map_err(Error::io(format!("removing {}", path.display())))
-}
-
-/// `git arg arg ...` for messages, without the environment.
-pub(crate) fn describe(cmd: &Command) -> String {
-    std::iter::once(cmd.get_program())
-        .chain(cmd.get_args())
-        .map(|a| a.to_string_lossy())
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// The last lines of a command's stderr: enough to see why, short enough for a report.
-pub(crate) fn tail(stderr: &str) -> String {
-    let lines: Vec<&str> = stderr.trim_end().lines().collect();
-    lines[lines.len().saturating_sub(8)..].join("\n")
 }
 
 #[cfg(test)]
