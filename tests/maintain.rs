@@ -255,6 +255,14 @@ fn malformed_or_wrong_version_manifests_fail_with_one_clear_line() {
             "truncated.json",
         ),
         (
+            "float.json",
+            text.replace(
+                &format!("\"version\": {MANIFEST_VERSION}"),
+                "\"version\": 1.0",
+            ),
+            "\"version\" must be a whole number, not 1.0",
+        ),
+        (
             "v7.json",
             text.replace(
                 &format!("\"version\": {MANIFEST_VERSION}"),
@@ -280,6 +288,11 @@ fn malformed_or_wrong_version_manifests_fail_with_one_clear_line() {
             assert_code(&o, 2);
             let err = stderr(&o);
             assert_eq!(err.lines().count(), 1, "one line: {err}");
+            // Said once: the cause is not repeated after the message that holds it.
+            if let Some((_, cause)) = err.split_once("not a srcgrab manifest: ") {
+                let start: String = cause.chars().take(20).collect();
+                assert_eq!(err.matches(&start).count(), 1, "{err}");
+            }
             assert!(err.contains(expected) && err.contains(name), "{err}");
         }
     }

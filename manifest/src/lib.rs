@@ -299,8 +299,10 @@ impl Entry {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
+    /// Not marked as the source: the message already holds it, and a chain printed with
+    /// its sources would say it twice.
     #[error("not a srcgrab manifest: {0}")]
-    Json(#[from] serde_json::Error),
+    Json(serde_json::Error),
     #[error(
         "manifest version {found} is not supported (this srcgrab reads versions {OLDEST_READ_VERSION} to {MANIFEST_VERSION})"
     )]
@@ -311,6 +313,12 @@ pub enum ManifestError {
     Unsorted(String),
     #[error("manifest derivations are not sorted by drv path, or repeat one, at {0}")]
     UnsortedDerivations(String),
+}
+
+impl From<serde_json::Error> for ManifestError {
+    fn from(err: serde_json::Error) -> ManifestError {
+        ManifestError::Json(err)
+    }
 }
 
 impl Manifest {
@@ -325,9 +333,19 @@ impl Manifest {
         match v.version.as_ref().and_then(|v| v.as_u64()) {
             Some(n) if (OLDEST_READ_VERSION as u64..=MANIFEST_VERSION as u64).contains(&n) => {}
             Some(n) => return Err(ManifestError::Version { found: n }),
+            None if v.version.is_some() => {
+                let found = v
+                    .version
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
+                return Err(ManifestError::Json(serde::de::Error::custom(format!(
+                    "\"version\" must be a whole number, not {found}"
+                ))));
+            }
             None => {
                 return Err(ManifestError::Json(serde::de::Error::custom(
-                    "missing or non-numeric \"version\" field",
+                    "no \"version\" field",
                 )))
             }
         }
