@@ -342,3 +342,50 @@ fn a_huge_or_endless_body_is_capped() {
     assert!(received <= 1024 * 1024, "{received} bytes taken");
     assert_eq!(server.requests("/endless"), 1);
 }
+
+/// A substituter whose narinfos never end (or announce 10^13 bytes) is refused at the
+/// narinfo cap, once each, and the entry still comes from its URL.
+#[test]
+fn endless_and_huge_narinfos_from_a_substituter_are_refused_at_the_cap() {
+    let upstream = TestServer::start();
+    let live = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    live.route("/a", Route::ok(b"from the url a".to_vec()));
+    live.route("/b", Route::ok(b"from the url b".to_vec()));
+    let entries = vec![
+        flat_entry("a", b"from the url a", vec![live.url("/a")]),
+        flat_entry("b", b"from the url b", vec![live.url("/b")]),
+    ];
+    let narinfo = |entry: &Entry| {
+        let hash_part = entry.parsed_store_path().unwrap().hash_part().to_string();
+        format!("/{hash_part}.narinfo")
+    };
+    upstream.route(&narinfo(&entries[0]), Route::endless(None));
+    upstream.route(
+        &narinfo(&entries[1]),
+        Route::endless(Some(10_000_000_000_000)),
+    );
+    let manifest = write_manifest(dir.path(), entries.clone());
+    let upstream_url = upstream.base();
+    let run = fetch_ending_within(
+        dir.path(),
+        &manifest,
+        &dir.path().join("cache"),
+        &["--substituter", &upstream_url],
+        Duration::from_secs(60),
+    );
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    for entry in &entries {
+        assert_eq!(
+            run.entry(&entry.store_path)["status"],
+            "fetched",
+            "{}",
+            run.report
+        );
+        assert_eq!(
+            upstream.requests(&narinfo(entry)),
+            1,
+            "refused, not retried"
+        );
+    }
+}

@@ -2,13 +2,16 @@
 
 use reqwest::header::CONTENT_LENGTH;
 
-use super::retry::{classify, status_attempt, transient};
+use super::retry::{classify, status_attempt, transient, Attempt};
 use super::{header_text, Downloader};
+use crate::store::regular_file::MAX_NARINFO;
 use crate::Error;
 
 impl Downloader {
     /// GETs a small document (a narinfo) into memory. `Ok(None)` when the server says it has
-    /// no such thing (404, 403, 410, as S3-backed caches answer for missing keys).
+    /// no such thing (404, 403, 410, as S3-backed caches answer for missing keys). The body
+    /// is read up to the narinfo cap of the cache itself ([`MAX_NARINFO`]): a lying cache's
+    /// endless answer is refused there, not held in memory while 32 look-ups run at once.
     pub async fn get_small(&self, url: &str) -> Result<Option<Vec<u8>>, Error> {
         self.with_retries(url, || async {
             let _slot = self
@@ -16,7 +19,7 @@ impl Downloader {
                 .acquire()
                 .await
                 .expect("semaphore never closed");
-            let response = self.send(url, self.client.get(url)).await?;
+            let mut response = self.send(url, self.client.get(url)).await?;
             let (status, headers) = (response.status(), response.headers().clone());
             if matches!(status.as_u16(), 403 | 404 | 410) {
                 return Ok(None);
@@ -24,10 +27,22 @@ impl Downloader {
             if !status.is_success() {
                 return Err(status_attempt(status, &headers));
             }
-            match tokio::time::timeout(self.options.stall_timeout, response.bytes()).await {
+            if response.content_length().is_some_and(|n| n > MAX_NARINFO) {
+                return Err(too_large());
+            }
+            let body = async {
+                let mut body = Vec::new();
+                while let Some(chunk) = response.chunk().await.map_err(|err| classify(&err))? {
+                    if (body.len() + chunk.len()) as u64 > MAX_NARINFO {
+                        return Err(too_large());
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(Some(body))
+            };
+            match tokio::time::timeout(self.options.stall_timeout, body).await {
                 Err(_) => Err(transient("body timed out")),
-                Ok(Err(err)) => Err(classify(&err)),
-                Ok(Ok(body)) => Ok(Some(body.to_vec())),
+                Ok(result) => result,
             }
         })
         .await
@@ -51,4 +66,11 @@ impl Downloader {
         })
         .await
     }
+}
+
+/// A narinfo larger than any real one: the cache is not asked again for it.
+fn too_large() -> Attempt {
+    Attempt::Refused(format!(
+        "answer is larger than a narinfo may be ({MAX_NARINFO} bytes)"
+    ))
 }
