@@ -10,11 +10,12 @@ mod net;
 
 use serde_json::Value;
 use srcgrab_formats::hash::{Hash, HashAlgo};
-use srcgrab_manifest::{Entry, HashMode, Kind, Manifest, Provenance, StorePathName};
+use srcgrab_manifest::{Entry, HashMode, Kind, Manifest, StorePathName};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use support::manifest_file::write_manifest;
 use support::{Route, TestServer};
 
 fn sha256(bytes: &[u8]) -> Hash {
@@ -89,24 +90,6 @@ fn slow_flat_entries(
 
 fn flat_entry(name: &str, content: &[u8], urls: Vec<String>) -> Entry {
     entry(name, HashMode::Flat, &sha256(content), Kind::Url, urls)
-}
-
-fn write_manifest(dir: &Path, entries: Vec<Entry>) -> PathBuf {
-    let mut manifest = Manifest {
-        version: srcgrab_manifest::MANIFEST_VERSION,
-        provenance: Provenance {
-            systems: vec!["x86_64-linux".into()],
-            nix_version: "test".into(),
-            ..Provenance::default()
-        },
-        failures: Vec::new(),
-        entries,
-        build: Default::default(),
-    };
-    manifest.normalize();
-    let path = dir.join("manifest.json");
-    std::fs::write(&path, manifest.to_json()).unwrap();
-    path
 }
 
 struct Run {

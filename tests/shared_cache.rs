@@ -7,12 +7,13 @@ mod support;
 
 use serde_json::Value;
 use srcgrab_formats::hash::{Hash, HashAlgo};
-use srcgrab_manifest::{Entry, HashMode, Kind, Manifest, Provenance};
+use srcgrab_manifest::{Entry, HashMode, Kind};
 use std::fs;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
+use support::manifest_file::write_manifest;
 use support::{Route, TestServer};
 
 fn sha256(bytes: &[u8]) -> Hash {
@@ -63,24 +64,6 @@ fn with_origin(entry: Entry, urls: Vec<String>) -> Entry {
         attr_count: 1,
         ..entry
     }
-}
-
-fn write_manifest(dir: &Path, entries: Vec<Entry>) -> PathBuf {
-    let mut manifest = Manifest {
-        version: srcgrab_manifest::MANIFEST_VERSION,
-        provenance: Provenance {
-            systems: vec!["x86_64-linux".into()],
-            nix_version: "test".into(),
-            ..Provenance::default()
-        },
-        failures: Vec::new(),
-        entries,
-        build: Default::default(),
-    };
-    manifest.normalize();
-    let path = dir.join("manifest.json");
-    fs::write(&path, manifest.to_json()).unwrap();
-    path
 }
 
 fn srcgrab() -> Command {

@@ -16,6 +16,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
+pub mod manifest_file;
 pub mod tls;
 
 /// What a connection is carried over: plain TCP or TLS.
