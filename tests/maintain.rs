@@ -1178,3 +1178,57 @@ fn a_narinfo_pointing_outside_the_cache_is_refused_by_verify_repair_import_and_f
     }
     assert_eq!(std::fs::read(&outside).unwrap(), outside_bytes);
 }
+
+/// A bundle's narinfo that is a symlink to /dev/zero or a huge file is refused by import
+/// in bounded time and memory, and nothing is imported for it.
+#[test]
+fn a_bundle_narinfo_that_is_a_symlink_or_huge_is_refused_by_import() {
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let content = unique("bundled", 10_000);
+    server.route("/b-1.0.tar.gz", Route::ok(content.clone()));
+    let mut e = flat("b-1.0.tar.gz", &content);
+    e.urls = vec![server.url("/b-1.0.tar.gz")];
+    let manifest = write_manifest(&dir.path().join("m.json"), vec![e.clone()]);
+    let cache = dir.path().join("cache");
+    let o = srcgrab(&[
+        &"fetch",
+        &manifest,
+        &"--cache",
+        &cache,
+        &"--no-substituters",
+    ]);
+    assert_code(&o, 0);
+    server.stop();
+    let bundle = dir.path().join("bundle");
+    let o = srcgrab(&[
+        &"export",
+        &"--manifest",
+        &manifest,
+        &"--cache",
+        &cache,
+        &"--to",
+        &bundle,
+    ]);
+    assert_code(&o, 0);
+    let narinfo = bundle.join(format!("{}.narinfo", hash_part(&e)));
+    assert!(narinfo.is_file());
+    let huge = dir.path().join("huge.narinfo");
+    std::fs::write(&huge, vec![b'x'; 2 << 20]).unwrap();
+    for (target, why) in [(Path::new("/dev/zero"), "symlink"), (huge.as_path(), "")] {
+        std::fs::remove_file(&narinfo).unwrap();
+        if why == "symlink" {
+            std::os::unix::fs::symlink(target, &narinfo).unwrap();
+        } else {
+            std::fs::copy(target, &narinfo).unwrap();
+        }
+        let offline = dir.path().join(format!("offline-{}", why.len()));
+        let started = std::time::Instant::now();
+        let o = srcgrab(&[&"import", &bundle, &"--cache", &offline]);
+        assert_code(&o, 1);
+        assert!(started.elapsed() < std::time::Duration::from_secs(30));
+        let said = format!("{}{}", stdout(&o), String::from_utf8_lossy(&o.stderr));
+        assert!(said.contains(&e.store_path) && said.contains(why), "{said}");
+        assert!(!offline.join(format!("{}.narinfo", hash_part(&e))).exists());
+    }
+}

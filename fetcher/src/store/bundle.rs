@@ -25,6 +25,7 @@ use srcgrab_formats::hash::HashMode;
 use srcgrab_manifest::{Entry, Manifest};
 
 use crate::net::substituter::CheckedNar;
+use crate::store::regular_file::{self, SmallFile, MAX_NARINFO};
 use crate::store::{decompressor, Cache, DiskLayout, CACHE_INFO};
 use crate::Error;
 use srcgrab_formats::narinfo::NarInfo;
@@ -360,10 +361,20 @@ pub fn import_dir(bundle: &Path, cache: &Cache) -> Result<(ImportReport, Manifes
             };
             let narinfo = bundle.join(DiskLayout::narinfo_name(store_path.hash_part()));
             let file = bundle.join("files").join(store_path.hash_part());
-            if narinfo.is_file() {
+            // What is there, links not followed: a bundle's symlink is refused, never read.
+            let there = |path: &Path| path.symlink_metadata().ok().map(|m| m.file_type());
+            if there(&narinfo).is_some() {
                 DirOutcome::Published(import_narinfo_file(cache, entry, bundle, &narinfo))
-            } else if file.is_file() {
-                DirOutcome::Published(publish_from_file(cache, entry, &file))
+            } else if let Some(kind) = there(&file) {
+                DirOutcome::Published(if kind.is_file() {
+                    publish_from_file(cache, entry, &file)
+                } else {
+                    Err(bad_bundle(format!(
+                        "{} is a {}, not a regular file",
+                        file.display(),
+                        regular_file::file_kind(&kind)
+                    )))
+                })
             } else {
                 DirOutcome::Absent
             }
@@ -387,8 +398,12 @@ fn import_narinfo_file(
     bundle: &Path,
     narinfo: &Path,
 ) -> Result<(), Error> {
-    let text =
-        fs::read_to_string(narinfo).map_err(Error::io(format!("reading {}", narinfo.display())))?;
+    // Only a small regular file: a bundle's symlink, FIFO or huge file is refused.
+    let text = match regular_file::read_small(narinfo, MAX_NARINFO)? {
+        SmallFile::Text(text) => text,
+        SmallFile::Absent => return Err(bad_bundle(format!("{} vanished", narinfo.display()))),
+        SmallFile::Refused(why) => return Err(bad_bundle(format!("{}: {why}", narinfo.display()))),
+    };
     let info = NarInfo::parse(&text)?;
     publish_from_nar(cache, entry, &info, &bundle.join(info.url.as_path()))
 }
@@ -437,9 +452,23 @@ pub fn import_tar(input: impl Read, cache: &Cache) -> Result<(ImportReport, Mani
                 report.ignored.push(path);
                 continue;
             };
+            // A narinfo is small: a bundle's huge one is refused, not held in memory.
             let mut text = String::new();
-            item.read_to_string(&mut text)
+            (&mut item)
+                .take(MAX_NARINFO + 1)
+                .read_to_string(&mut text)
                 .map_err(Error::io(format!("reading {name} from the bundle")))?;
+            if text.len() as u64 > MAX_NARINFO {
+                record(
+                    &mut report,
+                    entry,
+                    Err(bad_bundle(format!(
+                        "{name} is larger than a narinfo may be"
+                    ))),
+                );
+                handled.insert(entry.store_path.clone());
+                continue;
+            }
             match NarInfo::parse(&text) {
                 Ok(info) => waiting
                     .entry(info.url.as_path().to_path_buf())
@@ -451,45 +480,23 @@ pub fn import_tar(input: impl Read, cache: &Cache) -> Result<(ImportReport, Mani
         } else if let Some(waiters) = waiting.remove(&path) {
             let mut spooled = None;
             for (info, entry) in waiters {
-                let lock = match cache.lock_item(entry) {
-                    Ok(lock) => lock,
-                    Err(e) => {
-                        record(&mut report, entry, Err(e));
-                        continue;
-                    }
-                };
-                if cache.is_present(entry).unwrap_or(false) {
-                    report.present.push(entry.store_path.clone());
-                    continue;
-                }
-                let nar = match &spooled {
-                    Some(nar) => nar,
-                    None => spooled.insert(spool(&mut item, cache)?),
-                };
-                let outcome = publish_from_nar(cache, entry, &info, nar.path());
-                drop(lock);
-                record(&mut report, entry, outcome);
+                import_locked(cache, &mut report, entry, || {
+                    let nar = match &spooled {
+                        Some(nar) => nar,
+                        None => spooled.insert(spool(&mut item, cache)?),
+                    };
+                    Ok(publish_from_nar(cache, entry, &info, nar.path()))
+                })?;
             }
         } else if let Some(entry) = name
             .strip_prefix("files/")
             .and_then(|h| entries_by_hash.get(h).copied())
         {
             handled.insert(entry.store_path.clone());
-            let lock = match cache.lock_item(entry) {
-                Ok(lock) => lock,
-                Err(e) => {
-                    record(&mut report, entry, Err(e));
-                    continue;
-                }
-            };
-            if cache.is_present(entry).unwrap_or(false) {
-                report.present.push(entry.store_path.clone());
-                continue;
-            }
-            let spooled = spool(&mut item, cache)?;
-            let outcome = publish_from_file(cache, entry, spooled.path());
-            drop(lock);
-            record(&mut report, entry, outcome);
+            import_locked(cache, &mut report, entry, || {
+                let spooled = spool(&mut item, cache)?;
+                Ok(publish_from_file(cache, entry, spooled.path()))
+            })?;
         } else if name != CACHE_INFO {
             report.ignored.push(path);
         }
@@ -512,6 +519,31 @@ pub fn import_tar(input: impl Read, cache: &Cache) -> Result<(ImportReport, Mani
     }
     report.sort();
     Ok((report, manifest))
+}
+
+/// Imports one entry under its lock (see `Cache::lock_item`): nothing when it is already
+/// present, else what `publish` makes of it. The outer `Err` of `publish` (a full disk, a
+/// bundle stream that cannot be read) stops the whole import.
+fn import_locked(
+    cache: &Cache,
+    report: &mut ImportReport,
+    entry: &Entry,
+    publish: impl FnOnce() -> Result<Result<(), Error>, Error>,
+) -> Result<(), Error> {
+    let _lock = match cache.lock_item(entry) {
+        Ok(lock) => lock,
+        Err(e) => {
+            record(report, entry, Err(e));
+            return Ok(());
+        }
+    };
+    if cache.is_present(entry).unwrap_or(false) {
+        report.present.push(entry.store_path.clone());
+        return Ok(());
+    }
+    let outcome = publish()?;
+    record(report, entry, outcome);
+    Ok(())
 }
 
 /// Copies one tar item to a temp file on the cache's filesystem.
