@@ -345,28 +345,58 @@ fn mirrored_closure_is_realised_by_nix_trusting_only_the_upstream_key() {
     assert!(said.contains(closure.path("a")), "{said}");
     std::fs::write(&a_nar, good_nar).unwrap();
 
+    // The NAR rewritten above no longer matches its seal, and a narinfo planted as a
+    // symlink to an endless device is not read: both count as absent and are mirrored again.
+    let b_narinfo = cache.join(format!("{}.narinfo", closure.hash_part("b")));
+    std::fs::remove_file(&b_narinfo).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &b_narinfo).unwrap();
+    let repaired = fetch_store_paths(
+        dir.path(),
+        &cache,
+        &[&plain, &xz_list],
+        &["--substituter", &substituter],
+    );
+    assert_eq!(repaired.code(), 0, "{}", repaired.stderr());
+    assert_eq!(repaired.path(closure.path("a"))["status"], "mirrored");
+    assert_eq!(repaired.path(closure.path("b"))["status"], "mirrored");
+    assert_eq!(repaired.path(closure.path("c"))["status"], "present");
+    assert!(b_narinfo.symlink_metadata().unwrap().is_file());
+    let (code, said) = verify();
+    assert_eq!(code, Some(0), "{said}");
+
     // Recompressed to zstd: the signature still holds (it covers the NAR, not the file).
+    // With `--sign-key`, our own signature is added beside the upstream one.
+    let own_dir = dir.path().join("own-key");
+    std::fs::create_dir(&own_dir).unwrap();
+    let (own_secret, own_public) = signing_key(&own_dir);
     let zstd_cache = dir.path().join("zstd-cache");
     let zstd = fetch_store_paths(
         dir.path(),
         &zstd_cache,
         &[&plain],
-        &["--substituter", &substituter, "--compression", "zstd"],
+        &[
+            "--substituter",
+            &substituter,
+            "--compression",
+            "zstd",
+            "--sign-key",
+            own_secret.to_str().unwrap(),
+        ],
     );
     assert_eq!(zstd.code(), 0, "{}", zstd.stderr());
-    assert_eq!(
-        field(
-            &narinfo(&zstd_cache, &closure.hash_part("b")),
-            "Compression"
-        ),
-        ["zstd"]
-    );
+    let b_narinfo = narinfo(&zstd_cache, &closure.hash_part("b"));
+    assert_eq!(field(&b_narinfo, "Compression"), ["zstd"]);
+    assert_eq!(field(&b_narinfo, "Sig").len(), 2, "{b_narinfo}");
     server.stop();
 
-    for (cache, roots) in [(&cache, ["c", "d"].as_slice()), (&zstd_cache, &["c"])] {
+    for (cache, key, roots) in [
+        (&cache, &public_key, ["c", "d"].as_slice()),
+        (&zstd_cache, &public_key, &["c"]),
+        (&zstd_cache, &own_public, &["c"]),
+    ] {
         closure.delete();
         for root in roots {
-            let realised = realise_from(cache, &public_key, closure.path(root));
+            let realised = realise_from(cache, key, closure.path(root));
             assert!(
                 realised.status.success(),
                 "realising {root} from {}: {}",
