@@ -7,17 +7,18 @@
 //! only once FileSize, FileHash (the download), NarSize and NarHash (decompressed) all
 //! checked out.
 
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::path::Path;
 
 use srcgrab_formats::hash::{Hash, HashAlgo};
 use srcgrab_formats::narinfo::NarInfo;
+use srcgrab_formats::signature::PublicKey;
 use srcgrab_formats::store_path::StorePath;
 
 use super::place::FileSource;
 use super::regular_file::{self, SmallFile, MAX_NARINFO};
 use super::{decompressor, seal, Cache, Compression, Compressor, DiskLayout, FileLock};
-use super::{VerifiedHash, WRITE_BUFFER};
+use super::{HashedWrites, VerifiedHash, WRITE_BUFFER};
 use crate::net::substituter::CheckedNar;
 use crate::Error;
 
@@ -81,6 +82,30 @@ fn with_file_fields(text: &str, file: &NarFile, own_sig: Option<String>) -> Stri
     out
 }
 
+/// Refuses a binary whose narinfo no key of `keys` signed: for a NAR that comes from
+/// outside (a bundle, a disk), the upstream signature is the only thing that says what it is.
+pub fn check_signed(info: &NarInfo, keys: &[PublicKey]) -> Result<(), Error> {
+    let fingerprint = info.fingerprint();
+    let signed = info
+        .sigs
+        .iter()
+        .any(|sig| keys.iter().any(|key| key.verifies(&fingerprint, sig)));
+    if signed {
+        return Ok(());
+    }
+    let reason = if keys.is_empty() {
+        "a binary: give --trusted-public-key to check its signature".to_string()
+    } else {
+        let names: Vec<&str> = keys.iter().map(PublicKey::name).collect();
+        format!("not signed by a trusted key ({})", names.join(", "))
+    };
+    // The path is named by whoever reports this; the message says what is wrong with it.
+    Err(Error::Corrupt {
+        what: "narinfo".into(),
+        reason,
+    })
+}
+
 impl Cache {
     /// Waits for, then holds, the item lock of a store path (the one entries take too).
     pub fn lock_store_path(&self, path: &StorePath) -> Result<FileLock, Error> {
@@ -130,7 +155,7 @@ impl Cache {
     ) -> Result<NarFile, Error> {
         let info = &upstream.info;
         let corrupt = |reason: String| Error::Corrupt {
-            what: info.store_path.to_path_string(),
+            what: "NAR".into(),
             reason,
         };
         let (opened, meta) = regular_file::open_existing(download)?;
@@ -201,6 +226,124 @@ impl Cache {
             narinfo.as_bytes(),
         )?;
         Ok(file)
+    }
+}
+
+impl Cache {
+    /// Publishes a binary carried in from outside (a bundle, a disk): its narinfo must be
+    /// signed by one of `keys`; its NAR file (`nar`, at most FileSize bytes are read) is
+    /// copied into the cache's temp directory while hashed, since it is not ours to
+    /// hard-link, then checked and published as a download is. Its compression is kept.
+    pub fn import_binary(
+        &self,
+        upstream: &UpstreamNarInfo,
+        nar: &mut dyn Read,
+        keys: &[PublicKey],
+    ) -> Result<NarFile, Error> {
+        let info = &upstream.info;
+        check_signed(info, keys)?;
+        let corrupt = |reason: String| Error::Corrupt {
+            what: "NAR file".into(),
+            reason,
+        };
+        let mut temp = self.new_temp()?;
+        let mut hashed = HashedWrites::new(HashAlgo::Sha256);
+        let limit = info
+            .file_size
+            .map_or(u64::MAX, |size| size.saturating_add(1));
+        let mut bounded = nar.take(limit);
+        let mut buffer = vec![0; WRITE_BUFFER];
+        loop {
+            let n = bounded
+                .read(&mut buffer)
+                .map_err(Error::io(format!("reading the NAR of {}", info.store_path)))?;
+            if n == 0 {
+                break;
+            }
+            hashed
+                .write(&mut temp.file, &buffer[..n])
+                .map_err(Error::io(format!("writing {}", temp.path.display())))?;
+        }
+        if let Some(size) = info.file_size.filter(|size| *size != hashed.len()) {
+            return Err(corrupt(format!(
+                "NAR file has {} bytes or more, narinfo says FileSize {size}",
+                hashed.len()
+            )));
+        }
+        if let Some(expected) = info
+            .file_hash
+            .as_ref()
+            .filter(|h| h.algo == HashAlgo::Sha256)
+        {
+            let got = hashed.hash();
+            if got != *expected {
+                return Err(corrupt(format!(
+                    "FileHash mismatch: narinfo says {}, file has {}",
+                    expected.to_nix32_prefixed(),
+                    got.to_nix32_prefixed()
+                )));
+            }
+        }
+        temp.file
+            .flush()
+            .map_err(Error::io(format!("writing {}", temp.path.display())))?;
+        let verified = hashed
+            .seal(&temp.path)
+            .map_err(Error::io(format!("writing {}", temp.path.display())))?;
+        self.publish_binary(upstream, &temp.path, verified, None)
+    }
+}
+
+impl Cache {
+    /// [`Cache::import_binary`] unless the cache holds the path already (`Ok(false)`); `nar`
+    /// opens its NAR file only when it is needed.
+    pub fn import_binary_unless_present<'r>(
+        &self,
+        upstream: &UpstreamNarInfo,
+        keys: &[PublicKey],
+        nar: impl FnOnce() -> Result<Box<dyn Read + 'r>, Error>,
+    ) -> Result<bool, Error> {
+        if self.published_binary(&upstream.info.store_path)?.is_some() {
+            return Ok(false);
+        }
+        self.import_binary(upstream, &mut nar()?, keys)?;
+        Ok(true)
+    }
+
+    /// One binary of a directory laid out as a binary cache (a bundle, a disk made by
+    /// `nix copy --to file://…`): `narinfo_name` is its narinfo in `dir`, read only as a small
+    /// regular file, and its NAR is opened below `dir` without following links. Returns what
+    /// to call it in a report (its store path, or the narinfo's name when that does not
+    /// parse) and whether it was imported (`false`: already present).
+    pub fn import_binary_from_dir(
+        &self,
+        dir: &Path,
+        narinfo_name: &str,
+        keys: &[PublicKey],
+    ) -> (String, Result<bool, Error>) {
+        let parsed = regular_file::read_small_or_refuse(&dir.join(narinfo_name), MAX_NARINFO)
+            .and_then(|text| {
+                let info = NarInfo::parse(&text)?;
+                Ok(UpstreamNarInfo { info, text })
+            });
+        let upstream = match parsed {
+            Ok(upstream) => upstream,
+            Err(e) => return (narinfo_name.to_string(), Err(e)),
+        };
+        let info = &upstream.info;
+        let what = info.store_path.to_path_string();
+        if DiskLayout::narinfo_name(info.store_path.hash_part()) != narinfo_name {
+            let reason = format!("{narinfo_name} names another path");
+            let error = Error::Corrupt {
+                what: "narinfo".into(),
+                reason,
+            };
+            return (what, Err(error));
+        }
+        let outcome = self.import_binary_unless_present(&upstream, keys, || {
+            Ok(Box::new(regular_file::open_below(dir, info.url.as_path())?))
+        });
+        (what, outcome)
     }
 }
 
