@@ -275,6 +275,12 @@ fn malformed_or_wrong_version_manifests_fail_with_one_clear_line() {
             text.replace("-a-1.tar.gz\"", "-b-1.tar.gz\""),
             "differs from the store path",
         ),
+        (
+            // Control characters from the input are shown escaped, on the one line.
+            "control.json",
+            text.replace("-a-1.tar.gz\"", "-a\\n1\\u0000.tar.gz\""),
+            "-a\\n1\\0.tar.gz",
+        ),
     ];
     for (name, contents, expected) in cases {
         let path = dir.path().join(name);
