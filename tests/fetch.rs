@@ -321,6 +321,31 @@ fn follows_redirects_applies_rewrites_and_tries_hashed_mirrors_first() {
 }
 
 #[test]
+fn a_redirect_to_a_local_file_is_not_followed_and_says_so() {
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, b"not for the cache").unwrap();
+    let location = format!("file://{}", secret.display());
+    server.route("/away", Route::redirect(302, &location));
+    let entry = flat_entry("secret", b"not for the cache", vec![server.url("/away")]);
+    let manifest = write_manifest(dir.path(), vec![entry.clone()]);
+
+    let run = fetch(dir.path(), &manifest, &cache, &[]);
+    assert_eq!(run.code(), 1, "{}", run.stderr());
+    assert!(
+        run.stderr().contains(&format!(
+            "HTTP 302 Found: redirect to {location} not followed (only http and https URLs are)"
+        )),
+        "{}",
+        run.stderr()
+    );
+    assert_eq!(server.requests("/away"), 1, "a redirect's answer is permanent");
+    assert!(!narinfo_path(&cache, &entry).exists());
+}
+
+#[test]
 fn wrong_content_everywhere_fails_with_exit_1_and_publishes_nothing() {
     let server = TestServer::start();
     let dir = tempfile::tempdir().unwrap();
