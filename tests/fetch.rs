@@ -341,7 +341,11 @@ fn a_redirect_to_a_local_file_is_not_followed_and_says_so() {
         "{}",
         run.stderr()
     );
-    assert_eq!(server.requests("/away"), 1, "a redirect's answer is permanent");
+    assert_eq!(
+        server.requests("/away"),
+        1,
+        "a redirect's answer is permanent"
+    );
     assert!(!narinfo_path(&cache, &entry).exists());
 }
 
@@ -1094,6 +1098,35 @@ fn a_full_disk_stops_the_run_with_exit_2() {
         "the run went on after the disk filled: {} requests",
         server.total_requests()
     );
+
+    // What the run left in `.tmp` besides partial downloads (its scratch directory, when
+    // the stop did not unwind), and a killed run's (its lock no longer held), go with the
+    // next run.
+    let temp = small.join("cache/.tmp");
+    let scratch = || -> Vec<String> {
+        std::fs::read_dir(&temp)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name != "partial")
+            .collect()
+    };
+    let killed = temp.join("run-killed");
+    std::fs::create_dir(&killed).unwrap();
+    std::fs::write(killed.join(".lock"), b"").unwrap();
+    let before = scratch();
+    let again = fetch(
+        dir.path(),
+        &manifest,
+        &small.join("cache"),
+        &["--jobs", "1"],
+    );
+    assert_eq!(again.code(), 2, "{}", again.stderr());
+    let after = scratch();
+    assert!(
+        before.iter().all(|name| !after.contains(name)),
+        "left in .tmp: {before:?} before, {after:?} after"
+    );
+    assert!(after.len() <= 1, "{after:?}");
 }
 
 #[test]

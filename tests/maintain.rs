@@ -613,6 +613,66 @@ fn repair_refetches_corrupt_and_missing_entries() {
     server.stop();
 }
 
+/// Two entries with the same content share one NAR file: a repair of one's damaged narinfo
+/// leaves the other whole.
+#[test]
+fn repair_keeps_a_nar_file_that_a_good_narinfo_shares() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = dir.path().join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    let content = unique("shared", 20_000);
+    std::fs::write(files.join("same.tar.gz"), &content).unwrap();
+    let entries = vec![
+        flat("same-1.tar.gz", &content),
+        flat("same-2.tar.gz", &content),
+    ];
+    let manifest = write_manifest(&dir.path().join("m.json"), entries.clone());
+    let cache = dir.path().join("cache");
+    let o = srcgrab(&[
+        &"ingest",
+        &files,
+        &"--manifest",
+        &manifest,
+        &"--cache",
+        &cache,
+    ]);
+    assert_code(&o, 0);
+    let shared = narinfo_url(&cache, &entries[0]);
+    assert_eq!(
+        shared,
+        narinfo_url(&cache, &entries[1]),
+        "one NAR file for both"
+    );
+    let damaged = cache.join(format!("{}.narinfo", hash_part(&entries[0])));
+    let text = std::fs::read_to_string(&damaged).unwrap();
+    std::fs::write(&damaged, text.replace("NarSize: ", "NarSize: 1")).unwrap();
+
+    let o = verify(&cache, &[&"--manifest", &manifest]);
+    assert_code(&o, 1);
+    let o = verify(
+        &cache,
+        &[
+            &"--manifest",
+            &manifest,
+            &"--repair",
+            &"--",
+            &"--no-substituters",
+        ],
+    );
+    assert!(!damaged.exists(), "the damaged narinfo is removed");
+    assert!(
+        shared.exists(),
+        "the NAR file the good narinfo names is kept: {}",
+        stdout(&o)
+    );
+    let good = verify(&cache, &[]);
+    assert!(
+        !stdout(&good).contains(&hash_part(&entries[1])),
+        "{}",
+        stdout(&good)
+    );
+}
+
 /// A tiny FOD whose builder cannot build: only a substituter can realise it.
 fn instantiate_fod(dir: &Path, name: &str, content: &[u8]) -> String {
     let expr = dir.join(format!("{name}.nix"));
