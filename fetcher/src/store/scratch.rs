@@ -1,10 +1,10 @@
 //! Each process that writes to a cache keeps its temp files in a scratch directory of its
-//! own, `.tmp/run-XXXX/`, held by a `flock` on the `.lock` file inside it for as long as the
-//! cache is open. A process that dies (SIGKILL, a crash, a stop on a full disk that never
-//! unwinds) leaves its directory behind unlocked: the next process to open the cache for
-//! writing finds it so and removes it, with whatever half-written files it holds, so their
-//! space comes back. Partial downloads are not scratch: they live in `.tmp/partial/` to be
-//! resumed (and are cleaned by age, see `net::partial`).
+//! own, `.tmp/run-XXXX/`, held by a `flock` on `.tmp/run-XXXX.lock` for as long as the cache
+//! is open. A process that dies (SIGKILL, a crash, a stop on a full disk that never unwinds)
+//! leaves its directory behind unlocked: the next process to open the cache for writing finds
+//! it so and removes it, with whatever half-written files it holds, so their space comes
+//! back. Partial downloads are not scratch: they live in `.tmp/partial/` to be resumed (and
+//! are cleaned by age, see `net::partial`).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -14,47 +14,47 @@ use super::FileLock;
 use crate::Error;
 
 const RUN_PREFIX: &str = "run-";
-/// A scratch directory being set up: made under this name, locked, then renamed to
-/// `run-…`, so no one ever sees an unlocked `run-` directory that is still in use.
-const NEW_PREFIX: &str = "new-";
-const LOCK_FILE: &str = ".lock";
-/// Temp files directly in `.tmp` (older srcgrab versions wrote them there) and unrenamed
-/// `new-` directories are removed once older than this: no publish takes a day.
+const LOCK_SUFFIX: &str = ".lock";
+/// Temp files directly in `.tmp` (older srcgrab versions wrote them there) are removed once
+/// older than this: no publish takes a day.
 const ORPHAN_AGE: Duration = Duration::from_secs(24 * 3600);
 
 /// This process's scratch directory; removed when dropped.
 #[derive(Debug)]
 pub(super) struct Scratch {
     dir: PathBuf,
+    lock_file: PathBuf,
     _lock: FileLock,
 }
 
 impl Scratch {
     /// Removes what dead processes left in `temp` (the cache's `.tmp`), then makes and
-    /// holds this process's scratch directory there.
+    /// holds this process's scratch directory there. The lock is made and held before the
+    /// directory exists, so no one ever sees a directory in use without its lock held.
     pub(super) fn open(temp: &Path) -> Result<Scratch, Error> {
         remove_orphans(temp);
         let context = || format!("creating a scratch directory in {}", temp.display());
-        let new = tempfile::Builder::new()
-            .prefix(NEW_PREFIX)
-            .tempdir_in(temp)
+        let (_, lock_file) = tempfile::Builder::new()
+            .prefix(RUN_PREFIX)
+            .suffix(LOCK_SUFFIX)
+            .tempfile_in(temp)
             .map_err(Error::io(context()))?
-            .keep();
-        let lock_file = new.join(LOCK_FILE);
-        fs::File::create(&lock_file).map_err(Error::io(context()))?;
+            .keep()
+            .map_err(|e| Error::io(context())(e.error))?;
         let lock = FileLock::try_acquire(&lock_file)?.ok_or_else(|| Error::Corrupt {
             what: lock_file.display().to_string(),
             reason: "locked by another process as soon as it was made".into(),
         })?;
-        let name = new
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_prefix(NEW_PREFIX))
-            .unwrap_or("x")
-            .to_string();
-        let dir = temp.join(format!("{RUN_PREFIX}{name}"));
-        fs::rename(&new, &dir).map_err(Error::io(context()))?;
-        Ok(Scratch { dir, _lock: lock })
+        let dir = scratch_dir_of(&lock_file).expect("named run-….lock above");
+        if let Err(e) = fs::create_dir(&dir) {
+            let _ = fs::remove_file(&lock_file);
+            return Err(Error::io(context())(e));
+        }
+        Ok(Scratch {
+            dir,
+            lock_file,
+            _lock: lock,
+        })
     }
 
     pub(super) fn dir(&self) -> &Path {
@@ -65,33 +65,62 @@ impl Scratch {
 impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.dir);
+        let _ = fs::remove_file(&self.lock_file);
     }
 }
 
-/// Best effort: a scratch directory that cannot be removed now is tried again next time.
+/// `run-XXXX` for `run-XXXX.lock`.
+fn scratch_dir_of(lock_file: &Path) -> Option<PathBuf> {
+    let name = lock_file.file_name()?.to_str()?;
+    let stem = name.strip_suffix(LOCK_SUFFIX)?;
+    stem.starts_with(RUN_PREFIX)
+        .then(|| lock_file.with_file_name(stem))
+}
+
+/// Best effort: what cannot be removed now is tried again next time.
 fn remove_orphans(temp: &Path) {
     let Ok(listing) = fs::read_dir(temp) else {
         return;
     };
+    let mut locks = Vec::new();
+    let mut dirs = Vec::new();
     for item in listing.flatten() {
         let path = item.path();
-        let name = item.file_name();
-        let name = name.to_string_lossy();
+        let name = item.file_name().to_string_lossy().into_owned();
         let Ok(meta) = item.metadata() else { continue };
-        let old = meta
-            .modified()
-            .ok()
-            .and_then(|m| SystemTime::now().duration_since(m).ok())
-            .is_some_and(|age| age > ORPHAN_AGE);
-        if meta.is_dir() && name.starts_with(RUN_PREFIX) {
-            // Held while removing, so a second process cleaning at once skips it.
-            if let Ok(Some(_held)) = FileLock::try_acquire(&path.join(LOCK_FILE)) {
-                let _ = fs::remove_dir_all(&path);
+        if meta.is_file() && name.starts_with(RUN_PREFIX) && name.ends_with(LOCK_SUFFIX) {
+            locks.push(path);
+        } else if meta.is_dir() && name.starts_with(RUN_PREFIX) {
+            dirs.push(path);
+        } else if meta.is_file() {
+            let old = meta
+                .modified()
+                .ok()
+                .and_then(|m| SystemTime::now().duration_since(m).ok())
+                .is_some_and(|age| age > ORPHAN_AGE);
+            if old {
+                let _ = fs::remove_file(&path);
             }
-        } else if meta.is_dir() && name.starts_with(NEW_PREFIX) && old {
-            let _ = fs::remove_dir_all(&path);
-        } else if meta.is_file() && old {
-            let _ = fs::remove_file(&path);
+        }
+    }
+    for lock_file in locks {
+        // Held while removing, so a second process cleaning at once skips it.
+        if let Ok(Some(_held)) = FileLock::try_acquire(&lock_file) {
+            if let Some(dir) = scratch_dir_of(&lock_file) {
+                let _ = fs::remove_dir_all(dir);
+            }
+            let _ = fs::remove_file(&lock_file);
+        }
+    }
+    // A scratch directory whose lock file is gone belongs to no one: its owner made the
+    // lock first and removes it last.
+    for dir in dirs {
+        let lock_file = dir.with_file_name(format!(
+            "{}{LOCK_SUFFIX}",
+            dir.file_name().unwrap_or_default().to_string_lossy()
+        ));
+        if !lock_file.exists() {
+            let _ = fs::remove_dir_all(dir);
         }
     }
 }
@@ -107,12 +136,16 @@ mod tests {
         fs::write(live.dir().join("half-written"), b"in use").unwrap();
         let dead = temp.path().join("run-dead");
         fs::create_dir(&dead).unwrap();
-        fs::write(dead.join(LOCK_FILE), b"").unwrap();
+        fs::write(temp.path().join("run-dead.lock"), b"").unwrap();
         fs::write(dead.join("left-by-a-kill"), vec![0; 4096]).unwrap();
+        let lockless = temp.path().join("run-lockless");
+        fs::create_dir(&lockless).unwrap();
         fs::create_dir(temp.path().join("partial")).unwrap();
 
         let second = Scratch::open(temp.path()).unwrap();
         assert!(!dead.exists(), "the unlocked scratch directory is removed");
+        assert!(!temp.path().join("run-dead.lock").exists());
+        assert!(!lockless.exists(), "so is one without a lock file");
         assert!(
             live.dir().join("half-written").exists(),
             "a held one is kept"
