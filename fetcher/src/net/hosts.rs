@@ -136,6 +136,7 @@ impl Downloader {
 
     fn gate(&self, url: &str, sending: bool) -> Result<(), Attempt> {
         let host = host_key(url);
+        self.note_failed_resolutions(Some(&host));
         let mut hosts = self.lock_tallies();
         let tally = hosts.entry(host.clone()).or_default();
         let open = match &mut tally.health.down {
@@ -196,21 +197,33 @@ impl Downloader {
     /// counted (`at_once`: after this one, as for a name that does not resolve), or again
     /// for a cool-down when this was its probe.
     pub(super) fn note_unreached(&self, url: &str, reason: &str, sent: Instant, at_once: bool) {
+        self.note_host_unreached(&host_key(url), reason, sent, at_once, Instant::now());
+    }
+
+    /// [`Downloader::note_unreached`] of `host`, the failure known at `failed`.
+    pub(super) fn note_host_unreached(
+        &self,
+        host: &str,
+        reason: &str,
+        sent: Instant,
+        at_once: bool,
+        failed: Instant,
+    ) {
         let mut hosts = self.lock_tallies();
-        let health = &mut hosts.entry(host_key(url)).or_default().health;
+        let health = &mut hosts.entry(host.to_string()).or_default().health;
         if health.last_counted.is_some_and(|counted| sent < counted) {
             return;
         }
-        health.last_counted = Some(Instant::now());
+        health.last_counted = Some(failed);
         health.unreached_in_a_row += 1;
-        let probe_at = Some(Instant::now() + self.options.host_cooldown);
+        let probe_at = Some(failed + self.options.host_cooldown);
         if let Some(down) = &mut health.down {
             // A probe that failed: down for another cool-down.
             if down.probe_sent.take().is_some() {
                 down.probe_at = probe_at;
             }
         } else if at_once || health.unreached_in_a_row >= self.options.host_down_after.max(1) {
-            health.first_down.get_or_insert_with(Instant::now);
+            health.first_down.get_or_insert(failed);
             health.times_down += 1;
             health.down = Some(Down {
                 reason: reason.to_string(),
@@ -348,6 +361,7 @@ impl Downloader {
 
     /// What every host gave so far, by host.
     pub fn host_reports(&self) -> Vec<HostReport> {
+        self.note_failed_resolutions(None);
         self.lock_tallies()
             .iter()
             .filter(|(_, t)| t.requests > 0 || t.health.times_down > 0)

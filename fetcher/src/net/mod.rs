@@ -23,6 +23,7 @@ mod hosts;
 mod options;
 mod partial;
 mod rate;
+mod resolve;
 mod retry;
 pub mod schedule;
 mod segmented;
@@ -78,6 +79,7 @@ pub struct Downloader {
     slots: Slots,
     /// For small requests, per host apart from transfers ([`hosts::HostTally`]).
     lookup_slots: Slots,
+    resolutions: Arc<resolve::Resolutions>,
     tallies: Mutex<BTreeMap<String, HostTally>>,
     rate: Option<TokenBucket>,
     progress: Arc<dyn Progress>,
@@ -128,6 +130,7 @@ impl Downloader {
                 usize::MAX,
                 Traffic::Lookups.starting_limit(options.max_lookups_per_host),
             ),
+            resolutions: Arc::default(),
             tallies: Mutex::new(BTreeMap::new()),
             rate: options.rate_limit.map(TokenBucket::new),
             partial_dir: partial_dir.to_path_buf(),
