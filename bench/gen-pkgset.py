@@ -5,33 +5,40 @@ Nothing in the set is ever built: only evaluated and instantiated. Hashes are fa
 well-formed and distinct, so every fixed-output derivation (FOD) has its own store path.
 
 The set has nixpkgs' entry point (a function of system/config/overlays), callPackage, an
-mkDerivation with a meta.broken check, nested package sets behind recurseIntoAttrs, a stdenv
-bootstrapped from `import <nix/fetchurl.nix>`, and the fetchers whose derivations look like
-nixpkgs' own: fetchurl (env `urls` with `mirror://` left unresolved, `mirrorsFile` = a
-mirrors-list derivation), fetchzip (recursive hash, unpacking postFetch), fetchgit (env
-url/rev/fetchSubmodules/leaveDotGit/deepClone...), fetchpatch (postFetch), fetchPypi, and
-cargo/go vendor FODs with custom builders. Packages form a DAG: each depends on a few
-lower-numbered, mostly popular, packages.
+mkDerivation with a meta.broken check, nested package sets behind recurseIntoAttrs (python,
+perl, haskell and texlive, about a third of all attributes), a stdenv bootstrapped from
+`import <nix/fetchurl.nix>`, and the fetchers as nixpkgs writes them today: fetchurl (env
+`urls` with `mirror://` left unresolved, `mirrorsFile` = a mirrors-list derivation), fetchzip
+(recursive hash, unpacking postFetch), fetchgit (url/rev/tag/revCustom/fetchSubmodules/...),
+and, copied from srcgrab's tests/fixtures/pkgs-current, fetchFromGitHub (a fetchzip whose env
+also carries owner/repo/tag/rev/revCustom, or fetchgit with submodules), fetchFromGitLab,
+fetchFromGitea (Codeberg), fetchFromSourcehut, fetchpatch, fetchPypi and fetchCrate; texlive
+containers (FODs unpacking a fetched tarball: `derived`) and cargo/go vendor FODs with custom
+builders. Packages form a DAG: each depends on a few lower-numbered, mostly popular, packages.
 
 Some FODs are deliberately hard to find by walking derivation attributes: ones referenced only
 through string context ("${fetchurl {...}}" in a build script) and ones needed only by
 aarch64-linux.
 
-With --crash-fraction F, that fraction of the package attributes fails with errors
-`builtins.tryEval` cannot catch (abort, missing attribute, infinite recursion, stack overflow,
-callPackage missing argument, type error; --crash-kinds picks some), spread evenly over the
-set, the kinds taking turns. A stack overflow ends a `nix repl` (Nix 2.8), the others do not.
---catchable-fraction
-adds throw/assert/meta.broken failures. No package depends on a failing one, so exactly those
-attributes fail.
+Failures, spread evenly over the set, none of them depended on (so exactly those attributes
+fail); texlive containers never fail:
+- --fail-fraction F: that fraction of the attributes fails in --fail-mix's proportions, by
+  default a nixpkgs fork's (NIXPKGS_MIX: mostly missing attributes and callPackage arguments,
+  then removed-package throws, meta.broken, asserts, aborts, very few stack overflows).
+- --crash-fraction F (the older benchmarks' sets): that fraction fails with errors
+  `builtins.tryEval` cannot catch (abort, missing attribute, infinite recursion, stack
+  overflow, callPackage missing argument, type error; --crash-kinds picks some), the kinds
+  taking turns; --catchable-fraction adds throw/assert/meta.broken failures.
+A stack overflow ends a `nix repl` (Nix 2.8), the others do not.
 
 Besides the set, `expected.json` lists, per system, every FOD the non-failing attributes need
-(store paths computed here, independently of Nix), with the generator's category and whether
-nixpkgs' find-tarballs.nix filter (url/urls, flat hash, no postFetch, reachable through
-derivation attributes) would report it.
+(store paths computed here, independently of Nix), with the generator's category, the kind
+srcgrab's manifest should give it, and whether nixpkgs' find-tarballs.nix filter (url/urls,
+flat hash, no postFetch, reachable through derivation attributes) would report it.
 
-Usage: gen-pkgset.py OUT_DIR [--packages N] [--seed S] [--crash-fraction F]
-                             [--crash-kinds K,...] [--catchable-fraction F] [--per-file K]
+Usage: gen-pkgset.py OUT_DIR [--packages N] [--seed S] [--fail-fraction F] [--fail-mix K=W,...]
+                             [--crash-fraction F] [--crash-kinds K,...] [--catchable-fraction F]
+                             [--per-file K]
 """
 
 import argparse
@@ -44,6 +51,10 @@ import shutil
 import sys
 
 SYSTEMS = ("x86_64-linux", "aarch64-linux")
+# The current nixpkgs fetchers the set takes from srcgrab's own fixture, so both model them alike.
+FIXTURE_FETCHERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures",
+                                "pkgs-current", "build-support")
+CURRENT_FETCHERS = ("fetch-from-git-provider.nix", "on-fetchurl.nix")
 
 # ---------------------------------------------------------------------------------------------
 # Nix primitives needed for the ground truth (store paths of fixed outputs).
@@ -232,6 +243,7 @@ stdenvNoCC.mkDerivation (derivationArgs // hashAttrs // {
   pypi = [ "https://files.pythonhosted.org/packages/source/" ];
   hackage = [ "https://hackage.haskell.org/package/" ];
   xorg = [ "https://xorg.freedesktop.org/releases/" "https://ftp.x.org/archive/" ];
+  ctan = [ "https://mirror.ctan.org/" "https://ctan.math.illinois.edu/" ];
 }
 """,
     "build-support/fetchzip/default.nix": r"""# fetchzip shaped like nixpkgs': fetchurl with a recursive hash, a temporary download and
@@ -265,17 +277,23 @@ fetchurl (removeAttrs args [ "stripRoot" "extension" "postFetch" "nativeBuildInp
   derivationArgs = (args.derivationArgs or { }) // { inherit stripRoot extension; };
 })
 """,
-    "build-support/fetchgit/default.nix": r"""# fetchgit shaped like nixpkgs': env url, rev, branchName, fetchSubmodules, leaveDotGit,
-# deepClone, sparseCheckout (newline-separated), nonConeMode, fetchLFS, postFetch.
+    "build-support/fetchgit/default.nix": r"""# fetchgit shaped like nixpkgs' today: env url, rev (refs/tags/TAG for a tag), tag, revCustom,
+# branchName, fetchSubmodules, leaveDotGit, deepClone, fetchTags, rootDir, sparseCheckout
+# (newline-separated), nonConeMode, fetchLFS, postFetch, with the caller's derivationArgs
+# (the forges' githubBase/owner/repo) first.
 { lib, stdenvNoCC, git }:
-{ url, rev ? "HEAD"
-, name ? lib.removeSuffix ".git" (baseNameOf url) + "-" + builtins.substring 0 7 rev
+{ url, rev ? null, tag ? null
+, name ? lib.removeSuffix ".git" (baseNameOf url) + "-"
+    + (if tag != null then tag else builtins.substring 0 7 rev)
 , hash ? "", sha256 ? "", branchName ? null, fetchSubmodules ? true, deepClone ? false
-, leaveDotGit ? deepClone, sparseCheckout ? [ ], nonConeMode ? false, fetchLFS ? false
-, postFetch ? ""
+, leaveDotGit ? null, fetchTags ? false, rootDir ? "", sparseCheckout ? [ ], nonConeMode ? false
+, fetchLFS ? false, postFetch ? "", derivationArgs ? { }
 }:
-stdenvNoCC.mkDerivation {
-  inherit name url rev branchName fetchSubmodules leaveDotGit deepClone nonConeMode fetchLFS postFetch;
+stdenvNoCC.mkDerivation (derivationArgs // {
+  inherit name url tag branchName fetchSubmodules deepClone fetchTags rootDir nonConeMode fetchLFS postFetch;
+  rev = if tag != null then "refs/tags/${tag}" else rev;
+  revCustom = rev;
+  leaveDotGit = if leaveDotGit != null then leaveDotGit else deepClone || fetchTags;
   sparseCheckout = builtins.concatStringsSep "\n" sparseCheckout;
   builder = ./builder.sh;
   fetcher = ./nix-prefetch-git;
@@ -283,47 +301,13 @@ stdenvNoCC.mkDerivation {
   outputHashAlgo = if hash != "" then null else "sha256";
   outputHash = if hash != "" then hash else sha256;
   outputHashMode = "recursive";
-  impureEnvVars = [ "http_proxy" "https_proxy" "ftp_proxy" "all_proxy" "no_proxy" "GIT_PROXY_COMMAND" ];
+  impureEnvVars = [ "http_proxy" "https_proxy" "ftp_proxy" "all_proxy" "no_proxy" "GIT_PROXY_COMMAND"
+    "NIX_GIT_SSL_CAINFO" "SOCKS_SERVER" ];
   preferLocalBuild = true;
-}
+})
 """,
     "build-support/fetchgit/builder.sh": "source $stdenv/setup\n$SHELL $fetcher --url $url --rev $rev --out $out\n",
     "build-support/fetchgit/nix-prefetch-git": "git clone \"$2\" \"$6\"\n",
-    "build-support/fetchgithub/default.nix": r"""# fetchFromGitHub as nixpkgs writes it today: the archive through fetchzip, whose env also
-# carries githubBase, owner, repo, tag, rev and revCustom (derivationArgs), or a git checkout
-# when submodules are wanted.
-{ fetchzip, fetchgit }:
-{ owner, repo, rev, name ? "source", hash ? "", sha256 ? "", fetchSubmodules ? false }:
-if fetchSubmodules then
-  fetchgit { url = "https://github.com/${owner}/${repo}.git"; inherit rev name hash sha256 fetchSubmodules; }
-else
-  fetchzip {
-    url = "https://github.com/${owner}/${repo}/archive/${rev}.tar.gz";
-    inherit name hash sha256;
-    extension = "tar.gz";
-    derivationArgs = { githubBase = "github.com"; inherit owner repo rev; tag = null; revCustom = rev; };
-  }
-""",
-    "build-support/fetchpatch/default.nix": r"""# fetchpatch: fetchurl with a postFetch that normalises the patch (so its hash is not the
-# hash of the downloaded bytes).
-{ fetchurl }:
-{ url, name ? baseNameOf url, hash ? "", sha256 ? "", stripLen ? 0 }:
-fetchurl {
-  inherit url name hash sha256;
-  postFetch = ''
-    tmpfile="$TMPDIR/patch"
-    filterdiff --clean --strip=${toString stripLen} "$out" > "$tmpfile"
-    mv "$tmpfile" "$out"
-  '';
-}
-""",
-    "build-support/fetchpypi/default.nix": r"""{ fetchurl }:
-{ pname, version, hash ? "", sha256 ? "", extension ? "tar.gz" }:
-fetchurl {
-  url = "mirror://pypi/${builtins.substring 0 1 pname}/${pname}/${pname}-${version}.${extension}";
-  inherit hash sha256;
-}
-""",
     "build-support/fetch-cargo-vendor/default.nix": r"""# A vendor FOD: no URL at all, a custom builder that runs cargo on the source.
 { stdenvNoCC, cargo }:
 { src, name, hash }:
@@ -364,9 +348,12 @@ in
   fetchurl = callPackage ../build-support/fetchurl { };
   fetchzip = callPackage ../build-support/fetchzip { };
   fetchgit = callPackage ../build-support/fetchgit { };
-  fetchFromGitHub = callPackage ../build-support/fetchgithub { };
-  fetchpatch = callPackage ../build-support/fetchpatch { };
-  fetchPypi = callPackage ../build-support/fetchpypi { };
+  # The forges and the fetchers on fetchurl, as nixpkgs writes them today: the files of
+  # srcgrab's tests/fixtures/pkgs-current, copied as they are.
+  inherit (import ../build-support/current/fetch-from-git-provider.nix { inherit (self) fetchzip fetchgit; })
+    fetchFromGitHub fetchFromGitea fetchFromGitLab fetchFromSourcehut;
+  inherit (import ../build-support/current/on-fetchurl.nix { inherit (self) fetchurl fetchzip; })
+    fetchpatch fetchPypi fetchCrate;
   fetchCargoVendor = callPackage ../build-support/fetch-cargo-vendor { };
   fetchGoModules = callPackage ../build-support/fetch-go-modules { };
 
@@ -392,28 +379,45 @@ GIT_HOSTS = ("git.savannah.gnu.org/git", "gitlab.freedesktop.org", "git.kernel.o
 RESERVED = {
     "lib", "system", "config", "stdenv", "stdenvNoCC", "fetchurlBoot", "callPackage", "fetchurl",
     "fetchzip", "fetchgit", "fetchFromGitHub", "fetchpatch", "fetchPypi", "fetchCargoVendor",
-    "fetchGoModules", "commonPatches", "src", "self", "super", "version", "pname", "import",
+    "fetchGoModules", "commonPatches", "fetchFromGitea", "fetchFromGitLab", "fetchFromSourcehut",
+    "fetchCrate", "crate", "src", "self", "super", "version", "pname", "import",
     "rec", "let", "in", "with", "inherit", "if", "then", "else", "assert", "or", "null", "true",
     "false", "builtins",
     # attributes of the generated `stdenv.mkDerivation rec { ... }`, which a dependency
     # of the same name would be shadowed by
     "meta", "name", "patches", "buildInputs", "nativeBuildInputs", "postInstall", "postPatch",
     "configureFlags", "cargoDeps", "goModules", "buildCommand", "passthru", "NIX_CFLAGS_COMPILE",
+    "postFixup", "texlivePackages",
 }
 NESTED_SETS = {
-    # set name: (file, interpreter package, share of all packages)
-    "python3Packages": ("python-packages.nix", "python3", 0.08),
-    "perlPackages": ("perl-packages.nix", "perl", 0.05),
-    "haskellPackages": ("haskell-packages.nix", "ghc", 0.05),
+    # set name: (file, interpreter package, share of all packages); texlive's packages are
+    # containers (derived FODs), not built with an interpreter.
+    "python3Packages": ("python-packages.nix", "python3", 0.11),
+    "perlPackages": ("perl-packages.nix", "perl", 0.03),
+    "haskellPackages": ("haskell-packages.nix", "ghc", 0.14),
+    "texlivePackages": ("texlive-packages.nix", None, 0.05),
 }
 # The build tools the fetchers and vendor FODs need, and the interpreters of the nested sets.
 CORE = ("curl", "unzip", "git", "cargo", "go", "python3", "perl", "ghc")
 UNCATCHABLE = ("abort", "missing-attribute", "infinite-recursion", "stack-overflow", "missing-argument",
                "type-error")
 CATCHABLE = ("throw", "assert", "broken")
+# --fail-fraction's default mix, shaped like what a current nixpkgs fork fails with under
+# Hydra-like evaluation: mostly missing attributes (names that are only aliases now, removed
+# library functions) and callPackage's missing arguments, then removed-package throws,
+# meta.broken refusals, platform asserts and aborts, a few type errors and infinite
+# recursions, and very few stack overflows.
+NIXPKGS_MIX = {
+    "missing-attribute": 30, "missing-argument": 22, "throw": 16, "broken": 12, "assert": 8,
+    "abort": 8, "type-error": 2, "infinite-recursion": 1.7, "stack-overflow": 0.3,
+}
+# What srcgrab should classify each generator category as (the rest are plain `url`).
+KIND_OF_CATEGORY = {"unpack": "url-unpack", "git": "git", "vendor": "other", "derived": "derived",
+                    "builtin": "builtin"}
 SRC_KINDS = (  # (kind, weight) for top-level packages
-    ("url", 36), ("mirror", 17), ("urls", 4), ("github", 14), ("zip", 3), ("git", 12),
-    ("nosrc", 4), ("binary", 3), ("reuse", 2), ("exec", 2),
+    ("url", 30), ("mirror", 15), ("urls", 4), ("github", 15), ("github-tag", 6), ("gitlab", 2),
+    ("gitea", 1), ("sourcehut", 0.5), ("crate", 1), ("zip", 3), ("git", 10), ("nosrc", 4),
+    ("binary", 3), ("reuse", 2), ("exec", 2),
 )
 
 
@@ -442,6 +446,8 @@ class Generator:
         self.crash_fraction = args.crash_fraction
         self.crash_kinds = args.crash_kinds
         self.catchable_fraction = args.catchable_fraction
+        self.fail_fraction = args.fail_fraction
+        self.fail_mix = args.fail_mix
         self.per_file = args.per_file
         self.names = set(RESERVED)
         self.hash_counter = 0
@@ -463,8 +469,9 @@ class Generator:
         r = self.rng
         return f"{r.randint(0, 12)}.{r.randint(0, 40)}.{r.randint(0, 20)}"
 
-    def new_hash(self, algo="sha256"):
-        """A fresh, distinct digest and the Nix attribute text declaring it, in a mix of forms."""
+    def new_hash(self, algo="sha256", sri_only=False):
+        """A fresh, distinct digest and the Nix attribute text declaring it, in a mix of forms
+        (only `hash = SRI` for the current fetchers that take nothing else)."""
         self.hash_counter += 1
         tag = f"{self.seed}:{self.hash_counter}".encode()
         if algo == "sha512":
@@ -474,7 +481,7 @@ class Generator:
             digest = hashlib.sha1(tag).digest()
             return digest, f'sha1 = "{digest.hex()}";'
         digest = hashlib.sha256(tag).digest()
-        form = self.rng.random()
+        form = 0.0 if sri_only else self.rng.random()
         if form < 0.4:
             return digest, f'hash = "sha256-{base64.b64encode(digest).decode()}";'
         if form < 0.7:
@@ -498,7 +505,8 @@ class Generator:
             self.names.add(core)
             pkgs.append({"attr": core, "set": None, "core": True, "fail": None})
         shares = [(s, v[2]) for s, v in NESTED_SETS.items()]
-        crashers = catchers = survivors = 0
+        crashers = catchers = survivors = eligible = 0
+        mixed = {kind: 0 for kind in self.fail_mix}
         for i in range(len(CORE), self.n):
             roll, ns = r.random(), None
             for set_name, share in shares:
@@ -507,12 +515,21 @@ class Generator:
                     break
                 roll -= share
             # Even spacing: package i fails when the running quota crosses an integer.
+            # texlive containers never fail (they are data, not callPackage'd code).
             fail = None
-            k = i - len(CORE)
-            if int((k + 1) * self.crash_fraction) > int(k * self.crash_fraction):
+            k = eligible
+            if ns == "texlivePackages":
+                pass
+            elif self.fail_fraction:
+                eligible += 1
+                if int((k + 1) * self.fail_fraction) > int(k * self.fail_fraction):
+                    fail = self.next_mixed_kind(mixed)
+            elif int((k + 1) * self.crash_fraction) > int(k * self.crash_fraction):
+                eligible += 1
                 fail = self.crash_kinds[crashers % len(self.crash_kinds)]
                 crashers += 1
             else:
+                eligible += 1
                 # Counted over the survivors, so the two quotas never land on the same package.
                 quota = self.catchable_fraction
                 if int((survivors + 1) * quota) > int(survivors * quota):
@@ -533,6 +550,15 @@ class Generator:
                 healthy[p["set"]].append(i)
         return pkgs
 
+    def next_mixed_kind(self, counts):
+        """The kind of the next failing package: the one furthest behind its share of the
+        mix, so every kind is spread evenly over the set in its exact proportion."""
+        total_weight = sum(self.fail_mix.values())
+        done = sum(counts.values()) + 1
+        kind = max(self.fail_mix, key=lambda k: self.fail_mix[k] * done / total_weight - counts[k])
+        counts[kind] += 1
+        return kind
+
     def name_package(self, p):
         r = self.rng
         ns = p["set"]
@@ -549,6 +575,8 @@ class Generator:
     def pick_deps(self, p, healthy):
         """A few lower-numbered healthy packages, skewed towards the popular early ones."""
         r = self.rng
+        if p["set"] == "texlivePackages":
+            return []
         count = r.choices(range(9), weights=(10, 20, 25, 20, 12, 6, 4, 2, 1))[0]
         deps = []
         for _ in range(count):
@@ -620,6 +648,8 @@ class Generator:
         self.pending = []
         if p["core"]:
             text = self.core_package(p)
+        elif p["set"] == "texlivePackages":
+            text = self.texlive_package(p)
         elif p["fail"] == "throw":
             text = None  # an alias in all-packages.nix
         else:
@@ -643,6 +673,26 @@ class Generator:
             args = "{ stdenv, fetchurl }"
         return (f"  {name} = {args}:\n    stdenv.mkDerivation rec {{\n      pname = \"{name}\";\n"
                 f"      version = \"{version}\";\n      src = {src};\n    }};\n")
+
+    def texlive_package(self, p):
+        """A texlive container as nixpkgs makes them: a FOD that unpacks a fetched tarball
+        (`derived`: rebuildable offline from the tarball, an entry itself)."""
+        pname = p["attr"]
+        rev = self.rng.randint(10000, 75000)
+        tarball = f"{pname}.r{rev}.tar.xz"
+        tar_digest, tar_hash = self.new_hash("sha512")
+        self.pending.append((Fod(tarball, "sha512", tar_digest, False, "url", True, True, False), SYSTEMS))
+        digest, _ = self.new_hash()
+        name = f"{pname}-{rev}-tex"
+        self.pending.append((Fod(name, "sha256", digest, True, "derived", True, False, False), SYSTEMS))
+        urls = (f'"mirror://ctan/systems/texlive/tlnet/archive/{tarball}" '
+                f'"https://texlive.example.org/historic/tlnet-final/archive/{tarball}"')
+        return (f"  {pname} = {{ stdenvNoCC, fetchurl }}:\n    stdenvNoCC.mkDerivation {{\n"
+                f'      name = "{name}";\n      src = fetchurl {{ urls = [ {urls} ]; {tar_hash} }};\n'
+                f'      stripPrefix = 0;\n      tlOutputName = "tex";\n'
+                f'      buildCommand = "mkdir $out && tar -xf $src --strip-components=$stripPrefix -C $out";\n'
+                f'      outputHashAlgo = "sha256";\n      outputHash = "{digest.hex()}";\n'
+                f'      outputHashMode = "recursive";\n    }};\n')
 
     def source(self, p, args):
         """The `src = ...;` line (or None) and the source kind."""
@@ -689,20 +739,36 @@ class Generator:
             return "src = " + self.fetchurl(pname, version, url, "mirror") + ";", kind
         if kind == "pypi":
             args.add("fetchPypi")
-            digest, hash_text = self.new_hash()
+            digest, hash_text = self.new_hash(sri_only=True)
             name = f"{pname}-{version}.tar.gz"
             self.pending.append((Fod(name, "sha256", digest, False, "mirror", True, True, False), SYSTEMS))
             return f"src = fetchPypi {{ inherit pname version; {hash_text} }};", kind
-        if kind == "github":
-            args.add("fetchFromGitHub")
-            digest, hash_text = self.new_hash()
-            owner = self.word(2)
-            submodules = r.random() < 0.1
+        if kind in ("github", "github-tag", "gitlab", "gitea", "sourcehut"):
+            fetcher = {"github": "fetchFromGitHub", "github-tag": "fetchFromGitHub", "gitlab": "fetchFromGitLab",
+                       "gitea": "fetchFromGitea", "sourcehut": "fetchFromSourcehut"}[kind]
+            args.add(fetcher)
+            digest, hash_text = self.new_hash(sri_only=True)
+            owner = ("~" if kind == "sourcehut" else "") + self.word(2)
+            # GitHub sources with submodules are git checkouts; the rest are archives.
+            submodules = kind == "github" and r.random() < 0.1
             category = "git" if submodules else "unpack"
             self.pending.append((Fod("source", "sha256", digest, True, category, True, True, not submodules), SYSTEMS))
+            if kind in ("github-tag", "gitlab"):
+                version_ref = 'tag = "v${version}";'
+            elif kind == "github":
+                commit = hashlib.sha1(f"{self.seed}:ghrev:{p['index']}".encode()).hexdigest()
+                version_ref = f'rev = "{commit}";'
+            else:
+                version_ref = 'rev = "v${version}";'
             extra = " fetchSubmodules = true;" if submodules else ""
-            return (f'src = fetchFromGitHub {{ owner = "{owner}"; repo = pname; rev = "v${{version}}"; '
+            domain = ' domain = "codeberg.org";' if kind == "gitea" else ""
+            return (f'src = {fetcher} {{{domain} owner = "{owner}"; repo = pname; {version_ref} '
                     f"{hash_text}{extra} }};"), kind
+        if kind == "crate":
+            args.add("fetchCrate")
+            digest, hash_text = self.new_hash(sri_only=True)
+            self.pending.append((Fod(f"{pname}-{version}.tar.gz", "sha256", digest, True, "unpack", True, True, True), SYSTEMS))
+            return f"src = fetchCrate {{ crateName = pname; inherit version; {hash_text} }};", kind
         if kind == "zip":
             args.add("fetchzip")
             digest, hash_text = self.new_hash()
@@ -727,8 +793,12 @@ class Generator:
                 flags.append(f'branchName = "release-{version}";')
             if r.random() < 0.05:
                 flags.append('sparseCheckout = [ "src" "include" ];')
-            self.pending.append((Fod(f"{pname}-{rev[:7]}", "sha256", digest, True, "git", True, True, False), SYSTEMS))
-            return f'src = fetchgit {{ url = "{url}"; rev = "{rev}"; {hash_text} {" ".join(flags)} }};', kind
+            if r.random() < 0.2:
+                ref, suffix = 'tag = "v${version}";', f"v{version}"
+            else:
+                ref, suffix = f'rev = "{rev}";', rev[:7]
+            self.pending.append((Fod(f"{pname}-{suffix}", "sha256", digest, True, "git", True, True, False), SYSTEMS))
+            return f'src = fetchgit {{ url = "{url}"; {ref} {hash_text} {" ".join(flags)} }};', kind
         if kind == "binary":
             args.add("fetchurl")
             per_system = []
@@ -761,7 +831,7 @@ class Generator:
             for n in range(r.randint(1, 2)):
                 if r.random() < 0.5:
                     args.add("fetchpatch")
-                    digest, hash_text = self.new_hash()
+                    digest, hash_text = self.new_hash(sri_only=True)
                     commit = hashlib.sha1(f"{self.seed}:patch:{p['index']}:{n}".encode()).hexdigest()
                     self.pending.append((Fod(f"{commit}.patch", "sha256", digest, False, "fetchpatch", True, True, True), SYSTEMS))
                     patches.append(f'(fetchpatch {{ url = "https://github.com/{self.word(2)}/{pname}/commit/{commit}.patch"; {hash_text} }})')
@@ -812,7 +882,11 @@ class Generator:
             attrs.append("nativeBuildInputs = [ " + " ".join(native) + " ];")
         deps = [self.ref(p, d, args) for d in p["deps"]]
         if fail == "missing-attribute":
-            deps.append(f"{deps[0]}.dev" if deps else "stdenv.cc")
+            # A dependency's output that is gone, or a library function removed since.
+            if deps and r.random() < 0.5:
+                deps.append(f"{deps[0]}.dev")
+            else:
+                attrs.append(f'postFixup = lib.{self.word(2)}Compat "{pname}";')
         if deps:
             attrs.append("buildInputs = [ " + " ".join(deps) + " ];")
 
@@ -853,6 +927,9 @@ class Generator:
             shutil.rmtree(out)
         for rel, text in STATIC_FILES.items():
             self.write_file(out, rel, text)
+        for fname in CURRENT_FETCHERS:
+            with open(os.path.join(FIXTURE_FETCHERS, fname)) as f:
+                self.write_file(out, f"build-support/current/{fname}", f.read())
         bootstrap = ["{"]
         for system in SYSTEMS:
             arch = system.split("-")[0]
@@ -905,7 +982,8 @@ class Generator:
             "failing": [{"attr": a, "kind": k} for a, k in failing],
             "fods": {
                 system: [
-                    {"storePath": f.store_path, "category": f.category, "findTarballs": f.find_tarballs}
+                    {"storePath": f.store_path, "category": f.category,
+                     "kind": KIND_OF_CATEGORY.get(f.category, "url"), "findTarballs": f.find_tarballs}
                     for f in sorted(fods.values(), key=lambda f: f.store_path)
                 ]
                 for system, fods in self.fods.items()
@@ -936,8 +1014,18 @@ def main():
                     help=f"comma-separated, among {','.join(UNCATCHABLE)} (default: all)")
     ap.add_argument("--catchable-fraction", type=float, default=None,
                     help="fraction failing with throw/assert/broken (default 0.01 with crashes, else 0)")
+    ap.add_argument("--fail-fraction", type=float, default=0.0,
+                    help="fraction of package attributes failing in --fail-mix's proportions "
+                         "(instead of --crash-fraction/--catchable-fraction)")
+    ap.add_argument("--fail-mix", default=",".join(f"{k}={w}" for k, w in NIXPKGS_MIX.items()),
+                    help="KIND=WEIGHT,... among the uncatchable and catchable kinds (default: a nixpkgs-like mix)")
     ap.add_argument("--per-file", type=int, default=10, help="packages per pkgs/**/default.nix")
     args = ap.parse_args()
+    args.fail_mix = {k: float(w) for k, _, w in (item.partition("=") for item in args.fail_mix.split(","))}
+    if not set(args.fail_mix) <= set(UNCATCHABLE + CATCHABLE):
+        sys.exit(f"--fail-mix: choose among {','.join(UNCATCHABLE + CATCHABLE)}")
+    if args.fail_fraction and (args.crash_fraction or args.catchable_fraction):
+        sys.exit("--fail-fraction replaces --crash-fraction and --catchable-fraction")
     args.crash_kinds = args.crash_kinds.split(",")
     if not args.crash_kinds or not set(args.crash_kinds) <= set(UNCATCHABLE):
         sys.exit(f"--crash-kinds: choose among {','.join(UNCATCHABLE)}")

@@ -64,6 +64,11 @@ pub fn parse_rewrite(text: &str) -> Result<Rewrite, String> {
     }
 }
 
+/// A public key as Nix's `trusted-public-keys` writes it (`name:base64`).
+pub fn parse_public_key(text: &str) -> Result<srcgrab_formats::signature::PublicKey, String> {
+    srcgrab_formats::signature::PublicKey::parse(text).map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -345,28 +345,58 @@ fn mirrored_closure_is_realised_by_nix_trusting_only_the_upstream_key() {
     assert!(said.contains(closure.path("a")), "{said}");
     std::fs::write(&a_nar, good_nar).unwrap();
 
+    // The NAR rewritten above no longer matches its seal, and a narinfo planted as a
+    // symlink to an endless device is not read: both count as absent and are mirrored again.
+    let b_narinfo = cache.join(format!("{}.narinfo", closure.hash_part("b")));
+    std::fs::remove_file(&b_narinfo).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &b_narinfo).unwrap();
+    let repaired = fetch_store_paths(
+        dir.path(),
+        &cache,
+        &[&plain, &xz_list],
+        &["--substituter", &substituter],
+    );
+    assert_eq!(repaired.code(), 0, "{}", repaired.stderr());
+    assert_eq!(repaired.path(closure.path("a"))["status"], "mirrored");
+    assert_eq!(repaired.path(closure.path("b"))["status"], "mirrored");
+    assert_eq!(repaired.path(closure.path("c"))["status"], "present");
+    assert!(b_narinfo.symlink_metadata().unwrap().is_file());
+    let (code, said) = verify();
+    assert_eq!(code, Some(0), "{said}");
+
     // Recompressed to zstd: the signature still holds (it covers the NAR, not the file).
+    // With `--sign-key`, our own signature is added beside the upstream one.
+    let own_dir = dir.path().join("own-key");
+    std::fs::create_dir(&own_dir).unwrap();
+    let (own_secret, own_public) = signing_key(&own_dir);
     let zstd_cache = dir.path().join("zstd-cache");
     let zstd = fetch_store_paths(
         dir.path(),
         &zstd_cache,
         &[&plain],
-        &["--substituter", &substituter, "--compression", "zstd"],
+        &[
+            "--substituter",
+            &substituter,
+            "--compression",
+            "zstd",
+            "--sign-key",
+            own_secret.to_str().unwrap(),
+        ],
     );
     assert_eq!(zstd.code(), 0, "{}", zstd.stderr());
-    assert_eq!(
-        field(
-            &narinfo(&zstd_cache, &closure.hash_part("b")),
-            "Compression"
-        ),
-        ["zstd"]
-    );
+    let b_narinfo = narinfo(&zstd_cache, &closure.hash_part("b"));
+    assert_eq!(field(&b_narinfo, "Compression"), ["zstd"]);
+    assert_eq!(field(&b_narinfo, "Sig").len(), 2, "{b_narinfo}");
     server.stop();
 
-    for (cache, roots) in [(&cache, ["c", "d"].as_slice()), (&zstd_cache, &["c"])] {
+    for (cache, key, roots) in [
+        (&cache, &public_key, ["c", "d"].as_slice()),
+        (&zstd_cache, &public_key, &["c"]),
+        (&zstd_cache, &own_public, &["c"]),
+    ] {
         closure.delete();
         for root in roots {
-            let realised = realise_from(cache, &public_key, closure.path(root));
+            let realised = realise_from(cache, key, closure.path(root));
             assert!(
                 realised.status.success(),
                 "realising {root} from {}: {}",
@@ -717,6 +747,163 @@ fn outputs_of_a_manifest_come_from_substituters_and_nix_builds_nothing() {
     );
     assert_eq!(String::from_utf8_lossy(&built.stdout).trim(), hello);
     assert!(Path::new(&hello).join("bin/hello").exists());
+    let _ = run("nix-store", &["--delete", &hello]);
+
+    // A bundle carries the binaries too: a delta since `old` has only data-file's.
+    let delta = dir.path().join("delta");
+    let exported = srcgrab(&[
+        "export",
+        "--manifest",
+        manifest.to_str().unwrap(),
+        "--since",
+        old.to_str().unwrap(),
+        "--cache",
+        cache.to_str().unwrap(),
+        "--to",
+        delta.to_str().unwrap(),
+    ]);
+    let said = String::from_utf8_lossy(&exported.stderr);
+    assert!(exported.status.success(), "{said}");
+    assert!(said.contains("and 1 binaries"), "{said}");
+    assert!(delta.join(format!("{data_hash_part}.narinfo")).is_file());
+    let bundle = dir.path().join("all.tar");
+    let exported = srcgrab(&[
+        "export",
+        "--manifest",
+        manifest.to_str().unwrap(),
+        "--cache",
+        cache.to_str().unwrap(),
+        "--to",
+        bundle.to_str().unwrap(),
+    ]);
+    assert!(
+        exported.status.success(),
+        "{}",
+        String::from_utf8_lossy(&exported.stderr)
+    );
+    // Imported only with the key that signed them; the sources need none (their hashes).
+    let imported_cache = dir.path().join("imported");
+    let import = |extra: &[&str]| {
+        let mut args = vec![
+            "import",
+            bundle.to_str().unwrap(),
+            "--cache",
+            imported_cache.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let output = srcgrab(&args);
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        )
+    };
+    let (code, said) = import(&[]);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(
+        said.contains(&format!(
+            "failed: {hello}: narinfo: a binary: give --trusted-public-key"
+        )),
+        "{said}"
+    );
+    let (code, said) = import(&[
+        "--trusted-public-key",
+        "other-1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+    ]);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(
+        said.contains("not signed by a trusted key (other-1)"),
+        "{said}"
+    );
+    let (code, said) = import(&["--trusted-public-key", &public_key]);
+    assert_eq!(code, Some(0), "{said}");
+    for path in [&hello, &data] {
+        assert!(said.contains(&format!("imported: {path}")), "{said}");
+    }
+    let built = run(
+        "nix-build",
+        &[
+            fixture,
+            "-A",
+            "hello",
+            "--no-out-link",
+            "--max-jobs",
+            "0",
+            "--option",
+            "substituters",
+            &format!("file://{}", imported_cache.display()),
+            "--option",
+            "trusted-public-keys",
+            &public_key,
+            "--option",
+            "require-sigs",
+            "true",
+        ],
+    );
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let _ = run("nix-store", &["--delete", &hello]);
+
+    // A disk that is a binary cache (`nix copy --to file://`): ingest takes its binaries when
+    // a trusted key signed them, and does not report their files as unmatched.
+    let ingested = dir.path().join("ingested");
+    let ingest = |extra: &[&str]| {
+        let mut args = vec![
+            "ingest",
+            upstream.to_str().unwrap(),
+            "--manifest",
+            manifest.to_str().unwrap(),
+            "--cache",
+            ingested.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let output = srcgrab(&args);
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        )
+    };
+    let (code, said) = ingest(&[]);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("give --trusted-public-key"), "{said}");
+    let (code, said) = ingest(&["--trusted-public-key", &public_key]);
+    assert_eq!(code, Some(0), "{said}");
+    for path in [&hello, &data] {
+        assert!(said.contains(&format!("-> {path}")), "{said}");
+    }
+    assert!(
+        !said
+            .lines()
+            .any(|l| l.starts_with("unmatched: ") && l.contains("/nar/")),
+        "{said}"
+    );
+    let built = run(
+        "nix-build",
+        &[
+            fixture,
+            "-A",
+            "hello",
+            "--no-out-link",
+            "--max-jobs",
+            "0",
+            "--option",
+            "substituters",
+            &format!("file://{}", ingested.display()),
+            "--option",
+            "trusted-public-keys",
+            &public_key,
+            "--option",
+            "require-sigs",
+            "true",
+        ],
+    );
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
     let _ = run("nix-store", &["--delete", &hello]);
 }
 

@@ -6,6 +6,7 @@ use crate::Status;
 use anyhow::Context as _;
 use srcgrab_fetcher::store::bundle::{export, import_dir, import_tar, BundleTarget, ImportReport};
 use srcgrab_fetcher::store::{Cache, CacheOptions, Compression};
+use srcgrab_formats::signature::PublicKey;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -41,16 +42,19 @@ pub fn run_export(args: ExportArgs) -> anyhow::Result<Status> {
     } else {
         BundleTarget::Dir(args.to.clone())
     };
-    let report = export(&args.cache, &manifest, since.as_ref(), target)?;
+    let cache = Cache::open_read_only(&args.cache, CacheOptions::default());
+    let report = export(&cache, &manifest, since.as_ref(), target)?;
     for store_path in &report.not_in_cache {
         eprintln!("srcgrab: not in the cache, left out: {store_path}");
     }
     eprintln!(
-        "srcgrab: exported {} of {} new entries ({}) to {}",
+        "srcgrab: exported {} of {} new entries and {} binaries ({}) to {}; {} new outputs have no binary in the cache",
         report.exported.len(),
         report.new_entries,
+        report.binaries.len(),
         human_bytes(report.bytes),
-        args.to.display()
+        args.to.display(),
+        report.outputs_not_in_cache,
     );
     Ok(if report.not_in_cache.is_empty() {
         Status::Ok
@@ -72,6 +76,11 @@ pub struct ImportArgs {
     /// Also write the bundle's manifest here.
     #[arg(long, value_name = "FILE")]
     save_manifest: Option<PathBuf>,
+    /// A key (as in Nix's `trusted-public-keys`, e.g. `cache.nixos.org-1:6NCH…`) whose
+    /// signature makes a binary of the bundle acceptable; repeatable. Binaries no such key
+    /// signed are not imported.
+    #[arg(long = "trusted-public-key", value_name = "KEY", value_parser = crate::cli_values::parse_public_key)]
+    trusted_public_keys: Vec<PublicKey>,
 }
 
 pub fn run_import(args: ImportArgs) -> anyhow::Result<Status> {
@@ -82,14 +91,19 @@ pub fn run_import(args: ImportArgs) -> anyhow::Result<Status> {
             ..CacheOptions::default()
         },
     )?;
+    let keys = &args.trusted_public_keys;
     let (report, manifest) = if args.bundle.as_os_str() == "-" {
-        import_tar(std::io::stdin().lock(), &cache)?
+        import_tar(std::io::stdin().lock(), &cache, keys)?
     } else if args.bundle.is_dir() {
-        import_dir(&args.bundle, &cache)?
+        import_dir(&args.bundle, &cache, keys)?
     } else {
         let file = std::fs::File::open(&args.bundle)
             .with_context(|| format!("opening bundle {}", args.bundle.display()))?;
-        import_tar(std::io::BufReader::with_capacity(1 << 20, file), &cache)?
+        import_tar(
+            std::io::BufReader::with_capacity(1 << 20, file),
+            &cache,
+            keys,
+        )?
     };
     if let Some(path) = &args.save_manifest {
         std::fs::write(path, manifest.to_json())

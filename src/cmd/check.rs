@@ -6,9 +6,7 @@ use crate::cmd::report::{read_manifest, write_stdout};
 use crate::Status;
 use anyhow::Context as _;
 use rayon::prelude::*;
-use srcgrab_fetcher::binaries::store;
-use srcgrab_fetcher::store::{Cache, CacheOptions};
-use srcgrab_formats::narinfo::NarInfo;
+use srcgrab_fetcher::store::{Cache, CacheOptions, DiskLayout};
 use srcgrab_formats::store_path::STORE_DIR;
 use srcgrab_manifest::check::{check, AttributeCheck, CacheContents};
 use std::collections::BTreeMap;
@@ -54,21 +52,15 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
 /// References, read in parallel.
 fn cache_contents(dir: &Path) -> anyhow::Result<CacheContents> {
     let cache = Cache::open_read_only(dir, CacheOptions::default());
-    let narinfos: Vec<PathBuf> = std::fs::read_dir(dir)
+    let hash_parts: Vec<String> = std::fs::read_dir(dir)
         .with_context(|| format!("reading cache {}", dir.display()))?
-        .filter_map(|f| f.ok().map(|f| f.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "narinfo"))
+        .filter_map(|f| f.ok()?.file_name().into_string().ok())
+        .filter_map(|name| DiskLayout::narinfo_hash_part(&name).map(str::to_string))
         .collect();
-    let present: Vec<(String, Vec<String>)> = narinfos
+    let present: Vec<(String, Vec<String>)> = hash_parts
         .par_iter()
-        .map(|path| {
-            let Ok(text) = std::fs::read_to_string(path) else {
-                return Ok(None);
-            };
-            let Ok(info) = NarInfo::parse(&text) else {
-                return Ok(None);
-            };
-            let Some(info) = store::published(&cache, &info.store_path)? else {
+        .map(|hash_part| {
+            let Some(info) = cache.published_narinfo(hash_part)? else {
                 return Ok(None);
             };
             let references = info

@@ -105,7 +105,7 @@ pub struct Args {
     /// What to write: `cache` (narinfo + NAR), `mirror` (`<algo>/<hex>` files), or both.
     #[arg(long, default_value = "cache,mirror", value_parser = parse_layout)]
     layout: Layout,
-    /// Sign narinfos with this Nix secret key file.
+    /// Sign narinfos with this Nix secret key file (binaries keep their upstream signatures too).
     #[arg(long, value_name = "FILE")]
     sign_key: Option<PathBuf>,
     /// Write a JSON report of every entry here.
@@ -146,25 +146,27 @@ fn parse_layout(text: &str) -> Result<Layout, String> {
     Ok(layout)
 }
 
+/// `--sign-key`: signs every narinfo the cache writes, sources and binaries alike.
+fn signing_key(args: &Args) -> anyhow::Result<Option<SecretKey>> {
+    let Some(path) = &args.sign_key else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading signing key {}", path.display()))?;
+    Ok(Some(SecretKey::parse(&text)?))
+}
+
 pub fn run(args: Args) -> anyhow::Result<Status> {
     let Some(manifest_path) = &args.manifest else {
         return run_store_paths(&args);
     };
     let manifest = read_manifest(manifest_path)?;
-    let signing_key = match &args.sign_key {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading signing key {}", path.display()))?;
-            Some(SecretKey::parse(&text)?)
-        }
-        None => None,
-    };
     let cache = Cache::open(
         &args.cache,
         CacheOptions {
             compression: args.compression.unwrap_or_default(),
             layout: args.layout,
-            signing_key,
+            signing_key: signing_key(&args)?,
             keep_upstream_compression: args.keep_upstream_compression,
         },
     )
@@ -289,6 +291,7 @@ fn run_store_paths(args: &Args) -> anyhow::Result<Status> {
                 cache: true,
                 mirror: false,
             },
+            signing_key: signing_key(args)?,
             ..CacheOptions::default()
         },
     )

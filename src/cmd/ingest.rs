@@ -7,6 +7,7 @@ use crate::Status;
 use indicatif::ProgressBar;
 use srcgrab_fetcher::store::ingest::{ingest, IngestProgress};
 use srcgrab_fetcher::store::{Cache, CacheOptions, Compression};
+use srcgrab_formats::signature::PublicKey;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -24,6 +25,10 @@ pub struct Args {
     /// How new NARs are compressed: zstd, xz or none.
     #[arg(long, default_value = "zstd")]
     compression: Compression,
+    /// A key (as in Nix's `trusted-public-keys`) whose signature makes a binary found on the
+    /// disk (a narinfo no entry has) acceptable; repeatable.
+    #[arg(long = "trusted-public-key", value_name = "KEY", value_parser = crate::cli_values::parse_public_key)]
+    trusted_public_keys: Vec<PublicKey>,
 }
 
 pub struct Progress {
@@ -82,7 +87,13 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         },
     )?;
     let progress = Progress::new();
-    let report = ingest(&args.dir, &manifest, &cache, &progress)?;
+    let report = ingest(
+        &args.dir,
+        &manifest,
+        &cache,
+        &args.trusted_public_keys,
+        &progress,
+    )?;
     progress.bar.finish_and_clear();
     for (file, store_path) in &report.published {
         println!("added: {} -> {store_path}", file.display());

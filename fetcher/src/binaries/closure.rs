@@ -1,6 +1,6 @@
 //! Mirrors store paths and their whole References closure from upstream binary caches:
 //! every path is looked up in the substituters in order, its NAR downloaded (resumable,
-//! through the shared [`Downloader`]) and published by [`super::store`], and its references
+//! through the shared [`Downloader`]) and published by [`crate::store::binary`], and its references
 //! queued as soon as its narinfo is read, so lookups of the next level overlap the
 //! downloads of this one. A path no substituter has is reported with the path that
 //! referenced it, never dropped; only a full disk stops the run.
@@ -12,10 +12,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::task::JoinSet;
 
-use super::store::{self, NarFile};
 use crate::fetch::is_fatal;
 use crate::net::{DownloadOptions, Downloader, Target};
 use crate::report::{HostReport, Progress, Rejection};
+use crate::store::binary::{references, NarFile, UpstreamNarInfo};
 use crate::store::{Cache, Compression};
 use crate::Error;
 use srcgrab_formats::narinfo::NarInfo;
@@ -220,14 +220,14 @@ impl Run {
         let mut report = PathReport::new(&path, referenced_by);
         let cache = self.cache.clone();
         let wanted = path.clone();
-        let present = tokio::task::spawn_blocking(move || store::published(&cache, &wanted))
+        let present = tokio::task::spawn_blocking(move || cache.published_binary(&wanted))
             .await
             .map_err(task_failed)??;
         if let Some(info) = present {
             report.outcome = PathOutcome::Present;
             report.file_size = info.file_size;
             report.nar_size = Some(info.nar_size);
-            return Ok((report, store::references(&info)));
+            return Ok((report, references(&info)));
         }
         for substituter in &self.substituters {
             let tally = AtomicU64::new(0);
@@ -279,7 +279,7 @@ impl Run {
                 info.store_path.to_path_string()
             )));
         }
-        let references = store::references(&info);
+        let references = references(&info);
         let nar_url = format!("{substituter}/{}", info.url);
         let key = format!("binary {} {nar_url}", path.to_path_string());
         let target = Target {
@@ -303,7 +303,7 @@ impl Run {
         );
         let recompress = self.recompress;
         let published = tokio::task::spawn_blocking(move || {
-            store::publish(&cache, &info, &text, &file, &verified, recompress)
+            cache.publish_binary(&UpstreamNarInfo { info, text }, &file, verified, recompress)
         })
         .await
         .map_err(task_failed)

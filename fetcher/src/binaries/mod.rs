@@ -4,7 +4,6 @@
 pub mod closure;
 pub mod path_list;
 pub mod sizes;
-pub mod store;
 
 pub use closure::{mirror_closure, ClosureOptions, ClosureReport, PathOutcome, PathReport};
 pub use path_list::read_path_list;

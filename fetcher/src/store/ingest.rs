@@ -5,6 +5,11 @@
 //! flat hash explains, and whose extension is one a `url-unpack` entry uses, are unpacked
 //! as fetchzip would and matched by the NAR hash of the tree. Files with the same content
 //! (by blake3) are handled once; the others are reported as duplicates.
+//!
+//! A disk may also be a binary cache (`nix copy --to file://…`): a narinfo whose path is an
+//! entry's is published from the NAR it names, checked like an import; any other narinfo is a
+//! binary, imported when a trusted key signed it ([`Cache::import_binary`]). Neither the
+//! narinfo nor its NAR file is then hashed as a loose file.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
@@ -15,9 +20,12 @@ use std::sync::Mutex;
 use rayon::prelude::*;
 use srcgrab_formats::hash::{Hash, HashAlgo, HashMode, Hasher};
 use srcgrab_formats::name::strip_archive_extension;
+use srcgrab_formats::narinfo::NarInfo;
+use srcgrab_formats::signature::PublicKey;
 use srcgrab_manifest::{Entry, Kind, Manifest, Unpack};
 
-use crate::store::Cache;
+use crate::store::regular_file::{self, MAX_NARINFO};
+use crate::store::{bundle, Cache, DiskLayout};
 use crate::{nar, unpack, Error};
 
 /// Live progress of an ingest run; called from many threads.
@@ -302,14 +310,77 @@ fn try_unpack(
     matched
 }
 
-/// Hashes every file under `dir` and adds what matches `manifest` to `cache`.
+/// The narinfos among `files` and the NAR files they name; each is published (an entry's) or
+/// imported (a binary's), and both leave `files`.
+fn ingest_narinfos(
+    files: &mut Vec<(PathBuf, u64)>,
+    manifest: &Manifest,
+    cache: &Cache,
+    keys: &[PublicKey],
+    report: &mut IngestReport,
+) {
+    let entries: HashMap<String, &Entry> = manifest
+        .entries
+        .iter()
+        .filter_map(|e| Some((e.parsed_store_path().ok()?.hash_part().to_string(), e)))
+        .collect();
+    let mut taken: BTreeSet<PathBuf> = BTreeSet::new();
+    let narinfos: Vec<(PathBuf, String, PathBuf)> = files
+        .iter()
+        .filter_map(|(path, _)| {
+            let name = path.file_name()?.to_str()?;
+            DiskLayout::narinfo_hash_part(name)?;
+            let text = regular_file::read_small_or_refuse(path, MAX_NARINFO).ok()?;
+            let info = NarInfo::parse(&text).ok()?;
+            let dir = path.parent()?.to_path_buf();
+            taken.insert(path.clone());
+            taken.insert(dir.join(info.url.as_path()));
+            Some((dir, name.to_string(), path.clone()))
+        })
+        .collect();
+    files.retain(|(path, _)| !taken.contains(path));
+    let outcomes: Vec<(PathBuf, String, Result<bool, Error>)> = narinfos
+        .par_iter()
+        .map(|(dir, name, path)| {
+            let hash_part = DiskLayout::narinfo_hash_part(name).unwrap_or_default();
+            let Some(entry) = entries.get(hash_part) else {
+                let (what, outcome) = cache.import_binary_from_dir(dir, name, keys);
+                return (path.clone(), what, outcome);
+            };
+            let outcome = cache.lock_item(entry).and_then(|_lock| {
+                if cache.is_present(entry)? {
+                    return Ok(false);
+                }
+                bundle::import_narinfo_file(cache, entry, dir, path).map(|()| true)
+            });
+            (path.clone(), entry.store_path.clone(), outcome)
+        })
+        .collect();
+    for (path, what, outcome) in outcomes {
+        match outcome {
+            Ok(true) => report.published.push((path, what)),
+            Ok(false) => report.already_present.push((path, what)),
+            Err(e) => report.failed.push((path, what, e.to_string())),
+        }
+    }
+}
+
+/// Hashes every file under `dir` and adds what matches `manifest` to `cache`; binaries of a
+/// binary cache on the disk are taken when one of `keys` signed them.
 pub fn ingest(
     dir: &Path,
     manifest: &Manifest,
     cache: &Cache,
+    keys: &[PublicKey],
     progress: &dyn IngestProgress,
 ) -> Result<IngestReport, Error> {
-    let files = list_files(dir)?;
+    let mut files = list_files(dir)?;
+    let mut from_narinfos = IngestReport {
+        files: files.len() as u64,
+        bytes: files.iter().map(|(_, len)| len).sum(),
+        ..IngestReport::default()
+    };
+    ingest_narinfos(&mut files, manifest, cache, keys, &mut from_narinfos);
     let wanted = Wanted::new(manifest);
     let total: u64 = files.iter().map(|(_, len)| len).sum();
     progress.start(files.len() as u64, total);
@@ -322,11 +393,7 @@ pub fn ingest(
         })
         .collect();
 
-    let report = Mutex::new(IngestReport {
-        files: files.len() as u64,
-        bytes: total,
-        ..IngestReport::default()
-    });
+    let report = Mutex::new(from_narinfos);
     // First file (in path order) of each content; later ones are duplicates.
     let mut first_by_content: HashMap<[u8; 32], PathBuf> = HashMap::new();
     let mut unique = Vec::new();

@@ -11,6 +11,7 @@
 //!   not computed twice.
 //! - `compression`, `hashing`, `visit`: the streaming adapters a publish is made of.
 //! - `recheck`: presence checks and the full re-check of one item.
+//! - [`binary`]: binaries (no content address), kept as their upstream signed them.
 //! - [`verify`], [`bundle`], [`ingest`]: maintenance over a whole store.
 //!
 //! The hashed mirror holds flat entries only (hashed mirrors are only asked for flat
@@ -28,6 +29,7 @@
 //! one; and should one, [`Cache::is_present`] sees the missing NAR and the entry is
 //! published again): an fsync costs milliseconds, and a publish is three already.
 
+pub mod binary;
 pub mod bundle;
 mod compression;
 mod hashing;

@@ -62,10 +62,7 @@ pub fn open_existing(path: &Path) -> Result<(File, Metadata), Error> {
         Opened::Absent => Err(Error::io(format!("opening {}", path.display()))(
             io::ErrorKind::NotFound.into(),
         )),
-        Opened::Refused(why) => Err(Error::Corrupt {
-            what: path.display().to_string(),
-            reason: why,
-        }),
+        Opened::Refused(why) => Err(refused(path, why)),
     }
 }
 
@@ -99,6 +96,52 @@ pub fn read_small(path: &Path, max: u64) -> Result<SmallFile, Error> {
     match String::from_utf8(bytes) {
         Ok(text) => Ok(SmallFile::Text(text)),
         Err(_) => Ok(SmallFile::Refused("not UTF-8 text".into())),
+    }
+}
+
+/// Opens `rel` below `dir` (a directory someone brought: a bundle, a disk) when it is a
+/// regular file reached through real directories: a symlink anywhere on the way is refused,
+/// never followed.
+pub fn open_below(dir: &Path, rel: &Path) -> Result<File, Error> {
+    let mut at = dir.to_path_buf();
+    let parents: Vec<_> = rel
+        .parent()
+        .into_iter()
+        .flat_map(Path::components)
+        .collect();
+    for component in parents {
+        at.push(component);
+        let meta = at
+            .symlink_metadata()
+            .map_err(Error::io(format!("opening {}", at.display())))?;
+        if !meta.is_dir() {
+            return Err(refused(
+                &at,
+                format!("{}, not a directory", file_kind(&meta.file_type())),
+            ));
+        }
+    }
+    let path = dir.join(rel);
+    match open(&path)? {
+        Opened::File(file, _) => Ok(file),
+        Opened::Absent => Err(refused(&path, "missing".into())),
+        Opened::Refused(why) => Err(refused(&path, why)),
+    }
+}
+
+/// [`read_small`], with anything but a small regular file as an error about `path`.
+pub fn read_small_or_refuse(path: &Path, max: u64) -> Result<String, Error> {
+    match read_small(path, max)? {
+        SmallFile::Text(text) => Ok(text),
+        SmallFile::Absent => Err(refused(path, "missing".into())),
+        SmallFile::Refused(why) => Err(refused(path, why)),
+    }
+}
+
+fn refused(path: &Path, reason: String) -> Error {
+    Error::Corrupt {
+        what: path.display().to_string(),
+        reason,
     }
 }
 
