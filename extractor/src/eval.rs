@@ -6,7 +6,9 @@
 //! `builtins.trace "SRCGRAB-RESULT <json>"` and is followed by a sentinel line that traces
 //! `SRCGRAB-END <n>`; whatever appears on stderr before the sentinel belongs to that
 //! question, and without a RESULT line its first `error:` line is the failure. The sentinel
-//! is a line of its own so that it is printed even when the question fails.
+//! is a line of its own so that it is printed even when the question fails. A question about
+//! several attributes also traces `SRCGRAB-ITEM <json>` for each as soon as it is answered,
+//! so when one fails uncatchably the ones before it keep their answers (see [`Reply`]).
 //! stdout (prompts, coloured values) is drained and ignored.
 //!
 //! `nix repl` reads its input one byte at a time (a read and two pselect calls per byte), so
@@ -51,6 +53,14 @@ pub struct EvaluatorCommand {
     /// hard limit allows; a lower one makes stack overflows (which end `nix repl`) cheaper,
     /// but also fails legitimately deep evaluations, so it is only set when asked for.
     pub stack_limit: Option<u64>,
+}
+
+/// A question's answer and the items it traced before it (all of them, or those before the
+/// one that failed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub items: Vec<serde_json::Value>,
+    pub answer: Answer,
 }
 
 /// The outcome of one question.
@@ -149,6 +159,23 @@ impl Evaluator {
 
     /// Asks for `builtins.toJSON (<expression>)`; the expression must fit on one line.
     pub fn ask(&mut self, expression: &str, limits: Limits) -> Answer {
+        self.ask_each(expression, limits).answer
+    }
+
+    /// [`Evaluator::ask`], also collecting the `SRCGRAB-ITEM` lines traced on the way (an
+    /// unreadable one is kept as `null`).
+    pub fn ask_each(&mut self, expression: &str, limits: Limits) -> Reply {
+        let mut items = Vec::new();
+        let answer = self.ask_collecting(expression, limits, &mut items);
+        Reply { items, answer }
+    }
+
+    fn ask_collecting(
+        &mut self,
+        expression: &str,
+        limits: Limits,
+        items: &mut Vec<serde_json::Value>,
+    ) -> Answer {
         self.questions_asked += 1;
         let n = self.questions_asked;
         let lines = format!("__sgq ({expression})\n__sge {n}\n");
@@ -188,6 +215,8 @@ impl Evaluator {
                     }
                     if let Some(json) = line.strip_prefix("trace: SRCGRAB-RESULT ") {
                         result = Some(json.to_string());
+                    } else if let Some(json) = line.strip_prefix("trace: SRCGRAB-ITEM ") {
+                        items.push(serde_json::from_str(json).unwrap_or_default());
                     } else {
                         error_lines.push(&line);
                     }
