@@ -15,6 +15,9 @@
 #   bench/binaries.sh                       N=2000 LATENCY=0.6 RATE=2000000 STATS_PATHS=10000
 #   N=200 FAR=0 bench/binaries.sh           a quick run, loopback only
 #   LIMIT=600 bench/binaries.sh             stop any one run after 600 s
+#   STATS_ONLY=1 bench/binaries.sh          only the stats rows (no Nix builds)
+#
+# The stats rows' server (bench/farlink_server.py) traces the look-ups in flight each second.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 n=${N:-2000}
@@ -80,6 +83,21 @@ PY
   for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$2/" && break; sleep 0.1; done
 }
 
+measure() { # LABEL COMMAND...
+  local label=$1; shift
+  local began ended
+  began=$(date +%s.%N)
+  # LIMIT (s): a run still going then is stopped and shown with its limit as a lower bound.
+  timeout "${LIMIT:-1800}" "$@" > "$work/$label.log" 2>&1 || { echo "$label failed or stopped:"; tail -3 "$work/$label.log"; }
+  ended=$(date +%s.%N)
+  printf '%-22s wall %7.1f s\n' "$label" "$(echo "$ended - $began" | bc)"
+  echo "$ended - $began" | bc > "$work/$label.wall"
+}
+ratio() { printf '%-22s %.2f x nix copy\n' "$1" "$(echo "$(cat "$work/$1.wall") / $(cat "$work/$2.wall")" | bc -l)"; }
+
+links="plain"
+[ "${FAR:-1}" = 1 ] && links="plain far"
+if [ "${STATS_ONLY:-0}" != 1 ]; then
 echo "building $n store paths with Nix"
 seed=$(date +%s%N)
 cat > "$work/closure.nix" <<EOF
@@ -106,20 +124,7 @@ xargs nix --extra-experimental-features nix-command copy \
 du -sh "$work/upstream" | sed 's/^/upstream: /'
 xz -k -c "$work/paths" > "$work/paths.xz"
 
-measure() { # LABEL COMMAND...
-  local label=$1; shift
-  local began ended
-  began=$(date +%s.%N)
-  # LIMIT (s): a run still going then is stopped and shown with its limit as a lower bound.
-  timeout "${LIMIT:-1800}" "$@" > "$work/$label.log" 2>&1 || { echo "$label failed or stopped:"; tail -3 "$work/$label.log"; }
-  ended=$(date +%s.%N)
-  printf '%-22s wall %7.1f s\n' "$label" "$(echo "$ended - $began" | bc)"
-  echo "$ended - $began" | bc > "$work/$label.wall"
-}
-ratio() { printf '%-22s %.2f x nix copy\n' "$1" "$(echo "$(cat "$work/$1.wall") / $(cat "$work/$2.wall")" | bc -l)"; }
 
-links="plain"
-[ "${FAR:-1}" = 1 ] && links="plain far"
 for link in $links; do
   port=$(free_port)
   if [ "$link" = plain ]; then serve "$work/upstream" "$port" 0 0; else serve "$work/upstream" "$port" "$latency" "$rate"; fi
@@ -136,6 +141,7 @@ for link in $links; do
   ratio "srcgrab-25-$link" "nix-copy-$link"
   rm -rf "$work/nix-$link" "$work/srcgrab-$link" "$work/srcgrab-25-$link"
 done
+fi
 
 echo "stats of $stats_paths outputs from narinfos"
 python3 - "$work" "$stats_paths" <<'PY'
@@ -165,7 +171,16 @@ json.dump({"version": 2, "provenance": {"systems": ["x86_64-linux"], "nixVersion
 PY
 for link in $links; do
   port=$(free_port)
-  if [ "$link" = plain ]; then serve "$work/sized" "$port" 0 0; else serve "$work/sized" "$port" "$latency" "$rate"; fi
-  measure "stats-$link" "$srcgrab" stats "$work/sized.json" --substituter "http://127.0.0.1:$port"
+  if [ "$link" = plain ]; then link_latency=0 link_rate=1e12; else link_latency=$latency link_rate=$rate; fi
+  python3 "$root/bench/farlink_server.py" "$work/sized" "$port" "$link_latency" "$link_rate" \
+    --trace "$work/trace-$link" > "$work/server-$link.log" 2>&1 &
+  server=$!
+  pids+=("$server")
+  for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
+  measure "stats-$link" "$srcgrab" stats "$work/sized.json" --substituter "http://127.0.0.1:$port" \
+    ${STATS_ARGS:-}
+  kill "$server"; wait "$server" 2>/dev/null || true
   grep -E "all systems +binaries" "$work/stats-$link.log" | sed 's/^/    /'
+  sed 's/^/    server: /' "$work/server-$link.log"
+  echo "    look-ups in flight (most in each second, from the first request): $(cut -d' ' -f2 "$work/trace-$link" | tr '\n' ' ')"
 done

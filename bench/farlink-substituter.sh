@@ -13,6 +13,7 @@
 #   SMALL=2000 LARGE=3 bench/farlink-substituter.sh      defaults: 2000, 3, 0.6 s, 2 MB/s, 1 MB/s, 7
 #   SMALL=300 LARGE=2 THIN_SMALL=100 bench/farlink-substituter.sh     modest sizes
 #   SRCGRAB=target/debug/srcgrab bench/farlink-substituter.sh         a binary already built
+#   ROWS="mirrors" bench/farlink-substituter.sh                       some rows only (far thin mirrors)
 #
 # Not here yet: the HTTP/2-over-TLS variant (srcgrab gives HTTP/2 hosts a stream budget,
 # but no HTTP/2 test server is set up).
@@ -25,6 +26,7 @@ rate=${RATE:-2000000}
 thin=${THIN:-1000000}
 thin_small=${THIN_SMALL:-$small}
 dead=${DEAD:-7}
+rows=" ${ROWS:-far thin mirrors} "
 work=$(mktemp -d /var/tmp/srcgrab-farsub.XXXXXX)
 server_pid=
 stop_server() {
@@ -109,6 +111,7 @@ measure() { # LABEL COMMAND...
 }
 ratio() { echo "${walls[$1]} / ${walls[$2]}" | bc -l; }
 
+if [[ $rows == *" far "* ]]; then
 echo "== far link: ${latency} s first byte, $rate B/s per connection"
 serve "$latency" "$rate"
 measure nix-copy xargs nix --extra-experimental-features nix-command copy --no-check-sigs \
@@ -121,6 +124,9 @@ grep -E "entries|127\.0\.0" "$work/srcgrab-far.log" | sed 's/^/    /'
 stop_server; sleep 0.2
 printf '  srcgrab / nix copy: %.2fx (goal <= 0.25x)\n' "$(ratio srcgrab-far nix-copy)"
 
+fi
+
+if [[ $rows == *" thin "* ]]; then
 echo "== thin link: $thin B/s for all connections together, no added latency"
 serve 0 "$thin" --total
 measure srcgrab-thin "$srcgrab" fetch "$work/thin.json" --cache "$work/c-thin" \
@@ -139,6 +145,9 @@ print(f"  needed {needed} B, downloaded {downloaded} B: wasted {100 * (downloade
 print(f"  utilisation {100 * needed / (wall * thin):.1f} % of the link over {wall:.1f} s (goal >= 95 %)")
 PY
 
+fi
+
+if [[ $rows == *" mirrors "* ]]; then
 echo "== mirror lists: $dead dead hosts before the live one, against only the live one"
 serve 0 "$rate"
 measure mirrors-live "$srcgrab" fetch "$work/live.json" --cache "$work/c-live" --no-substituters
@@ -147,3 +156,11 @@ measure mirrors-dead "$srcgrab" fetch "$work/dead.json" --cache "$work/c-dead" -
 stop_server
 grep -E "entries" "$work/mirrors-live.log" "$work/mirrors-dead.log" | sed 's/^/    /'
 printf '  dead hosts add %.1f %% (goal < 10 %%)\n' "$(echo "(${walls[mirrors-dead]} / ${walls[mirrors-live]} - 1) * 100" | bc -l)"
+python3 - "$work/dead-report.json" <<'PY'
+import json, sys
+for host in json.load(open(sys.argv[1]))["hosts"]:
+    down = host.get("down")
+    when = f", down {down['sinceSeconds']:.1f} s into the run" if down else ""
+    print(f"    {host['host']}: {host['requests']} requests{when}")
+PY
+fi

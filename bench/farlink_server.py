@@ -2,20 +2,28 @@
 seconds before its first byte; each connection carries at most RATE bytes/s, or, with
 --total, all connections together do. HTTP/1.1 keep-alive, byte ranges, a strong ETag.
 
-    python3 farlink_server.py ROOT PORT LATENCY RATE [--total] [HOST...]
+    python3 farlink_server.py ROOT PORT LATENCY RATE [--total] [--trace FILE] [HOST...]
 
 Serves the files under ROOT (by path, no '..') on each HOST (default 127.0.0.1) and PORT;
-on SIGTERM prints the most requests it had in flight at once.
+on SIGTERM prints the most requests it had in flight at once. With --trace, writes a line
+a second to FILE: seconds since the first request, requests in flight at the most during
+that second, open connections at its end.
 """
 import http.server, os, signal, sys, threading, time
 
-args = [a for a in sys.argv[1:] if a != "--total"]
-total_mode = "--total" in sys.argv
+argv = sys.argv[1:]
+trace_path = None
+if "--trace" in argv:
+    at = argv.index("--trace")
+    trace_path = argv[at + 1]
+    del argv[at:at + 2]
+args = [a for a in argv if a != "--total"]
+total_mode = "--total" in argv
 root, port, latency, rate = args[0], int(args[1]), float(args[2]), float(args[3])
 hosts = args[4:] or ["127.0.0.1"]
 bucket_lock = threading.Lock()
 bucket = {"next": time.monotonic()}
-in_flight = {"now": 0, "max": 0}
+in_flight = {"now": 0, "max": 0, "second": 0, "connections": 0, "first": None}
 
 
 def pace(sent_now, began, sent_total):
@@ -37,6 +45,16 @@ class Link(http.server.BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
+    def setup(self):
+        super().setup()
+        with bucket_lock:
+            in_flight["connections"] += 1
+
+    def finish(self):
+        with bucket_lock:
+            in_flight["connections"] -= 1
+        super().finish()
+
     def do_HEAD(self):
         self.answer(False)
 
@@ -47,6 +65,9 @@ class Link(http.server.BaseHTTPRequestHandler):
         with bucket_lock:
             in_flight["now"] += 1
             in_flight["max"] = max(in_flight["max"], in_flight["now"])
+            in_flight["second"] = max(in_flight["second"], in_flight["now"])
+            if in_flight["first"] is None:
+                in_flight["first"] = time.monotonic()
         try:
             self.respond(body)
         finally:
@@ -99,7 +120,21 @@ def report(*_):
     os._exit(0)
 
 
+def trace():
+    with open(trace_path, "w", buffering=1) as out:
+        while True:
+            time.sleep(1)
+            with bucket_lock:
+                if in_flight["first"] is None:
+                    continue
+                at = time.monotonic() - in_flight["first"]
+                out.write(f"{at:.0f} {in_flight['second']} {in_flight['connections']}\n")
+                in_flight["second"] = in_flight["now"]
+
+
 signal.signal(signal.SIGTERM, report)
+if trace_path:
+    threading.Thread(target=trace, daemon=True).start()
 http.server.ThreadingHTTPServer.request_queue_size = 1024
 http.server.ThreadingHTTPServer.daemon_threads = True
 servers = [http.server.ThreadingHTTPServer((host, port), Link) for host in hosts]

@@ -79,15 +79,19 @@ rec {
     else { skip = true; };
 
   # Several siblings of PARENT in one question, each answered as `describe` would, or with
-  # `caught` when it throws (the walk then asks it alone, for its message). An error that
-  # tryEval cannot catch fails the whole question; the walk then asks each alone.
+  # `caught` when it throws (the walk then asks it alone, for its message), and traced as
+  # `SRCGRAB-ITEM <json>` in order as soon as it is answered. An error that tryEval cannot
+  # catch ends the question: it is the error of the first sibling not traced, and the walk
+  # goes on with the ones after it.
   siblings = systemIndex: parent: names: owned:
-    builtins.genList
-      (i:
+    builtins.foldl'
+      (answered: i:
         let
           answer = describe systemIndex (parent ++ [ (builtins.elemAt names i) ]) false (builtins.elemAt owned i);
           tried = builtins.tryEval (builtins.deepSeq answer answer);
         in
-        if tried.success then tried.value else { caught = true; })
-      (builtins.length names);
+        builtins.trace ("SRCGRAB-ITEM " + builtins.toJSON (if tried.success then tried.value else { caught = true; }))
+          (answered + 1))
+      0
+      (builtins.genList (i: i) (builtins.length names));
 }

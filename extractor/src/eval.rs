@@ -6,7 +6,9 @@
 //! `builtins.trace "SRCGRAB-RESULT <json>"` and is followed by a sentinel line that traces
 //! `SRCGRAB-END <n>`; whatever appears on stderr before the sentinel belongs to that
 //! question, and without a RESULT line its first `error:` line is the failure. The sentinel
-//! is a line of its own so that it is printed even when the question fails.
+//! is a line of its own so that it is printed even when the question fails. A question about
+//! several attributes also traces `SRCGRAB-ITEM <json>` for each as soon as it is answered,
+//! so when one fails uncatchably the ones before it keep their answers (see [`Reply`]).
 //! stdout (prompts, coloured values) is drained and ignored.
 //!
 //! `nix repl` reads its input one byte at a time (a read and two pselect calls per byte), so
@@ -53,6 +55,14 @@ pub struct EvaluatorCommand {
     pub stack_limit: Option<u64>,
 }
 
+/// A question's answer and the items it traced before it (all of them, or those before the
+/// one that failed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub items: Vec<serde_json::Value>,
+    pub answer: Answer,
+}
+
 /// The outcome of one question.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
@@ -60,8 +70,27 @@ pub enum Answer {
     Value(serde_json::Value),
     /// Nix reported an error; its first line, without the `error: ` prefix.
     Error(String),
-    /// The evaluator died (or was killed for memory); it must be restarted.
-    Crashed(String),
+    /// The evaluator ended by itself (a stack overflow ends Nix 2.8's); it must be restarted.
+    Died(Death),
+    /// The evaluator was killed past --max-memory or --eval-timeout; it must be restarted.
+    Killed(String),
+}
+
+impl Answer {
+    /// Whether the evaluator is gone and must be replaced.
+    pub fn ended_evaluator(&self) -> bool {
+        matches!(self, Answer::Died(_) | Answer::Killed(_))
+    }
+}
+
+/// How an evaluator died.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Death {
+    /// How it ended and its last words.
+    pub message: String,
+    /// Its last words were an `error:` line printed after the last item it answered: the
+    /// death of the item in flight, which would die the same way asked alone.
+    pub reported: bool,
 }
 
 pub struct Evaluator {
@@ -69,7 +98,8 @@ pub struct Evaluator {
     stdin: ChildStdin,
     stderr_lines: Receiver<String>,
     questions_asked: u64,
-    /// The last stderr line seen, to say something useful when the process dies.
+    /// The last stderr line of the current question after its last item, to say something
+    /// useful when the process dies.
     last_line: String,
 }
 
@@ -139,17 +169,36 @@ impl Evaluator {
         };
         let bind = format!("{}\n{HELPERS}", command.load_line);
         if evaluator.stdin.write_all(bind.as_bytes()).is_err() {
-            return Err(StartError::Load(evaluator.death_note()));
+            return Err(StartError::Load(evaluator.death_note().message));
         }
         match evaluator.ask("__sg.check", limits) {
             Answer::Value(_) => Ok(evaluator),
-            Answer::Error(message) | Answer::Crashed(message) => Err(StartError::Load(message)),
+            Answer::Error(message) | Answer::Killed(message) => Err(StartError::Load(message)),
+            Answer::Died(death) => Err(StartError::Load(death.message)),
         }
     }
 
     /// Asks for `builtins.toJSON (<expression>)`; the expression must fit on one line.
     pub fn ask(&mut self, expression: &str, limits: Limits) -> Answer {
+        self.ask_each(expression, limits).answer
+    }
+
+    /// [`Evaluator::ask`], also collecting the `SRCGRAB-ITEM` lines traced on the way (an
+    /// unreadable one is kept as `null`).
+    pub fn ask_each(&mut self, expression: &str, limits: Limits) -> Reply {
+        let mut items = Vec::new();
+        let answer = self.ask_collecting(expression, limits, &mut items);
+        Reply { items, answer }
+    }
+
+    fn ask_collecting(
+        &mut self,
+        expression: &str,
+        limits: Limits,
+        items: &mut Vec<serde_json::Value>,
+    ) -> Answer {
         self.questions_asked += 1;
+        self.last_line.clear();
         let n = self.questions_asked;
         let lines = format!("__sgq ({expression})\n__sge {n}\n");
         if self
@@ -158,7 +207,7 @@ impl Evaluator {
             .and_then(|()| self.stdin.flush())
             .is_err()
         {
-            return Answer::Crashed(self.death_note());
+            return Answer::Died(self.death_note());
         }
         let sentinel = format!("trace: SRCGRAB-END {n}");
         let mut result = None;
@@ -173,12 +222,12 @@ impl Evaluator {
                 if let Some(limit) = limits.memory {
                     if self.resident_bytes().is_some_and(|rss| rss > limit) {
                         self.kill();
-                        return Answer::Crashed("exceeded --max-memory".into());
+                        return Answer::Killed("exceeded --max-memory".into());
                     }
                 }
                 if limits.time.is_some_and(|limit| asked.elapsed() > limit) {
                     self.kill();
-                    return Answer::Crashed("exceeded --eval-timeout".into());
+                    return Answer::Killed("exceeded --eval-timeout".into());
                 }
             }
             match self.stderr_lines.recv_timeout(POLL) {
@@ -188,6 +237,10 @@ impl Evaluator {
                     }
                     if let Some(json) = line.strip_prefix("trace: SRCGRAB-RESULT ") {
                         result = Some(json.to_string());
+                    } else if let Some(json) = line.strip_prefix("trace: SRCGRAB-ITEM ") {
+                        items.push(serde_json::from_str(json).unwrap_or_default());
+                        self.last_line.clear();
+                        continue;
                     } else {
                         error_lines.push(&line);
                     }
@@ -196,7 +249,7 @@ impl Evaluator {
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return Answer::Crashed(self.death_note()),
+                Err(RecvTimeoutError::Disconnected) => return Answer::Died(self.death_note()),
             }
         }
         match (result, error_lines.message) {
@@ -223,7 +276,7 @@ impl Evaluator {
     }
 
     /// What to say about a process that stopped answering: how it ended and its last words.
-    fn death_note(&mut self) -> String {
+    fn death_note(&mut self) -> Death {
         let status = match self.child.wait() {
             Ok(status) => describe_exit(status),
             Err(e) => e.to_string(),
@@ -233,10 +286,13 @@ impl Evaluator {
                 self.last_line = line;
             }
         }
-        if self.last_line.is_empty() {
-            format!("evaluator crashed: {status}")
-        } else {
-            format!("evaluator crashed: {status}: {}", self.last_line)
+        Death {
+            message: if self.last_line.is_empty() {
+                format!("evaluator crashed: {status}")
+            } else {
+                format!("evaluator crashed: {status}: {}", self.last_line)
+            },
+            reported: self.last_line.trim_start().starts_with("error:"),
         }
     }
 }

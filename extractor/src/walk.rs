@@ -4,12 +4,16 @@
 //! A worker whose evaluator dies, outgrows the memory cap or runs out of time gets a fresh
 //! one: a bad attribute costs only itself.
 //!
-//! Siblings (members of one set) are asked several per question while they answer, which
-//! shares the round trip through `nix repl`; whatever fails in a batch is asked again alone,
-//! so failures keep their own messages and manifests stay the same bytes.
+//! Siblings (members of one set) are asked several per question, which shares the round trip
+//! through `nix repl`. Each sibling's answer is traced as soon as it is known, so an
+//! uncatchable error in a batch is the error of the first sibling without an answer (the same
+//! message it gets alone) and the batch goes on after it; a sibling that throws (caught in
+//! the batch) or crashes the evaluator is asked again alone, for its own message and limits.
 
 use crate::attr_path;
-use crate::eval::{nix_string, Answer, Evaluator, EvaluatorCommand, Limits, StartError};
+use crate::eval::{
+    nix_string, Answer, Death, Evaluator, EvaluatorCommand, Limits, Reply, StartError,
+};
 use crate::{Progress, Restart};
 use srcgrab_manifest::{Failure, Shard};
 use std::collections::VecDeque;
@@ -245,8 +249,8 @@ enum Outcome {
 }
 
 /// One worker thread's evaluator and how many siblings it currently asks at once: doubled
-/// after an answer, halved after a batch that an uncatchable error failed, back to one
-/// after a crash, so a set where many attributes fail is asked nearly one by one as before.
+/// after an answered batch (or a lone answer), back to one after a crash, so that where
+/// attributes keep crashing evaluators each costs only itself.
 struct Worker<'a> {
     settings: &'a WalkSettings<'a>,
     evaluators: Evaluators<'a>,
@@ -272,7 +276,7 @@ impl Worker<'_> {
                     Err(message) => Outcome::Failed(message),
                 },
                 Answer::Error(message) => Outcome::Failed(message),
-                Answer::Crashed(message) => {
+                Answer::Died(Death { message, .. }) | Answer::Killed(message) => {
                     self.replace_after_crash()?;
                     Outcome::Failed(message)
                 }
@@ -280,11 +284,63 @@ impl Worker<'_> {
         )
     }
 
-    /// Asks for several siblings at once. Whatever does not answer cleanly together is
-    /// asked alone, so that every failure gets its own message and costs only itself:
-    /// a sibling that throws (caught in the batch), or all of them when one fails
-    /// uncatchably (abort, missing attribute, a crash).
+    /// Asks for several siblings at once, going on after each one that fails uncatchably
+    /// (abort, missing attribute, ...: its error ends the question right after the answers
+    /// of the siblings before it). A sibling that throws (caught in the batch) is asked
+    /// alone for its message. One that crashes the evaluator fails with Nix's last words
+    /// (a stack overflow); one killed for the batch's memory or time is asked alone on a
+    /// fresh evaluator, under its own limits. After either the batch size drops to one.
     fn ask_together(&mut self, tasks: &[Task]) -> Result<Vec<Outcome>, StartError> {
+        let mut outcomes = Vec::with_capacity(tasks.len());
+        let mut rest = tasks;
+        while !rest.is_empty() {
+            if rest.len() == 1 || self.batch_size == 1 {
+                for task in rest {
+                    outcomes.push(self.ask_alone(task)?);
+                }
+                break;
+            }
+            let reply = self.ask_batch(rest);
+            // A crashed evaluator is replaced before anything else is asked.
+            let crashed = reply.answer.ended_evaluator();
+            if crashed {
+                self.replace_after_crash()?;
+                self.batch_size = 1;
+            }
+            let answered = reply.items.len().min(rest.len());
+            for (task, item) in rest.iter().zip(reply.items) {
+                outcomes.push(match read_answer(&item) {
+                    Ok(found) => Outcome::Found(found),
+                    Err(_) => self.ask_alone(task)?,
+                });
+            }
+            rest = &rest[answered..];
+            let Some(in_flight) = rest.first() else {
+                if !crashed {
+                    self.batch_size = (self.batch_size * 2).min(MAX_BATCH);
+                }
+                break;
+            };
+            outcomes.push(match reply.answer {
+                Answer::Error(message)
+                | Answer::Died(Death {
+                    message,
+                    reported: true,
+                }) => Outcome::Failed(message),
+                // A kill for the batch's memory or time, a death without its own last words
+                // (asked alone on the fresh evaluator, under its own limits), or a complete
+                // answer with items missing, which our question cannot give.
+                Answer::Died(_) | Answer::Killed(_) | Answer::Value(_) => {
+                    self.ask_alone(in_flight)?
+                }
+            });
+            rest = &rest[1..];
+        }
+        Ok(outcomes)
+    }
+
+    /// One question about several siblings of one set.
+    fn ask_batch(&mut self, tasks: &[Task]) -> Reply {
         let parent = &tasks[0].path[..tasks[0].path.len() - 1];
         let names: Vec<String> = tasks
             .iter()
@@ -302,29 +358,7 @@ impl Worker<'_> {
             time: self.settings.limits.time.map(|t| t * tasks.len() as u32),
             ..self.settings.limits
         };
-        let answers = match self.evaluators.current.ask(&question, limits) {
-            Answer::Value(serde_json::Value::Array(answers)) if answers.len() == tasks.len() => {
-                answers
-            }
-            Answer::Crashed(_) => {
-                self.replace_after_crash()?;
-                self.batch_size = 1;
-                return tasks.iter().map(|t| self.ask_alone(t)).collect();
-            }
-            _ => {
-                self.batch_size = (tasks.len() / 2).max(1);
-                return tasks.iter().map(|t| self.ask_alone(t)).collect();
-            }
-        };
-        self.batch_size = (self.batch_size * 2).min(MAX_BATCH);
-        tasks
-            .iter()
-            .zip(answers)
-            .map(|(task, answer)| match read_answer(&answer) {
-                Ok(found) => Ok(Outcome::Found(found)),
-                Err(_) => self.ask_alone(task),
-            })
-            .collect()
+        self.evaluators.current.ask_each(&question, limits)
     }
 
     fn owns(&self, task: &Task) -> bool {

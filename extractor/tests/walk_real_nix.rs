@@ -116,3 +116,69 @@ fn odd_attribute_names_round_trip_through_the_evaluator() {
         ]
     );
 }
+
+/// Siblings are asked in batches; an uncatchable error in the middle of one (abort), a throw
+/// (caught in the batch) and a stack overflow (which ends Nix 2.8's evaluator, and is an
+/// error in current Nix) each fail only their own attribute, with their own message, and
+/// every sibling after them is still evaluated.
+#[test]
+fn failures_inside_a_batch_of_siblings_cost_only_themselves() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("mixed.nix");
+    let attrs: Vec<String> = (0..60)
+        .map(|i| {
+            let name = format!("a{i:02}");
+            let value = if i % 3 == 1 {
+                format!(r#"abort "boom-{name}""#)
+            } else if i % 7 == 2 {
+                format!(r#"throw "thrown-{name}""#)
+            } else if i == 45 {
+                "let depth = n: 1 + depth (n + 1); in depth 0".to_string()
+            } else {
+                format!(r#"d "{name}""#)
+            };
+            format!("{name} = {value};")
+        })
+        .collect();
+    std::fs::write(
+        &file,
+        format!(
+            r#"let d = name: derivation {{ inherit name; system = "x86_64-linux"; builder = "/bin/sh";
+                 src = derivation {{ name = "${{name}}-src"; system = "x86_64-linux"; builder = "/bin/sh";
+                   outputHash = builtins.hashString "sha256" name; outputHashAlgo = "sha256"; }}; }};
+               in {{ {} }}"#,
+            attrs.join("\n")
+        ),
+    )
+    .unwrap();
+    let (manifest, restarts) = run(&file, 4 << 30);
+    // The overflow ends one evaluator, once: its death in the batch is its failure.
+    assert_eq!(restarts, vec![Restart::Failed]);
+    let failures: Vec<(String, String)> = manifest
+        .failures
+        .iter()
+        .map(|f| (f.attr.clone(), f.error.clone()))
+        .collect();
+    let mut expected_failing = Vec::new();
+    let mut healthy = Vec::new();
+    for i in 0..60 {
+        let name = format!("a{i:02}");
+        if i % 3 == 1 {
+            expected_failing.push((name.clone(), format!("boom-{name}")));
+        } else if i % 7 == 2 {
+            expected_failing.push((name.clone(), format!("thrown-{name}")));
+        } else if i == 45 {
+            expected_failing.push((name.clone(), "stack overflow".to_string()));
+        } else {
+            healthy.push(format!("{name}-src"));
+        }
+    }
+    assert_eq!(failures.len(), expected_failing.len(), "{failures:?}");
+    for ((attr, error), (want_attr, want_in_error)) in failures.iter().zip(&expected_failing) {
+        assert_eq!(attr, want_attr);
+        assert!(error.contains(want_in_error.as_str()), "{attr}: {error}");
+    }
+    let mut found: Vec<String> = manifest.entries.iter().map(|e| e.name.clone()).collect();
+    found.sort();
+    assert_eq!(found, healthy);
+}

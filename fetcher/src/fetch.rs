@@ -513,7 +513,10 @@ impl Run {
         tally: &AtomicU64,
     ) -> Result<Outcome, Error> {
         let native = Native::of(entry);
-        let urls = self.candidate_urls(entry, native);
+        let urls = self
+            .downloader
+            .order_by_resolution(self.candidate_urls(entry, native))
+            .await;
         if urls.is_empty() {
             return Ok(Outcome::Failed {
                 reason: "no url".into(),

@@ -172,6 +172,8 @@ pub struct HostReport {
     pub retries: u64,
     /// The most transfers open to the host at once.
     pub peak_connections: u64,
+    /// The most small requests (narinfo look-ups, HEADs) open to the host at once.
+    pub peak_lookups: u64,
     /// When the host was marked down (not reached several times in a row), if it was.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub down: Option<HostDown>,

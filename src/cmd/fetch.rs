@@ -46,6 +46,10 @@ pub struct Args {
     /// connection, within --max-connections).
     #[arg(long, default_value_t = 64, value_name = "N")]
     max_streams_per_host: usize,
+    /// The most narinfo look-ups (and other small requests) in flight per host, apart from
+    /// transfers: the count starts at 32 and doubles while answers come faster for it.
+    #[arg(long, default_value_t = 512, value_name = "N")]
+    max_lookups_per_host: usize,
     /// Ranges a large file is fetched in at once, over parallel connections and mirrors
     /// (1: one stream per file).
     #[arg(long, default_value_t = 4, value_name = "N")]
@@ -254,6 +258,7 @@ fn download_options(args: &Args) -> DownloadOptions {
         jobs: args.max_connections,
         max_per_host: args.max_per_host,
         streams_per_host: args.max_streams_per_host,
+        max_lookups_per_host: args.max_lookups_per_host.max(1),
         segments: args.segments.max(1),
         segment_threshold: args.segment_threshold,
         retries: args.retries,
@@ -350,13 +355,14 @@ fn print_summary(report: &Report, total: u64) {
     );
     for host in &report.hosts {
         tell!(
-            "srcgrab: {}: {} at {}/s over {:.1} s, {} requests, up to {} connections, {} retries",
+            "srcgrab: {}: {} at {}/s over {:.1} s, {} requests, up to {} connections and {} look-ups at once, {} retries",
             host.host,
             human_bytes(host.bytes),
             human_bytes(host.bytes_per_second),
             host.busy_seconds,
             host.requests,
             host.peak_connections,
+            host.peak_lookups,
             host.retries
         );
         if let Some(down) = &host.down {

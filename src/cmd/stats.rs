@@ -52,9 +52,10 @@ pub struct Args {
     /// the sources it holds, nothing downloaded (repeatable; asked in order).
     #[arg(long = "substituter", value_name = "URL")]
     substituters: Vec<String>,
-    /// Narinfo lookups in flight (--substituter).
-    #[arg(long, default_value_t = 64, value_name = "N")]
-    queries: usize,
+    /// The most narinfo look-ups in flight per substituter (--substituter): the count starts
+    /// at 32 and doubles while answers come faster for it.
+    #[arg(long, alias = "queries", default_value_t = 512, value_name = "N")]
+    max_lookups_per_host: usize,
 }
 
 impl Args {
@@ -64,7 +65,7 @@ impl Args {
             max_per_host: self.max_per_host,
             retries: self.retries,
             stall_timeout: Duration::from_secs(self.stall_timeout.max(1)),
-            queries: self.queries.max(1),
+            max_lookups_per_host: self.max_lookups_per_host.max(1),
             ..DownloadOptions::default()
         }
     }

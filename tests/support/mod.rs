@@ -192,6 +192,10 @@ struct State {
     /// Responses whose body is being sent now, and the most there ever were at once.
     active: AtomicU64,
     max_active: AtomicU64,
+    /// Requests being answered now (from the request read to the response's end, first
+    /// byte delay included), and the most there ever were at once.
+    answering: AtomicU64,
+    max_answering: AtomicU64,
 }
 
 /// Counts a response as active until it is dropped, which happens before its last chunk is
@@ -210,6 +214,23 @@ impl<'a> ActiveGuard<'a> {
 impl Drop for ActiveGuard<'_> {
     fn drop(&mut self) {
         self.0.active.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Counts a request as being answered until its response ended (or failed).
+struct AnsweringGuard<'a>(&'a State);
+
+impl<'a> AnsweringGuard<'a> {
+    fn new(state: &'a State) -> AnsweringGuard<'a> {
+        let now = state.answering.fetch_add(1, Ordering::SeqCst) + 1;
+        state.max_answering.fetch_max(now, Ordering::SeqCst);
+        AnsweringGuard(state)
+    }
+}
+
+impl Drop for AnsweringGuard<'_> {
+    fn drop(&mut self) {
+        self.0.answering.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -330,6 +351,12 @@ impl TestServer {
         self.state.max_active.load(Ordering::SeqCst)
     }
 
+    /// The most requests that were being answered at the same time (first byte delays
+    /// included): how many a client had in flight.
+    pub fn max_requests_in_flight(&self) -> u64 {
+        self.state.max_answering.load(Ordering::SeqCst)
+    }
+
     /// Stops listening and drops every open connection.
     pub fn stop(mut self) {
         if let Some(runtime) = self.runtime.take() {
@@ -423,7 +450,10 @@ async fn serve_connection(stream: impl Stream, state: Arc<State>) {
     let mut reader = BufReader::new(stream);
     while let Some(request) = read_request(&mut reader).await {
         let keep_alive = request.keep_alive;
-        match respond(&mut reader, &state, request).await {
+        let answering = AnsweringGuard::new(&state);
+        let responded = respond(&mut reader, &state, request).await;
+        drop(answering);
+        match responded {
             Ok(true) if keep_alive => continue,
             _ => return,
         }

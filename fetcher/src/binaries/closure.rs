@@ -28,7 +28,9 @@ pub struct ClosureOptions {
     /// signature covers the NAR, not the file, so either way Nix accepts the copy).
     pub recompress: Option<Compression>,
     pub download: DownloadOptions,
-    /// Paths worked on at once (lookups in flight plus downloads waiting for a slot).
+    /// Paths worked on at once (lookups in flight plus downloads waiting for a slot): more
+    /// than a host's look-up ceiling plus its transfers, so the per-host rules, not this,
+    /// decide how many requests are out.
     pub paths_in_flight: usize,
 }
 
@@ -38,7 +40,7 @@ impl Default for ClosureOptions {
             substituters: Vec::new(),
             recompress: None,
             download: DownloadOptions::default(),
-            paths_in_flight: 256,
+            paths_in_flight: 1024,
         }
     }
 }

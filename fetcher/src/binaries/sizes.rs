@@ -1,6 +1,7 @@
 //! Sizes of store paths without downloading them (`srcgrab stats --substituter`): the
 //! narinfo of each path from the first substituter that has one, many lookups in flight
-//! (a channel is tens of thousands of small requests).
+//! (a channel is tens of thousands of small requests), as many as each host's look-up
+//! count allows.
 
 use futures_util::StreamExt;
 use srcgrab_formats::store_path::StorePath;
@@ -28,7 +29,9 @@ pub async fn narinfo_sizes(
     download: DownloadOptions,
 ) -> Result<Vec<Option<NarinfoSizes>>, Error> {
     let scratch = tempfile::tempdir().map_err(Error::io("creating a temp directory"))?;
-    let in_flight = download.queries.max(1) * 2;
+    // Enough waiting that every substituter's look-up count can reach its ceiling: the
+    // downloader's per-host rules decide how many are really sent.
+    let in_flight = download.max_lookups_per_host.max(1) * substituters.len().max(1);
     let downloader = Arc::new(Downloader::new(
         download,
         scratch.path(),

@@ -5,18 +5,64 @@
 //! throughput; on a thin or shared link it only adds waste. So the count starts at
 //! [`START`] and, each [`WINDOW`] in which the host used all it had, grows while the host's
 //! throughput rose, steps back once it stops rising, and halves on 429 or 503.
+//!
+//! Small requests (narinfo look-ups, HEADs) follow the same rules with a count of their
+//! own ([`Traffic::Lookups`]): they hold a connection for one round trip and move almost no
+//! bytes, so they start higher and double (a far link's few hundred are reached in a few
+//! windows, as TCP's slow start does), and their throughput is counted in requests answered.
 
 use std::time::{Duration, Instant};
 
 /// Transfers an HTTP/1.1 host starts with (or the ceiling, when lower).
 pub(super) const START: usize = 8;
+/// Small requests an HTTP/1.1 host starts with: what one look-up pool had before it adapted.
+pub(super) const LOOKUP_START: usize = 32;
 /// How long throughput is measured before the count changes.
 pub(super) const WINDOW: Duration = Duration::from_secs(2);
 /// Throughput must rise by this factor for the growth to count as helping.
 const GAIN: f64 = 1.1;
 
+/// What a count is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Traffic {
+    /// Whole files and ranges, measured in bytes.
+    Transfers,
+    /// Narinfo look-ups and HEADs, measured in requests answered.
+    Lookups,
+}
+
+impl Traffic {
+    /// What a host gets at first, before anything is learnt of its link.
+    pub(super) fn starting_limit(self, ceiling: usize) -> usize {
+        match self {
+            Traffic::Transfers => START,
+            Traffic::Lookups => LOOKUP_START,
+        }
+        .min(ceiling)
+        .max(1)
+    }
+
+    fn grown(self, limit: usize) -> usize {
+        match self {
+            Traffic::Transfers => limit + limit.div_ceil(4),
+            Traffic::Lookups => limit * 2,
+        }
+    }
+
+    /// After a growth that bought nothing: transfers step back a fifth, look-ups undo
+    /// their doubling.
+    fn shrunk(self, limit: usize) -> usize {
+        match self {
+            Traffic::Transfers => limit * 4 / 5,
+            Traffic::Lookups => limit / 2,
+        }
+        .max(1)
+    }
+}
+
 #[derive(Debug)]
 pub(super) struct Concurrency {
+    traffic: Traffic,
     limit: usize,
     ceiling: usize,
     http2: bool,
@@ -31,10 +77,11 @@ pub(super) struct Concurrency {
 }
 
 impl Concurrency {
-    pub(super) fn new(ceiling: usize) -> Concurrency {
+    pub(super) fn new(traffic: Traffic, ceiling: usize) -> Concurrency {
         let ceiling = ceiling.max(1);
         Concurrency {
-            limit: START.min(ceiling),
+            traffic,
+            limit: traffic.starting_limit(ceiling),
             ceiling,
             http2: false,
             window_start: Instant::now(),
@@ -69,9 +116,10 @@ impl Concurrency {
         }
     }
 
-    /// `bytes` more arrived at `now`; may change the limit at the end of a window.
-    pub(super) fn note_bytes(&mut self, bytes: u64, now: Instant) {
-        self.window_bytes += bytes;
+    /// `amount` more arrived at `now` (bytes, or requests answered for
+    /// [`Traffic::Lookups`]); may change the limit at the end of a window.
+    pub(super) fn note_progress(&mut self, amount: u64, now: Instant) {
+        self.window_bytes += amount;
         let elapsed = now.duration_since(self.window_start);
         if elapsed < WINDOW {
             return;
@@ -88,12 +136,12 @@ impl Concurrency {
     fn adjust(&mut self, rate: f64) {
         let rose = self.last_rate.is_none_or(|last| rate > last * GAIN);
         if rose {
-            let grown = (self.limit + self.limit.div_ceil(4)).min(self.ceiling);
+            let grown = self.traffic.grown(self.limit).min(self.ceiling);
             self.grew = grown > self.limit;
             self.limit = grown;
         } else if self.grew {
             // The last growth bought nothing: a shared bottleneck. Step back and hold.
-            self.limit = (self.limit * 4 / 5).max(1);
+            self.limit = self.traffic.shrunk(self.limit);
             self.grew = false;
         }
         self.last_rate = Some(rate);
@@ -105,15 +153,20 @@ mod tests {
     use super::*;
 
     /// Runs saturated windows where throughput is `link(limit)`; returns the limits seen.
-    fn run(ceiling: usize, windows: usize, link: impl Fn(usize) -> f64) -> Vec<usize> {
-        let mut concurrency = Concurrency::new(ceiling);
+    fn run(
+        traffic: Traffic,
+        ceiling: usize,
+        windows: usize,
+        link: impl Fn(usize) -> f64,
+    ) -> Vec<usize> {
+        let mut concurrency = Concurrency::new(traffic, ceiling);
         let mut now = Instant::now();
         let mut limits = Vec::new();
         for _ in 0..windows {
             concurrency.note_open(concurrency.limit());
             now += WINDOW;
             let bytes = (link(concurrency.limit()) * WINDOW.as_secs_f64()) as u64;
-            concurrency.note_bytes(bytes, now);
+            concurrency.note_progress(bytes, now);
             limits.push(concurrency.limit());
         }
         limits
@@ -122,7 +175,7 @@ mod tests {
     #[test]
     fn grows_to_the_ceiling_while_each_connection_adds_throughput() {
         // 2 MB/s per connection, no shared bottleneck.
-        let limits = run(64, 20, |n| n as f64 * 2e6);
+        let limits = run(Traffic::Transfers, 64, 20, |n| n as f64 * 2e6);
         assert_eq!(*limits.last().unwrap(), 64, "{limits:?}");
         assert!(limits.windows(2).all(|w| w[0] <= w[1]), "{limits:?}");
     }
@@ -130,21 +183,21 @@ mod tests {
     #[test]
     fn stops_and_steps_back_on_a_shared_bottleneck() {
         // 1 MB/s in total, however many connections.
-        let limits = run(64, 20, |_| 1e6);
+        let limits = run(Traffic::Transfers, 64, 20, |_| 1e6);
         assert!(*limits.iter().max().unwrap() <= START + 2, "{limits:?}");
         assert!(*limits.last().unwrap() <= START, "{limits:?}");
     }
 
     #[test]
     fn halves_on_overload_and_http2_takes_the_stream_budget() {
-        let mut concurrency = Concurrency::new(32);
+        let mut concurrency = Concurrency::new(Traffic::Transfers, 32);
         concurrency.note_overloaded();
         assert_eq!(concurrency.limit(), START / 2);
         concurrency.speaks_http2(100);
         concurrency.note_overloaded();
         assert_eq!(concurrency.limit(), 100);
         assert_eq!(
-            Concurrency::new(2).limit(),
+            Concurrency::new(Traffic::Transfers, 2).limit(),
             2,
             "the ceiling bounds the start"
         );
@@ -152,10 +205,21 @@ mod tests {
 
     #[test]
     fn unsaturated_windows_change_nothing() {
-        let mut concurrency = Concurrency::new(64);
+        let mut concurrency = Concurrency::new(Traffic::Transfers, 64);
         let start = Instant::now();
-        concurrency.note_bytes(100_000_000, start + WINDOW);
-        concurrency.note_bytes(900_000_000, start + WINDOW * 2);
+        concurrency.note_progress(100_000_000, start + WINDOW);
+        concurrency.note_progress(900_000_000, start + WINDOW * 2);
         assert_eq!(concurrency.limit(), START);
+    }
+
+    #[test]
+    fn lookups_double_to_a_far_links_ceiling_and_hold_where_answers_stop_rising() {
+        // 0.6 s per look-up, each connection one at a time: the rate grows with the count.
+        let far = run(Traffic::Lookups, 512, 8, |n| n as f64 / 0.6);
+        assert_eq!(&far[..4], &[64, 128, 256, 512], "{far:?}");
+        // A server answering 2,000 a second however many ask.
+        let busy = run(Traffic::Lookups, 512, 8, |n| (n as f64 / 0.001).min(2000.0));
+        assert!(*busy.iter().max().unwrap() <= 64, "{busy:?}");
+        assert!(*busy.last().unwrap() <= LOOKUP_START, "{busy:?}");
     }
 }

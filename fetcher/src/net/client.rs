@@ -25,7 +25,14 @@ pub(super) fn clients(
             .connect_timeout(options.connect_timeout)
             .read_timeout(options.stall_timeout)
             .redirect(reqwest::redirect::Policy::limited(10))
-            .pool_max_idle_per_host(options.max_per_host.max(1));
+            // Idle connections kept for the next request: as many as a host may have open,
+            // look-ups included, or every answer beyond the cap costs a new connection.
+            .pool_max_idle_per_host(
+                options
+                    .max_per_host
+                    .max(options.max_lookups_per_host)
+                    .max(1),
+            );
         for root in &roots {
             builder = builder.add_root_certificate(root.clone());
         }

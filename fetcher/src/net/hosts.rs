@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use super::adapt::Concurrency;
+use super::adapt::{Concurrency, Traffic};
 use super::retry::Attempt;
 use super::schedule::Slot;
 use super::Downloader;
@@ -31,6 +31,21 @@ pub(super) struct HostTally {
     pub(super) health: Health,
     /// How many transfers the host gets at once; set with its first lease.
     concurrency: Option<Concurrency>,
+    /// Small requests (narinfo look-ups, HEADs) open now, at most at once, and how many
+    /// the host gets at once: counted apart from transfers, so look-ups never wait behind
+    /// large files, nor take their connections.
+    pub(super) lookups_open: u64,
+    pub(super) peak_lookups: u64,
+    lookup_concurrency: Option<Concurrency>,
+}
+
+impl HostTally {
+    fn concurrency_of(&mut self, traffic: Traffic) -> &mut Option<Concurrency> {
+        match traffic {
+            Traffic::Transfers => &mut self.concurrency,
+            Traffic::Lookups => &mut self.lookup_concurrency,
+        }
+    }
 }
 
 /// Whether a host is reachable, as far as this run has seen.
@@ -64,12 +79,17 @@ pub(super) struct Lease<'a> {
     pub(super) _slot: Slot<'a>,
     pub(super) downloader: &'a Downloader,
     pub(super) host: String,
+    traffic: Traffic,
 }
 
 impl Drop for Lease<'_> {
     fn drop(&mut self) {
         let mut hosts = self.downloader.lock_tallies();
         let tally = hosts.entry(self.host.clone()).or_default();
+        if self.traffic == Traffic::Lookups {
+            tally.lookups_open -= 1;
+            return;
+        }
         tally.open -= 1;
         if tally.open == 0 {
             if let Some(since) = tally.busy_since.take() {
@@ -116,6 +136,7 @@ impl Downloader {
 
     fn gate(&self, url: &str, sending: bool) -> Result<(), Attempt> {
         let host = host_key(url);
+        self.note_failed_resolutions(Some(&host));
         let mut hosts = self.lock_tallies();
         let tally = hosts.entry(host.clone()).or_default();
         let open = match &mut tally.health.down {
@@ -176,21 +197,33 @@ impl Downloader {
     /// counted (`at_once`: after this one, as for a name that does not resolve), or again
     /// for a cool-down when this was its probe.
     pub(super) fn note_unreached(&self, url: &str, reason: &str, sent: Instant, at_once: bool) {
+        self.note_host_unreached(&host_key(url), reason, sent, at_once, Instant::now());
+    }
+
+    /// [`Downloader::note_unreached`] of `host`, the failure known at `failed`.
+    pub(super) fn note_host_unreached(
+        &self,
+        host: &str,
+        reason: &str,
+        sent: Instant,
+        at_once: bool,
+        failed: Instant,
+    ) {
         let mut hosts = self.lock_tallies();
-        let health = &mut hosts.entry(host_key(url)).or_default().health;
+        let health = &mut hosts.entry(host.to_string()).or_default().health;
         if health.last_counted.is_some_and(|counted| sent < counted) {
             return;
         }
-        health.last_counted = Some(Instant::now());
+        health.last_counted = Some(failed);
         health.unreached_in_a_row += 1;
-        let probe_at = Some(Instant::now() + self.options.host_cooldown);
+        let probe_at = Some(failed + self.options.host_cooldown);
         if let Some(down) = &mut health.down {
             // A probe that failed: down for another cool-down.
             if down.probe_sent.take().is_some() {
                 down.probe_at = probe_at;
             }
         } else if at_once || health.unreached_in_a_row >= self.options.host_down_after.max(1) {
-            health.first_down.get_or_insert_with(Instant::now);
+            health.first_down.get_or_insert(failed);
             health.times_down += 1;
             health.down = Some(Down {
                 reason: reason.to_string(),
@@ -208,18 +241,46 @@ impl Downloader {
         let mut hosts = self.lock_tallies();
         let tally = hosts.entry(host.clone()).or_default();
         tally.open += 1;
-        let ceiling = self.options.max_per_host;
-        tally
-            .concurrency
-            .get_or_insert_with(|| Concurrency::new(ceiling))
-            .note_open(tally.open as usize);
+        let open = tally.open as usize;
+        self.concurrency(tally, Traffic::Transfers).note_open(open);
         tally.peak_open = tally.peak_open.max(tally.open);
         tally.busy_since.get_or_insert_with(Instant::now);
         Lease {
             _slot: slot,
             downloader: self,
             host,
+            traffic: Traffic::Transfers,
         }
+    }
+
+    /// Waits for a slot for a small request (a narinfo look-up, a HEAD) to `url`'s host,
+    /// under the host's look-up count.
+    pub(super) async fn lookup_lease(&self, url: &str) -> Lease<'_> {
+        let host = host_key(url);
+        let slot = self.lookup_slots.acquire(&host, 0).await;
+        let mut hosts = self.lock_tallies();
+        let tally = hosts.entry(host.clone()).or_default();
+        tally.lookups_open += 1;
+        let open = tally.lookups_open as usize;
+        self.concurrency(tally, Traffic::Lookups).note_open(open);
+        tally.peak_lookups = tally.peak_lookups.max(tally.lookups_open);
+        Lease {
+            _slot: slot,
+            downloader: self,
+            host,
+            traffic: Traffic::Lookups,
+        }
+    }
+
+    /// `tally`'s count for `traffic`, made on first use with its ceiling.
+    fn concurrency<'t>(&self, tally: &'t mut HostTally, traffic: Traffic) -> &'t mut Concurrency {
+        let ceiling = match traffic {
+            Traffic::Transfers => self.options.max_per_host,
+            Traffic::Lookups => self.options.max_lookups_per_host,
+        };
+        tally
+            .concurrency_of(traffic)
+            .get_or_insert_with(|| Concurrency::new(traffic, ceiling))
     }
 
     pub(super) fn note_bytes(&self, url: &str, bytes: u64) {
@@ -227,42 +288,67 @@ impl Downloader {
         self.adapt(&host, |tally| {
             tally.bytes += bytes;
             if let Some(concurrency) = &mut tally.concurrency {
-                concurrency.note_bytes(bytes, Instant::now());
+                concurrency.note_progress(bytes, Instant::now());
+            }
+        });
+    }
+
+    /// A small request to `url`'s host was answered: the look-up count's measure.
+    pub(super) fn note_lookup_answered(&self, url: &str) {
+        self.adapt(&host_key(url), |tally| {
+            if let Some(concurrency) = &mut tally.lookup_concurrency {
+                concurrency.note_progress(1, Instant::now());
             }
         });
     }
 
     /// A response from `url`'s host: HTTP/2 gives it the stream budget, 429 and 503 fewer
-    /// connections.
+    /// connections (for transfers and look-ups alike: the server is overloaded).
     pub(super) fn note_response(&self, url: &str, response: &reqwest::Response) {
         let http2 = response.version() == reqwest::Version::HTTP_2;
         let overloaded = matches!(response.status().as_u16(), 429 | 503);
         if !http2 && !overloaded {
             return;
         }
-        let (ceiling, streams) = (self.options.max_per_host, self.options.streams_per_host);
         self.adapt(&host_key(url), |tally| {
-            let concurrency = tally
-                .concurrency
-                .get_or_insert_with(|| Concurrency::new(ceiling));
-            if http2 {
-                concurrency.speaks_http2(streams);
-            }
-            if overloaded {
-                concurrency.note_overloaded();
+            for traffic in [Traffic::Transfers, Traffic::Lookups] {
+                // Look-ups take their ceiling as streams at once: they cost the connection
+                // almost nothing, and the server's SETTINGS_MAX_CONCURRENT_STREAMS bounds
+                // what is open on it (the client queues the rest).
+                let streams = match traffic {
+                    Traffic::Transfers => self.options.streams_per_host,
+                    Traffic::Lookups => self.options.max_lookups_per_host,
+                };
+                let concurrency = self.concurrency(tally, traffic);
+                if http2 {
+                    concurrency.speaks_http2(streams);
+                }
+                if overloaded {
+                    concurrency.note_overloaded();
+                }
             }
         });
     }
 
-    /// Changes `host`'s tally and passes a new transfer limit on to the slots.
+    /// Changes `host`'s tally and passes new limits on to the slots.
     fn adapt(&self, host: &str, change: impl FnOnce(&mut HostTally)) {
         let mut hosts = self.lock_tallies();
         let tally = hosts.entry(host.to_string()).or_default();
-        let before = tally.concurrency.as_ref().map(Concurrency::limit);
+        let limits = |tally: &HostTally| {
+            [&tally.concurrency, &tally.lookup_concurrency]
+                .map(|c| c.as_ref().map(Concurrency::limit))
+        };
+        let before = limits(tally);
         change(tally);
-        let after = tally.concurrency.as_ref().map(Concurrency::limit);
-        if let Some(limit) = after.filter(|_| after != before) {
-            self.slots.set_limit(host, limit);
+        let after = limits(tally);
+        for ((slots, before), after) in [&self.slots, &self.lookup_slots]
+            .into_iter()
+            .zip(before)
+            .zip(after)
+        {
+            if let Some(limit) = after.filter(|_| after != before) {
+                slots.set_limit(host, limit);
+            }
         }
     }
 
@@ -275,6 +361,7 @@ impl Downloader {
 
     /// What every host gave so far, by host.
     pub fn host_reports(&self) -> Vec<HostReport> {
+        self.note_failed_resolutions(None);
         self.lock_tallies()
             .iter()
             .filter(|(_, t)| t.requests > 0 || t.health.times_down > 0)
@@ -293,6 +380,7 @@ impl Downloader {
                     requests: t.requests,
                     retries: t.retries,
                     peak_connections: t.peak_open,
+                    peak_lookups: t.peak_lookups,
                     down,
                 }
             })

@@ -23,6 +23,7 @@ mod hosts;
 mod options;
 mod partial;
 mod rate;
+mod resolve;
 mod retry;
 pub mod schedule;
 mod segmented;
@@ -38,11 +39,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
-use tokio::sync::Semaphore;
 
 use crate::report::Progress;
 use crate::store::VerifiedHash;
 use crate::Error;
+use adapt::Traffic;
 use hosts::HostTally;
 use partial::{clean_stale_partials, STALE_PARTIAL_AGE};
 use rate::TokenBucket;
@@ -76,7 +77,9 @@ pub struct Downloader {
     options: DownloadOptions,
     partial_dir: PathBuf,
     slots: Slots,
-    queries: Semaphore,
+    /// For small requests, per host apart from transfers ([`hosts::HostTally`]).
+    lookup_slots: Slots,
+    resolutions: Arc<resolve::Resolutions>,
     tallies: Mutex<BTreeMap<String, HostTally>>,
     rate: Option<TokenBucket>,
     progress: Arc<dyn Progress>,
@@ -118,8 +121,16 @@ impl Downloader {
         Ok(Downloader {
             client,
             range_client,
-            slots: Slots::new(options.jobs, options.max_per_host),
-            queries: Semaphore::new(options.queries.max(1)),
+            // A host starts where its adaptive count starts, not at the ceiling.
+            slots: Slots::new(
+                options.jobs,
+                Traffic::Transfers.starting_limit(options.max_per_host),
+            ),
+            lookup_slots: Slots::new(
+                usize::MAX,
+                Traffic::Lookups.starting_limit(options.max_lookups_per_host),
+            ),
+            resolutions: Arc::default(),
             tallies: Mutex::new(BTreeMap::new()),
             rate: options.rate_limit.map(TokenBucket::new),
             partial_dir: partial_dir.to_path_buf(),

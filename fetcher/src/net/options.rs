@@ -33,8 +33,10 @@ pub struct DownloadOptions {
     pub segments: usize,
     /// Files at least this large (by the server's Content-Length) are split.
     pub segment_threshold: u64,
-    /// Small requests (narinfo) in flight; these are not bound by `jobs` or `max_per_host`.
-    pub queries: usize,
+    /// The most small requests (narinfo look-ups, HEADs) in flight per host: the ceiling of
+    /// the host's adaptive look-up count ([`super::adapt`]), apart from `jobs` and
+    /// `max_per_host`, which bound transfers.
+    pub max_lookups_per_host: usize,
     /// Retries of one URL after transient errors with no progress in between.
     pub retries: u32,
     pub connect_timeout: Duration,
@@ -64,7 +66,7 @@ impl Default for DownloadOptions {
             streams_per_host: 64,
             segments: 4,
             segment_threshold: 8 * 1024 * 1024,
-            queries: 32,
+            max_lookups_per_host: 512,
             retries: 4,
             connect_timeout: Duration::from_secs(20),
             stall_timeout: Duration::from_secs(60),

@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 
 pub struct Slots {
     max_total: usize,
-    max_per_host: usize,
+    default_per_host: usize,
     state: Mutex<State>,
 }
 
@@ -20,7 +20,7 @@ pub struct Slots {
 struct State {
     active_total: usize,
     active: HashMap<String, usize>,
-    /// Hosts whose cap is not `max_per_host` (set as the link is learnt).
+    /// Hosts whose cap is not `default_per_host` (set as the link is learnt).
     limits: HashMap<String, usize>,
     waiting: Vec<Waiter>,
     next_ticket: u64,
@@ -70,10 +70,10 @@ impl Drop for Pending<'_> {
 }
 
 impl Slots {
-    pub fn new(max_total: usize, max_per_host: usize) -> Slots {
+    pub fn new(max_total: usize, default_per_host: usize) -> Slots {
         Slots {
             max_total: max_total.max(1),
-            max_per_host: max_per_host.max(1),
+            default_per_host: default_per_host.max(1),
             state: Mutex::new(State::default()),
         }
     }
@@ -130,7 +130,11 @@ impl Slots {
     }
 
     fn limit_of(&self, state: &State, host: &str) -> usize {
-        state.limits.get(host).copied().unwrap_or(self.max_per_host)
+        state
+            .limits
+            .get(host)
+            .copied()
+            .unwrap_or(self.default_per_host)
     }
 
     fn release(&self, host: &str) {

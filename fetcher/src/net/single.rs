@@ -59,8 +59,9 @@ impl Downloader {
 
     /// One HEAD, no retries: only a hint.
     pub(super) async fn head(&self, url: &str) -> Option<Head> {
-        let _slot = self.queries.acquire().await.ok()?;
+        let _lease = self.lookup_lease(url).await;
         let response = self.send(url, self.client.head(url)).await.ok()?;
+        self.note_lookup_answered(url);
         if !response.status().is_success() {
             return None;
         }

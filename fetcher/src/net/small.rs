@@ -1,4 +1,5 @@
-//! Small requests outside the transfer budget: narinfo look-ups and HEADs of `stats --probe`.
+//! Small requests: narinfo look-ups, under each host's look-up count ([`super::adapt`]), and
+//! the HEADs of `stats --probe`, under the transfer limits.
 
 use reqwest::header::CONTENT_LENGTH;
 
@@ -11,15 +12,13 @@ impl Downloader {
     /// GETs a small document (a narinfo) into memory. `Ok(None)` when the server says it has
     /// no such thing (404, 403, 410, as S3-backed caches answer for missing keys). The body
     /// is read up to the narinfo cap of the cache itself ([`MAX_NARINFO`]): a lying cache's
-    /// endless answer is refused there, not held in memory while 32 look-ups run at once.
+    /// endless answer is refused there, not held in memory while hundreds of look-ups run at once.
     pub async fn get_small(&self, url: &str) -> Result<Option<Vec<u8>>, Error> {
         self.with_retries(url, || async {
-            let _slot = self
-                .queries
-                .acquire()
-                .await
-                .expect("semaphore never closed");
+            self.check_up(url)?;
+            let _lease = self.lookup_lease(url).await;
             let mut response = self.send(url, self.client.get(url)).await?;
+            self.note_lookup_answered(url);
             let (status, headers) = (response.status(), response.headers().clone());
             if matches!(status.as_u16(), 403 | 404 | 410) {
                 return Ok(None);
