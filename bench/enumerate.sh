@@ -144,11 +144,25 @@ for system in systems:
 print("]")
 EOF
 }
-# The floor: one evaluation of every healthy attribute, then every .drv of the closure read.
+# The floor: one evaluation of every healthy attribute, then every .drv of their closure read
+# once, following each one's input derivations (as srcgrab's closure walk does; `nix-store
+# --query --requisites` of the same roots costs as much CPU as the evaluation itself).
 cat >"$work/floor.sh" <<'EOF'
 set -euo pipefail
 nix-instantiate "$1" >"$1.drvs"
-xargs nix-store --query --requisites <"$1.drvs" | sort -u | xargs cat >/dev/null
+python3 -c '
+import re, sys
+inputs = re.compile(rb"\(\"(/nix/store/[^\"]+\.drv)\",\[")
+todo = [line.strip().encode() for line in open(sys.argv[1]) if line.strip()]
+seen = set(todo)
+while todo:
+    with open(todo.pop(), "rb") as f:
+        for path in inputs.findall(f.read()):
+            if path not in seen:
+                seen.add(path)
+                todo.append(path)
+print(len(seen), "derivations read", file=sys.stderr)
+' "$1.drvs"
 EOF
 healthy_list "$work/set" x86_64-linux >"$work/set-healthy.nix"
 healthy_list "$work/mix" x86_64-linux >"$work/mix-healthy.nix"

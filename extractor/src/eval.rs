@@ -70,8 +70,27 @@ pub enum Answer {
     Value(serde_json::Value),
     /// Nix reported an error; its first line, without the `error: ` prefix.
     Error(String),
-    /// The evaluator died (or was killed for memory); it must be restarted.
-    Crashed(String),
+    /// The evaluator ended by itself (a stack overflow ends Nix 2.8's); it must be restarted.
+    Died(Death),
+    /// The evaluator was killed past --max-memory or --eval-timeout; it must be restarted.
+    Killed(String),
+}
+
+impl Answer {
+    /// Whether the evaluator is gone and must be replaced.
+    pub fn ended_evaluator(&self) -> bool {
+        matches!(self, Answer::Died(_) | Answer::Killed(_))
+    }
+}
+
+/// How an evaluator died.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Death {
+    /// How it ended and its last words.
+    pub message: String,
+    /// Its last words were an `error:` line printed after the last item it answered: the
+    /// death of the item in flight, which would die the same way asked alone.
+    pub reported: bool,
 }
 
 pub struct Evaluator {
@@ -79,7 +98,8 @@ pub struct Evaluator {
     stdin: ChildStdin,
     stderr_lines: Receiver<String>,
     questions_asked: u64,
-    /// The last stderr line seen, to say something useful when the process dies.
+    /// The last stderr line of the current question after its last item, to say something
+    /// useful when the process dies.
     last_line: String,
 }
 
@@ -149,11 +169,12 @@ impl Evaluator {
         };
         let bind = format!("{}\n{HELPERS}", command.load_line);
         if evaluator.stdin.write_all(bind.as_bytes()).is_err() {
-            return Err(StartError::Load(evaluator.death_note()));
+            return Err(StartError::Load(evaluator.death_note().message));
         }
         match evaluator.ask("__sg.check", limits) {
             Answer::Value(_) => Ok(evaluator),
-            Answer::Error(message) | Answer::Crashed(message) => Err(StartError::Load(message)),
+            Answer::Error(message) | Answer::Killed(message) => Err(StartError::Load(message)),
+            Answer::Died(death) => Err(StartError::Load(death.message)),
         }
     }
 
@@ -177,6 +198,7 @@ impl Evaluator {
         items: &mut Vec<serde_json::Value>,
     ) -> Answer {
         self.questions_asked += 1;
+        self.last_line.clear();
         let n = self.questions_asked;
         let lines = format!("__sgq ({expression})\n__sge {n}\n");
         if self
@@ -185,7 +207,7 @@ impl Evaluator {
             .and_then(|()| self.stdin.flush())
             .is_err()
         {
-            return Answer::Crashed(self.death_note());
+            return Answer::Died(self.death_note());
         }
         let sentinel = format!("trace: SRCGRAB-END {n}");
         let mut result = None;
@@ -200,12 +222,12 @@ impl Evaluator {
                 if let Some(limit) = limits.memory {
                     if self.resident_bytes().is_some_and(|rss| rss > limit) {
                         self.kill();
-                        return Answer::Crashed("exceeded --max-memory".into());
+                        return Answer::Killed("exceeded --max-memory".into());
                     }
                 }
                 if limits.time.is_some_and(|limit| asked.elapsed() > limit) {
                     self.kill();
-                    return Answer::Crashed("exceeded --eval-timeout".into());
+                    return Answer::Killed("exceeded --eval-timeout".into());
                 }
             }
             match self.stderr_lines.recv_timeout(POLL) {
@@ -217,6 +239,8 @@ impl Evaluator {
                         result = Some(json.to_string());
                     } else if let Some(json) = line.strip_prefix("trace: SRCGRAB-ITEM ") {
                         items.push(serde_json::from_str(json).unwrap_or_default());
+                        self.last_line.clear();
+                        continue;
                     } else {
                         error_lines.push(&line);
                     }
@@ -225,7 +249,7 @@ impl Evaluator {
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return Answer::Crashed(self.death_note()),
+                Err(RecvTimeoutError::Disconnected) => return Answer::Died(self.death_note()),
             }
         }
         match (result, error_lines.message) {
@@ -252,7 +276,7 @@ impl Evaluator {
     }
 
     /// What to say about a process that stopped answering: how it ended and its last words.
-    fn death_note(&mut self) -> String {
+    fn death_note(&mut self) -> Death {
         let status = match self.child.wait() {
             Ok(status) => describe_exit(status),
             Err(e) => e.to_string(),
@@ -262,10 +286,13 @@ impl Evaluator {
                 self.last_line = line;
             }
         }
-        if self.last_line.is_empty() {
-            format!("evaluator crashed: {status}")
-        } else {
-            format!("evaluator crashed: {status}: {}", self.last_line)
+        Death {
+            message: if self.last_line.is_empty() {
+                format!("evaluator crashed: {status}")
+            } else {
+                format!("evaluator crashed: {status}: {}", self.last_line)
+            },
+            reported: self.last_line.trim_start().starts_with("error:"),
         }
     }
 }

@@ -11,7 +11,9 @@
 //! the batch) or crashes the evaluator is asked again alone, for its own message and limits.
 
 use crate::attr_path;
-use crate::eval::{nix_string, Answer, Evaluator, EvaluatorCommand, Limits, Reply, StartError};
+use crate::eval::{
+    nix_string, Answer, Death, Evaluator, EvaluatorCommand, Limits, Reply, StartError,
+};
 use crate::{Progress, Restart};
 use srcgrab_manifest::{Failure, Shard};
 use std::collections::VecDeque;
@@ -274,7 +276,7 @@ impl Worker<'_> {
                     Err(message) => Outcome::Failed(message),
                 },
                 Answer::Error(message) => Outcome::Failed(message),
-                Answer::Crashed(message) => {
+                Answer::Died(Death { message, .. }) | Answer::Killed(message) => {
                     self.replace_after_crash()?;
                     Outcome::Failed(message)
                 }
@@ -285,8 +287,9 @@ impl Worker<'_> {
     /// Asks for several siblings at once, going on after each one that fails uncatchably
     /// (abort, missing attribute, ...: its error ends the question right after the answers
     /// of the siblings before it). A sibling that throws (caught in the batch) is asked
-    /// alone for its message; one that crashes the evaluator is asked alone on a fresh one,
-    /// with its own time limit, and the batch size drops to one.
+    /// alone for its message. One that crashes the evaluator fails with Nix's last words
+    /// (a stack overflow); one killed for the batch's memory or time is asked alone on a
+    /// fresh evaluator, under its own limits. After either the batch size drops to one.
     fn ask_together(&mut self, tasks: &[Task]) -> Result<Vec<Outcome>, StartError> {
         let mut outcomes = Vec::with_capacity(tasks.len());
         let mut rest = tasks;
@@ -299,7 +302,7 @@ impl Worker<'_> {
             }
             let reply = self.ask_batch(rest);
             // A crashed evaluator is replaced before anything else is asked.
-            let crashed = matches!(reply.answer, Answer::Crashed(_));
+            let crashed = reply.answer.ended_evaluator();
             if crashed {
                 self.replace_after_crash()?;
                 self.batch_size = 1;
@@ -319,10 +322,17 @@ impl Worker<'_> {
                 break;
             };
             outcomes.push(match reply.answer {
-                Answer::Error(message) => Outcome::Failed(message),
-                // A crash (asked alone on the fresh evaluator, under its own limits), or a
-                // complete answer with items missing, which our question cannot give.
-                Answer::Crashed(_) | Answer::Value(_) => self.ask_alone(in_flight)?,
+                Answer::Error(message)
+                | Answer::Died(Death {
+                    message,
+                    reported: true,
+                }) => Outcome::Failed(message),
+                // A kill for the batch's memory or time, a death without its own last words
+                // (asked alone on the fresh evaluator, under its own limits), or a complete
+                // answer with items missing, which our question cannot give.
+                Answer::Died(_) | Answer::Killed(_) | Answer::Value(_) => {
+                    self.ask_alone(in_flight)?
+                }
             });
             rest = &rest[1..];
         }
