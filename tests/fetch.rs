@@ -1102,7 +1102,10 @@ fn a_full_disk_stops_the_run_with_exit_2() {
         .map(|i| server.stats(&format!("/big/{i}")))
         .map(|s| s.requests - s.head_requests)
         .sum();
-    assert!(gets < 5, "the run went on after the disk filled: {gets} GETs");
+    assert!(
+        gets < 5,
+        "the run went on after the disk filled: {gets} GETs"
+    );
 
     // What the run left in `.tmp` besides partial downloads (its scratch directory, when
     // the stop did not unwind), and a killed run's (its lock no longer held), go with the
