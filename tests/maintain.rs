@@ -137,6 +137,21 @@ struct IngestedCache {
     contents: Vec<Vec<u8>>,
 }
 
+/// `srcgrab ingest FILES --manifest M --cache C --compression X`, which must succeed.
+fn ingest_ok(files: &Path, manifest: &Path, cache: &Path, compression: &str) {
+    let o = srcgrab(&[
+        &"ingest",
+        &files,
+        &"--manifest",
+        &manifest,
+        &"--cache",
+        &cache,
+        &"--compression",
+        &compression,
+    ]);
+    assert_code(&o, 0);
+}
+
 fn ingested_cache(compression: &str) -> IngestedCache {
     let dir = tempfile::tempdir().unwrap();
     let files = dir.path().join("files");
@@ -152,17 +167,7 @@ fn ingested_cache(compression: &str) -> IngestedCache {
     }
     let manifest = write_manifest(&dir.path().join("m.json"), entries.clone());
     let cache = dir.path().join("cache");
-    let o = srcgrab(&[
-        &"ingest",
-        &files,
-        &"--manifest",
-        &manifest,
-        &"--cache",
-        &cache,
-        &"--compression",
-        &compression,
-    ]);
-    assert_code(&o, 0);
+    ingest_ok(&files, &manifest, &cache, compression);
     IngestedCache {
         dir,
         manifest,
@@ -628,15 +633,7 @@ fn repair_keeps_a_nar_file_that_a_good_narinfo_shares() {
     ];
     let manifest = write_manifest(&dir.path().join("m.json"), entries.clone());
     let cache = dir.path().join("cache");
-    let o = srcgrab(&[
-        &"ingest",
-        &files,
-        &"--manifest",
-        &manifest,
-        &"--cache",
-        &cache,
-    ]);
-    assert_code(&o, 0);
+    ingest_ok(&files, &manifest, &cache, "zstd");
     let shared = narinfo_url(&cache, &entries[0]);
     assert_eq!(
         shared,

@@ -198,7 +198,10 @@ mod tests {
         assert_eq!(limits, [10, 20, 40, 64, 64]);
         // A link where more connections help, but less and less: never doubles.
         let limits = run(Traffic::Transfers, 64, 6, |n| (n as f64).sqrt() * 1e6);
-        assert!(limits.windows(2).all(|w| w[1] <= w[0] + w[0].div_ceil(4)), "{limits:?}");
+        assert!(
+            limits.windows(2).all(|w| w[1] <= w[0] + w[0].div_ceil(4)),
+            "{limits:?}"
+        );
     }
 
     #[test]
