@@ -138,6 +138,7 @@ impl Downloader {
         );
         partial.spliced = partial.len > 0 || partial.is_segmented();
         partial.cap = target.size.unwrap_or(self.options.max_size);
+        partial.expected = target.size;
         let alternates = if target.hash.is_some() {
             alternates
         } else {
@@ -229,7 +230,7 @@ impl Downloader {
         tally: &AtomicU64,
     ) -> Result<VerifiedHash, Attempt> {
         self.check_up(url)?;
-        let (lease, head) = match partial.meta.length {
+        let (lease, head) = match partial.meta.length.or(partial.expected) {
             Some(length) => (self.lease(url, length).await, None),
             None => self.lease_sized(url).await,
         };
