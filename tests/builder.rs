@@ -44,7 +44,11 @@ fn vendor_fod(name: &str, salt: &str, mode: HashMode) -> VendorFod {
     let hash: Hash = hash_nix_reports(&attrs);
     let drv = instantiate(&format!("{attrs}\n  outputHash = \"{}\";", hash.to_sri()));
     let entry = Entry {
-        drv_paths: [(srcgrab_fetcher::builder::host_system(), drv.clone())].into(),
+        drv_paths: [(
+            srcgrab_fetcher::builder::host_system(),
+            drv.parse().unwrap(),
+        )]
+        .into(),
         systems: vec!["x86_64-linux".into()],
         attrs: vec![name.to_string()],
         attr_count: 1,
@@ -65,7 +69,7 @@ fn is_valid(path: &str) -> bool {
 #[test]
 fn builder_exports_a_vendor_output_and_leaves_the_store_as_it_was() {
     let fod = vendor_fod("vendor-deps", "builder-api", HashMode::Recursive);
-    delete_store_path(&fod.entry.store_path);
+    delete_store_path(&fod.entry.store_path.to_path_string());
     let cache_dir = tempfile::tempdir().unwrap();
     let cache = Cache::open(cache_dir.path(), CacheOptions::default()).unwrap();
 
@@ -73,14 +77,14 @@ fn builder_exports_a_vendor_output_and_leaves_the_store_as_it_was() {
     assert!(!built.was_in_store);
     assert!(built.removed_from_store);
     assert!(
-        !is_valid(&fod.entry.store_path),
+        !is_valid(&fod.entry.store_path.to_path_string()),
         "the build output was removed again"
     );
     assert!(cache.is_present(&fod.entry).unwrap());
 
     let substituter = format!("file://{}", cache_dir.path().display());
     let out = realise(&fod.drv, &substituter).expect("realisable from the cache alone");
-    assert_eq!(out, fod.entry.store_path);
+    assert_eq!(out, fod.entry.store_path.to_path_string());
     assert!(Path::new(&out).join("bin/tool").is_file());
 
     // Already in the store: exported as is and left there.
@@ -95,16 +99,16 @@ fn builder_exports_a_vendor_output_and_leaves_the_store_as_it_was() {
 #[test]
 fn builder_keeps_store_paths_when_asked_and_fills_the_hashed_mirror_for_flat_files() {
     let fod = vendor_fod("vendor-flat", "builder-flat", HashMode::Flat);
-    delete_store_path(&fod.entry.store_path);
+    delete_store_path(&fod.entry.store_path.to_path_string());
     let cache_dir = tempfile::tempdir().unwrap();
     let cache = Cache::open(cache_dir.path(), CacheOptions::default()).unwrap();
     let built = NixBuilder::new(true).build(&fod.entry, &cache).unwrap();
     assert!(!built.removed_from_store);
-    assert!(is_valid(&fod.entry.store_path));
+    assert!(is_valid(&fod.entry.store_path.to_path_string()));
     let hex = fod.entry.hash.hash().unwrap().to_hex();
     let mirrored = std::fs::read(cache_dir.path().join("sha256").join(hex)).unwrap();
     assert_eq!(mirrored, b"vendored builder-flat\n");
-    delete_store_path(&fod.entry.store_path);
+    delete_store_path(&fod.entry.store_path.to_path_string());
 }
 
 #[test]
@@ -116,7 +120,9 @@ fn builder_refuses_what_nix_cannot_make_or_no_longer_knows() {
     let mut gone = fod.entry.clone();
     gone.drv_paths = [(
         srcgrab_fetcher::builder::host_system(),
-        "/nix/store/00000000000000000000000000000000-gone.drv".into(),
+        "/nix/store/00000000000000000000000000000000-gone.drv"
+            .parse::<srcgrab_manifest::DrvPath>()
+            .unwrap(),
     )]
     .into();
     let err = NixBuilder::new(false).build(&gone, &cache).unwrap_err();
@@ -140,8 +146,12 @@ fn builder_refuses_what_nix_cannot_make_or_no_longer_knows() {
         lying.entry.hash.sri
     ));
     let mut wrong = lying.entry.clone();
-    wrong.drv_paths = [(srcgrab_fetcher::builder::host_system(), wrong_drv)].into();
-    delete_store_path(&wrong.store_path);
+    wrong.drv_paths = [(
+        srcgrab_fetcher::builder::host_system(),
+        wrong_drv.parse().unwrap(),
+    )]
+    .into();
+    delete_store_path(&wrong.store_path.to_path_string());
     let err = NixBuilder::new(false).build(&wrong, &cache).unwrap_err();
     assert!(err.to_string().contains("hash mismatch"), "{err}");
     assert!(!cache.is_present(&wrong).unwrap());
@@ -181,7 +191,7 @@ fn srcgrab_fetch(manifest: &Path, cache: &Path, extra: &[&str]) -> std::process:
 #[test]
 fn fetch_command_uses_the_builder_only_when_asked() {
     let fod = vendor_fod("vendor-cli", "builder-cli", HashMode::Recursive);
-    delete_store_path(&fod.entry.store_path);
+    delete_store_path(&fod.entry.store_path.to_path_string());
     let work = tempfile::tempdir().unwrap();
     let manifest = write_manifest(work.path(), vec![fod.entry.clone()]);
     let cache_dir = work.path().join("cache");
@@ -194,19 +204,19 @@ fn fetch_command_uses_the_builder_only_when_asked() {
         stdout.contains(&format!("nix-store --realise {}", fod.drv)),
         "{stdout}"
     );
-    assert!(!is_valid(&fod.entry.store_path));
+    assert!(!is_valid(&fod.entry.store_path.to_path_string()));
 
     let with = srcgrab_fetch(&manifest, &cache_dir, &["--builder", "nix"]);
     let output =
         String::from_utf8_lossy(&with.stdout).into_owned() + &String::from_utf8_lossy(&with.stderr);
     assert_eq!(with.status.code(), Some(0), "{output}");
     assert!(
-        !is_valid(&fod.entry.store_path),
+        !is_valid(&fod.entry.store_path.to_path_string()),
         "removed from the store again"
     );
     let substituter = format!("file://{}", cache_dir.display());
     let out = realise(&fod.drv, &substituter).expect("realisable from the cache alone");
-    assert_eq!(out, fod.entry.store_path);
+    assert_eq!(out, fod.entry.store_path.to_path_string());
     delete_store_path(&out);
 }
 
@@ -256,7 +266,10 @@ fn git_entries_with_post_fetch_go_to_the_builder() {
         serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
     assert_eq!(report["summary"]["fetched"]["builder"], 1, "{report}");
     assert_eq!(report["entries"][0]["how"], "builder", "{report}");
-    assert!(!is_valid(&entry.store_path), "removed from the store again");
+    assert!(
+        !is_valid(&entry.store_path.to_path_string()),
+        "removed from the store again"
+    );
     let cache = Cache::open(&cache_dir, CacheOptions::default()).unwrap();
     assert!(cache.is_present(&entry).unwrap());
 }

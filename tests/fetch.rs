@@ -10,7 +10,7 @@ mod net;
 
 use serde_json::Value;
 use srcgrab_formats::hash::{Hash, HashAlgo};
-use srcgrab_manifest::{Entry, HashMode, Kind, Manifest, StorePathName};
+use srcgrab_manifest::{Entry, HashMode, Kind, Manifest, StorePath, StorePathName};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -54,7 +54,9 @@ fn entry(name: &str, mode: HashMode, hash: &Hash, kind: Kind, urls: Vec<String>)
         urls,
         drv_paths: [(
             srcgrab_fetcher::builder::host_system(),
-            format!("/nix/store/00000000000000000000000000000000-{name}.drv"),
+            format!("/nix/store/00000000000000000000000000000000-{name}.drv")
+                .parse()
+                .unwrap(),
         )]
         .into(),
         systems: vec!["x86_64-linux".into()],
@@ -106,7 +108,8 @@ impl Run {
         String::from_utf8_lossy(&self.output.stderr).into_owned()
     }
 
-    fn entry(&self, store_path: &str) -> &Value {
+    fn entry(&self, store_path: &StorePath) -> &Value {
+        let store_path = store_path.to_path_string();
         self.report["entries"]
             .as_array()
             .unwrap()
@@ -149,7 +152,7 @@ fn fetch(dir: &Path, manifest: &Path, cache: &Path, args: &[&str]) -> Run {
 }
 
 fn narinfo_path(cache: &Path, entry: &Entry) -> PathBuf {
-    let hash_part = entry.parsed_store_path().unwrap().hash_part().to_string();
+    let hash_part = entry.store_path.hash_part().to_string();
     cache.join(format!("{hash_part}.narinfo"))
 }
 
@@ -447,9 +450,10 @@ fn nix_ok(program: &str, args: &[&str]) -> String {
 }
 
 /// Removes `path` from the local store so only substitution can bring it back.
-fn delete_from_store(path: &str) {
-    let _ = nix("nix-store", &["--delete", path]);
-    assert!(!Path::new(path).exists(), "{path} is still in the store");
+fn delete_from_store(path: impl std::fmt::Display) {
+    let path = path.to_string();
+    let _ = nix("nix-store", &["--delete", &path]);
+    assert!(!Path::new(&path).exists(), "{path} is still in the store");
 }
 
 #[test]
@@ -476,8 +480,8 @@ fn upstream_binary_cache_made_by_nix_is_used_and_a_tampered_nar_is_rejected() {
     assert_eq!(
         store_paths,
         [
-            good_entry.store_path.clone(),
-            tampered_entry.store_path.clone()
+            good_entry.store_path.to_path_string(),
+            tampered_entry.store_path.to_path_string()
         ]
     );
     // Swap the tampered entry's NAR for the good one's, and drop the file checks so only
@@ -573,7 +577,7 @@ fn keeps_upstream_compression_and_nix_substitutes_from_the_result() {
         );
         // No native URL serves it: only the substituter can.
         let entry = flat_entry(&name, &content, vec![server.url("/native/absent")]);
-        assert_eq!(entry.store_path, path);
+        assert_eq!(entry.store_path.to_path_string(), path);
         items.push((entry, content, compression));
     }
     server.serve_dir("/upstream/", &upstream);
@@ -613,13 +617,13 @@ fn keeps_upstream_compression_and_nix_substitutes_from_the_result() {
             "nix-store",
             &[
                 "--realise",
-                &entry.store_path,
+                &entry.store_path.to_path_string(),
                 "--option",
                 "substituters",
                 &substituters,
             ],
         );
-        assert_eq!(out, entry.store_path);
+        assert_eq!(out, entry.store_path.to_path_string());
         assert_eq!(std::fs::read(&out).unwrap(), *content);
         delete_from_store(&entry.store_path);
     }
@@ -696,7 +700,7 @@ fn sigkill_mid_run_loses_only_in_flight_downloads() {
     assert!(resumed >= 1, "no partial download was resumed");
     let opened = srcgrab_fetcher::store::Cache::open(&cache, Default::default()).unwrap();
     for entry in &entries {
-        let hash_part = entry.parsed_store_path().unwrap().hash_part().to_string();
+        let hash_part = entry.store_path.hash_part().to_string();
         opened.verify_narinfo(&hash_part).unwrap();
     }
 }
@@ -749,7 +753,11 @@ in {{
     server.route("/flat.tar.gz", Route::ok(flat.clone()));
     server.route("/tool", Route::ok(tool.clone()));
     let mut flat_entry = flat_entry("flat.tar.gz", &flat, vec![server.url("/flat.tar.gz")]);
-    flat_entry.drv_paths = [(srcgrab_fetcher::builder::host_system(), flat_drv.clone())].into();
+    flat_entry.drv_paths = [(
+        srcgrab_fetcher::builder::host_system(),
+        flat_drv.parse().unwrap(),
+    )]
+    .into();
     let mut tool_entry = entry(
         "tool",
         HashMode::Recursive,
@@ -758,14 +766,19 @@ in {{
         vec![server.url("/tool")],
     );
     tool_entry.executable = true;
-    tool_entry.drv_paths = [(srcgrab_fetcher::builder::host_system(), tool_drv.clone())].into();
+    tool_entry.drv_paths = [(
+        srcgrab_fetcher::builder::host_system(),
+        tool_drv.parse().unwrap(),
+    )]
+    .into();
     for (entry, drv) in [(&flat_entry, &flat_drv), (&tool_entry, &tool_drv)] {
         let out = nix_ok("nix-store", &["--query", "--outputs", drv]);
         assert_eq!(
-            out, entry.store_path,
+            out,
+            entry.store_path.to_path_string(),
             "srcgrab and Nix agree on the output path"
         );
-        delete_from_store(&out);
+        delete_from_store(&entry.store_path);
     }
     let manifest = write_manifest(dir.path(), vec![flat_entry.clone(), tool_entry.clone()]);
     let run = fetch(dir.path(), &manifest, &cache, &[]);
@@ -778,10 +791,13 @@ in {{
             "nix-store",
             &["--realise", drv, "--option", "substituters", &substituters],
         );
-        assert_eq!(out, entry.store_path);
+        assert_eq!(out, entry.store_path.to_path_string());
     }
-    assert_eq!(std::fs::read(&flat_entry.store_path).unwrap(), flat);
-    let tool_meta = std::fs::metadata(&tool_entry.store_path).unwrap();
+    assert_eq!(
+        std::fs::read(flat_entry.store_path.to_path_string()).unwrap(),
+        flat
+    );
+    let tool_meta = std::fs::metadata(tool_entry.store_path.to_path_string()).unwrap();
     assert_eq!(
         std::os::unix::fs::PermissionsExt::mode(&tool_meta.permissions()) & 0o111,
         0o111
@@ -803,7 +819,7 @@ in {{
             &mirrors,
         ],
     );
-    assert_eq!(out, flat_entry.store_path);
+    assert_eq!(out, flat_entry.store_path.to_path_string());
     assert_eq!(std::fs::read(&out).unwrap(), flat);
     delete_from_store(&flat_entry.store_path);
     delete_from_store(&tool_entry.store_path);
@@ -913,15 +929,16 @@ fn fixture_package_set_builds_offline_from_the_cache() {
             "nix-store",
             &[
                 "--realise",
-                entry
+                &entry
                     .drv_path_for(&srcgrab_fetcher::builder::host_system())
-                    .unwrap(),
+                    .unwrap()
+                    .to_string(),
                 "--option",
                 "substituters",
                 &substituters,
             ],
         );
-        assert_eq!(out, entry.store_path);
+        assert_eq!(out, entry.store_path.to_path_string());
     }
     let built = nix_ok(
         "nix-build",
@@ -961,9 +978,10 @@ fn fixture_package_set_builds_offline_from_the_cache() {
     let output = Command::new("nix-store")
         .args([
             "--realise",
-            tarball
+            &tarball
                 .drv_path_for(&srcgrab_fetcher::builder::host_system())
-                .unwrap(),
+                .unwrap()
+                .to_string(),
             "--option",
             "substituters",
             "",
@@ -978,7 +996,7 @@ fn fixture_package_set_builds_offline_from_the_cache() {
     );
     assert_eq!(
         String::from_utf8_lossy(&output.stdout).trim(),
-        tarball.store_path
+        tarball.store_path.to_path_string()
     );
 }
 
@@ -1044,7 +1062,7 @@ fn builtin_unpack_downloads_an_xz_nar_and_restores_it() {
     assert_eq!(run.code(), 0, "{}", run.stderr());
     assert_eq!(run.entry(&tools.store_path)["how"], "nar");
     let opened = srcgrab_fetcher::store::Cache::open(&cache, Default::default()).unwrap();
-    let hash_part = tools.parsed_store_path().unwrap().hash_part().to_string();
+    let hash_part = tools.store_path.hash_part().to_string();
     opened.verify_narinfo(&hash_part).unwrap();
 }
 

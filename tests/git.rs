@@ -301,7 +301,7 @@ fn cache_lets_nix_realise_a_git_source_with_the_server_gone() {
     fod.delete_output();
     let substituter = format!("file://{}", cache_dir.path().display());
     let out = realise(&fod.drv, &substituter).expect("realised from srcgrab's cache");
-    assert_eq!(out, entry.store_path);
+    assert_eq!(out, entry.store_path.to_path_string());
     let work = tempfile::tempdir().unwrap();
     let mirrors_after = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(repos.served());

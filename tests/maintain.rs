@@ -74,7 +74,9 @@ fn entry(name: &str, mode: HashMode, hash: &Hash) -> Entry {
         urls: vec![format!("https://example.org/{name}")],
         drv_paths: [(
             srcgrab_fetcher::builder::host_system(),
-            format!("/nix/store/00000000000000000000000000000000-{name}.drv"),
+            format!("/nix/store/00000000000000000000000000000000-{name}.drv")
+                .parse()
+                .unwrap(),
         )]
         .into(),
         systems: vec!["x86_64-linux".into()],
@@ -106,7 +108,7 @@ fn write_manifest(path: &Path, entries: Vec<Entry>) -> PathBuf {
 }
 
 fn hash_part(e: &Entry) -> String {
-    e.parsed_store_path().unwrap().hash_part().to_string()
+    e.store_path.hash_part().to_string()
 }
 
 fn narinfo_url(cache: &Path, e: &Entry) -> PathBuf {
@@ -284,7 +286,7 @@ fn malformed_or_wrong_version_manifests_fail_with_one_clear_line() {
             // Control characters from the input are shown escaped, on the one line.
             "control.json",
             text.replace("-a-1.tar.gz\"", "-a\\n1\\u0000.tar.gz\""),
-            "-a\\n1\\0.tar.gz",
+            "'a\\n1\\0.tar.gz' has a character Nix does not allow",
         ),
     ];
     for (name, contents, expected) in cases {
@@ -378,7 +380,7 @@ fn ingest_adds_matching_files_once_and_reports_duplicates_and_strangers() {
             disk.join("hello-2.12.tar.gz").to_str().unwrap(),
         ],
     );
-    assert_eq!(added, hello.store_path);
+    assert_eq!(added, hello.store_path.to_path_string());
     let manifest = write_manifest(
         &dir.path().join("m.json"),
         vec![
@@ -561,7 +563,7 @@ fn quick_verify_trusts_only_files_whose_blake3_is_unchanged() {
         stderr(&o)
     );
     assert!(
-        stdout(&o).contains(&c.entries[1].store_path),
+        stdout(&o).contains(&c.entries[1].store_path.to_path_string()),
         "{}",
         stdout(&o)
     );
@@ -704,12 +706,16 @@ fn export_import_round_trip_ends_in_a_cache_nix_realises_from_offline() {
     let mut new_entry = flat("lib-1.1.tar.gz", &new_content);
     old_entry.drv_paths = [(
         srcgrab_fetcher::builder::host_system(),
-        instantiate_fod(dir.path(), "lib-1.0.tar.gz", &old_content),
+        instantiate_fod(dir.path(), "lib-1.0.tar.gz", &old_content)
+            .parse()
+            .unwrap(),
     )]
     .into();
     new_entry.drv_paths = [(
         srcgrab_fetcher::builder::host_system(),
-        instantiate_fod(dir.path(), "lib-1.1.tar.gz", &new_content),
+        instantiate_fod(dir.path(), "lib-1.1.tar.gz", &new_content)
+            .parse()
+            .unwrap(),
     )]
     .into();
     for e in [&old_entry, &new_entry] {
@@ -719,13 +725,14 @@ fn export_import_round_trip_ends_in_a_cache_nix_realises_from_offline() {
                 &[
                     "--query",
                     "--outputs",
-                    e.drv_path_for(&srcgrab_fetcher::builder::host_system())
+                    &e.drv_path_for(&srcgrab_fetcher::builder::host_system())
                         .unwrap()
+                        .to_string()
                 ]
             ),
-            e.store_path
+            e.store_path.to_path_string()
         );
-        let _ = nix("nix-store", &["--delete", &e.store_path]);
+        let _ = nix("nix-store", &["--delete", &e.store_path.to_path_string()]);
     }
     let v1 = write_manifest(&dir.path().join("v1.json"), vec![old_entry.clone()]);
     let v2 = write_manifest(
@@ -846,14 +853,15 @@ fn export_import_round_trip_ends_in_a_cache_nix_realises_from_offline() {
             "nix-store",
             &[
                 "--realise",
-                e.drv_path_for(&srcgrab_fetcher::builder::host_system())
-                    .unwrap(),
+                &e.drv_path_for(&srcgrab_fetcher::builder::host_system())
+                    .unwrap()
+                    .to_string(),
                 "--option",
                 "substituters",
                 &substituters,
             ],
         );
-        assert_eq!(out, e.store_path);
+        assert_eq!(out, e.store_path.to_path_string());
         assert_eq!(&std::fs::read(&out).unwrap(), content);
         let _ = nix("nix-store", &["--delete", &out]);
     }
@@ -986,7 +994,10 @@ fn stats_probe_sizes_entries_with_head_requests_only() {
         dump.stdout.len() as u64
     };
     assert_eq!(stats["total"]["narBytes"], nar(&big) + nar(&small));
-    assert_eq!(stats["largest"][0]["storePath"], big_entry.store_path);
+    assert_eq!(
+        stats["largest"][0]["storePath"],
+        big_entry.store_path.to_path_string()
+    );
     assert_eq!(server.requests("/big.tar.gz"), 2, "retried after the 500");
     assert_eq!(server.requests("/gone.tar.gz"), 1);
     for path in ["/big.tar.gz", "/small.tar.gz"] {
@@ -1028,7 +1039,10 @@ fn diff_sizes_come_from_the_cache_or_the_fetch_report() {
         let o = srcgrab(&args);
         assert_code(&o, 0);
         let diff: Value = serde_json::from_str(&stdout(&o)).unwrap();
-        assert_eq!(diff["updated"][0]["new"]["storePath"], new.store_path);
+        assert_eq!(
+            diff["updated"][0]["new"]["storePath"],
+            new.store_path.to_path_string()
+        );
         (
             diff["updated"][0]["new"]["fileSize"].as_u64(),
             diff["summary"]["total"]["updated"]["bytes"].as_u64(),
@@ -1291,7 +1305,10 @@ fn a_bundle_narinfo_that_is_a_symlink_or_huge_is_refused_by_import() {
         assert_code(&o, 1);
         assert!(started.elapsed() < std::time::Duration::from_secs(30));
         let said = format!("{}{}", stdout(&o), String::from_utf8_lossy(&o.stderr));
-        assert!(said.contains(&e.store_path) && said.contains(why), "{said}");
+        assert!(
+            said.contains(&e.store_path.to_path_string()) && said.contains(why),
+            "{said}"
+        );
         assert!(!offline.join(format!("{}.narinfo", hash_part(&e))).exists());
     }
 }

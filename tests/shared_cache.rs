@@ -56,7 +56,9 @@ fn with_origin(entry: Entry, urls: Vec<String>) -> Entry {
             format!(
                 "/nix/store/00000000000000000000000000000000-{}.drv",
                 entry.name
-            ),
+            )
+            .parse()
+            .unwrap(),
         )]
         .into(),
         systems: vec!["x86_64-linux".into()],
@@ -124,7 +126,7 @@ fn name_of(name: &str) -> srcgrab_manifest::StorePathName {
 }
 
 fn hash_part(entry: &Entry) -> String {
-    entry.parsed_store_path().unwrap().hash_part().to_string()
+    entry.store_path.hash_part().to_string()
 }
 
 /// Two fetches of the same 100 entries into one cache at once, a few rounds: neither ever
@@ -234,12 +236,12 @@ fn realise_all_from(cache: &Path, entries: &[Entry], dir: &Path) {
     let outputs = String::from_utf8(realised.stdout).unwrap();
     for entry in entries {
         assert!(
-            outputs.contains(&entry.store_path),
+            outputs.contains(&entry.store_path.to_path_string()),
             "{} not realised",
             entry.store_path
         );
         let _ = Command::new("nix-store")
-            .args(["--delete", &entry.store_path])
+            .args(["--delete", &entry.store_path.to_path_string()])
             .output();
     }
 }

@@ -13,8 +13,8 @@ pub mod walk;
 
 use srcgrab_formats::aterm;
 use srcgrab_manifest::{
-    Entry, EvalArg, EvalConfig, Failure, Hash, HashAlgo, HashMode, Kind, Manifest, Provenance,
-    Shard, StorePath, MANIFEST_VERSION, MAX_LISTED_ATTRS,
+    DrvPath, Entry, EvalArg, EvalConfig, Failure, Hash, HashAlgo, HashMode, Kind, Manifest,
+    Provenance, Shard, StorePath, MANIFEST_VERSION, MAX_LISTED_ATTRS,
 };
 pub use srcgrab_reporter::{Reporter, Silent};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -282,12 +282,13 @@ fn load_line(
 }
 
 /// The smallest .drv path per building system among the derivations of one output.
-fn drv_paths_by_system(group: &[closure::FoundFod]) -> BTreeMap<String, String> {
+/// (The walk read each .drv at its store path, so every one parses.)
+fn drv_paths_by_system(group: &[closure::FoundFod]) -> BTreeMap<String, DrvPath> {
     let mut paths = BTreeMap::new();
     for fod in group {
-        paths
-            .entry(fod.drv.system.clone())
-            .or_insert_with(|| fod.drv_path.clone());
+        if let Ok(drv_path) = DrvPath::parse(&fod.drv_path) {
+            paths.entry(fod.drv.system.clone()).or_insert(drv_path);
+        }
     }
     paths
 }
@@ -346,8 +347,8 @@ fn describe_fods(closure: closure::Closure) -> Result<(Vec<Entry>, Vec<Failure>)
             }
         };
         let mirrors = mirrors_of(&chosen.drv, &mut mirror_lists)?;
-        let name = match StorePath::parse(&output_path) {
-            Ok(path) => path.name().clone(),
+        let output = match StorePath::parse(&output_path) {
+            Ok(path) => path,
             Err(e) => {
                 for &system in &systems {
                     failures.push(Failure {
@@ -359,14 +360,14 @@ fn describe_fods(closure: closure::Closure) -> Result<(Vec<Entry>, Vec<Failure>)
                 continue;
             }
         };
-        let mut entry = Entry::new(&name, mode, &hash, Kind::Other);
+        let mut entry = Entry::new(output.name(), mode, &hash, Kind::Other);
         classify::classify(&chosen.drv, mirrors, &mut entry);
         if entry.kind == Kind::Other
             && classify::is_derived(&chosen.drv, |path| fod_drvs.contains(path))
         {
             entry.kind = Kind::Derived;
         }
-        entry.store_path = output_path;
+        entry.store_path = output;
         entry.drv_paths = drv_paths_by_system(&group);
         entry.systems = systems.into_iter().cloned().collect();
         entry.attr_count = attrs.len() as u64;

@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use srcgrab_manifest::Entry;
+use srcgrab_manifest::{DrvPath, Entry};
 
 use crate::store::{Cache, Published};
 use crate::Error;
@@ -44,10 +44,10 @@ pub fn host_system() -> String {
 
 /// The entry's derivation to realise here: this system's when the manifest has one (a
 /// fetcher of another system's stdenv cannot run here), else the first recorded.
-pub fn host_drv(entry: &Entry) -> Result<&str, Error> {
+pub fn host_drv(entry: &Entry) -> Result<&DrvPath, Error> {
     entry
         .drv_path_for(&host_system())
-        .ok_or_else(|| Error::NoDerivation(entry.store_path.clone()))
+        .ok_or_else(|| Error::NoDerivation(entry.store_path.to_path_string()))
 }
 
 impl NixBuilder {
@@ -59,11 +59,12 @@ impl NixBuilder {
     /// `cache`, then removes it from the store unless it was there before or the builder
     /// keeps store paths.
     pub fn build(&self, entry: &Entry, cache: &Cache) -> Result<Built, Error> {
-        let drv_path = host_drv(entry)?;
+        let drv_path = host_drv(entry)?.to_string();
+        let drv_path = drv_path.as_str();
         if !is_valid(drv_path)? {
             return Err(Error::MissingDerivation(drv_path.to_string()));
         }
-        let was_in_store = is_valid(&entry.store_path)?;
+        let was_in_store = is_valid(&entry.store_path.to_path_string())?;
         // A temporary GC root keeps a concurrent `nix-store --gc` off the output until it
         // is exported.
         let roots = tempfile::Builder::new()
@@ -90,10 +91,10 @@ impl NixBuilder {
         run(&mut realise)?;
         let output = std::fs::read_link(&root)
             .map_err(Error::io(format!("reading GC root {}", root.display())))?;
-        if output != Path::new(&entry.store_path) {
+        if output != Path::new(&entry.store_path.to_path_string()) {
             return Err(Error::StorePathMismatch {
                 what: drv_path.to_string(),
-                expected: entry.store_path.clone(),
+                expected: entry.store_path.to_path_string(),
                 got: output.display().to_string(),
             });
         }
@@ -103,7 +104,7 @@ impl NixBuilder {
         let removed_from_store = !was_in_store && !self.keep_store_paths && {
             run(Command::new("nix-store")
                 .arg("--delete")
-                .arg(&entry.store_path))?;
+                .arg(entry.store_path.to_path_string()))?;
             true
         };
         Ok(Built {
@@ -120,7 +121,7 @@ fn export(entry: &Entry, cache: &Cache) -> Result<Published, Error> {
     let mut dump = process::Streaming::start(
         Command::new("nix-store")
             .arg("--dump")
-            .arg(&entry.store_path),
+            .arg(entry.store_path.to_path_string()),
     )?;
     let published = cache.publish_nar(entry, dump.stdout());
     dump.finish()?;

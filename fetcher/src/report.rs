@@ -145,7 +145,7 @@ pub struct EntryReport {
 impl EntryReport {
     pub fn new(entry: &Entry, outcome: Outcome) -> EntryReport {
         EntryReport {
-            store_path: entry.store_path.clone(),
+            store_path: entry.store_path.to_path_string(),
             name: entry.name.clone(),
             kind: entry.kind,
             outcome,

@@ -87,7 +87,7 @@ fn realise_from_cache(cache: &Path, entry: &Entry, extra: &[&str]) -> Result<Str
     let scratch = tempfile::tempdir().unwrap();
     let drv = unbuildable_drv(scratch.path(), entry);
     assert!(
-        !Path::new(&entry.store_path).exists(),
+        !Path::new(&entry.store_path.to_path_string()).exists(),
         "{} already valid",
         entry.store_path
     );
@@ -296,7 +296,7 @@ fn nix_substitutes_flat_executable_and_tree_entries_in_every_compression() {
         {
             let out = realise_from_cache(cache.root(), published, &[])
                 .unwrap_or_else(|e| panic!("{compression:?} {}: {e}", published.name));
-            assert_eq!(out, published.store_path);
+            assert_eq!(out, published.store_path.to_path_string());
             let mode = published.hash.mode;
             let algo = published.hash.algo;
             let expected = published.hash.hash().unwrap();
@@ -347,7 +347,7 @@ fn signed_narinfo_without_ca_is_accepted_only_with_the_trusted_key() {
     cache.publish_file(&signed, &file).unwrap();
 
     // Without CA, Nix has only the signature to go by.
-    let hash_part = hash_part(&signed.store_path);
+    let hash_part = signed.store_path.hash_part();
     let narinfo = root.join(format!("{hash_part}.narinfo"));
     let text = fs::read_to_string(&narinfo).unwrap();
     assert!(text.contains("\nSig: srcgrab-test-1:"), "{text}");
@@ -370,7 +370,7 @@ fn signed_narinfo_without_ca_is_accepted_only_with_the_trusted_key() {
         &signed,
         &["--option", "trusted-public-keys", public.trim()],
     );
-    assert_eq!(accepted.unwrap(), signed.store_path);
+    assert_eq!(accepted.unwrap(), signed.store_path.to_path_string());
 }
 
 /// The lock a live cache holds on its scratch directory (`.tmp/run-XXXX.lock`).
@@ -480,7 +480,7 @@ fn publish_nar_takes_nix_store_dump_output_and_fills_the_mirror() {
         assert_eq!(fs::read(root.join(&key)).unwrap(), bytes, "{key}");
     }
     assert!(cache.is_present(&flat).unwrap());
-    let hash_part = hash_part(&flat.store_path);
+    let hash_part = flat.store_path.hash_part();
     assert!(cache.verify_narinfo(hash_part).unwrap().mirror_checked);
     // A flat sha1 output (CA fixed:sha1:...) substitutes too.
     let out = realise_from_cache(&root, &flat, &[]).unwrap();
@@ -497,7 +497,7 @@ fn verify_reports_a_nar_that_does_not_match_its_narhash() {
     let hash = nix_hash(&file, HashAlgo::Sha256, HashMode::Flat);
     let victim = entry("victim", HashMode::Flat, &hash, false);
     cache.publish_file(&victim, &file).unwrap();
-    let hash_part = hash_part(&victim.store_path);
+    let hash_part = victim.store_path.hash_part();
     cache.verify_narinfo(hash_part).unwrap();
 
     let info =
@@ -544,7 +544,10 @@ fn builtin_fetchurl_downloads_from_the_hashed_mirror() {
         cache.publish_file(&mirrored, &file).unwrap();
         assert!(cache.is_present(&mirrored).unwrap());
         assert!(!root
-            .join(format!("{}.narinfo", hash_part(&mirrored.store_path)))
+            .join(format!(
+                "{}.narinfo",
+                hash_part(&mirrored.store_path.to_path_string())
+            ))
             .exists());
         // Leave only `<algo>/<hex>`, to show that is the key Nix 2.8 asks for (the URL,
         // a closed port on loopback, would fail).
@@ -575,7 +578,7 @@ fn builtin_fetchurl_downloads_from_the_hashed_mirror() {
                 &mirror,
             ],
         );
-        assert_eq!(out, mirrored.store_path);
+        assert_eq!(out, mirrored.store_path.to_path_string());
         assert_eq!(fs::read(&out).unwrap(), fs::read(&file).unwrap());
     }
 }
@@ -623,7 +626,7 @@ fn concurrent_publishes_of_one_entry_all_succeed() {
             scope.spawn(|| cache.publish_file(&shared, &file).unwrap());
         }
     });
-    let hash_part = hash_part(&shared.store_path);
+    let hash_part = shared.store_path.hash_part();
     assert!(cache.verify_narinfo(hash_part).unwrap().mirror_checked);
     assert_eq!(fs::read_dir(cache.temp_dir()).unwrap().count(), 0);
 }
@@ -837,7 +840,7 @@ fn git_archive_tarball_unpacks_and_nix_substitutes_the_tree() {
     let cache = open(&tmp.path().join("cache"), Compression::Zstd);
     cache.publish_tree(&source, &dest).unwrap();
     let out = realise_from_cache(cache.root(), &source, &[]).unwrap();
-    assert_eq!(out, source.store_path);
+    assert_eq!(out, source.store_path.to_path_string());
     assert_eq!(
         nix_hash(Path::new(&out), HashAlgo::Sha256, HashMode::Recursive),
         hash
@@ -1025,7 +1028,7 @@ fn verify_reports_a_tampered_mirror_file() {
     let hash = nix_hash(&file, HashAlgo::Sha256, HashMode::Flat);
     let mirrored = entry("mirrored", HashMode::Flat, &hash, false);
     cache.publish_file(&mirrored, &file).unwrap();
-    let hash_part = hash_part(&mirrored.store_path);
+    let hash_part = mirrored.store_path.hash_part();
     assert!(cache.verify_narinfo(hash_part).unwrap().mirror_checked);
 
     let mirror_file = root.join("sha256").join(hash.to_hex());

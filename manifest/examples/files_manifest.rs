@@ -19,7 +19,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         entries.push(Entry {
             drv_paths: [(
                 "x86_64-linux".into(),
-                "/nix/store/00000000000000000000000000000000-bench.drv".into(),
+                "/nix/store/00000000000000000000000000000000-bench.drv"
+                    .parse()
+                    .unwrap(),
             )]
             .into(),
             systems: vec!["x86_64-linux".into()],

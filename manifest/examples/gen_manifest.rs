@@ -6,17 +6,16 @@
 
 use srcgrab_manifest::{
     ContentAddress, Entry, GitSource, Hash, HashAlgo, HashMode, Kind, Manifest, OutputHash,
-    Provenance, StorePathName, Unpack, MANIFEST_VERSION,
+    Provenance, StorePath, StorePathName, Unpack, MANIFEST_VERSION,
 };
 
 /// The fixed-output path of `name` (a generated, always valid name).
-fn fixed_output_path(name: &str, mode: HashMode, hash: &Hash) -> String {
+fn fixed_output_path(name: &str, mode: HashMode, hash: &Hash) -> StorePath {
     let ca = ContentAddress {
         mode,
         hash: hash.clone(),
     };
     ca.store_path(&StorePathName::new(name).expect("generated names are valid"))
-        .to_path_string()
 }
 
 const SYSTEMS: [&str; 4] = [
@@ -121,7 +120,10 @@ fn entry(id: u64, version: u64, rng: &mut Rng) -> Entry {
         git,
         drv_paths: [(
             "x86_64-linux".to_string(),
-            fixed_output_path(&format!("{pname}.drv"), HashMode::Flat, &hash),
+            fixed_output_path(&format!("{pname}.drv"), HashMode::Flat, &hash)
+                .to_path_string()
+                .parse()
+                .expect("a .drv name makes a derivation path"),
         )]
         .into(),
         systems,

@@ -63,7 +63,7 @@ struct Checker<'a> {
     build: &'a BuildGraph,
     cache: &'a CacheContents,
     /// A FOD's .drv path -> its output (an attribute that is itself a source).
-    fod_outputs: HashMap<&'a str, &'a str>,
+    fod_outputs: HashMap<String, String>,
     missing_closure: HashMap<String, PathSet>,
     missing_sources: HashMap<String, PathSet>,
 }
@@ -96,18 +96,18 @@ impl<'a> Checker<'a> {
 
     /// The runtime-closure paths of `drv_path`'s outputs the cache lacks.
     fn missing_outputs(&mut self, drv_path: &str) -> BTreeSet<String> {
-        let outputs: Vec<&str> = match self.build.derivation(drv_path) {
-            Some(drv) => drv.outputs.values().map(String::as_str).collect(),
+        let outputs: Vec<String> = match self.build.derivation(drv_path) {
+            Some(drv) => drv.outputs.values().cloned().collect(),
             None => self
                 .fod_outputs
                 .get(drv_path)
                 .into_iter()
-                .copied()
+                .cloned()
                 .collect(),
         };
         let mut missing = BTreeSet::new();
         for output in outputs {
-            missing.extend(self.missing_closure(output).iter().cloned());
+            missing.extend(self.missing_closure(&output).iter().cloned());
         }
         missing
     }
@@ -176,7 +176,7 @@ pub fn check(
         .flat_map(|e| {
             e.drv_paths
                 .values()
-                .map(|drv| (drv.as_str(), e.store_path.as_str()))
+                .map(|drv| (drv.to_string(), e.store_path.to_path_string()))
         })
         .collect();
     let mut checker = Checker {

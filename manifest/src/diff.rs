@@ -342,7 +342,9 @@ mod tests {
             urls: urls.iter().map(|u| u.to_string()).collect(),
             drv_paths: [(
                 "x86_64-linux".into(),
-                "/nix/store/97qlv6h78lxlm9zc8849ahsbcklhsi2y-x.drv".into(),
+                "/nix/store/97qlv6h78lxlm9zc8849ahsbcklhsi2y-x.drv"
+                    .parse()
+                    .unwrap(),
             )]
             .into(),
             systems: vec!["x86_64-linux".into()],
@@ -474,7 +476,9 @@ mod tests {
         changed.systems.push("aarch64-linux".into());
         changed.drv_paths = [(
             "x86_64-linux".into(),
-            "/nix/store/00000000000000000000000000000000-other.drv".into(),
+            "/nix/store/00000000000000000000000000000000-other.drv"
+                .parse()
+                .unwrap(),
         )]
         .into();
         let new = manifest(vec![changed, entry("b-1.tar.gz", "b", &[])]);

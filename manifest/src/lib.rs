@@ -14,7 +14,7 @@ pub mod shard;
 
 use serde::{Deserialize, Serialize};
 use srcgrab_formats::hash::HashError;
-use srcgrab_formats::store_path::StorePathError;
+pub use srcgrab_formats::store_path::DrvPath;
 use std::collections::BTreeMap;
 
 pub use build_graph::{Attribute, BuildGraph, BuiltDerivation};
@@ -221,7 +221,7 @@ pub struct GitSource {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Entry {
-    pub store_path: String,
+    pub store_path: StorePath,
     /// The store path's name part (e.g. `hello-2.12.tar.gz`).
     pub name: String,
     pub hash: OutputHash,
@@ -246,7 +246,7 @@ pub struct Entry {
     /// The derivations producing this output, by the system that builds them (the .drv's
     /// own `system`): fetchers are built by each system's stdenv, so a source needed on two
     /// systems has two derivations, and only the host's can be realised on the host.
-    pub drv_paths: BTreeMap<String, String>,
+    pub drv_paths: BTreeMap<String, DrvPath>,
     /// Systems whose evaluation needs this output, sorted.
     pub systems: Vec<String>,
     /// The first attribute paths (sorted, at most [`MAX_LISTED_ATTRS`]) whose build closure
@@ -265,7 +265,7 @@ impl Entry {
             hash: hash.clone(),
         };
         Entry {
-            store_path: ca.store_path(name).to_path_string(),
+            store_path: ca.store_path(name),
             name: name.to_string(),
             hash: OutputHash::new(mode, hash),
             kind,
@@ -284,16 +284,10 @@ impl Entry {
 
     /// The derivation to realise on a `host` system: the one built by that system, else the
     /// first (Nix then says which system it needs).
-    pub fn drv_path_for(&self, host: &str) -> Option<&str> {
+    pub fn drv_path_for(&self, host: &str) -> Option<&DrvPath> {
         self.drv_paths
             .get(host)
             .or_else(|| self.drv_paths.values().next())
-            .map(String::as_str)
-    }
-
-    /// The parsed store path; fails only for a hand-edited manifest.
-    pub fn parsed_store_path(&self) -> Result<StorePath, StorePathError> {
-        StorePath::parse(&self.store_path)
     }
 }
 
@@ -308,9 +302,12 @@ pub enum ManifestError {
     )]
     Version { found: u64 },
     #[error("manifest entry {store_path}: {reason}")]
-    BadEntry { store_path: String, reason: String },
+    BadEntry {
+        store_path: StorePath,
+        reason: String,
+    },
     #[error("manifest entries are not sorted by store path, or repeat one, at {0}")]
-    Unsorted(String),
+    Unsorted(StorePath),
     #[error("manifest derivations are not sorted by drv path, or repeat one, at {0}")]
     UnsortedDerivations(String),
 }
@@ -379,7 +376,7 @@ impl Manifest {
                 store_path: e.store_path.clone(),
                 reason,
             };
-            let path = e.parsed_store_path().map_err(|err| bad(err.to_string()))?;
+            let path = &e.store_path;
             if path.name().as_str() != e.name {
                 return Err(bad(format!(
                     "name '{}' differs from the store path's",
@@ -392,7 +389,7 @@ impl Manifest {
                 hash,
             };
             let expected = ca.store_path(path.name());
-            if expected != path {
+            if expected != *path {
                 return Err(bad(format!(
                     "hash {} ({:?}) gives {}, not this path",
                     e.hash.sri,
@@ -429,7 +426,9 @@ mod tests {
         )
         .unwrap();
         Entry {
-            store_path: "/nix/store/1q82x5ah029adc0r5p06p3ivlzzh3hss-empty".into(),
+            store_path: "/nix/store/1q82x5ah029adc0r5p06p3ivlzzh3hss-empty"
+                .parse()
+                .unwrap(),
             name: "empty".into(),
             hash: OutputHash::new(HashMode::Flat, &hash),
             kind: Kind::Url,
@@ -441,7 +440,9 @@ mod tests {
             git: None,
             drv_paths: [(
                 "x86_64-linux".to_string(),
-                "/nix/store/97qlv6h78lxlm9zc8849ahsbcklhsi2y-empty.drv".to_string(),
+                "/nix/store/97qlv6h78lxlm9zc8849ahsbcklhsi2y-empty.drv"
+                    .parse()
+                    .unwrap(),
             )]
             .into(),
             systems: vec!["x86_64-linux".into()],
@@ -513,13 +514,15 @@ mod tests {
     #[test]
     fn picks_the_host_systems_derivation_else_the_first() {
         let mut e = sample_entry();
+        let other = "/nix/store/00000000000000000000000000000000-a.drv";
         e.drv_paths
-            .insert("aarch64-linux".into(), "/nix/store/a.drv".into());
+            .insert("aarch64-linux".into(), other.parse().unwrap());
+        let drv_for = |e: &Entry, system: &str| e.drv_path_for(system).map(|d| d.to_string());
         assert_eq!(
-            e.drv_path_for("x86_64-linux"),
+            drv_for(&e, "x86_64-linux").as_deref(),
             Some("/nix/store/97qlv6h78lxlm9zc8849ahsbcklhsi2y-empty.drv")
         );
-        assert_eq!(e.drv_path_for("riscv64-linux"), Some("/nix/store/a.drv"));
+        assert_eq!(drv_for(&e, "riscv64-linux").as_deref(), Some(other));
         e.drv_paths.clear();
         assert_eq!(e.drv_path_for("x86_64-linux"), None);
         let mut m = sample();

@@ -7,7 +7,7 @@
 //! so the split is the same on every machine, for every system and every release.
 
 use crate::build_graph::BuildGraph;
-use crate::{Entry, Manifest, MANIFEST_VERSION, MAX_LISTED_ATTRS};
+use crate::{Entry, Manifest, StorePath, MANIFEST_VERSION, MAX_LISTED_ATTRS};
 use serde::{Deserialize, Serialize};
 use srcgrab_formats::HashAlgo;
 use std::collections::btree_map::{BTreeMap, Entry as Slot};
@@ -88,7 +88,7 @@ pub fn merge(shards: Vec<Manifest>) -> Result<Manifest, ShardError> {
         return Err(ShardError::Incomplete { got, count });
     }
     let mut failures = Vec::new();
-    let mut entries: BTreeMap<String, Entry> = BTreeMap::new();
+    let mut entries: BTreeMap<StorePath, Entry> = BTreeMap::new();
     let mut build = BuildGraph::default();
     for shard in shards {
         failures.extend(shard.failures);

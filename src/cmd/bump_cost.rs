@@ -6,7 +6,7 @@ use crate::cmd::report::EntrySizes;
 use crate::cmd::stats::Totals;
 use crate::cmd::stats_kit::PathSizes;
 use serde_json::json;
-use srcgrab_manifest::Manifest;
+use srcgrab_manifest::{Manifest, StorePath};
 use std::collections::HashSet;
 
 pub struct BumpCost {
@@ -30,7 +30,7 @@ pub fn compute(
     entry_sizes: &EntrySizes,
     output_sizes: &PathSizes,
 ) -> BumpCost {
-    let before: HashSet<&str> = old.entries.iter().map(|e| e.store_path.as_str()).collect();
+    let before: HashSet<&StorePath> = old.entries.iter().map(|e| &e.store_path).collect();
     let mut cost = BumpCost {
         sources: Totals::default(),
         binaries: Totals::default(),
@@ -38,7 +38,7 @@ pub fn compute(
     for entry in new
         .entries
         .iter()
-        .filter(|e| !before.contains(e.store_path.as_str()))
+        .filter(|e| !before.contains(&e.store_path))
     {
         cost.sources.add(entry_sizes.get(entry));
     }

@@ -52,12 +52,11 @@ impl EntrySizes {
             "cache {} is not a directory",
             cache.display()
         );
-        let paths: Vec<&str> = entries.map(|e| e.store_path.as_str()).collect();
+        let paths: Vec<&StorePath> = entries.map(|e| &e.store_path).collect();
         let by_store_path = paths
             .into_par_iter()
             .filter_map(|path| {
-                let store_path = StorePath::parse(path).ok()?;
-                let hash_part = store_path.hash_part();
+                let hash_part = path.hash_part();
                 let text = std::fs::read_to_string(cache.join(DiskLayout::narinfo_name(hash_part)))
                     .ok()?;
                 let info = NarInfo::parse(&text).ok()?;
@@ -65,7 +64,7 @@ impl EntrySizes {
                     file_size: info.file_size,
                     nar_size: Some(info.nar_size),
                 };
-                Some((path.to_string(), sizes))
+                Some((path.to_path_string(), sizes))
             })
             .collect();
         Ok(EntrySizes { by_store_path })
@@ -108,7 +107,9 @@ impl EntrySizes {
     }
 
     pub fn get(&self, entry: &Entry) -> Option<Sizes> {
-        self.by_store_path.get(&entry.store_path).copied()
+        self.by_store_path
+            .get(&entry.store_path.to_path_string())
+            .copied()
     }
 
     pub fn file_size(&self, entry: &Entry) -> Option<u64> {

@@ -99,7 +99,7 @@ fn probe_sizes(args: &Args, entries: &[Entry], known: &mut EntrySizes) -> anyhow
     for (entry, probed) in unsized_entries.iter().zip(probed) {
         match probed {
             Probed::Size { download, nar } => known.insert(
-                entry.store_path.clone(),
+                entry.store_path.to_path_string(),
                 Sizes {
                     file_size: Some(download),
                     nar_size: nar,
@@ -243,12 +243,13 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         Some(dir) => EntrySizes::from_cache(dir, manifest.entries.iter())?,
         None => EntrySizes::default(),
     };
-    let unsized_entries = manifest
+    let unsized_paths: Vec<String> = manifest
         .entries
         .iter()
         .filter(|e| sizes.get(e).is_none())
-        .map(|e| e.store_path.as_str())
+        .map(|e| e.store_path.to_path_string())
         .collect();
+    let unsized_entries = unsized_paths.iter().map(String::as_str).collect();
     for (path, found) in substituter_sizes(&args, unsized_entries)? {
         sizes.insert(path, found);
     }

@@ -99,7 +99,7 @@ fn repair(args: &Args, manifest: &Manifest, report: &VerifyReport) -> anyhow::Re
         entries: manifest
             .entries
             .iter()
-            .filter(|e| broken.contains(&e.store_path))
+            .filter(|e| broken.contains(&e.store_path.to_path_string()))
             .cloned()
             .collect(),
         failures: Vec::new(),

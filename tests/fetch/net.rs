@@ -248,7 +248,7 @@ fn a_narinfo_file_size_caps_the_nar_download() {
             &content,
             vec![live.url(&format!("/{n}"))],
         );
-        let hash_part = entry.parsed_store_path().unwrap().hash_part().to_string();
+        let hash_part = entry.store_path.hash_part().to_string();
         let narinfo = format!(
             "StorePath: {}\nURL: nar/capped-{n}.nar\nCompression: none\nFileSize: {file_size}\n\
              NarHash: sha256:{:064x}\nNarSize: 5000\nReferences: \n",
@@ -511,7 +511,7 @@ fn endless_and_huge_narinfos_from_a_substituter_are_refused_at_the_cap() {
         flat_entry("b", b"from the url b", vec![live.url("/b")]),
     ];
     let narinfo = |entry: &Entry| {
-        let hash_part = entry.parsed_store_path().unwrap().hash_part().to_string();
+        let hash_part = entry.store_path.hash_part().to_string();
         format!("/{hash_part}.narinfo")
     };
     upstream.route(&narinfo(&entries[0]), Route::endless(None));

@@ -245,7 +245,11 @@ impl Fod {
     pub fn entry(&self, src: &GitSource) -> Entry {
         Entry {
             git: Some(src.clone()),
-            drv_paths: [(srcgrab_fetcher::builder::host_system(), self.drv.clone())].into(),
+            drv_paths: [(
+                srcgrab_fetcher::builder::host_system(),
+                self.drv.parse().unwrap(),
+            )]
+            .into(),
             systems: vec!["x86_64-linux".into()],
             attrs: vec![self.name.clone()],
             attr_count: 1,

@@ -143,10 +143,7 @@ impl Substituter {
         entry: &Entry,
         tally: &AtomicU64,
     ) -> Result<Substitution, Error> {
-        let store_path = entry.parsed_store_path().map_err(|e| Error::Corrupt {
-            what: entry.store_path.clone(),
-            reason: e.to_string(),
-        })?;
+        let store_path = &entry.store_path;
         let narinfo_url = format!("{}/{}.narinfo", self.base, store_path.hash_part());
         if self.is_disabled() {
             return Ok(Substitution::Absent);
@@ -214,7 +211,7 @@ impl Substituter {
 
 /// Why a narinfo cannot describe `entry`, if it cannot.
 fn mismatch(info: &NarInfo, entry: &Entry) -> Option<String> {
-    if info.store_path.to_path_string() != entry.store_path {
+    if info.store_path != entry.store_path {
         return Some(format!(
             "narinfo is for {}",
             info.store_path.to_path_string()

@@ -243,7 +243,7 @@ fn publish_matches(
                 Err(e) => Err(e),
             });
         let mut r = report.lock().unwrap_or_else(|e| e.into_inner());
-        let item = (file.to_path_buf(), entry.store_path.clone());
+        let item = (file.to_path_buf(), entry.store_path.to_path_string());
         match outcome {
             Ok(true) => r.published.push(item),
             Ok(false) => r.already_present.push(item),
@@ -327,7 +327,7 @@ fn ingest_narinfos(
     let entries: HashMap<String, &Entry> = manifest
         .entries
         .iter()
-        .filter_map(|e| Some((e.parsed_store_path().ok()?.hash_part().to_string(), e)))
+        .map(|e| (e.store_path.hash_part().to_string(), e))
         .collect();
     let mut taken: BTreeSet<PathBuf> = BTreeSet::new();
     let narinfos: Vec<(PathBuf, String, PathBuf)> = files
@@ -358,7 +358,7 @@ fn ingest_narinfos(
                 }
                 bundle::import_narinfo_file(cache, entry, dir, path).map(|()| true)
             });
-            (path.clone(), entry.store_path.clone(), outcome)
+            (path.clone(), entry.store_path.to_path_string(), outcome)
         })
         .collect();
     for (path, what, outcome) in outcomes {

@@ -128,7 +128,7 @@ fn is_flat(entry: &Entry) -> bool {
 
 fn declared_hash(entry: &Entry) -> Result<Hash, Error> {
     entry.hash.hash().map_err(|e| Error::Corrupt {
-        what: entry.store_path.clone(),
+        what: entry.store_path.to_path_string(),
         reason: format!("declared hash: {e}"),
     })
 }
@@ -240,10 +240,7 @@ impl Cache {
     /// so two processes never work on one item at once ([`lock`]). Publishing does not take
     /// it itself: the holder may publish several times under one lock.
     pub fn lock_item(&self, entry: &Entry) -> Result<FileLock, Error> {
-        let store_path = entry.parsed_store_path().map_err(|e| Error::Corrupt {
-            what: entry.store_path.clone(),
-            reason: e.to_string(),
-        })?;
+        let store_path = &entry.store_path;
         FileLock::acquire(&self.disk.lock_file(store_path.hash_part()))
     }
 

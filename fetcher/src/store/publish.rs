@@ -236,7 +236,7 @@ impl Cache {
         let declared = declared_hash(entry)?;
         if is_flat(entry) {
             return Err(Error::Corrupt {
-                what: entry.store_path.clone(),
+                what: entry.store_path.to_path_string(),
                 reason: "a flat entry cannot be published from a directory tree".into(),
             });
         }
@@ -285,7 +285,7 @@ impl Cache {
         let (sink, flat) = self.decode_nar(entry, &declared, &mut bounded, sink)?;
         let outcome = sink.finish(self.options.compression)?;
         let corrupt = |reason: String| Error::Corrupt {
-            what: entry.store_path.clone(),
+            what: entry.store_path.to_path_string(),
             reason,
         };
         if outcome.nar_size != nar_size {
@@ -360,7 +360,7 @@ impl Cache {
         let mut nar = sink.finish(compression)?;
         if nar.nar_size != nar_size {
             return Err(Error::Corrupt {
-                what: entry.store_path.clone(),
+                what: entry.store_path.to_path_string(),
                 reason: format!(
                     "NAR has {} bytes, narinfo says NarSize {nar_size}",
                     nar.nar_size
@@ -432,20 +432,20 @@ impl Cache {
         .expect("the declared algorithm is always hashed");
         if got != *declared {
             return Err(Error::HashMismatch {
-                what: entry.store_path.clone(),
+                what: entry.store_path.to_path_string(),
                 expected: declared.to_sri(),
                 got: got.to_sri(),
             });
         }
         let name = StorePathName::new(&entry.name).map_err(|e| Error::Corrupt {
-            what: entry.store_path.clone(),
+            what: entry.store_path.to_path_string(),
             reason: e.to_string(),
         })?;
         let store_path = content_address(entry, declared).store_path(&name);
-        if store_path.to_path_string() != entry.store_path {
+        if store_path != entry.store_path {
             return Err(Error::StorePathMismatch {
                 what: entry.name.clone(),
-                expected: entry.store_path.clone(),
+                expected: entry.store_path.to_path_string(),
                 got: store_path.to_path_string(),
             });
         }

@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use srcgrab_formats::hash::{Hash, HashAlgo, HashMode};
 use srcgrab_formats::nar;
 use srcgrab_formats::narinfo::NarInfo;
-use srcgrab_formats::store_path::StorePath;
 use srcgrab_formats::ContentAddress;
 use srcgrab_manifest::Entry;
 
@@ -111,9 +110,7 @@ impl Cache {
         entry: &Entry,
         declared: &Hash,
     ) -> Result<Option<NarInfo>, Error> {
-        let Ok(store_path) = StorePath::parse(&entry.store_path) else {
-            return Ok(None);
-        };
+        let store_path = &entry.store_path;
         let path = self.disk.narinfo(store_path.hash_part());
         let SmallFile::Text(text) = regular_file::read_small(&path, MAX_NARINFO)? else {
             return Ok(None);
@@ -125,7 +122,7 @@ impl Cache {
             .ca
             .as_ref()
             .is_some_and(|ca| ca.mode == entry.hash.mode && ca.hash == *declared);
-        Ok((info.store_path == store_path && ca_matches).then_some(info))
+        Ok((info.store_path == *store_path && ca_matches).then_some(info))
     }
 
     /// Fully re-checks one published item: FileSize/FileHash of the NAR file, NarHash/NarSize

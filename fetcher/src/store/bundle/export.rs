@@ -86,10 +86,7 @@ fn narinfo_items(cache: &Cache, hash_part: &str) -> Result<Option<(NarInfo, Vec<
 
 /// The files that carry `entry` from the cache, or `None` when it holds none.
 fn entry_items(cache: &Cache, entry: &Entry) -> Result<Option<Vec<Item>>, Error> {
-    let store_path = entry.parsed_store_path().map_err(|e| Error::Corrupt {
-        what: entry.store_path.clone(),
-        reason: e.to_string(),
-    })?;
+    let store_path = &entry.store_path;
     if let Some((_, items)) = narinfo_items(cache, store_path.hash_part())? {
         return Ok(Some(items));
     }
@@ -125,11 +122,7 @@ fn binary_items(
     known: &BTreeSet<String>,
     report: &mut ExportReport,
 ) -> Result<Vec<Item>, Error> {
-    let entries: BTreeSet<&str> = manifest
-        .entries
-        .iter()
-        .map(|e| e.store_path.as_str())
-        .collect();
+    let entries: BTreeSet<&StorePath> = manifest.entries.iter().map(|e| &e.store_path).collect();
     let mut seen: BTreeSet<String> = BTreeSet::new();
     let mut queue: VecDeque<(StorePath, bool)> = outputs(manifest)
         .into_iter()
@@ -139,7 +132,7 @@ fn binary_items(
     let mut items = Vec::new();
     while let Some((path, is_output)) = queue.pop_front() {
         let absolute = path.to_path_string();
-        if !seen.insert(absolute.clone()) || entries.contains(absolute.as_str()) {
+        if !seen.insert(absolute.clone()) || entries.contains(&path) {
             continue;
         }
         let held = match cache.published_binary(&path)? {
@@ -173,7 +166,7 @@ pub fn export(
 ) -> Result<ExportReport, Error> {
     let known: BTreeSet<String> = since
         .map(|m| {
-            let entries = m.entries.iter().map(|e| e.store_path.clone());
+            let entries = m.entries.iter().map(|e| e.store_path.to_path_string());
             let outputs = m.build.output_paths().into_iter().map(str::to_string);
             entries.chain(outputs).collect()
         })
@@ -197,15 +190,15 @@ pub fn export(
     for entry in manifest
         .entries
         .iter()
-        .filter(|e| !known.contains(&e.store_path))
+        .filter(|e| !known.contains(&e.store_path.to_path_string()))
     {
         report.new_entries += 1;
         match entry_items(cache, entry)? {
             Some(found) => {
-                report.exported.push(entry.store_path.clone());
+                report.exported.push(entry.store_path.to_path_string());
                 items.extend(found);
             }
-            None => report.not_in_cache.push(entry.store_path.clone()),
+            None => report.not_in_cache.push(entry.store_path.to_path_string()),
         }
     }
     items.extend(binary_items(cache, manifest, &known, &mut report)?);

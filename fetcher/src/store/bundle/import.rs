@@ -46,7 +46,7 @@ fn by_hash_part(manifest: &Manifest) -> HashMap<String, &Entry> {
     manifest
         .entries
         .iter()
-        .filter_map(|e| Some((e.parsed_store_path().ok()?.hash_part().to_string(), e)))
+        .map(|e| (e.store_path.hash_part().to_string(), e))
         .collect()
 }
 
@@ -58,7 +58,7 @@ fn publish_from_nar(
     info: &NarInfo,
     nar: fs::File,
 ) -> Result<(), Error> {
-    if info.store_path.to_path_string() != entry.store_path {
+    if info.store_path != entry.store_path {
         return Err(bad_bundle(format!(
             "narinfo names {}, not {}",
             info.store_path.to_path_string(),
@@ -84,10 +84,10 @@ fn publish_from_file(cache: &Cache, entry: &Entry, mut file: fs::File) -> Result
 /// Records one entry's outcome.
 fn record(report: &mut ImportReport, entry: &Entry, outcome: Result<(), Error>) {
     match outcome {
-        Ok(()) => report.imported.push(entry.store_path.clone()),
+        Ok(()) => report.imported.push(entry.store_path.to_path_string()),
         Err(e) => report
             .failed
-            .push((entry.store_path.clone(), e.to_string())),
+            .push((entry.store_path.to_path_string(), e.to_string())),
     }
 }
 
@@ -125,9 +125,7 @@ pub fn import_dir(
             if cache.is_present(entry).unwrap_or(false) {
                 return DirOutcome::Present;
             }
-            let Ok(store_path) = entry.parsed_store_path() else {
-                return DirOutcome::Absent;
-            };
+            let store_path = &entry.store_path;
             let narinfo = bundle.join(DiskLayout::narinfo_name(store_path.hash_part()));
             let file = Path::new("files").join(store_path.hash_part());
             // What is there, links not followed: a bundle's symlink is refused, never read.
@@ -154,9 +152,9 @@ pub fn import_dir(
     import_dir_binaries(bundle, cache, keys, &by_hash_part(&manifest), &mut report)?;
     for (entry, outcome) in manifest.entries.iter().zip(outcomes) {
         match outcome {
-            DirOutcome::Present => report.present.push(entry.store_path.clone()),
+            DirOutcome::Present => report.present.push(entry.store_path.to_path_string()),
             DirOutcome::Published(outcome) => record(&mut report, entry, outcome),
-            DirOutcome::Absent => report.absent.push(entry.store_path.clone()),
+            DirOutcome::Absent => report.absent.push(entry.store_path.to_path_string()),
         }
     }
     report.sort();
@@ -260,7 +258,7 @@ pub fn import_tar(
         if let Some(hash_part) = DiskLayout::narinfo_hash_part(&name) {
             let entry = entries_by_hash.get(hash_part).copied();
             if let Some(entry) = entry {
-                handled.insert(entry.store_path.clone());
+                handled.insert(entry.store_path.to_path_string());
             }
             let read = read_tar_narinfo(&mut item, &name).and_then(|text| {
                 let info = NarInfo::parse(&text)?;
@@ -287,7 +285,7 @@ pub fn import_tar(
             .strip_prefix("files/")
             .and_then(|h| entries_by_hash.get(h).copied())
         {
-            handled.insert(entry.store_path.clone());
+            handled.insert(entry.store_path.to_path_string());
             import_locked(cache, &mut report, entry, || {
                 let spooled = spool(&mut item, cache)?;
                 Ok(reopen(&spooled).and_then(|f| publish_from_file(cache, entry, f)))
@@ -299,7 +297,7 @@ pub fn import_tar(
     for (_, waiters) in waiting {
         for waiter in waiters {
             let what = match waiter {
-                Waiter::Entry(_, entry) => entry.store_path.clone(),
+                Waiter::Entry(_, entry) => entry.store_path.to_path_string(),
                 Waiter::Binary(upstream) => upstream.info.store_path.to_path_string(),
             };
             report
@@ -308,10 +306,10 @@ pub fn import_tar(
         }
     }
     for entry in &manifest.entries {
-        if !handled.contains(&entry.store_path) {
+        if !handled.contains(&entry.store_path.to_path_string()) {
             match cache.is_present(entry) {
-                Ok(true) => report.present.push(entry.store_path.clone()),
-                _ => report.absent.push(entry.store_path.clone()),
+                Ok(true) => report.present.push(entry.store_path.to_path_string()),
+                _ => report.absent.push(entry.store_path.to_path_string()),
             }
         }
     }
@@ -410,7 +408,7 @@ fn import_locked(
         }
     };
     if cache.is_present(entry).unwrap_or(false) {
-        report.present.push(entry.store_path.clone());
+        report.present.push(entry.store_path.to_path_string());
         return Ok(());
     }
     let outcome = publish()?;

@@ -251,7 +251,7 @@ pub fn verify_cache(
         .map(|m| {
             m.entries
                 .iter()
-                .filter_map(|e| Some((e.parsed_store_path().ok()?.hash_part().to_string(), e)))
+                .map(|e| (e.store_path.hash_part().to_string(), e))
                 .collect()
         })
         .unwrap_or_default();
@@ -346,7 +346,7 @@ pub fn verify_cache(
             .parsed
             .get(h)
             .map(|i| i.store_path.to_path_string())
-            .or_else(|| by_hash_part.get(h).map(|e| e.store_path.clone()));
+            .or_else(|| by_hash_part.get(h).map(|e| e.store_path.to_path_string()));
         check_item(narinfo_files(h), store_path, &|| {
             cache.verify_narinfo(h).map(drop)
         });
@@ -445,7 +445,7 @@ fn mirror_owners(
     });
     let from_manifest = flat_entries
         .iter()
-        .filter_map(|e| Some((e.hash.hash().ok()?, e.store_path.clone())));
+        .filter_map(|e| Some((e.hash.hash().ok()?, e.store_path.to_path_string())));
     let mut owners = HashMap::new();
     for (hash, store_path) in from_narinfos.chain(from_manifest) {
         let file = if hash.algo == HashAlgo::Sha256 {
@@ -475,9 +475,7 @@ fn missing_entries(
     entries
         .par_iter()
         .filter(|e| {
-            let Ok(path) = StorePath::parse(&e.store_path) else {
-                return true;
-            };
+            let path = &e.store_path;
             let flat = e.hash.mode == HashMode::Flat;
             let narinfo_missing = layout.cache
                 && (no_nars
@@ -488,7 +486,7 @@ fn missing_entries(
                 layout.mirror && flat && (no_mirror || !cache.mirror_keys_complete(e));
             narinfo_missing || mirror_missing
         })
-        .map(|e| e.store_path.clone())
+        .map(|e| e.store_path.to_path_string())
         .collect()
 }
 
