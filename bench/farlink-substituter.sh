@@ -13,10 +13,16 @@
 #   SMALL=2000 LARGE=3 bench/farlink-substituter.sh      defaults: 2000, 3, 0.6 s, 2 MB/s, 1 MB/s, 7
 #   SMALL=300 LARGE=2 THIN_SMALL=100 bench/farlink-substituter.sh     modest sizes
 #   SRCGRAB=target/debug/srcgrab bench/farlink-substituter.sh         a binary already built
-#   ROWS="mirrors" bench/farlink-substituter.sh                       some rows only (far thin mirrors)
+#   ROWS="mirrors" bench/farlink-substituter.sh                       some rows only (far far-h2 thin mirrors)
+#   NIX_COPY=0 bench/farlink-substituter.sh                           the far row without `nix copy`
+#   LIMIT=600 bench/farlink-substituter.sh                            stop any one run after 600 s
 #
-# Not here yet: the HTTP/2-over-TLS variant (srcgrab gives HTTP/2 hosts a stream budget,
-# but no HTTP/2 test server is set up).
+#   far-h2   the far link's cache over HTTP/2 with TLS (a CA made here, trusted through
+#            NIX_SSL_CERT_FILE): bench/farlink_h2_server.py under hypercorn (`pip install
+#            hypercorn`; HYPERCORN=path/to/hypercorn), LATENCY before each response's head,
+#            RATE per TCP connection for all its streams together
+#
+# The far rows' servers trace the requests in flight each second (printed after the row).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 small=${SMALL:-2000}
@@ -26,7 +32,7 @@ rate=${RATE:-2000000}
 thin=${THIN:-1000000}
 thin_small=${THIN_SMALL:-$small}
 dead=${DEAD:-7}
-rows=" ${ROWS:-far thin mirrors} "
+rows=" ${ROWS:-far far-h2 thin mirrors} "
 work=$(mktemp -d /var/tmp/srcgrab-farsub.XXXXXX)
 server_pid=
 stop_server() {
@@ -94,7 +100,7 @@ json.dump(manifest(thin, 0), open(f"{work}/thin.json", "w"))
 open(f"{work}/thin-paths", "w").write("\n".join(p for p, _ in thin) + "\n")
 PY
 
-serve() { # LATENCY RATE [--total]
+serve() { # LATENCY RATE [--total] [--trace FILE]
   python3 "$root/bench/farlink_server.py" "$work/srv" "$port" "$@" > "$work/server.log" 2>&1 &
   server_pid=$!
   for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
@@ -104,26 +110,58 @@ measure() { # LABEL COMMAND...
   local label=$1; shift
   local began ended
   began=$(date +%s.%N)
-  "$@" > "$work/$label.log" 2>&1 || { echo "$label failed:"; tail -5 "$work/$label.log"; }
+  # LIMIT (s): a run still going then is stopped; its wall time is then a lower bound.
+  timeout "${LIMIT:-7200}" "$@" > "$work/$label.log" 2>&1 || { echo "$label failed or stopped:"; tail -5 "$work/$label.log"; }
   ended=$(date +%s.%N)
   walls[$label]=$(echo "$ended - $began" | bc)
   printf '%-18s wall %7.1f s\n' "$label" "${walls[$label]}"
 }
 ratio() { echo "${walls[$1]} / ${walls[$2]}" | bc -l; }
+show_trace() { # FILE
+  echo "    requests in flight (most in each second): $(cut -d' ' -f2 "$1" | tr '\n' ' ')"
+  echo "    connections (each second):                $(cut -d' ' -f3 "$1" | tr '\n' ' ')"
+}
 
 if [[ $rows == *" far "* ]]; then
 echo "== far link: ${latency} s first byte, $rate B/s per connection"
-serve "$latency" "$rate"
-measure nix-copy xargs nix --extra-experimental-features nix-command copy --no-check-sigs \
-  --from "http://127.0.0.1:$port/cache" --to "file://$work/nixcopy" < "$work/paths"
-tail -1 "$work/server.log" 2>/dev/null || true
-stop_server; serve "$latency" "$rate"
+if [ "${NIX_COPY:-1}" = 1 ]; then
+  serve "$latency" "$rate"
+  measure nix-copy xargs nix --extra-experimental-features nix-command copy --no-check-sigs \
+    --from "http://127.0.0.1:$port/cache" --to "file://$work/nixcopy" < "$work/paths"
+  tail -1 "$work/server.log" 2>/dev/null || true
+  stop_server
+fi
+serve "$latency" "$rate" --trace "$work/trace-far"
 measure srcgrab-far "$srcgrab" fetch "$work/live.json" --cache "$work/c-far" \
   --substituter "http://127.0.0.1:$port/cache" --report "$work/far.json"
 grep -E "entries|127\.0\.0" "$work/srcgrab-far.log" | sed 's/^/    /'
 stop_server; sleep 0.2
-printf '  srcgrab / nix copy: %.2fx (goal <= 0.25x)\n' "$(ratio srcgrab-far nix-copy)"
+show_trace "$work/trace-far"
+if [ "${NIX_COPY:-1}" = 1 ]; then
+  printf '  srcgrab / nix copy: %.2fx (goal <= 0.25x)\n' "$(ratio srcgrab-far nix-copy)"
+fi
+fi
 
+if [[ $rows == *" far-h2 "* ]]; then
+echo "== far link over HTTP/2 with TLS: ${latency} s before each head, $rate B/s per connection"
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=bench far-link CA" \
+  -keyout "$work/ca.key" -out "$work/ca.pem" 2> /dev/null
+openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout "$work/server.key" \
+  -out "$work/server.csr" 2> /dev/null
+printf 'subjectAltName=IP:127.0.0.1\n' > "$work/san"
+openssl x509 -req -in "$work/server.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" \
+  -CAcreateserial -days 2 -extfile "$work/san" -out "$work/server.pem" 2> /dev/null
+(cd "$root/bench" && FARLINK_ROOT="$work/srv" FARLINK_LATENCY="$latency" FARLINK_RATE="$rate" \
+  FARLINK_TRACE="$work/trace-h2" exec "${HYPERCORN:-hypercorn}" --certfile "$work/server.pem" \
+  --keyfile "$work/server.key" -b "127.0.0.1:$port" farlink_h2_server:app) > "$work/h2.log" 2>&1 &
+server_pid=$!
+for _ in $(seq 100); do curl -s -o /dev/null --cacert "$work/ca.pem" "https://127.0.0.1:$port/" && break; sleep 0.1; done
+curl -s -o /dev/null --cacert "$work/ca.pem" -w '    server speaks HTTP/%{http_version}\n' --http2 "https://127.0.0.1:$port/"
+NIX_SSL_CERT_FILE="$work/ca.pem" measure srcgrab-far-h2 "$srcgrab" fetch "$work/live.json" \
+  --cache "$work/c-far-h2" --substituter "https://127.0.0.1:$port/cache" --report "$work/far-h2.json"
+grep -E "entries|127\.0\.0" "$work/srcgrab-far-h2.log" | sed 's/^/    /'
+stop_server; sleep 0.2
+show_trace "$work/trace-h2"
 fi
 
 if [[ $rows == *" thin "* ]]; then

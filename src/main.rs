@@ -2,6 +2,8 @@
 //!
 //! Exit codes (as ripgrep): 0 all went well, 1 finished but some items failed, 2 fatal.
 
+#[macro_use]
+mod one_line;
 mod cli_values;
 mod cmd;
 mod progress;
@@ -68,7 +70,7 @@ fn main() -> ExitCode {
         Ok(Status::Ok) => ExitCode::SUCCESS,
         Ok(Status::SomeFailed) => ExitCode::from(1),
         Err(err) => {
-            eprintln!("srcgrab: {err:#}");
+            tell!("srcgrab: {err:#}");
             ExitCode::from(2)
         }
     }

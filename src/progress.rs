@@ -50,7 +50,7 @@ impl PeriodicLog {
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
         if last.elapsed() >= self.every {
             *last = Instant::now();
-            eprintln!("srcgrab: {}", line());
+            tell!("srcgrab: {}", line());
         }
     }
 }

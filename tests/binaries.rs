@@ -520,6 +520,37 @@ fn srcgrab(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `nix-build -A hello` of the fixture with `cache` as the only substituter, only `public_key`
+/// trusted, signatures required and no builds allowed; it must succeed.
+fn build_hello_offline(fixture: &str, cache: &Path, public_key: &str) -> Output {
+    let built = run(
+        "nix-build",
+        &[
+            fixture,
+            "-A",
+            "hello",
+            "--no-out-link",
+            "--max-jobs",
+            "0",
+            "--option",
+            "substituters",
+            &format!("file://{}", cache.display()),
+            "--option",
+            "trusted-public-keys",
+            public_key,
+            "--option",
+            "require-sigs",
+            "true",
+        ],
+    );
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    built
+}
+
 /// `enumerate --outputs` records the fixture packages' outputs; a fetch of that manifest
 /// takes them from an upstream cache holding them (the sources from their URLs), and Nix
 /// then gets `hello` from the srcgrab cache alone with no build allowed.
@@ -720,31 +751,7 @@ fn outputs_of_a_manifest_come_from_substituters_and_nix_builds_nothing() {
         assert_eq!(entry["status"], "mirrored", "{entry}");
     }
 
-    let built = run(
-        "nix-build",
-        &[
-            fixture,
-            "-A",
-            "hello",
-            "--no-out-link",
-            "--max-jobs",
-            "0",
-            "--option",
-            "substituters",
-            &format!("file://{}", cache.display()),
-            "--option",
-            "trusted-public-keys",
-            &public_key,
-            "--option",
-            "require-sigs",
-            "true",
-        ],
-    );
-    assert!(
-        built.status.success(),
-        "{}",
-        String::from_utf8_lossy(&built.stderr)
-    );
+    let built = build_hello_offline(fixture, &cache, &public_key);
     assert_eq!(String::from_utf8_lossy(&built.stdout).trim(), hello);
     assert!(Path::new(&hello).join("bin/hello").exists());
     let _ = run("nix-store", &["--delete", &hello]);
@@ -819,31 +826,7 @@ fn outputs_of_a_manifest_come_from_substituters_and_nix_builds_nothing() {
     for path in [&hello, &data] {
         assert!(said.contains(&format!("imported: {path}")), "{said}");
     }
-    let built = run(
-        "nix-build",
-        &[
-            fixture,
-            "-A",
-            "hello",
-            "--no-out-link",
-            "--max-jobs",
-            "0",
-            "--option",
-            "substituters",
-            &format!("file://{}", imported_cache.display()),
-            "--option",
-            "trusted-public-keys",
-            &public_key,
-            "--option",
-            "require-sigs",
-            "true",
-        ],
-    );
-    assert!(
-        built.status.success(),
-        "{}",
-        String::from_utf8_lossy(&built.stderr)
-    );
+    build_hello_offline(fixture, &imported_cache, &public_key);
     let _ = run("nix-store", &["--delete", &hello]);
 
     // A disk that is a binary cache (`nix copy --to file://`): ingest takes its binaries when
@@ -879,31 +862,7 @@ fn outputs_of_a_manifest_come_from_substituters_and_nix_builds_nothing() {
             .any(|l| l.starts_with("unmatched: ") && l.contains("/nar/")),
         "{said}"
     );
-    let built = run(
-        "nix-build",
-        &[
-            fixture,
-            "-A",
-            "hello",
-            "--no-out-link",
-            "--max-jobs",
-            "0",
-            "--option",
-            "substituters",
-            &format!("file://{}", ingested.display()),
-            "--option",
-            "trusted-public-keys",
-            &public_key,
-            "--option",
-            "require-sigs",
-            "true",
-        ],
-    );
-    assert!(
-        built.status.success(),
-        "{}",
-        String::from_utf8_lossy(&built.stderr)
-    );
+    build_hello_offline(fixture, &ingested, &public_key);
     let _ = run("nix-store", &["--delete", &hello]);
 }
 

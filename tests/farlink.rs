@@ -1,13 +1,17 @@
 //! Far links on loopback: many small requests to one host whose every answer waits before
 //! its first byte. Narinfo look-ups follow the per-host rules (a count of their own that
-//! grows while answers come faster, up to `--max-lookups-per-host`).
+//! grows while answers come faster, up to `--max-lookups-per-host`; over HTTP/2, streams).
 
 mod support;
 
+use serde_json::{json, Value};
 use srcgrab_fetcher::binaries::sizes::{narinfo_sizes, NarinfoSizes};
 use srcgrab_fetcher::net::DownloadOptions;
 use srcgrab_formats::store_path::StorePath;
+use std::path::Path;
 use std::time::Duration;
+use support::h2::H2Server;
+use support::tls::TestCa;
 use support::{Route, TestServer};
 
 const NIX32: &[u8] = b"0123456789abcdfghijklmnpqrsvwxyz";
@@ -81,5 +85,85 @@ fn narinfo_lookups_grow_past_their_start_on_a_far_link_and_keep_to_their_ceiling
         server.max_requests_in_flight(),
         16,
         "the ceiling, saturated"
+    );
+}
+
+/// A manifest whose build graph has `paths` as outputs, for `stats` to size.
+fn outputs_manifest(dir: &Path, paths: &[StorePath]) -> std::path::PathBuf {
+    let derivations: Vec<Value> = paths
+        .iter()
+        .enumerate()
+        .map(|(i, path)| {
+            json!({
+                "drvPath": format!("/nix/store/{}-out-{i}.drv", path.hash_part()),
+                "system": "x86_64-linux",
+                "outputs": {"out": path.to_path_string()},
+                "inputs": [],
+                "sources": [],
+            })
+        })
+        .collect();
+    let attribute = json!({
+        "system": "x86_64-linux",
+        "attr": "all",
+        "drvPath": derivations[0]["drvPath"],
+    });
+    let manifest = json!({
+        "version": 2,
+        "provenance": {
+            "systems": ["x86_64-linux"],
+            "nixVersion": "test",
+            "config": {"allowUnfree": false, "allowBroken": false, "allowInsecure": false},
+            "attrs": [],
+        },
+        "failures": [],
+        "entries": [],
+        "build": {"derivations": derivations, "attributes": [attribute]},
+    });
+    let path = dir.join("outputs.json");
+    std::fs::write(&path, manifest.to_string()).unwrap();
+    path
+}
+
+/// `srcgrab stats` of 300 outputs from a binary cache speaking HTTP/2 only, each answer
+/// after 300 ms: every size known, the look-ups many streams at once over few connections.
+#[test]
+fn stats_over_http2_sends_its_lookups_as_many_streams_of_few_connections() {
+    let ca = TestCa::new("far cache");
+    let server = H2Server::start(ca.acceptor_h2(), Duration::from_millis(300));
+    let paths: Vec<StorePath> = (0..300)
+        .map(|i| {
+            let (path, text) = narinfo(i);
+            server.route(&format!("/cache/{}.narinfo", path.hash_part()), text);
+            path
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    ca.write_pem(&ca_file);
+    let manifest = outputs_manifest(dir.path(), &paths);
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_srcgrab"))
+        .arg("stats")
+        .arg(&manifest)
+        .args(["--substituter", &server.url("/cache"), "--json"])
+        .env("NIX_SSL_CERT_FILE", &ca_file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let stats: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let binaries = &stats["kit"]["all"]["binaries"];
+    assert_eq!(binaries["entries"], 300, "{binaries}");
+    assert_eq!(binaries["unknownSizes"], 0, "{binaries}");
+    let file_bytes: u64 = (0..300).map(|i| 1000 + i).sum();
+    assert_eq!(binaries["fileBytes"], file_bytes, "{binaries}");
+    assert_eq!(server.requests(), 300, "each narinfo asked once");
+    let (connections, streams) = (server.connections(), server.max_concurrent_streams());
+    // More than the 32 an HTTP/1.1 host starts its look-ups with, over at most that many
+    // connections (opened before the first answer said HTTP/2).
+    assert!(connections <= 32, "{connections} connections");
+    assert!(
+        streams > 32 && streams > 2 * connections,
+        "{streams} streams at once over {connections} connections"
     );
 }

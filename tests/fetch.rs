@@ -325,6 +325,35 @@ fn follows_redirects_applies_rewrites_and_tries_hashed_mirrors_first() {
 }
 
 #[test]
+fn a_redirect_to_a_local_file_is_not_followed_and_says_so() {
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, b"not for the cache").unwrap();
+    let location = format!("file://{}", secret.display());
+    server.route("/away", Route::redirect(302, &location));
+    let entry = flat_entry("secret", b"not for the cache", vec![server.url("/away")]);
+    let manifest = write_manifest(dir.path(), vec![entry.clone()]);
+
+    let run = fetch(dir.path(), &manifest, &cache, &[]);
+    assert_eq!(run.code(), 1, "{}", run.stderr());
+    assert!(
+        run.stderr().contains(&format!(
+            "HTTP 302 Found: redirect to {location} not followed (only http and https URLs are)"
+        )),
+        "{}",
+        run.stderr()
+    );
+    assert_eq!(
+        server.requests("/away"),
+        1,
+        "a redirect's answer is permanent"
+    );
+    assert!(!narinfo_path(&cache, &entry).exists());
+}
+
+#[test]
 fn wrong_content_everywhere_fails_with_exit_1_and_publishes_nothing() {
     let server = TestServer::start();
     let dir = tempfile::tempdir().unwrap();
@@ -1068,10 +1097,46 @@ fn a_full_disk_stops_the_run_with_exit_2() {
         .as_str()
         .expect("the report says why it stopped");
     assert!(stopped.contains("disk full"), "{stopped}");
+    // Counted in GETs: a HEAD that sizes a waiting file ahead of its turn downloads nothing.
+    let gets: u64 = (0..5)
+        .map(|i| server.stats(&format!("/big/{i}")))
+        .map(|s| s.requests - s.head_requests)
+        .sum();
     assert!(
-        server.total_requests() < 5,
-        "the run went on after the disk filled: {} requests",
-        server.total_requests()
+        gets < 5,
+        "the run went on after the disk filled: {gets} GETs"
+    );
+
+    // What the run left in `.tmp` besides partial downloads (its scratch directory, when
+    // the stop did not unwind), and a killed run's (its lock no longer held), go with the
+    // next run.
+    let temp = small.join("cache/.tmp");
+    let scratch = || -> Vec<String> {
+        std::fs::read_dir(&temp)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name != "partial")
+            .collect()
+    };
+    let killed = temp.join("run-killed");
+    std::fs::create_dir(&killed).unwrap();
+    std::fs::write(temp.join("run-killed.lock"), b"").unwrap();
+    let before = scratch();
+    let again = fetch(
+        dir.path(),
+        &manifest,
+        &small.join("cache"),
+        &["--jobs", "1"],
+    );
+    assert_eq!(again.code(), 2, "{}", again.stderr());
+    let after = scratch();
+    assert!(
+        before.iter().all(|name| !after.contains(name)),
+        "left in .tmp: {before:?} before, {after:?} after"
+    );
+    assert!(
+        after.len() <= 2,
+        "at most the last run's scratch and lock: {after:?}"
     );
 }
 

@@ -137,6 +137,21 @@ struct IngestedCache {
     contents: Vec<Vec<u8>>,
 }
 
+/// `srcgrab ingest FILES --manifest M --cache C --compression X`, which must succeed.
+fn ingest_ok(files: &Path, manifest: &Path, cache: &Path, compression: &str) {
+    let o = srcgrab(&[
+        &"ingest",
+        &files,
+        &"--manifest",
+        &manifest,
+        &"--cache",
+        &cache,
+        &"--compression",
+        &compression,
+    ]);
+    assert_code(&o, 0);
+}
+
 fn ingested_cache(compression: &str) -> IngestedCache {
     let dir = tempfile::tempdir().unwrap();
     let files = dir.path().join("files");
@@ -152,17 +167,7 @@ fn ingested_cache(compression: &str) -> IngestedCache {
     }
     let manifest = write_manifest(&dir.path().join("m.json"), entries.clone());
     let cache = dir.path().join("cache");
-    let o = srcgrab(&[
-        &"ingest",
-        &files,
-        &"--manifest",
-        &manifest,
-        &"--cache",
-        &cache,
-        &"--compression",
-        &compression,
-    ]);
-    assert_code(&o, 0);
+    ingest_ok(&files, &manifest, &cache, compression);
     IngestedCache {
         dir,
         manifest,
@@ -274,6 +279,12 @@ fn malformed_or_wrong_version_manifests_fail_with_one_clear_line() {
             "badpath.json",
             text.replace("-a-1.tar.gz\"", "-b-1.tar.gz\""),
             "differs from the store path",
+        ),
+        (
+            // Control characters from the input are shown escaped, on the one line.
+            "control.json",
+            text.replace("-a-1.tar.gz\"", "-a\\n1\\u0000.tar.gz\""),
+            "-a\\n1\\0.tar.gz",
         ),
     ];
     for (name, contents, expected) in cases {
@@ -605,6 +616,58 @@ fn repair_refetches_corrupt_and_missing_entries() {
     assert_code(&verify(&c.cache, &[&"--manifest", &manifest]), 0);
     assert_eq!(std::fs::read(&mirror).unwrap(), c.contents[1]);
     server.stop();
+}
+
+/// Two entries with the same content share one NAR file: a repair of one's damaged narinfo
+/// leaves the other whole.
+#[test]
+fn repair_keeps_a_nar_file_that_a_good_narinfo_shares() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = dir.path().join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    let content = unique("shared", 20_000);
+    std::fs::write(files.join("same.tar.gz"), &content).unwrap();
+    let entries = vec![
+        flat("same-1.tar.gz", &content),
+        flat("same-2.tar.gz", &content),
+    ];
+    let manifest = write_manifest(&dir.path().join("m.json"), entries.clone());
+    let cache = dir.path().join("cache");
+    ingest_ok(&files, &manifest, &cache, "zstd");
+    let shared = narinfo_url(&cache, &entries[0]);
+    assert_eq!(
+        shared,
+        narinfo_url(&cache, &entries[1]),
+        "one NAR file for both"
+    );
+    let damaged = cache.join(format!("{}.narinfo", hash_part(&entries[0])));
+    let text = std::fs::read_to_string(&damaged).unwrap();
+    std::fs::write(&damaged, text.replace("NarSize: ", "NarSize: 1")).unwrap();
+
+    let o = verify(&cache, &[&"--manifest", &manifest]);
+    assert_code(&o, 1);
+    let o = verify(
+        &cache,
+        &[
+            &"--manifest",
+            &manifest,
+            &"--repair",
+            &"--",
+            &"--no-substituters",
+        ],
+    );
+    assert!(!damaged.exists(), "the damaged narinfo is removed");
+    assert!(
+        shared.exists(),
+        "the NAR file the good narinfo names is kept: {}",
+        stdout(&o)
+    );
+    let good = verify(&cache, &[]);
+    assert!(
+        !stdout(&good).contains(&hash_part(&entries[1])),
+        "{}",
+        stdout(&good)
+    );
 }
 
 /// A tiny FOD whose builder cannot build: only a substituter can realise it.

@@ -45,9 +45,9 @@ pub fn run_export(args: ExportArgs) -> anyhow::Result<Status> {
     let cache = Cache::open_read_only(&args.cache, CacheOptions::default());
     let report = export(&cache, &manifest, since.as_ref(), target)?;
     for store_path in &report.not_in_cache {
-        eprintln!("srcgrab: not in the cache, left out: {store_path}");
+        tell!("srcgrab: not in the cache, left out: {store_path}");
     }
-    eprintln!(
+    tell!(
         "srcgrab: exported {} of {} new entries and {} binaries ({}) to {}; {} new outputs have no binary in the cache",
         report.exported.len(),
         report.new_entries,
@@ -119,15 +119,15 @@ pub fn run_import(args: ImportArgs) -> anyhow::Result<Status> {
 
 fn print_import(report: &ImportReport) {
     for store_path in &report.imported {
-        println!("imported: {store_path}");
+        say!("imported: {store_path}");
     }
     for (store_path, reason) in &report.failed {
-        println!("failed: {store_path}: {reason}");
+        say!("failed: {store_path}: {reason}");
     }
     for path in &report.ignored {
-        println!("ignored: {}", path.display());
+        say!("ignored: {}", path.display());
     }
-    eprintln!(
+    tell!(
         "srcgrab: {} imported, {} already present, {} failed; {} entries of the manifest are neither in the bundle nor in the cache",
         report.imported.len(),
         report.present.len(),

@@ -52,7 +52,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     let d = diff(&old, &new);
     let diffed = started.elapsed() - parsed;
     if std::env::var_os("SRCGRAB_TIMING").is_some() {
-        eprintln!(
+        tell!(
             "srcgrab: timing: parse {:.3}s, diff {:.3}s ({} + {} entries)",
             parsed.as_secs_f64(),
             diffed.as_secs_f64(),

@@ -135,7 +135,7 @@ pub fn write_manifest(manifest: &Manifest, output: Option<&Path>) -> anyhow::Res
 }
 
 fn print_summary(manifest: &Manifest, display: &Display) {
-    eprintln!(
+    tell!(
         "srcgrab: evaluated {} attributes and sets: {} ok, {} failed",
         display.ok.load(Ordering::Relaxed) + display.failed.load(Ordering::Relaxed),
         display.ok.load(Ordering::Relaxed),
@@ -143,7 +143,7 @@ fn print_summary(manifest: &Manifest, display: &Display) {
     );
     let restarts = display.restarts.load(Ordering::Relaxed);
     if restarts > 0 {
-        eprintln!("srcgrab: evaluator processes replaced (crash or memory): {restarts}");
+        tell!("srcgrab: evaluator processes replaced (crash or memory): {restarts}");
     }
     let mut by_kind: BTreeMap<Kind, usize> = BTreeMap::new();
     let mut by_system: BTreeMap<&str, usize> = BTreeMap::new();
@@ -160,22 +160,22 @@ fn print_summary(manifest: &Manifest, display: &Display) {
             parts.join(", ")
         }
     };
-    eprintln!(
+    tell!(
         "srcgrab: {} fixed-output derivations ({}); by system: {}",
         manifest.entries.len(),
         join(by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect()),
         join(by_system.iter().map(|(s, n)| format!("{s} {n}")).collect()),
     );
     if !manifest.failures.is_empty() {
-        eprintln!(
+        tell!(
             "srcgrab: {} attributes failed to evaluate:",
             manifest.failures.len()
         );
         for f in manifest.failures.iter().take(20) {
-            eprintln!("  {} {}: {}", f.system, f.attr, f.error);
+            tell!("  {} {}: {}", f.system, f.attr, f.error);
         }
         if manifest.failures.len() > 20 {
-            eprintln!(
+            tell!(
                 "  ... and {} more (see the manifest's failures)",
                 manifest.failures.len() - 20
             );

@@ -210,7 +210,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
             .map(|path| StorePath::parse(path))
             .collect::<Result<Vec<_>, _>>()
             .context("manifest build graph")?;
-        eprintln!(
+        tell!(
             "srcgrab: {} outputs of the build graph, from the substituters",
             roots.len()
         );
@@ -347,14 +347,14 @@ fn print_summary(report: &Report, total: u64) {
             total.saturating_sub(s.entries)
         ));
     }
-    eprintln!("srcgrab: {line}");
-    eprintln!(
+    tell!("srcgrab: {line}");
+    tell!(
         "srcgrab: downloaded {}, wrote {}",
         human_bytes(s.bytes_downloaded),
         human_bytes(s.bytes_written)
     );
     for host in &report.hosts {
-        eprintln!(
+        tell!(
             "srcgrab: {}: {} at {}/s over {:.1} s, {} requests, up to {} connections and {} look-ups at once, {} retries",
             host.host,
             human_bytes(host.bytes),
@@ -366,7 +366,7 @@ fn print_summary(report: &Report, total: u64) {
             host.retries
         );
         if let Some(down) = &host.down {
-            eprintln!(
+            tell!(
                 "srcgrab: {}: marked down {:.1} s into the run{}",
                 host.host,
                 down.since_seconds,
@@ -381,9 +381,9 @@ fn print_summary(report: &Report, total: u64) {
     for entry in &report.entries {
         match &entry.outcome {
             Outcome::Failed { reason, detail } => {
-                eprintln!("srcgrab: failed: {} ({reason}): {detail}", entry.store_path)
+                tell!("srcgrab: failed: {} ({reason}): {detail}", entry.store_path)
             }
-            Outcome::NeedsBuilder { reason, command } => eprintln!(
+            Outcome::NeedsBuilder { reason, command } => tell!(
                 "srcgrab: needs builder: {} ({reason}): {command}",
                 entry.store_path
             ),

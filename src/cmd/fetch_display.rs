@@ -158,7 +158,7 @@ impl Progress for Display {
                 length.unwrap_or(0),
                 "  {bar:20} {binary_bytes:>10}/{binary_total_bytes:<10} {wide_msg}",
             ));
-            bar.set_message(label.to_string());
+            bar.set_message(crate::one_line::escape(label).into_owned());
             self.transfers
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())

@@ -63,7 +63,7 @@ fn print_summary(report: &ClosureReport, roots_required: bool) {
     };
     let downloaded: u64 = report.paths.iter().map(|p| p.bytes_downloaded).sum();
     let stored: u64 = report.paths.iter().filter_map(|p| p.file_size).sum();
-    eprintln!(
+    tell!(
         "srcgrab: {} store paths in the closure: {} already present, {} mirrored, {} missing upstream, {} failed; downloaded {}, closure holds {}",
         report.paths.len(),
         count(|o| matches!(o, PathOutcome::Present)),
@@ -81,7 +81,7 @@ fn print_summary(report: &ClosureReport, roots_required: bool) {
             .unwrap_or_default();
         match path.outcome {
             PathOutcome::Missing if roots_required || path.referenced_by.is_some() => {
-                eprintln!(
+                tell!(
                     "srcgrab: missing: {}{by}: no substituter has it",
                     path.store_path
                 )
@@ -92,7 +92,7 @@ fn print_summary(report: &ClosureReport, roots_required: bool) {
                     .iter()
                     .map(|r| format!("{}: {}", r.substituter, r.reason))
                     .collect();
-                eprintln!(
+                tell!(
                     "srcgrab: failed: {}{by}: {}",
                     path.store_path,
                     reasons.join("; ")

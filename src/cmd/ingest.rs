@@ -96,23 +96,23 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     )?;
     progress.bar.finish_and_clear();
     for (file, store_path) in &report.published {
-        println!("added: {} -> {store_path}", file.display());
+        say!("added: {} -> {store_path}", file.display());
     }
     for (file, store_path) in &report.already_present {
-        println!("present: {} -> {store_path}", file.display());
+        say!("present: {} -> {store_path}", file.display());
     }
     for (file, first) in &report.duplicates {
-        println!(
+        say!(
             "duplicate: {} (same as {})",
             file.display(),
             first.display()
         );
     }
     for file in &report.unmatched {
-        println!("unmatched: {}", file.display());
+        say!("unmatched: {}", file.display());
     }
     for (file, store_path, reason) in &report.failed {
-        println!("failed: {} {store_path}: {reason}", file.display());
+        say!("failed: {} {store_path}: {reason}", file.display());
     }
     let matched: std::collections::BTreeSet<&PathBuf> = report
         .published
@@ -120,7 +120,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         .chain(&report.already_present)
         .map(|(f, _)| f)
         .collect();
-    eprintln!(
+    tell!(
         "srcgrab: {} files ({}): {} matched ({} entries added, {} already present), {} duplicates, {} unmatched, {} failed",
         report.files,
         human_bytes(report.bytes),

@@ -107,13 +107,13 @@ fn probe_sizes(args: &Args, entries: &[Entry], known: &mut EntrySizes) -> anyhow
             ),
             Probed::Failed(reason) => {
                 failed += 1;
-                eprintln!("srcgrab: probing {}: {reason}", entry.store_path);
+                tell!("srcgrab: probing {}: {reason}", entry.store_path);
             }
             Probed::Unknown => {}
         }
     }
     if failed > 0 {
-        eprintln!("srcgrab: {failed} entries could not be probed");
+        tell!("srcgrab: {failed} entries could not be probed");
     }
     Ok(())
 }

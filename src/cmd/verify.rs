@@ -104,7 +104,7 @@ fn repair(args: &Args, manifest: &Manifest, report: &VerifyReport) -> anyhow::Re
     let subset_path = dir.join("repair-manifest.json");
     std::fs::write(&subset_path, subset.to_json())
         .with_context(|| format!("writing {}", subset_path.display()))?;
-    eprintln!(
+    tell!(
         "srcgrab: repairing {} entries with srcgrab fetch",
         subset.entries.len()
     );
@@ -169,22 +169,22 @@ fn print_report(report: &VerifyReport, elapsed: Duration) {
             report.quick_accepted
         ));
     }
-    eprintln!("srcgrab: {summary}");
+    tell!("srcgrab: {summary}");
     if let Some(err) = &report.index_error {
-        eprintln!("srcgrab: warning: blake3 index not updated: {err}");
+        tell!("srcgrab: warning: blake3 index not updated: {err}");
     }
     for c in &report.corrupt {
         let owner = c.store_path.as_deref().unwrap_or("no known store path");
-        println!("corrupt: {} ({owner}): {}", c.path.display(), c.reason);
+        say!("corrupt: {} ({owner}): {}", c.path.display(), c.reason);
     }
     for store_path in &report.missing {
-        println!("missing: {store_path}");
+        say!("missing: {store_path}");
     }
     for path in &report.unreferenced {
-        println!("unreferenced: {}", path.display());
+        say!("unreferenced: {}", path.display());
     }
     if !report.is_clean() {
-        eprintln!(
+        tell!(
             "srcgrab: {} corrupt, {} missing, {} unreferenced",
             report.corrupt.len(),
             report.missing.len(),

@@ -3,6 +3,7 @@
 //! server is real and on 127.0.0.1; names that must not resolve are under `.invalid`.
 
 use super::*;
+use support::h2::H2Server;
 use support::tls::TestCa;
 use support::{refused_port, SilentServer};
 
@@ -224,6 +225,112 @@ fn a_private_ca_is_trusted_through_each_of_the_three_ways() {
         assert_eq!(run.code(), 0, "{variable}: {}", run.stderr());
         assert_published(&cache, &entry, &content);
     }
+}
+
+/// A narinfo's FileSize caps its NAR's download: a server announcing more is refused before
+/// a byte of the body is taken, a body without a length is cut at FileSize; either way the
+/// substituter's copy is rejected (once, not retried) and the entry comes from its URL.
+#[test]
+fn a_narinfo_file_size_caps_the_nar_download() {
+    let upstream = TestServer::start();
+    let live = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file_size = 1_000;
+    let mut entries = Vec::new();
+    for (n, nar) in [Route::ok(vec![b'n'; 50_000]), Route::endless(None)]
+        .into_iter()
+        .enumerate()
+    {
+        let content = unique(&format!("capped {n}"), 3_000);
+        live.route(&format!("/{n}"), Route::ok(content.clone()));
+        let entry = flat_entry(
+            &format!("capped-{n}"),
+            &content,
+            vec![live.url(&format!("/{n}"))],
+        );
+        let hash_part = entry.parsed_store_path().unwrap().hash_part().to_string();
+        let narinfo = format!(
+            "StorePath: {}\nURL: nar/capped-{n}.nar\nCompression: none\nFileSize: {file_size}\n\
+             NarHash: sha256:{:064x}\nNarSize: 5000\nReferences: \n",
+            entry.store_path, n
+        );
+        upstream.route(&format!("/{hash_part}.narinfo"), Route::ok(narinfo));
+        upstream.route(&format!("/nar/capped-{n}.nar"), nar);
+        entries.push((entry, content));
+    }
+    let manifest = write_manifest(dir.path(), entries.iter().map(|(e, _)| e.clone()).collect());
+    let cache = dir.path().join("cache");
+    let run = fetch_ending_within(
+        dir.path(),
+        &manifest,
+        &cache,
+        &["--substituter", &upstream.base()],
+        Duration::from_secs(60),
+    );
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    let expected = [
+        format!("the server announces 50000 bytes, more than the {file_size} it may have"),
+        format!("the body goes on past {file_size} bytes"),
+    ];
+    for (n, ((entry, content), expected)) in entries.iter().zip(expected).enumerate() {
+        assert_published(&cache, entry, content);
+        let report = run.entry(&entry.store_path);
+        assert_eq!(report["how"], "url", "{report}");
+        let reason = report["rejected"][0]["reason"].as_str().unwrap();
+        assert!(reason.contains(&expected), "{reason}");
+        assert_eq!(upstream.requests(&format!("/nar/capped-{n}.nar")), 1);
+        let downloaded = report["bytesDownloaded"].as_u64().unwrap();
+        assert!(
+            downloaded <= file_size + content.len() as u64,
+            "{downloaded} bytes downloaded"
+        );
+    }
+}
+
+/// A host that answers in HTTP/2 (over TLS, from a private CA) gets its stream budget: many
+/// requests in flight as streams of a few connections, where HTTP/1.1 would start with 8
+/// connections of one request each. Every answer waits 300 ms, as on a far link.
+#[test]
+fn an_http2_host_gets_many_requests_in_flight_over_few_connections() {
+    let ca = TestCa::new("far cache");
+    let server = H2Server::start(ca.acceptor_h2(), Duration::from_millis(300));
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    ca.write_pem(&ca_file);
+    let mut entries = Vec::new();
+    for i in 0..120 {
+        let content = unique(&format!("over h2 {i}"), 3_000);
+        let path = format!("/h2/{i}");
+        server.route(&path, content.clone());
+        entries.push((
+            flat_entry(&format!("h2-{i}"), &content, vec![server.url(&path)]),
+            content,
+        ));
+    }
+    let manifest = write_manifest(dir.path(), entries.iter().map(|(e, _)| e.clone()).collect());
+    let cache = dir.path().join("cache");
+    let run = fetch_with_env(
+        dir.path(),
+        &manifest,
+        &cache,
+        &[("NIX_SSL_CERT_FILE", &ca_file)],
+    );
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    for (entry, content) in &entries {
+        assert_published(&cache, entry, content);
+    }
+    assert!(server.requests() >= 120);
+    // Before the first answer says HTTP/2, the host has its HTTP/1.1 start (8); after it,
+    // requests are streams of the connections already open.
+    let connections = server.connections();
+    assert!(connections <= 8, "{connections} connections");
+    let streams = server.max_concurrent_streams();
+    assert!(
+        streams > 8 && streams > 2 * connections,
+        "{streams} streams at once over {connections} connections"
+    );
+    let peak = run.report["hosts"][0]["peakConnections"].as_u64().unwrap();
+    assert!(peak > 8 && peak <= 64, "{peak} transfers open at once");
 }
 
 /// `fetch` with the trust variables cleared, then `env` set.

@@ -27,8 +27,17 @@ impl TestCa {
         std::fs::write(path, self.issuer.cert.pem()).unwrap();
     }
 
-    /// An acceptor presenting a certificate for 127.0.0.1 signed by this CA.
+    /// An acceptor presenting a certificate for 127.0.0.1 signed by this CA (HTTP/1.1).
     pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        self.acceptor_offering(b"http/1.1")
+    }
+
+    /// The same, offering only HTTP/2 (ALPN `h2`).
+    pub fn acceptor_h2(&self) -> tokio_rustls::TlsAcceptor {
+        self.acceptor_offering(b"h2")
+    }
+
+    fn acceptor_offering(&self, protocol: &[u8]) -> tokio_rustls::TlsAcceptor {
         let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
         let key_pair = rcgen::KeyPair::generate().unwrap();
         let cert = params
@@ -44,7 +53,7 @@ impl TestCa {
                 rustls::pki_types::PrivateKeyDer::Pkcs8(key_pair.serialize_der().into()),
             )
             .unwrap();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config.alpn_protocols = vec![protocol.to_vec()];
         tokio_rustls::TlsAcceptor::from(Arc::new(config))
     }
 }

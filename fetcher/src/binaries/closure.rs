@@ -149,7 +149,7 @@ pub async fn mirror_closure(
     options: ClosureOptions,
     progress: Arc<dyn Progress>,
 ) -> Result<ClosureReport, Error> {
-    let partial_dir = cache.temp_dir().join("partial");
+    let partial_dir = cache.disk().partial_dir();
     let run = Arc::new(Run {
         downloader: Downloader::new(options.download, &partial_dir, progress.clone())?,
         cache,

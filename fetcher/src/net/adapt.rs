@@ -21,6 +21,8 @@ pub(super) const LOOKUP_START: usize = 32;
 pub(super) const WINDOW: Duration = Duration::from_secs(2);
 /// Throughput must rise by this factor for the growth to count as helping.
 const GAIN: f64 = 1.1;
+/// A growth paid for itself when throughput rose by at least this share of it.
+const PAID_OFF: f64 = 0.5;
 
 /// What a count is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,10 +44,13 @@ impl Traffic {
         .max(1)
     }
 
-    fn grown(self, limit: usize) -> usize {
+    /// The next count while throughput rises. Transfers grow by a quarter, or double once
+    /// the last growth paid for itself (`paid_off`: a per-connection-bound link, such as a
+    /// far one where small files wait for their first byte); look-ups always double.
+    fn grown(self, limit: usize, paid_off: bool) -> usize {
         match self {
-            Traffic::Transfers => limit + limit.div_ceil(4),
-            Traffic::Lookups => limit * 2,
+            Traffic::Transfers if !paid_off => limit + limit.div_ceil(4),
+            Traffic::Transfers | Traffic::Lookups => limit * 2,
         }
     }
 
@@ -71,9 +76,9 @@ pub(super) struct Concurrency {
     /// Whether every slot was in use at some point of the window: only then does the
     /// window say anything about more connections.
     saturated: bool,
-    /// Throughput of the last saturated window, and whether the limit grew after it.
+    /// Throughput of the last saturated window, and the limit before it grew after it.
     last_rate: Option<f64>,
-    grew: bool,
+    grown_from: Option<usize>,
 }
 
 impl Concurrency {
@@ -88,7 +93,7 @@ impl Concurrency {
             window_bytes: 0,
             saturated: false,
             last_rate: None,
-            grew: false,
+            grown_from: None,
         }
     }
 
@@ -111,7 +116,7 @@ impl Concurrency {
     pub(super) fn note_overloaded(&mut self) {
         if !self.http2 {
             self.limit = (self.limit / 2).max(1);
-            self.grew = false;
+            self.grown_from = None;
             self.last_rate = None;
         }
     }
@@ -136,13 +141,19 @@ impl Concurrency {
     fn adjust(&mut self, rate: f64) {
         let rose = self.last_rate.is_none_or(|last| rate > last * GAIN);
         if rose {
-            let grown = self.traffic.grown(self.limit).min(self.ceiling);
-            self.grew = grown > self.limit;
+            // Paid off: throughput rose by at least half as much as the count did.
+            let paid_off = match (self.last_rate, self.grown_from) {
+                (Some(last), Some(from)) => {
+                    rate / last - 1.0 >= PAID_OFF * (self.limit as f64 / from as f64 - 1.0)
+                }
+                _ => false,
+            };
+            let grown = self.traffic.grown(self.limit, paid_off).min(self.ceiling);
+            self.grown_from = (grown > self.limit).then_some(self.limit);
             self.limit = grown;
-        } else if self.grew {
+        } else if self.grown_from.take().is_some() {
             // The last growth bought nothing: a shared bottleneck. Step back and hold.
             self.limit = self.traffic.shrunk(self.limit);
-            self.grew = false;
         }
         self.last_rate = Some(rate);
     }
@@ -178,6 +189,19 @@ mod tests {
         let limits = run(Traffic::Transfers, 64, 20, |n| n as f64 * 2e6);
         assert_eq!(*limits.last().unwrap(), 64, "{limits:?}");
         assert!(limits.windows(2).all(|w| w[0] <= w[1]), "{limits:?}");
+    }
+
+    #[test]
+    fn transfers_double_once_each_growth_paid_for_itself() {
+        // Small files on a far link: each connection adds its 16 KB/s.
+        let limits = run(Traffic::Transfers, 64, 5, |n| n as f64 * 16e3);
+        assert_eq!(limits, [10, 20, 40, 64, 64]);
+        // A link where more connections help, but less and less: never doubles.
+        let limits = run(Traffic::Transfers, 64, 6, |n| (n as f64).sqrt() * 1e6);
+        assert!(
+            limits.windows(2).all(|w| w[1] <= w[0] + w[0].div_ceil(4)),
+            "{limits:?}"
+        );
     }
 
     #[test]

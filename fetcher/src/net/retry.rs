@@ -7,7 +7,7 @@
 //! backoff and jitter, or after the server's `Retry-After` on 429 and 503. Connect-level
 //! failures also count towards marking the host down for the whole run ([`super::hosts`]).
 
-use reqwest::header::{HeaderMap, RETRY_AFTER};
+use reqwest::header::{HeaderMap, LOCATION, RETRY_AFTER};
 use reqwest::StatusCode;
 use std::time::Duration;
 
@@ -100,7 +100,17 @@ pub(super) fn error_chain(err: &dyn std::error::Error) -> String {
 
 /// A response whose status is not a success.
 pub(super) fn status_attempt(status: StatusCode, headers: &HeaderMap) -> Attempt {
-    let reason = format!("HTTP {status}");
+    let mut reason = format!("HTTP {status}");
+    // A redirect reaches us only when it was not followed: say where it pointed, and why.
+    if status.is_redirection() {
+        reason.push_str(&match headers.get(LOCATION).map(|l| l.to_str()) {
+            Some(Ok(to)) => {
+                format!(": redirect to {to} not followed (only http and https URLs are)")
+            }
+            Some(Err(_)) => ": redirect to a Location that is not text".into(),
+            None => ": redirect without a Location".into(),
+        });
+    }
     match status.as_u16() {
         408 | 500..=599 | 429 => Attempt::Transient {
             reason,
@@ -215,6 +225,20 @@ mod tests {
         };
         assert!(unreachable(false).is_retried(), "refused, connect timeout");
         assert!(!unreachable(true).is_retried(), "no such name, certificate");
+    }
+
+    #[test]
+    fn a_redirect_not_followed_says_where_it_pointed() {
+        let mut headers = HeaderMap::new();
+        headers.insert(LOCATION, "file:///etc/passwd".parse().unwrap());
+        let attempt = status_attempt(StatusCode::FOUND, &headers);
+        let Attempt::Refused(reason) = attempt else {
+            panic!("{attempt:?} is not permanent");
+        };
+        assert_eq!(
+            reason,
+            "HTTP 302 Found: redirect to file:///etc/passwd not followed (only http and https URLs are)"
+        );
     }
 
     #[test]

@@ -205,17 +205,28 @@ impl ContentHasher {
     }
 }
 
-/// A reader that feeds what it reads into a [`ContentHasher`].
-pub(super) struct HashingReader<'a, R: Read> {
+/// A reader that feeds what it reads into hashers (a [`ContentHasher`] unless told
+/// otherwise), so one pass over a file both uses its bytes and hashes them.
+pub(super) struct HashingReader<'a, R: Read, H: Write = ContentHasher> {
     pub(super) inner: R,
-    pub(super) hashes: &'a mut ContentHasher,
+    pub(super) hashes: &'a mut H,
 }
 
-impl<R: Read> Read for HashingReader<'_, R> {
+impl<R: Read, H: Write> Read for HashingReader<'_, R, H> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.hashes.update(&buf[..n]);
+        self.hashes.write_all(&buf[..n])?;
         Ok(n)
+    }
+}
+
+impl Write for ContentHasher {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 

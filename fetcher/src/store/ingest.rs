@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
-use std::io::{self, Read};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -24,6 +24,7 @@ use srcgrab_formats::narinfo::NarInfo;
 use srcgrab_formats::signature::PublicKey;
 use srcgrab_manifest::{Entry, Kind, Manifest, Unpack};
 
+use crate::store::hashing::HashingReader;
 use crate::store::regular_file::{self, MAX_NARINFO};
 use crate::store::{bundle, Cache, DiskLayout};
 use crate::{nar, unpack, Error};
@@ -115,21 +116,22 @@ struct Hashed {
     file_nar: Vec<(bool, Hash)>,
 }
 
-/// Feeds every byte read to a set of hashers.
-struct HashingReader<'h, R> {
-    inner: R,
-    hashers: &'h mut [Hasher],
+/// The hashers of one pass over a file's bytes: the flat ones and blake3.
+struct FileHashers<'h> {
+    flat: &'h mut [Hasher],
     blake3: &'h mut blake3::Hasher,
 }
 
-impl<R: Read> Read for HashingReader<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        for h in self.hashers.iter_mut() {
-            h.update(&buf[..n]);
+impl io::Write for FileHashers<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        for h in self.flat.iter_mut() {
+            h.update(buf);
         }
-        self.blake3.update(&buf[..n]);
-        Ok(n)
+        self.blake3.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
@@ -167,14 +169,17 @@ fn hash_file(path: &Path, len: u64, wanted: &Wanted) -> Result<Hashed, Error> {
         }
         let mut no_flat: [Hasher; 0] = [];
         let mut scratch = blake3::Hasher::new();
-        let mut reader = HashingReader {
-            inner: io::BufReader::with_capacity(1 << 20, open()?),
-            hashers: if executable { &mut no_flat } else { &mut flat },
+        let mut hashers = FileHashers {
+            flat: if executable { &mut no_flat } else { &mut flat },
             blake3: if executable {
                 &mut scratch
             } else {
                 &mut blake3
             },
+        };
+        let mut reader = HashingReader {
+            inner: io::BufReader::with_capacity(1 << 20, open()?),
+            hashes: &mut hashers,
         };
         let mut nar_hashers = MultiHasher(algos.iter().map(|a| a.hasher()).collect());
         if algos.is_empty() {

@@ -7,7 +7,7 @@
 //! nar/<filehash>.nar[.zst|.xz|.bz2]
 //! sha256/<hex>                    hashed-mirror file
 //! <algo>/<hex|nix32|sri>, <sri>   mirror keys: relative symlinks to sha256/<hex>
-//! .tmp/                           temp files (same filesystem, so placing is a rename)
+//! .tmp/run-XXXX/                  one scratch directory per writing process (see `scratch`)
 //! .tmp/partial/                   resumable downloads
 //! .srcgrab/                       srcgrab's own state (blake3 index, seals, locks, git)
 //! ```

@@ -47,6 +47,26 @@ impl FileLock {
     }
 }
 
+impl FileLock {
+    /// Holds `path` (which must exist) when no one else does; `None` when someone does.
+    pub fn try_acquire(path: &Path) -> Result<Option<FileLock>, Error> {
+        let context = || format!("locking {}", path.display());
+        let file = OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(Error::io(context()))?;
+        // SAFETY: flock on a file descriptor we own for the lifetime of `file`.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(Some(FileLock { _file: file }));
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() == io::ErrorKind::WouldBlock {
+            return Ok(None);
+        }
+        Err(Error::io(context())(err))
+    }
+}
+
 /// The lock stripe of a store path's hash part, relative to the lock directory.
 pub(super) fn stripe(hash_part: &str) -> String {
     hash_part.chars().take(2).collect()

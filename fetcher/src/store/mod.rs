@@ -10,6 +10,7 @@
 //! - `trust`: [`VerifiedHash`], a hash of exactly a file's bytes, so a download's hash is
 //!   not computed twice.
 //! - `compression`, `hashing`, `visit`: the streaming adapters a publish is made of.
+//! - `scratch`: each writing process's own temp directory, removed after a crash by the next.
 //! - `recheck`: presence checks and the full re-check of one item.
 //! - [`binary`]: binaries (no content address), kept as their upstream signed them.
 //! - [`verify`], [`bundle`], [`ingest`]: maintenance over a whole store.
@@ -40,6 +41,7 @@ mod place;
 mod publish;
 mod recheck;
 pub mod regular_file;
+mod scratch;
 mod seal;
 mod trust;
 pub mod verify;
@@ -116,6 +118,8 @@ pub struct Verified {
 pub struct Cache {
     disk: DiskLayout,
     options: CacheOptions,
+    /// This process's temp files (none when opened read-only).
+    scratch: Option<scratch::Scratch>,
 }
 
 fn is_flat(entry: &Entry) -> bool {
@@ -136,6 +140,7 @@ impl Cache {
         Cache {
             disk: DiskLayout::new(root),
             options,
+            scratch: None,
         }
     }
 
@@ -162,11 +167,17 @@ impl Cache {
         }
         // A cache that cannot be written to (read-only disk or mount, another user's) is
         // refused here, before anything is downloaded for it.
-        tempfile::NamedTempFile::new_in(disk.temp_dir()).map_err(Error::io(format!(
-            "{} is not writable",
-            disk.temp_dir().display()
-        )))?;
-        let cache = Cache { disk, options };
+        let scratch = scratch::Scratch::open(disk.temp_dir()).map_err(|e| match e {
+            Error::Io { source, .. } => {
+                Error::io(format!("{} is not writable", disk.temp_dir().display()))(source)
+            }
+            other => other,
+        })?;
+        let cache = Cache {
+            disk,
+            options,
+            scratch: Some(scratch),
+        };
         if cache.options.layout.cache {
             cache.ensure_cache_info()?;
         }
@@ -211,9 +222,13 @@ impl Cache {
         &self.disk
     }
 
-    /// A directory on the cache's filesystem for downloads, so moving results in is a rename.
+    /// A directory on the cache's filesystem for temp files, so moving results in is a
+    /// rename: this process's own scratch directory, which the next run removes should this
+    /// one die without cleaning up ([`scratch`]).
     pub fn temp_dir(&self) -> &Path {
-        self.disk.temp_dir()
+        self.scratch
+            .as_ref()
+            .map_or(self.disk.temp_dir(), |scratch| scratch.dir())
     }
 
     pub fn options(&self) -> &CacheOptions {

@@ -78,6 +78,9 @@ pub struct VerifyReport {
     pub unreferenced: Vec<PathBuf>,
     /// Why the blake3 index could not be written (a read-only disk), if it could not.
     pub index_error: Option<String>,
+    /// NAR files a narinfo that passed points to: kept by `--repair` even when a corrupt
+    /// narinfo names them too (two paths with the same content share one NAR file).
+    pub kept_nars: HashSet<PathBuf>,
 }
 
 impl VerifyReport {
@@ -384,6 +387,14 @@ pub fn verify_cache(
             }),
     );
     corrupt.sort_by(|a, b| a.path.cmp(&b.path));
+    let corrupt_paths: HashSet<&Path> = corrupt.iter().map(|c| c.path.as_path()).collect();
+    let kept_nars: HashSet<PathBuf> = facts
+        .parsed
+        .iter()
+        .filter(|(h, _)| !corrupt_paths.contains(Path::new(&DiskLayout::narinfo_name(h))))
+        .map(|(_, info)| info.url.as_path().to_path_buf())
+        .filter(|nar| !corrupt_paths.contains(nar.as_path()))
+        .collect();
 
     let mut unreferenced: Vec<PathBuf> = contents
         .nar_files
@@ -420,6 +431,7 @@ pub fn verify_cache(
         corrupt,
         missing,
         unreferenced,
+        kept_nars,
     })
 }
 
@@ -484,8 +496,8 @@ fn missing_entries(
 }
 
 /// Deletes what `report` found corrupt, so a fetch puts it back: for a narinfo, the narinfo
-/// first (a visible narinfo must never point at a missing NAR), then its NAR file; for a
-/// mirror file, the file. Returns the store paths whose items were removed.
+/// first (a visible narinfo must never point at a missing NAR), then its NAR file unless a
+/// narinfo that passed points to it too; for a mirror file, the file. Returns the store paths whose items were removed.
 pub fn remove_corrupt(root: &Path, report: &VerifyReport) -> Result<BTreeSet<String>, Error> {
     let remove = |rel: &Path| match fs::remove_file(root.join(rel)) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => {
@@ -516,7 +528,7 @@ pub fn remove_corrupt(root: &Path, report: &VerifyReport) -> Result<BTreeSet<Str
             })
             .map(|info| info.url.as_path().to_path_buf());
         remove(&c.path)?;
-        if let Some(nar) = nar {
+        if let Some(nar) = nar.filter(|nar| !report.kept_nars.contains(nar)) {
             remove(&nar)?;
         }
         removed.extend(c.store_path.clone());
