@@ -16,6 +16,7 @@
 #   ROWS="mirrors" bench/farlink-substituter.sh                       some rows only (far far-h2 thin mirrors)
 #   NIX_COPY=0 bench/farlink-substituter.sh                           the far row without `nix copy`
 #   LIMIT=600 bench/farlink-substituter.sh                            stop any one run after 600 s
+#   LOGS=DIR bench/farlink-substituter.sh                             keep the runs' logs, reports, traces
 #
 #   far-h2   the far link's cache over HTTP/2 with TLS (a CA made here, trusted through
 #            NIX_SSL_CERT_FILE): bench/farlink_h2_server.py under hypercorn (`pip install
@@ -41,6 +42,7 @@ stop_server() {
 }
 cleanup() {
   stop_server
+  if [ -n "${LOGS:-}" ]; then mkdir -p "$LOGS" && cp "$work"/*.log "$work"/*.json "$work"/trace-* "$LOGS"/ 2> /dev/null || true; fi
   if [ -s "$work/paths" ]; then xargs -r nix-store --delete < "$work/paths" > /dev/null 2>&1 || true; fi
   rm -rf "$work"
 }

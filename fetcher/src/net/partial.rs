@@ -71,6 +71,9 @@ pub(super) struct Partial {
     pub(super) single_stream: bool,
     /// The most bytes the download may have.
     pub(super) cap: u64,
+    /// The size something said beforehand (a narinfo's FileSize): enough to schedule the
+    /// download by, so no HEAD is sent to learn it.
+    pub(super) expected: Option<u64>,
     /// The download's id in progress reports.
     pub(super) progress_id: u64,
     /// The length servers announced, for the deadline, which cannot look into `meta`
@@ -115,6 +118,7 @@ impl Partial {
             spliced: false,
             single_stream: false,
             cap: u64::MAX,
+            expected: None,
             progress_id,
             announced: Arc::new(AtomicU64::new(0)),
         }

@@ -55,10 +55,12 @@ impl Resolutions {
             return;
         };
         let key = host_key(url);
-        if self.lock().contains_key(&key) {
-            return;
+        match self.lock().entry(key.clone()) {
+            std::collections::hash_map::Entry::Occupied(_) => return,
+            std::collections::hash_map::Entry::Vacant(vacant) => {
+                vacant.insert(Resolution::Pending);
+            }
         }
-        self.lock().insert(key.clone(), Resolution::Pending);
         let resolutions = self.clone();
         tokio::spawn(async move {
             let sent = Instant::now();
