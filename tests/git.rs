@@ -419,3 +419,57 @@ fn fetch_command_checks_out_git_entries_and_falls_back_to_git_for_archives() {
         serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
     assert_eq!(report["summary"]["present"], 4, "{report}");
 }
+
+/// Records the long steps a fetch reports.
+#[derive(Default)]
+struct Steps(std::sync::Mutex<Vec<String>>);
+
+impl<'a> srcgrab_fetcher::report::Reporter<srcgrab_fetcher::report::FetchEvent<'a>> for Steps {
+    fn report(&self, event: srcgrab_fetcher::report::FetchEvent<'a>) {
+        use srcgrab_fetcher::report::FetchEvent;
+        let line = match event {
+            FetchEvent::StepStart { id, step, label } => {
+                format!("start {id} {} {label}", step.name())
+            }
+            FetchEvent::StepEnd { id } => format!("end {id}"),
+            _ => return,
+        };
+        self.0.lock().unwrap().push(line);
+    }
+}
+
+/// A git checkout counts no bytes and may take minutes: the fetch reports it as a step of
+/// its entry, from start to end.
+#[test]
+fn a_git_checkout_is_reported_as_a_step_of_its_entry() {
+    let repos = Repos::make();
+    let daemon = Daemon::start(repos.served());
+    let src = source(&daemon.url("main.git"), &repos.c1);
+    let entry = nix_fetchgit("reported", &src).entry(&src);
+    let work = tempfile::tempdir().unwrap();
+    let cache = std::sync::Arc::new(
+        Cache::open(&work.path().join("cache"), CacheOptions::default()).unwrap(),
+    );
+    let steps = std::sync::Arc::new(Steps::default());
+    let options = srcgrab_fetcher::fetch::FetchOptions {
+        substituters: Vec::new(),
+        ..Default::default()
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let report = runtime
+        .block_on(srcgrab_fetcher::fetch::fetch(
+            std::slice::from_ref(&entry),
+            cache,
+            options,
+            steps.clone(),
+        ))
+        .unwrap();
+    assert!(report.entries[0].is_done(), "{:?}", report.entries[0]);
+    assert_eq!(
+        *steps.0.lock().unwrap(),
+        [
+            format!("start 0 git checkout {}", entry.name),
+            "end 0".to_string()
+        ]
+    );
+}

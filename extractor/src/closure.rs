@@ -6,7 +6,7 @@
 //! many to hold as strings.
 
 use crate::walk::Root;
-use crate::Progress;
+use crate::{EvalEvent, EvalReporter};
 use rayon::prelude::*;
 use srcgrab_formats::aterm::{self, Derivation};
 use std::collections::HashMap;
@@ -93,7 +93,7 @@ impl Graph {
     pub fn read<'a>(
         &mut self,
         drv_paths: impl Iterator<Item = &'a str>,
-        progress: &dyn Progress,
+        progress: &EvalReporter,
     ) -> Result<(), ClosureError> {
         let mut frontier: Vec<u32> = drv_paths
             .filter_map(|path| match self.intern(path) {
@@ -119,7 +119,9 @@ impl Graph {
                 })
                 .collect::<Result<_, ClosureError>>()?;
             self.drvs_read += parsed.len();
-            progress.drvs_read(self.drvs_read);
+            progress.report(EvalEvent::DrvsRead {
+                count: self.drvs_read,
+            });
             let mut next = Vec::new();
             for (i, drv) in parsed {
                 let inputs = drv
@@ -143,7 +145,9 @@ impl Graph {
                 self.fods_seen += fod.is_some() as usize;
                 self.nodes[i as usize] = Some(Node { inputs, fod, built });
             }
-            progress.fods_found(self.fods_seen);
+            progress.report(EvalEvent::FodsFound {
+                count: self.fods_seen,
+            });
             frontier = next;
         }
         Ok(())

@@ -16,6 +16,7 @@ use srcgrab_manifest::{
     Entry, EvalArg, EvalConfig, Failure, Hash, HashAlgo, HashMode, Kind, Manifest, Provenance,
     Shard, StorePath, MANIFEST_VERSION, MAX_LISTED_ATTRS,
 };
+pub use srcgrab_reporter::{Reporter, Silent};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -56,19 +57,23 @@ pub struct Options {
     pub outputs: bool,
 }
 
-/// Reports how a run goes; every method may be called from several threads.
-pub trait Progress: Sync {
+/// What an enumeration reports as it goes, from several threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EvalEvent {
     /// An attribute (or set) was evaluated, successfully or not.
-    fn attr_evaluated(&self, _ok: bool) {}
+    AttrEvaluated { ok: bool },
     /// Evaluator processes currently running.
-    fn workers_alive(&self, _count: usize) {}
+    WorkersAlive { count: usize },
     /// .drv files read so far by the closure walk.
-    fn drvs_read(&self, _count: usize) {}
+    DrvsRead { count: usize },
     /// Fixed-output .drv files found so far.
-    fn fods_found(&self, _count: usize) {}
+    FodsFound { count: usize },
     /// An evaluator process was replaced by a fresh one.
-    fn evaluator_restarted(&self, _why: Restart) {}
+    EvaluatorRestarted { why: Restart },
 }
+
+/// The reporter of an enumeration.
+pub type EvalReporter = dyn Reporter<EvalEvent>;
 
 /// Why an evaluator process was replaced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,7 +111,7 @@ pub enum EnumerateError {
 }
 
 /// Runs a whole enumeration and returns the manifest (normalised: same input, same bytes).
-pub fn enumerate(options: &Options, progress: &dyn Progress) -> Result<Manifest, EnumerateError> {
+pub fn enumerate(options: &Options, progress: &EvalReporter) -> Result<Manifest, EnumerateError> {
     let nix = find_on_path("nix").ok_or(EnumerateError::NixNotFound)?;
     let nix_version = srcgrab_process::run(Command::new(&nix).arg("--version"))?;
     let experimental_flag = needs_experimental_flag(&nix_version);
@@ -220,7 +225,7 @@ pub fn enumerate(options: &Options, progress: &dyn Progress) -> Result<Manifest,
 /// walk hangs up.
 fn read_closures(
     roots: mpsc::Receiver<String>,
-    progress: &dyn Progress,
+    progress: &EvalReporter,
 ) -> Result<closure::Graph, closure::ClosureError> {
     let mut graph = closure::Graph::default();
     while let Ok(first) = roots.recv() {

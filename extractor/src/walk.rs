@@ -14,7 +14,7 @@ use crate::attr_path;
 use crate::eval::{
     nix_string, Answer, Death, Evaluator, EvaluatorCommand, Limits, Reply, StartError,
 };
-use crate::{Progress, Restart};
+use crate::{EvalEvent, EvalReporter, Restart};
 use srcgrab_manifest::{Failure, Shard};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -139,7 +139,7 @@ impl Queue {
 /// everything an attribute does is data.
 pub fn walk(
     settings: &WalkSettings,
-    progress: &dyn Progress,
+    progress: &EvalReporter,
     found: &(dyn Fn(&Root) + Sync),
 ) -> Result<WalkResult, StartError> {
     let first = Evaluator::start(settings.command, settings.limits)?;
@@ -191,7 +191,7 @@ fn run_worker(
     queue: &Queue,
     result: &Mutex<WalkResult>,
     alive: &AtomicUsize,
-    progress: &dyn Progress,
+    progress: &EvalReporter,
     found: &(dyn Fn(&Root) + Sync),
 ) -> Result<(), StartError> {
     let mut worker = Worker {
@@ -209,7 +209,9 @@ fn run_worker(
         progress,
         batch_size: 1,
     };
-    progress.workers_alive(alive.fetch_add(1, Ordering::SeqCst) + 1);
+    progress.report(EvalEvent::WorkersAlive {
+        count: alive.fetch_add(1, Ordering::SeqCst) + 1,
+    });
     let restart_above = settings.limits.memory.map(|limit| limit / 5 * 4);
     while let Some(batch) = queue.take_siblings(worker.batch_size, settings.jobs) {
         let outcomes = if batch.len() == 1 {
@@ -230,11 +232,15 @@ fn run_worker(
         {
             if rss > limit {
                 worker.evaluators.replace()?;
-                progress.evaluator_restarted(Restart::MemoryHigh);
+                progress.report(EvalEvent::EvaluatorRestarted {
+                    why: Restart::MemoryHigh,
+                });
             }
         }
     }
-    progress.workers_alive(alive.fetch_sub(1, Ordering::SeqCst) - 1);
+    progress.report(EvalEvent::WorkersAlive {
+        count: alive.fetch_sub(1, Ordering::SeqCst) - 1,
+    });
     Ok(())
 }
 
@@ -255,7 +261,7 @@ struct Worker<'a> {
     settings: &'a WalkSettings<'a>,
     evaluators: Evaluators<'a>,
     alive: &'a AtomicUsize,
-    progress: &'a dyn Progress,
+    progress: &'a EvalReporter,
     batch_size: usize,
 }
 
@@ -369,12 +375,16 @@ impl Worker<'_> {
 
     fn replace_after_crash(&mut self) -> Result<(), StartError> {
         let alive = self.alive;
-        self.progress
-            .workers_alive(alive.fetch_sub(1, Ordering::SeqCst) - 1);
+        self.progress.report(EvalEvent::WorkersAlive {
+            count: alive.fetch_sub(1, Ordering::SeqCst) - 1,
+        });
         self.evaluators.replace()?;
-        self.progress
-            .workers_alive(alive.fetch_add(1, Ordering::SeqCst) + 1);
-        self.progress.evaluator_restarted(Restart::Failed);
+        self.progress.report(EvalEvent::WorkersAlive {
+            count: alive.fetch_add(1, Ordering::SeqCst) + 1,
+        });
+        self.progress.report(EvalEvent::EvaluatorRestarted {
+            why: Restart::Failed,
+        });
         Ok(())
     }
 }
@@ -392,7 +402,7 @@ fn nix_list(names: &[String]) -> String {
 fn record(
     settings: &WalkSettings,
     result: &Mutex<WalkResult>,
-    progress: &dyn Progress,
+    progress: &EvalReporter,
     found: &(dyn Fn(&Root) + Sync),
     task: &Task,
     outcome: Outcome,
@@ -432,7 +442,9 @@ fn record(
         Outcome::Found(Found::Nothing) => None,
         Outcome::Failed(message) => Some(message),
     };
-    progress.attr_evaluated(failure.is_none());
+    progress.report(EvalEvent::AttrEvaluated {
+        ok: failure.is_none(),
+    });
     let owned = settings.shard.is_none_or(|shard| shard.owns(&attr));
     if let Some(error) = failure.filter(|_| owned) {
         lock(result).failures.push(Failure {

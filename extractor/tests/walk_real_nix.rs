@@ -1,14 +1,16 @@
 //! The evaluator pool against the real Nix: memory-driven replacement between attributes.
 
-use srcgrab_extractor::{enumerate, Options, Progress, Restart, Source};
+use srcgrab_extractor::{enumerate, EvalEvent, Options, Reporter, Restart, Source};
 use std::sync::Mutex;
 
 #[derive(Default)]
 struct Restarts(Mutex<Vec<Restart>>);
 
-impl Progress for Restarts {
-    fn evaluator_restarted(&self, why: Restart) {
-        self.0.lock().unwrap().push(why);
+impl Reporter<EvalEvent> for Restarts {
+    fn report(&self, event: EvalEvent) {
+        if let EvalEvent::EvaluatorRestarted { why } = event {
+            self.0.lock().unwrap().push(why);
+        }
     }
 }
 

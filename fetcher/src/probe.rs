@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use srcgrab_manifest::{Entry, Kind};
 
 use crate::net::{rewrite, DownloadOptions, Downloader, Rewrite};
-use crate::report::NoProgress;
+use crate::report::Silent;
 use crate::Error;
 use srcgrab_formats::nar;
 
@@ -37,7 +37,7 @@ pub async fn probe(entries: &[Entry], options: ProbeOptions) -> Result<Vec<Probe
     let downloader = Arc::new(Downloader::new(
         options.download,
         scratch.path(),
-        Arc::new(NoProgress),
+        Arc::new(Silent),
     )?);
     let rewrites = Arc::new(options.rewrites);
     let mut results = vec![Probed::Unknown; entries.len()];

@@ -3,37 +3,63 @@
 
 use serde::Serialize;
 use srcgrab_manifest::{Entry, Kind};
+pub use srcgrab_reporter::{Reporter, Silent};
 use std::collections::BTreeMap;
 
-/// Live progress of a fetch run, implemented by the command line (bars or log lines).
-/// Every method has an empty default so an implementation picks what it shows. Called
-/// from many tasks at once; implementations must be cheap and never block.
-pub trait Progress: Send + Sync {
+/// What a fetch run (a manifest's entries, or a closure of binaries) reports as it goes,
+/// through a [`Reporter`] ([`FetchReporter`]); the command line draws it.
+#[derive(Debug, Clone, Copy)]
+pub enum FetchEvent<'a> {
     /// The run starts with this many manifest entries.
-    fn start(&self, _entries: u64) {}
+    Start { entries: u64 },
     /// The download of one file started (all its tries and ranges are transfer `id`);
     /// `label` is the entry's name, `length` its size when known beforehand.
-    fn download_start(&self, _id: u64, _label: &str, _length: Option<u64>) {}
+    DownloadStart {
+        id: u64,
+        label: &'a str,
+        length: Option<u64>,
+    },
     /// A server said how long transfer `id` is.
-    fn download_length(&self, _id: u64, _length: u64) {}
+    DownloadLength { id: u64, length: u64 },
     /// Transfer `id` goes on in `ranges` parts at once.
-    fn download_ranges(&self, _id: u64, _ranges: usize) {}
+    DownloadRanges { id: u64, ranges: usize },
     /// `bytes` more body bytes of transfer `id` arrived (in any of its ranges).
-    fn download_bytes(&self, _id: u64, _bytes: u64) {}
+    DownloadBytes { id: u64, bytes: u64 },
     /// Transfer `id` ended, successfully or not.
-    fn download_end(&self, _id: u64) {}
+    DownloadEnd { id: u64 },
+    /// A step that counts no bytes and may take minutes started for an entry (a git
+    /// checkout, a Nix build); `label` is the entry's name. Its ids are not transfer ids.
+    StepStart { id: u64, step: Step, label: &'a str },
+    /// Step `id` ended, successfully or not.
+    StepEnd { id: u64 },
     /// Hosts marked down (skipped for now) changed to `count`.
-    fn hosts_down(&self, _count: usize) {}
+    HostsDown { count: usize },
     /// An entry reached its final state.
-    fn entry_done(&self, _entry: &EntryReport) {}
+    EntryDone(&'a EntryReport),
     /// A store path of a mirrored closure reached its final state.
-    fn path_done(&self, _path: &crate::binaries::PathReport) {}
+    PathDone(&'a crate::binaries::PathReport),
 }
 
-/// Progress that shows nothing (library use, tests).
-pub struct NoProgress;
+/// A long step of a fetch, besides downloads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Fetching and checking out a git source.
+    Git,
+    /// `nix-store --realise` of the entry's derivation (`--builder nix`).
+    Build,
+}
 
-impl Progress for NoProgress {}
+impl Step {
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::Git => "git checkout",
+            Step::Build => "Nix build",
+        }
+    }
+}
+
+/// The reporter of a fetch run: takes the events of any lifetime.
+pub type FetchReporter = dyn for<'a> Reporter<FetchEvent<'a>>;
 
 /// How a fetched entry was obtained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]

@@ -5,7 +5,7 @@ use crate::cli_values::parse_size;
 use crate::progress::{self, PeriodicLog};
 use crate::Status;
 use anyhow::Context;
-use srcgrab_extractor::{EnumerateError, Options, Progress, Restart, Source};
+use srcgrab_extractor::{EnumerateError, EvalEvent, Options, Reporter, Source};
 use srcgrab_manifest::{EvalArg, EvalConfig, Kind, Manifest, Shard};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -225,24 +225,20 @@ impl Display {
     }
 }
 
-impl Progress for Display {
-    fn attr_evaluated(&self, ok: bool) {
-        if ok { &self.ok } else { &self.failed }.fetch_add(1, Ordering::Relaxed);
+impl Reporter<EvalEvent> for Display {
+    fn report(&self, event: EvalEvent) {
+        match event {
+            EvalEvent::AttrEvaluated { ok } => {
+                if ok { &self.ok } else { &self.failed }.fetch_add(1, Ordering::Relaxed);
+            }
+            EvalEvent::WorkersAlive { count } => self.workers.store(count, Ordering::Relaxed),
+            EvalEvent::DrvsRead { count } => self.drvs.store(count, Ordering::Relaxed),
+            EvalEvent::FodsFound { count } => self.fods.store(count, Ordering::Relaxed),
+            EvalEvent::EvaluatorRestarted { .. } => {
+                self.restarts.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
         self.update();
-    }
-    fn workers_alive(&self, count: usize) {
-        self.workers.store(count, Ordering::Relaxed);
-        self.update();
-    }
-    fn drvs_read(&self, count: usize) {
-        self.drvs.store(count, Ordering::Relaxed);
-        self.update();
-    }
-    fn fods_found(&self, count: usize) {
-        self.fods.store(count, Ordering::Relaxed);
-        self.update();
-    }
-    fn evaluator_restarted(&self, _why: Restart) {
-        self.restarts.fetch_add(1, Ordering::Relaxed);
     }
 }

@@ -4,7 +4,7 @@
 use crate::cmd::report::human_bytes;
 use crate::progress::{self, PeriodicLog};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget};
-use srcgrab_fetcher::report::{EntryReport, Progress};
+use srcgrab_fetcher::report::{EntryReport, FetchEvent, Reporter, Step};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -25,6 +25,8 @@ pub struct Display {
     downloaded: AtomicU64,
     in_flight: AtomicU64,
     hosts_down: AtomicU64,
+    /// Git checkouts and Nix builds running (they count no bytes), with their bars.
+    steps: Mutex<HashMap<u64, Option<ProgressBar>>>,
     recent: Mutex<RecentRate>,
 }
 
@@ -96,6 +98,7 @@ impl Display {
             downloaded: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             hosts_down: AtomicU64::new(0),
+            steps: Mutex::new(HashMap::new()),
             recent: Mutex::new(RecentRate {
                 samples: std::collections::VecDeque::new(),
             }),
@@ -121,6 +124,10 @@ impl Display {
             self.in_flight.load(Ordering::Relaxed),
             human_bytes(bytes_per_second as u64)
         );
+        let steps = self.steps.lock().unwrap_or_else(|e| e.into_inner()).len();
+        if steps > 0 {
+            line.push_str(&format!(", {steps} git checkouts or Nix builds running"));
+        }
         let down = self.hosts_down.load(Ordering::Relaxed);
         if down > 0 {
             line.push_str(&format!(", {down} hosts down"));
@@ -150,7 +157,26 @@ impl Display {
     }
 }
 
-impl Progress for Display {
+impl<'a> Reporter<FetchEvent<'a>> for Display {
+    fn report(&self, event: FetchEvent<'a>) {
+        match event {
+            FetchEvent::Start { .. } | FetchEvent::PathDone(_) => {}
+            FetchEvent::DownloadStart { id, label, length } => {
+                self.download_start(id, label, length)
+            }
+            FetchEvent::DownloadLength { id, length } => self.download_length(id, length),
+            FetchEvent::DownloadRanges { id, ranges } => self.download_ranges(id, ranges),
+            FetchEvent::DownloadBytes { id, bytes } => self.download_bytes(id, bytes),
+            FetchEvent::DownloadEnd { id } => self.download_end(id),
+            FetchEvent::StepStart { id, step, label } => self.step_start(id, step, label),
+            FetchEvent::StepEnd { id } => self.step_end(id),
+            FetchEvent::HostsDown { count } => self.hosts_down(count),
+            FetchEvent::EntryDone(entry) => self.entry_done(entry),
+        }
+    }
+}
+
+impl Display {
     fn download_start(&self, id: u64, label: &str, length: Option<u64>) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         if self.on_terminal {
@@ -209,6 +235,38 @@ impl Progress for Display {
         self.refresh();
     }
 
+    /// A spinner per git checkout or Nix build on a terminal: they take minutes and count
+    /// no bytes, so the bars alone would look stuck.
+    fn step_start(&self, id: u64, step: Step, label: &str) {
+        let bar = self.on_terminal.then(|| {
+            let bar = self.bars.add(ProgressBar::new_spinner());
+            bar.set_message(
+                crate::one_line::escape(&format!("{} of {label}", step.name())).into_owned(),
+            );
+            bar.enable_steady_tick(Duration::from_millis(200));
+            bar
+        });
+        self.steps
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, bar);
+        self.refresh();
+    }
+
+    fn step_end(&self, id: u64) {
+        let bar = self
+            .steps
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id)
+            .flatten();
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+            self.bars.remove(&bar);
+        }
+        self.refresh();
+    }
+
     fn entry_done(&self, entry: &EntryReport) {
         self.done.fetch_add(1, Ordering::Relaxed);
         if !entry.is_done() {
@@ -218,9 +276,7 @@ impl Progress for Display {
         self.entries.inc(1);
         self.refresh();
     }
-}
 
-impl Display {
     fn transfer(&self, id: u64) -> Option<ProgressBar> {
         self.transfers
             .lock()

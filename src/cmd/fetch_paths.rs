@@ -7,9 +7,9 @@ use crate::progress::{self, PeriodicLog};
 use anyhow::Context as _;
 use indicatif::ProgressBar;
 use srcgrab_fetcher::binaries::{
-    mirror_closure, read_path_list, ClosureOptions, ClosureReport, PathOutcome, PathReport,
+    mirror_closure, read_path_list, ClosureOptions, ClosureReport, PathOutcome,
 };
-use srcgrab_fetcher::report::Progress;
+use srcgrab_fetcher::report::{FetchEvent, Reporter};
 use srcgrab_fetcher::store::Cache;
 use srcgrab_manifest::StorePath;
 use std::path::Path;
@@ -137,18 +137,22 @@ impl Display {
     }
 }
 
-impl Progress for Display {
-    fn download_bytes(&self, _id: u64, bytes: u64) {
-        self.downloaded.fetch_add(bytes, Ordering::Relaxed);
-        self.show();
-    }
-
-    fn path_done(&self, path: &PathReport) {
-        self.done.fetch_add(1, Ordering::Relaxed);
-        if !path.is_done() {
-            self.not_done.fetch_add(1, Ordering::Relaxed);
+impl<'a> Reporter<FetchEvent<'a>> for Display {
+    fn report(&self, event: FetchEvent<'a>) {
+        match event {
+            FetchEvent::DownloadBytes { bytes, .. } => {
+                self.downloaded.fetch_add(bytes, Ordering::Relaxed);
+                self.show();
+            }
+            FetchEvent::PathDone(path) => {
+                self.done.fetch_add(1, Ordering::Relaxed);
+                if !path.is_done() {
+                    self.not_done.fetch_add(1, Ordering::Relaxed);
+                }
+                self.spinner.inc(1);
+                self.show();
+            }
+            _ => {}
         }
-        self.spinner.inc(1);
-        self.show();
     }
 }

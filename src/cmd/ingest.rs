@@ -5,7 +5,8 @@ use crate::cmd::report::{human_bytes, read_manifest};
 use crate::progress::{bar, PeriodicLog};
 use crate::Status;
 use indicatif::ProgressBar;
-use srcgrab_fetcher::store::ingest::{ingest, IngestProgress};
+use srcgrab_fetcher::report::Reporter;
+use srcgrab_fetcher::store::ingest::{ingest, IngestEvent};
 use srcgrab_fetcher::store::{Cache, CacheOptions, Compression};
 use srcgrab_formats::signature::PublicKey;
 use std::path::PathBuf;
@@ -53,8 +54,17 @@ impl Progress {
     }
 }
 
-impl IngestProgress for Progress {
-    fn start(&self, _files: u64, bytes: u64) {
+impl Reporter<IngestEvent> for Progress {
+    fn report(&self, event: IngestEvent) {
+        match event {
+            IngestEvent::Start { bytes, .. } => self.start(bytes),
+            IngestEvent::FileHashed { bytes } => self.file_hashed(bytes),
+        }
+    }
+}
+
+impl Progress {
+    fn start(&self, bytes: u64) {
         self.total.store(bytes, Ordering::Relaxed);
         self.bar.set_length(bytes);
     }

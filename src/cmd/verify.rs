@@ -6,8 +6,9 @@ use crate::progress::{bar, PeriodicLog};
 use crate::Status;
 use anyhow::Context as _;
 use indicatif::ProgressBar;
+use srcgrab_fetcher::report::Reporter;
 use srcgrab_fetcher::store::verify::{
-    remove_corrupt, verify_cache, VerifyOptions, VerifyProgress, VerifyReport,
+    remove_corrupt, verify_cache, VerifyEvent, VerifyOptions, VerifyReport,
 };
 use srcgrab_fetcher::store::DiskLayout;
 use srcgrab_manifest::Manifest;
@@ -46,7 +47,16 @@ struct Progress {
     total_bytes: AtomicU64,
 }
 
-impl VerifyProgress for Progress {
+impl Reporter<VerifyEvent> for Progress {
+    fn report(&self, event: VerifyEvent) {
+        match event {
+            VerifyEvent::Start { items, bytes } => self.start(items, bytes),
+            VerifyEvent::ItemDone { bytes } => self.item_done(bytes),
+        }
+    }
+}
+
+impl Progress {
     fn start(&self, items: u64, bytes: u64) {
         self.total_items.store(items, Ordering::Relaxed);
         self.total_bytes.store(bytes, Ordering::Relaxed);

@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 
 use crate::fetch::is_fatal;
 use crate::net::{DownloadOptions, Downloader, Target};
-use crate::report::{HostReport, Progress, Rejection};
+use crate::report::{FetchEvent, FetchReporter, HostReport, Rejection};
 use crate::store::binary::{references, NarFile, UpstreamNarInfo};
 use crate::store::{Cache, Compression};
 use crate::Error;
@@ -147,7 +147,7 @@ pub async fn mirror_closure(
     roots: &[StorePath],
     cache: Arc<Cache>,
     options: ClosureOptions,
-    progress: Arc<dyn Progress>,
+    progress: Arc<FetchReporter>,
 ) -> Result<ClosureReport, Error> {
     let partial_dir = cache.disk().partial_dir();
     let run = Arc::new(Run {
@@ -187,7 +187,7 @@ pub async fn mirror_closure(
                         pending.push_back((reference, Some(report.store_path.clone())));
                     }
                 }
-                progress.path_done(&report);
+                progress.report(FetchEvent::PathDone(&report));
                 paths.push(report);
             }
             Err(fatal) => stopped = Some(fatal.to_string()),

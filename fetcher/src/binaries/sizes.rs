@@ -8,7 +8,7 @@ use srcgrab_formats::store_path::StorePath;
 use std::sync::Arc;
 
 use crate::net::{DownloadOptions, Downloader};
-use crate::report::NoProgress;
+use crate::report::Silent;
 use crate::Error;
 use srcgrab_formats::narinfo::NarInfo;
 
@@ -32,11 +32,7 @@ pub async fn narinfo_sizes(
     // Enough waiting that every substituter's look-up count can reach its ceiling: the
     // downloader's per-host rules decide how many are really sent.
     let in_flight = download.max_lookups_per_host.max(1) * substituters.len().max(1);
-    let downloader = Arc::new(Downloader::new(
-        download,
-        scratch.path(),
-        Arc::new(NoProgress),
-    )?);
+    let downloader = Arc::new(Downloader::new(download, scratch.path(), Arc::new(Silent))?);
     let substituters: Arc<Vec<String>> = Arc::new(
         substituters
             .iter()

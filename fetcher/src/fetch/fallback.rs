@@ -2,6 +2,8 @@
 //! `--builder nix`, Nix's own builder for whatever is left.
 
 use super::*;
+use crate::report::Step;
+use std::future::Future;
 
 /// The command that makes an entry with Nix's own builder.
 pub fn builder_command(entry: &Entry) -> String {
@@ -18,6 +20,17 @@ pub(super) fn needs_builder(entry: &Entry, reason: impl Into<String>) -> Outcome
     }
 }
 impl Run {
+    /// Runs `work`, a step that may take minutes without a byte to count, reported as it
+    /// starts and ends.
+    async fn step<T>(&self, step: Step, label: &str, work: impl Future<Output = T>) -> T {
+        let id = self.step_ids.fetch_add(1, Ordering::Relaxed);
+        self.progress
+            .report(FetchEvent::StepStart { id, step, label });
+        let outcome = work.await;
+        self.progress.report(FetchEvent::StepEnd { id });
+        outcome
+    }
+
     /// Checks out a git source of the entry through the shared mirrors and publishes it.
     pub(super) async fn fetch_git(
         &self,
@@ -39,7 +52,8 @@ impl Run {
         let cache = self.cache.clone();
         let task_entry = entry.clone();
         let task_source = source.clone();
-        let result = blocking(move || git.fetch(&task_entry, &task_source, &cache)).await;
+        let checkout = blocking(move || git.fetch(&task_entry, &task_source, &cache));
+        let result = self.step(Step::Git, &entry.name, checkout).await;
         Ok(match result {
             Ok(published) => {
                 report.bytes_written = published.file_size;
@@ -95,7 +109,7 @@ impl Run {
             let _lock = cache.lock_item(&task_entry)?;
             builder.build(&task_entry, &cache)
         });
-        match built.await {
+        match self.step(Step::Build, &entry.name, built).await {
             Ok(built) => {
                 report.bytes_written = built.published.file_size;
                 Ok(Outcome::Fetched {

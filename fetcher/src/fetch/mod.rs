@@ -21,7 +21,7 @@ use crate::builder::NixBuilder;
 use crate::git::{forge_git_source, GitFetcher};
 use crate::net::substituter::{publish_nar_file, Substituter, Substitution};
 use crate::net::{rewrite, DownloadOptions, Downloaded, Downloader, Rewrite, Target};
-use crate::report::{EntryReport, How, Outcome, Progress, Rejection, Report};
+use crate::report::{EntryReport, FetchEvent, FetchReporter, How, Outcome, Rejection, Report};
 use crate::store::{Cache, Compression, Published};
 use crate::Error;
 
@@ -89,6 +89,8 @@ struct Run {
     git_slots: Arc<tokio::sync::Semaphore>,
     builder: Option<NixBuilder>,
     builder_slots: Arc<tokio::sync::Semaphore>,
+    progress: Arc<FetchReporter>,
+    step_ids: AtomicU64,
 }
 
 /// Fetches every entry into `cache`. Returns the report of every entry, in the order given.
@@ -99,7 +101,7 @@ pub async fn fetch(
     entries: &[Entry],
     cache: Arc<Cache>,
     options: FetchOptions,
-    progress: Arc<dyn Progress>,
+    progress: Arc<FetchReporter>,
 ) -> Result<Report, Error> {
     let partial_dir = cache.disk().partial_dir();
     let git_mirrors = options
@@ -115,6 +117,8 @@ pub async fn fetch(
         builder: options.builder.clone(),
         builder_slots: Arc::new(tokio::sync::Semaphore::new(options.builder_jobs.max(1))),
         downloader: Downloader::new(options.download, &partial_dir, progress.clone())?,
+        progress: progress.clone(),
+        step_ids: AtomicU64::new(0),
         cache,
         substituters: options
             .substituters
@@ -124,7 +128,9 @@ pub async fn fetch(
         hashed_mirrors: options.hashed_mirrors,
         rewrites: options.rewrites,
     });
-    progress.start(entries.len() as u64);
+    progress.report(FetchEvent::Start {
+        entries: entries.len() as u64,
+    });
     let mut reports: Vec<Option<EntryReport>> = vec![None; entries.len()];
     let mut tasks = futures_util::stream::iter(entries.iter().cloned().enumerate())
         .map(|(index, entry)| {
@@ -137,7 +143,7 @@ pub async fn fetch(
         if builder_may_help && run.builder.is_some() {
             for_builder.push((index, report));
         } else {
-            progress.entry_done(&report);
+            progress.report(FetchEvent::EntryDone(&report));
             reports[index] = Some(report);
         }
     })
@@ -167,7 +173,7 @@ pub async fn fetch(
             })
             .buffer_unordered(options.builder_jobs.max(1));
         stopped = collect(&mut builds, |index, report, _| {
-            progress.entry_done(&report);
+            progress.report(FetchEvent::EntryDone(&report));
             reports[index] = Some(report);
         })
         .await;

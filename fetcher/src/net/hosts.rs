@@ -15,7 +15,7 @@ use super::adapt::{Concurrency, Traffic};
 use super::retry::Attempt;
 use super::schedule::Slot;
 use super::Downloader;
-use crate::report::{HostDown, HostReport};
+use crate::report::{FetchEvent, HostDown, HostReport};
 
 /// What one host gave during a run, for the per-host report.
 #[derive(Debug, Default)]
@@ -188,7 +188,9 @@ impl Downloader {
         health.last_counted = None;
         health.answered = true;
         if health.down.take().is_some() {
-            self.progress.hosts_down(count_down(&hosts));
+            self.progress.report(FetchEvent::HostsDown {
+                count: count_down(&hosts),
+            });
         }
     }
 
@@ -230,7 +232,9 @@ impl Downloader {
                 probe_at,
                 probe_sent: None,
             });
-            self.progress.hosts_down(count_down(&hosts));
+            self.progress.report(FetchEvent::HostsDown {
+                count: count_down(&hosts),
+            });
         }
     }
 
@@ -390,7 +394,8 @@ impl Downloader {
     pub(super) fn count_bytes(&self, url: &str, id: u64, bytes: u64, tally: &AtomicU64) {
         tally.fetch_add(bytes, Ordering::Relaxed);
         self.note_bytes(url, bytes);
-        self.progress.download_bytes(id, bytes);
+        self.progress
+            .report(FetchEvent::DownloadBytes { id, bytes });
     }
 }
 
@@ -398,7 +403,7 @@ impl Downloader {
 mod tests {
     use super::*;
     use crate::net::DownloadOptions;
-    use crate::report::NoProgress;
+    use crate::report::Silent;
     use std::sync::Arc;
 
     fn is_up(downloader: &Downloader, url: &str) -> bool {
@@ -413,7 +418,7 @@ mod tests {
             host_cooldown: Duration::from_millis(200),
             ..DownloadOptions::default()
         };
-        let downloader = Downloader::new(options, dir.path(), Arc::new(NoProgress)).unwrap();
+        let downloader = Downloader::new(options, dir.path(), Arc::new(Silent)).unwrap();
         let (url, other) = ("http://far.example:8080/a", "http://far.example:8080/b");
         downloader.note_unreached(url, "refused", Instant::now(), false);
         downloader.note_unreached(url, "refused", Instant::now(), false);

@@ -40,7 +40,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use crate::report::Progress;
+use crate::report::FetchReporter;
 use crate::store::VerifiedHash;
 use crate::Error;
 use adapt::Traffic;
@@ -82,7 +82,7 @@ pub struct Downloader {
     resolutions: Arc<resolve::Resolutions>,
     tallies: Mutex<BTreeMap<String, HostTally>>,
     rate: Option<TokenBucket>,
-    progress: Arc<dyn Progress>,
+    progress: Arc<FetchReporter>,
     next_id: AtomicU64,
     /// When the run began, for the times in the per-host report.
     started: Instant,
@@ -112,7 +112,7 @@ impl Downloader {
     pub fn new(
         options: DownloadOptions,
         partial_dir: &Path,
-        progress: Arc<dyn Progress>,
+        progress: Arc<FetchReporter>,
     ) -> Result<Downloader, Error> {
         std::fs::create_dir_all(partial_dir)
             .map_err(Error::io(format!("creating {}", partial_dir.display())))?;

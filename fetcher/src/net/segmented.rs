@@ -15,6 +15,7 @@ use super::partial::{write_meta, Partial, PartialMeta, Segment};
 use super::retry::{error_chain, status_attempt, transient, Attempt};
 use super::single::blocking_io;
 use super::{content_range, header_text, Downloader};
+use crate::report::FetchEvent;
 use crate::store::VerifiedHash;
 use crate::Error;
 
@@ -195,8 +196,10 @@ impl Downloader {
             }),
             segments: Mutex::new(partial.meta.segments.clone()),
         };
-        self.progress
-            .download_ranges(partial.progress_id, partial.meta.segments.len());
+        self.progress.report(FetchEvent::DownloadRanges {
+            id: partial.progress_id,
+            ranges: partial.meta.segments.len(),
+        });
         let mut opened = opened;
         let workers = (0..partial.meta.segments.len())
             .filter(|&index| !partial.meta.segments[index].is_complete())

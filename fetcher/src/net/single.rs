@@ -13,6 +13,7 @@ use super::hosts::Lease;
 use super::partial::{Partial, PartialMeta};
 use super::retry::{error_chain, status_attempt, transient, Attempt};
 use super::{content_range_start, header_text, Downloaded, Downloader, Target};
+use crate::report::FetchEvent;
 use crate::store::{HashedWrites, VerifiedHash};
 use crate::Error;
 
@@ -108,9 +109,13 @@ impl Downloader {
         tally: &AtomicU64,
     ) -> Result<Downloaded, Error> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.progress.download_start(id, target.label, target.size);
+        self.progress.report(FetchEvent::DownloadStart {
+            id,
+            label: target.label,
+            length: target.size,
+        });
         let result = self.fetch_bounded(url, alternates, target, tally, id).await;
-        self.progress.download_end(id);
+        self.progress.report(FetchEvent::DownloadEnd { id });
         result
     }
 
@@ -273,7 +278,10 @@ impl Downloader {
                     segments: Vec::new(),
                 });
                 if let Some(length) = partial.meta.length {
-                    self.progress.download_length(partial.progress_id, length);
+                    self.progress.report(FetchEvent::DownloadLength {
+                        id: partial.progress_id,
+                        length,
+                    });
                 }
                 if let Some(segments) = self.split(partial, &headers) {
                     partial.meta.segments = segments;

@@ -28,16 +28,16 @@ use crate::store::hashing::HashingReader;
 use crate::store::regular_file::{self, MAX_NARINFO};
 use crate::store::{bundle, Cache, DiskLayout};
 use crate::{nar, unpack, Error};
+use srcgrab_reporter::Reporter;
 
-/// Live progress of an ingest run; called from many threads.
-pub trait IngestProgress: Sync {
-    fn start(&self, _files: u64, _bytes: u64) {}
-    fn file_hashed(&self, _bytes: u64) {}
+/// What an ingest run reports as it goes, from many threads.
+#[derive(Debug, Clone, Copy)]
+pub enum IngestEvent {
+    /// `files` files of `bytes` in all will be hashed.
+    Start { files: u64, bytes: u64 },
+    /// One file of `bytes` was hashed.
+    FileHashed { bytes: u64 },
 }
-
-pub struct NoIngestProgress;
-
-impl IngestProgress for NoIngestProgress {}
 
 #[derive(Debug, Default)]
 pub struct IngestReport {
@@ -377,7 +377,7 @@ pub fn ingest(
     manifest: &Manifest,
     cache: &Cache,
     keys: &[PublicKey],
-    progress: &dyn IngestProgress,
+    progress: &dyn Reporter<IngestEvent>,
 ) -> Result<IngestReport, Error> {
     let mut files = list_files(dir)?;
     let mut from_narinfos = IngestReport {
@@ -388,12 +388,15 @@ pub fn ingest(
     ingest_narinfos(&mut files, manifest, cache, keys, &mut from_narinfos);
     let wanted = Wanted::new(manifest);
     let total: u64 = files.iter().map(|(_, len)| len).sum();
-    progress.start(files.len() as u64, total);
+    progress.report(IngestEvent::Start {
+        files: files.len() as u64,
+        bytes: total,
+    });
     let hashed: Vec<(PathBuf, Result<Hashed, Error>)> = files
         .par_iter()
         .map(|(path, len)| {
             let h = hash_file(path, *len, &wanted);
-            progress.file_hashed(*len);
+            progress.report(IngestEvent::FileHashed { bytes: *len });
             (path.clone(), h)
         })
         .collect();

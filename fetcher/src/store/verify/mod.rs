@@ -28,24 +28,21 @@ use crate::store::regular_file::{self, file_kind, SmallFile, MAX_CACHE_INFO, MAX
 use crate::store::{Cache, CacheOptions, DiskLayout, FileLock, Layout, CACHE_INFO};
 use crate::Error;
 use srcgrab_formats::narinfo::NarInfo;
+use srcgrab_reporter::Reporter;
 
 mod index;
 mod keys;
 
 use index::{fingerprint, mtime_ns, Blake3Index, Fingerprint};
 
-/// Live progress of a verify run; called from many threads.
-pub trait VerifyProgress: Sync {
+/// What a verify run reports as it goes, from many threads.
+#[derive(Debug, Clone, Copy)]
+pub enum VerifyEvent {
     /// The run will check `items` narinfos and mirror files, reading about `bytes`.
-    fn start(&self, _items: u64, _bytes: u64) {}
+    Start { items: u64, bytes: u64 },
     /// One item was checked; `bytes` were read for it.
-    fn item_done(&self, _bytes: u64) {}
+    ItemDone { bytes: u64 },
 }
-
-/// Progress that shows nothing.
-pub struct NoVerifyProgress;
-
-impl VerifyProgress for NoVerifyProgress {}
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct VerifyOptions {
@@ -220,7 +217,7 @@ pub fn verify_cache(
     root: &Path,
     manifest: Option<&Manifest>,
     options: VerifyOptions,
-    progress: &dyn VerifyProgress,
+    progress: &dyn Reporter<VerifyEvent>,
 ) -> Result<VerifyReport, Error> {
     let disk = DiskLayout::new(root);
     let contents = scan(&disk)?;
@@ -286,10 +283,10 @@ pub fn verify_cache(
         )
         .map(|p| size_of(&p))
         .sum();
-    progress.start(
-        (contents.narinfos.len() + contents.mirror_files.len()) as u64,
-        total_bytes,
-    );
+    progress.report(VerifyEvent::Start {
+        items: (contents.narinfos.len() + contents.mirror_files.len()) as u64,
+        bytes: total_bytes,
+    });
 
     let new_index = Mutex::new(Blake3Index::default());
     let corrupt = Mutex::new(Vec::new());
@@ -341,7 +338,7 @@ pub fn verify_cache(
                     }),
             }
             bytes_read.fetch_add(bytes, Ordering::Relaxed);
-            progress.item_done(bytes);
+            progress.report(VerifyEvent::ItemDone { bytes });
         };
 
     contents.narinfos.par_iter().for_each(|h| {
