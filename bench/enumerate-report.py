@@ -32,7 +32,8 @@ class Report:
             return f.read()
 
     def ran(self, name):
-        return os.path.exists(os.path.join(self.work, f"{name}.time"))
+        """Whether the run NAME has finished (its exit status is written last)."""
+        return os.path.exists(os.path.join(self.work, f"{name}.rc"))
 
     def timing(self, name):
         fields = {}
