@@ -520,6 +520,16 @@ fn srcgrab(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `srcgrab BASE EXTRA…`: its exit code and stdout.
+fn code_and_stdout(base: &[&str], extra: &[&str]) -> (Option<i32>, String) {
+    let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+    let output = srcgrab(&args);
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
 /// `nix-build -A hello` of the fixture with `cache` as the only substituter, only `public_key`
 /// trusted, signatures required and no builds allowed; it must succeed.
 fn build_hello_offline(fixture: &str, cache: &Path, public_key: &str) -> Output {
@@ -791,18 +801,13 @@ fn outputs_of_a_manifest_come_from_substituters_and_nix_builds_nothing() {
     // Imported only with the key that signed them; the sources need none (their hashes).
     let imported_cache = dir.path().join("imported");
     let import = |extra: &[&str]| {
-        let mut args = vec![
+        let base = [
             "import",
             bundle.to_str().unwrap(),
             "--cache",
             imported_cache.to_str().unwrap(),
         ];
-        args.extend_from_slice(extra);
-        let output = srcgrab(&args);
-        (
-            output.status.code(),
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-        )
+        code_and_stdout(&base, extra)
     };
     let (code, said) = import(&[]);
     assert_eq!(code, Some(1), "{said}");
@@ -833,7 +838,7 @@ fn outputs_of_a_manifest_come_from_substituters_and_nix_builds_nothing() {
     // a trusted key signed them, and does not report their files as unmatched.
     let ingested = dir.path().join("ingested");
     let ingest = |extra: &[&str]| {
-        let mut args = vec![
+        let base = [
             "ingest",
             upstream.to_str().unwrap(),
             "--manifest",
@@ -841,12 +846,7 @@ fn outputs_of_a_manifest_come_from_substituters_and_nix_builds_nothing() {
             "--cache",
             ingested.to_str().unwrap(),
         ];
-        args.extend_from_slice(extra);
-        let output = srcgrab(&args);
-        (
-            output.status.code(),
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-        )
+        code_and_stdout(&base, extra)
     };
     let (code, said) = ingest(&[]);
     assert_eq!(code, Some(1), "{said}");
