@@ -1,4 +1,5 @@
-//! The fetcher's one error type.
+//! The fetcher's error type. Pure formats have their own (in `srcgrab-formats`); a task that
+//! panicked or a pool that closed is `TaskFailed`, never mistaken for a damaged item.
 
 use std::path::PathBuf;
 
@@ -73,9 +74,21 @@ pub enum Error {
     Download { url: String, reason: String },
     #[error("cannot set up the HTTP client: {0}")]
     HttpClient(String),
+    /// A worker task that panicked or was cancelled, or a pool that closed under a run: a
+    /// bug or a shutdown, never something about an item.
+    #[error("{task} task failed: {reason}")]
+    TaskFailed { task: &'static str, reason: String },
 }
 
 impl Error {
+    /// Maps the join error of a `task` (spawned or blocking) that did not return.
+    pub fn task(task: &'static str) -> impl FnOnce(tokio::task::JoinError) -> Error {
+        move |err| Error::TaskFailed {
+            task,
+            reason: err.to_string(),
+        }
+    }
+
     /// Wraps an I/O error with what was being done, since a bare "No such file" helps nobody.
     pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
         let context = context.into();
@@ -115,5 +128,37 @@ impl From<ProcessError> for Error {
             }
             ProcessError::Io { command, source } => Error::io(command)(source),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_task_that_panics_is_a_task_failure_not_an_item_error() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let err = runtime.block_on(async {
+            tokio::task::spawn_blocking(|| panic!("boom"))
+                .await
+                .map_err(Error::task("hashing"))
+                .unwrap_err()
+        });
+        assert!(
+            matches!(
+                err,
+                Error::TaskFailed {
+                    task: "hashing",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().starts_with("hashing task failed: "),
+            "{err}"
+        );
     }
 }

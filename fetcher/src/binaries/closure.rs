@@ -180,7 +180,10 @@ pub async fn mirror_closure(
         let Some(joined) = tasks.join_next().await else {
             break;
         };
-        match joined.map_err(task_failed).and_then(|taken| taken) {
+        match joined
+            .map_err(Error::task("mirroring"))
+            .and_then(|taken| taken)
+        {
             Ok((report, references)) => {
                 for reference in references {
                     if seen.insert(reference.hash_part().to_string()) {
@@ -202,13 +205,6 @@ pub async fn mirror_closure(
     })
 }
 
-fn task_failed(err: tokio::task::JoinError) -> Error {
-    Error::Corrupt {
-        what: "mirroring task".into(),
-        reason: err.to_string(),
-    }
-}
-
 impl Run {
     /// One path: already there, or from the first substituter whose copy verifies. Returns
     /// its report and the paths it references (none when it could not be had).
@@ -222,7 +218,7 @@ impl Run {
         let wanted = path.clone();
         let present = tokio::task::spawn_blocking(move || cache.published_binary(&wanted))
             .await
-            .map_err(task_failed)??;
+            .map_err(Error::task("mirroring"))??;
         if let Some(info) = present {
             report.outcome = PathOutcome::Present;
             report.file_size = info.file_size;
@@ -306,7 +302,7 @@ impl Run {
             cache.publish_binary(&UpstreamNarInfo { info, text }, &file, verified, recompress)
         })
         .await
-        .map_err(task_failed)
+        .map_err(Error::task("mirroring"))
         .and_then(|published| published);
         downloaded.remove();
         Ok(Some((published?, references)))

@@ -204,7 +204,7 @@ async fn collect(
 ) -> Option<String> {
     while let Some(joined) = tasks.next().await {
         match joined
-            .map_err(task_failed)
+            .map_err(Error::task("fetch"))
             .and_then(|(index, result)| Ok((index, result?)))
         {
             Ok((index, (report, builder_may_help))) => done(index, report, builder_may_help),
@@ -215,16 +215,9 @@ async fn collect(
 }
 
 fn closed() -> Error {
-    Error::Corrupt {
-        what: "fetch".into(),
+    Error::TaskFailed {
+        task: "fetch",
         reason: "worker slots closed".into(),
-    }
-}
-
-fn task_failed(err: tokio::task::JoinError) -> Error {
-    Error::Corrupt {
-        what: "fetch task".into(),
-        reason: err.to_string(),
     }
 }
 
@@ -234,7 +227,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, Error> {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(task_failed)?
+        .map_err(Error::task("fetch"))?
 }
 
 impl Run {

@@ -173,7 +173,7 @@ impl Partial {
                 .map_err(Error::io(format!("reading {}", part.display())))
         })
         .await
-        .map_err(|e| Error::HttpClient(format!("hashing task failed: {e}")))??;
+        .map_err(Error::task("hashing"))??;
         self.hasher = Some(hashed);
         Ok(())
     }

@@ -513,7 +513,7 @@ pub(super) async fn hash_file(
         Ok(verified)
     })
     .await
-    .map_err(|e| Error::HttpClient(format!("hashing task failed: {e}")))?
+    .map_err(Error::task("hashing"))?
 }
 
 #[cfg(test)]

@@ -187,10 +187,7 @@ impl Substituter {
                     cache.publish_compressed_nar(&entry, &file, compression, verified, nar_size)
                 })
                 .await
-                .map_err(|e| Error::Corrupt {
-                    what: "publishing task".into(),
-                    reason: e.to_string(),
-                })
+                .map_err(Error::task("publishing"))
                 .and_then(|published| published)
             }
             _ => {
@@ -265,10 +262,7 @@ pub async fn publish_nar_file(
         }
     })
     .await
-    .map_err(|e| Error::Corrupt {
-        what: "publishing task".into(),
-        reason: e.to_string(),
-    })?
+    .map_err(Error::task("publishing"))?
 }
 
 fn open_for_reading(path: &Path) -> Result<std::fs::File, Error> {
