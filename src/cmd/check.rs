@@ -6,6 +6,7 @@ use crate::cmd::report::{read_manifest, write_stdout};
 use crate::Status;
 use anyhow::Context as _;
 use rayon::prelude::*;
+use srcgrab_fetcher::store::binary::NarInfoText;
 use srcgrab_fetcher::store::{Cache, CacheOptions, DiskLayout};
 use srcgrab_formats::store_path::STORE_DIR;
 use srcgrab_manifest::check::{check, AttributeCheck, CacheContents};
@@ -60,7 +61,7 @@ fn cache_contents(dir: &Path) -> anyhow::Result<CacheContents> {
     let present: Vec<(String, Vec<String>)> = hash_parts
         .par_iter()
         .map(|hash_part| {
-            let Some(info) = cache.published_narinfo(hash_part)? else {
+            let Some(NarInfoText { info, .. }) = cache.published_narinfo(hash_part)? else {
                 return Ok(None);
             };
             let references = info

@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 use crate::fetch::is_fatal;
 use crate::net::{DownloadOptions, Downloader, Target};
 use crate::report::{FetchEvent, FetchReporter, HostReport, Rejection};
-use crate::store::binary::{references, NarFile, UpstreamNarInfo};
+use crate::store::binary::{references, NarFile, NarInfoText};
 use crate::store::{Cache, Compression};
 use crate::Error;
 use srcgrab_formats::narinfo::NarInfo;
@@ -219,7 +219,7 @@ impl Run {
         let present = tokio::task::spawn_blocking(move || cache.published_binary(&wanted))
             .await
             .map_err(Error::task("mirroring"))??;
-        if let Some(info) = present {
+        if let Some(NarInfoText { info, .. }) = present {
             report.outcome = PathOutcome::Present;
             report.file_size = info.file_size;
             report.nar_size = Some(info.nar_size);
@@ -299,7 +299,7 @@ impl Run {
         );
         let recompress = self.recompress;
         let published = tokio::task::spawn_blocking(move || {
-            cache.publish_binary(&UpstreamNarInfo { info, text }, &file, verified, recompress)
+            cache.publish_binary(&NarInfoText { info, text }, &file, verified, recompress)
         })
         .await
         .map_err(Error::task("mirroring"))

@@ -31,10 +31,10 @@ pub struct NarFile {
     pub nar_size: u64,
 }
 
-/// A narinfo as an upstream cache (or a bundle) served it: parsed, and its text, whose
-/// signed lines are kept as they were written.
+/// A narinfo parsed, and its text: as an upstream cache or a bundle served it (whose signed
+/// lines are kept as they were written), or as the cache holds it.
 #[derive(Debug, Clone)]
-pub struct UpstreamNarInfo {
+pub struct NarInfoText {
     pub info: NarInfo,
     pub text: String,
 }
@@ -116,7 +116,7 @@ impl Cache {
     /// regular file that parses, whose NAR file is a regular file in `nar/` under its seal
     /// (what a publish or `srcgrab verify` checked, unchanged since). Anything less counts as
     /// absent, so mirroring again repairs it.
-    pub fn published_narinfo(&self, hash_part: &str) -> Result<Option<NarInfo>, Error> {
+    pub fn published_narinfo(&self, hash_part: &str) -> Result<Option<NarInfoText>, Error> {
         let SmallFile::Text(text) =
             regular_file::read_small(&self.disk.narinfo(hash_part), MAX_NARINFO)?
         else {
@@ -132,14 +132,14 @@ impl Cache {
         {
             return Ok(None);
         }
-        Ok(Some(info))
+        Ok(Some(NarInfoText { info, text }))
     }
 
     /// [`Cache::published_narinfo`] of exactly `path`.
-    pub fn published_binary(&self, path: &StorePath) -> Result<Option<NarInfo>, Error> {
+    pub fn published_binary(&self, path: &StorePath) -> Result<Option<NarInfoText>, Error> {
         Ok(self
             .published_narinfo(path.hash_part())?
-            .filter(|info| info.store_path == *path))
+            .filter(|published| published.info.store_path == *path))
     }
 
     /// Checks the downloaded NAR file `download` against `upstream` and publishes it: as it
@@ -148,7 +148,7 @@ impl Cache {
     /// cache, so the caller must not modify it afterwards (removing it is fine).
     pub fn publish_binary(
         &self,
-        upstream: &UpstreamNarInfo,
+        upstream: &NarInfoText,
         download: &Path,
         verified: VerifiedHash,
         recompress: Option<Compression>,
@@ -236,7 +236,7 @@ impl Cache {
     /// hard-link, then checked and published as a download is. Its compression is kept.
     pub fn import_binary(
         &self,
-        upstream: &UpstreamNarInfo,
+        upstream: &NarInfoText,
         nar: &mut dyn Read,
         keys: &[PublicKey],
     ) -> Result<NarFile, Error> {
@@ -299,7 +299,7 @@ impl Cache {
     /// opens its NAR file only when it is needed.
     pub fn import_binary_unless_present<'r>(
         &self,
-        upstream: &UpstreamNarInfo,
+        upstream: &NarInfoText,
         keys: &[PublicKey],
         nar: impl FnOnce() -> Result<Box<dyn Read + 'r>, Error>,
     ) -> Result<bool, Error> {
@@ -311,40 +311,35 @@ impl Cache {
     }
 
     /// One binary of a directory laid out as a binary cache (a bundle, a disk made by
-    /// `nix copy --to file://…`): `narinfo_name` is its narinfo in `dir`, read only as a small
-    /// regular file, and its NAR is opened below `dir` without following links. Returns what
-    /// to call it in a report (its store path, or the narinfo's name when that does not
-    /// parse) and whether it was imported (`false`: already present).
-    pub fn import_binary_from_dir(
+    /// `nix copy --to file://…`), whose narinfo [`read_narinfo_in`] read: its NAR is opened
+    /// below `dir` without following links. `Ok(false)`: already present.
+    pub fn import_binary_below(
         &self,
         dir: &Path,
-        narinfo_name: &str,
+        narinfo: &NarInfoText,
         keys: &[PublicKey],
-    ) -> (String, Result<bool, Error>) {
-        let parsed = regular_file::read_small_or_refuse(&dir.join(narinfo_name), MAX_NARINFO)
-            .and_then(|text| {
-                let info = NarInfo::parse(&text)?;
-                Ok(UpstreamNarInfo { info, text })
-            });
-        let upstream = match parsed {
-            Ok(upstream) => upstream,
-            Err(e) => return (narinfo_name.to_string(), Err(e)),
-        };
-        let info = &upstream.info;
-        let what = info.store_path.to_path_string();
-        if DiskLayout::narinfo_name(info.store_path.hash_part()) != narinfo_name {
-            let reason = format!("{narinfo_name} names another path");
-            let error = Error::Corrupt {
-                what: "narinfo".into(),
-                reason,
-            };
-            return (what, Err(error));
-        }
-        let outcome = self.import_binary_unless_present(&upstream, keys, || {
-            Ok(Box::new(regular_file::open_below(dir, info.url.as_path())?))
-        });
-        (what, outcome)
+    ) -> Result<bool, Error> {
+        self.import_binary_unless_present(narinfo, keys, || {
+            Ok(Box::new(regular_file::open_below(
+                dir,
+                narinfo.info.url.as_path(),
+            )?))
+        })
     }
+}
+
+/// The narinfo `name` in `dir` (a bundle, a disk), read only as a small regular file, which
+/// must parse and name the path its file name says.
+pub fn read_narinfo_in(dir: &Path, name: &str) -> Result<NarInfoText, Error> {
+    let text = regular_file::read_small_or_refuse(&dir.join(name), MAX_NARINFO)?;
+    let info = NarInfo::parse(&text)?;
+    if DiskLayout::narinfo_name(info.store_path.hash_part()) != name {
+        return Err(Error::Corrupt {
+            what: "narinfo".into(),
+            reason: format!("{name} names {}", info.store_path),
+        });
+    }
+    Ok(NarInfoText { info, text })
 }
 
 #[cfg(test)]

@@ -20,12 +20,11 @@ use std::sync::Mutex;
 use rayon::prelude::*;
 use srcgrab_formats::hash::{Hash, HashAlgo, HashMode, Hasher};
 use srcgrab_formats::name::strip_archive_extension;
-use srcgrab_formats::narinfo::NarInfo;
 use srcgrab_formats::signature::PublicKey;
 use srcgrab_manifest::{Entry, Kind, Manifest, Unpack};
 
+use crate::store::binary::{read_narinfo_in, NarInfoText};
 use crate::store::hashing::HashingReader;
-use crate::store::regular_file::{self, MAX_NARINFO};
 use crate::store::{bundle, Cache, DiskLayout};
 use crate::{nar, unpack, Error};
 use srcgrab_reporter::Reporter;
@@ -329,34 +328,35 @@ fn ingest_narinfos(
         .iter()
         .map(|e| (e.store_path.hash_part().to_string(), e))
         .collect();
-    let mut taken: BTreeSet<PathBuf> = BTreeSet::new();
-    let narinfos: Vec<(PathBuf, String, PathBuf)> = files
+    // Read once: a narinfo that does not parse is hashed as a loose file like any other.
+    let narinfos: Vec<(PathBuf, PathBuf, NarInfoText)> = files
         .iter()
         .filter_map(|(path, _)| {
             let name = path.file_name()?.to_str()?;
             DiskLayout::narinfo_hash_part(name)?;
-            let text = regular_file::read_small_or_refuse(path, MAX_NARINFO).ok()?;
-            let info = NarInfo::parse(&text).ok()?;
             let dir = path.parent()?.to_path_buf();
-            taken.insert(path.clone());
-            taken.insert(dir.join(info.url.as_path()));
-            Some((dir, name.to_string(), path.clone()))
+            let narinfo = read_narinfo_in(&dir, name).ok()?;
+            Some((dir, path.clone(), narinfo))
         })
+        .collect();
+    let taken: BTreeSet<PathBuf> = narinfos
+        .iter()
+        .flat_map(|(dir, path, narinfo)| [path.clone(), dir.join(narinfo.info.url.as_path())])
         .collect();
     files.retain(|(path, _)| !taken.contains(path));
     let outcomes: Vec<(PathBuf, String, Result<bool, Error>)> = narinfos
         .par_iter()
-        .map(|(dir, name, path)| {
-            let hash_part = DiskLayout::narinfo_hash_part(name).unwrap_or_default();
-            let Some(entry) = entries.get(hash_part) else {
-                let (what, outcome) = cache.import_binary_from_dir(dir, name, keys);
-                return (path.clone(), what, outcome);
+        .map(|(dir, path, narinfo)| {
+            let info = &narinfo.info;
+            let Some(entry) = entries.get(info.store_path.hash_part()) else {
+                let outcome = cache.import_binary_below(dir, narinfo, keys);
+                return (path.clone(), info.store_path.to_path_string(), outcome);
             };
             let outcome = cache.lock_item(entry).and_then(|_lock| {
                 if cache.is_present(entry)? {
                     return Ok(false);
                 }
-                bundle::import_narinfo_file(cache, entry, dir, path).map(|()| true)
+                bundle::import_narinfo_below(cache, entry, dir, info).map(|()| true)
             });
             (path.clone(), entry.store_path.to_path_string(), outcome)
         })

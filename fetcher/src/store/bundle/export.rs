@@ -13,6 +13,7 @@ use srcgrab_formats::store_path::StorePath;
 use srcgrab_manifest::{Entry, Manifest};
 
 use super::{CACHE_INFO_CONTENTS, MANIFEST, MARKER, MARKER_CONTENTS};
+use crate::store::binary::NarInfoText;
 use crate::store::regular_file::{self, SmallFile, MAX_NARINFO};
 use crate::store::{declared_hash, Cache, DiskLayout, CACHE_INFO};
 use crate::Error;
@@ -67,21 +68,28 @@ fn narinfo_items(cache: &Cache, hash_part: &str) -> Result<Option<(NarInfo, Vec<
         }
     };
     let info = NarInfo::parse(&text).map_err(|e| Error::Corrupt {
-        what: narinfo_name.clone(),
+        what: narinfo_name,
         reason: e.to_string(),
     })?;
-    let nar = info.url.as_path().to_path_buf();
+    Ok(Some(items_of(NarInfoText { info, text })))
+}
+
+/// A narinfo's items in a bundle: the narinfo, then the NAR file it names.
+fn items_of(narinfo: NarInfoText) -> (NarInfo, Vec<Item>) {
+    let nar = narinfo.info.url.as_path().to_path_buf();
     let items = vec![
         Item {
-            bundle_path: PathBuf::from(&narinfo_name),
-            source: Source::Bytes(text.into_bytes()),
+            bundle_path: PathBuf::from(DiskLayout::narinfo_name(
+                narinfo.info.store_path.hash_part(),
+            )),
+            source: Source::Bytes(narinfo.text.into_bytes()),
         },
         Item {
             bundle_path: nar.clone(),
             source: Source::File(nar),
         },
     ];
-    Ok(Some((info, items)))
+    (narinfo.info, items)
 }
 
 /// The files that carry `entry` from the cache, or `None` when it holds none.
@@ -135,11 +143,7 @@ fn binary_items(
         if !seen.insert(absolute.clone()) || entries.contains(&path) {
             continue;
         }
-        let held = match cache.published_binary(&path)? {
-            Some(_) => narinfo_items(cache, path.hash_part())?,
-            None => None,
-        };
-        let Some((info, found)) = held else {
+        let Some((info, found)) = cache.published_binary(&path)?.map(items_of) else {
             if is_output {
                 report.outputs_not_in_cache += 1;
             }

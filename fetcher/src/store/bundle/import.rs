@@ -13,7 +13,7 @@ use srcgrab_manifest::{Entry, Manifest};
 
 use super::{bad_bundle, check_marker, parse_manifest, MANIFEST, MARKER};
 use crate::net::substituter::CheckedNar;
-use crate::store::binary::UpstreamNarInfo;
+use crate::store::binary::{read_narinfo_in, NarInfoText};
 use crate::store::regular_file::{self, MAX_NARINFO};
 use crate::store::{decompressor, Cache, DiskLayout, CACHE_INFO};
 use crate::Error;
@@ -137,7 +137,11 @@ pub fn import_dir(
                     .map(|m| m.file_type())
             };
             if there(&narinfo).is_some() {
-                DirOutcome::Published(import_narinfo_file(cache, entry, bundle, &narinfo))
+                let info = regular_file::read_small_or_refuse(&narinfo, MAX_NARINFO)
+                    .and_then(|text| Ok(NarInfo::parse(&text)?));
+                DirOutcome::Published(
+                    info.and_then(|info| import_narinfo_below(cache, entry, bundle, &info)),
+                )
             } else if there(&file).is_some() {
                 DirOutcome::Published(
                     regular_file::open_below(bundle, &file)
@@ -161,17 +165,16 @@ pub fn import_dir(
     Ok((report, manifest))
 }
 
-/// Publishes `entry` from its narinfo in a directory laid out as a binary cache (a bundle
-/// directory, a disk), with the NAR it names below that directory.
-pub(in crate::store) fn import_narinfo_file(
+/// Publishes `entry` from its narinfo `info`, read from a directory laid out as a binary
+/// cache (a bundle directory, a disk), with the NAR it names below that directory.
+pub(in crate::store) fn import_narinfo_below(
     cache: &Cache,
     entry: &Entry,
-    bundle: &Path,
-    narinfo: &Path,
+    dir: &Path,
+    info: &NarInfo,
 ) -> Result<(), Error> {
-    let info = NarInfo::parse(&regular_file::read_small_or_refuse(narinfo, MAX_NARINFO)?)?;
-    let nar = regular_file::open_below(bundle, info.url.as_path())?;
-    publish_from_nar(cache, entry, &info, nar)
+    let nar = regular_file::open_below(dir, info.url.as_path())?;
+    publish_from_nar(cache, entry, info, nar)
 }
 
 /// Records one binary's outcome.
@@ -201,7 +204,13 @@ fn import_dir_binaries(
     names.sort();
     let outcomes: Vec<(String, Result<bool, Error>)> = names
         .par_iter()
-        .map(|name| cache.import_binary_from_dir(bundle, name, keys))
+        .map(|name| match read_narinfo_in(bundle, name) {
+            Ok(narinfo) => (
+                narinfo.info.store_path.to_path_string(),
+                cache.import_binary_below(bundle, &narinfo, keys),
+            ),
+            Err(e) => (name.clone(), Err(e)),
+        })
         .collect();
     for (what, outcome) in outcomes {
         if let Err(e @ Error::DiskFull { .. }) = outcome {
@@ -265,7 +274,7 @@ pub fn import_tar(
                 if info.store_path.hash_part() != hash_part {
                     return Err(bad_bundle(format!("{name} names {}", info.store_path)));
                 }
-                Ok(UpstreamNarInfo { info, text })
+                Ok(NarInfoText { info, text })
             });
             match (read, entry) {
                 (Ok(upstream), Some(entry)) => waiting
@@ -320,7 +329,7 @@ pub fn import_tar(
 /// A narinfo of the tar stream waiting for the NAR it names.
 enum Waiter<'m> {
     Entry(NarInfo, &'m Entry),
-    Binary(UpstreamNarInfo),
+    Binary(NarInfoText),
 }
 
 /// A narinfo is small: a bundle's huge one is refused, not held in memory.

@@ -24,7 +24,7 @@ mod export;
 mod import;
 
 pub use export::{export, BundleTarget, ExportReport};
-pub(super) use import::import_narinfo_file;
+pub(super) use import::import_narinfo_below;
 pub use import::{import_dir, import_tar, ImportReport};
 
 use srcgrab_manifest::Manifest;
