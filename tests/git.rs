@@ -12,8 +12,8 @@ mod support;
 
 use gitfixture::{nix_fetchgit, realise, Daemon, Repos};
 use srcgrab_fetcher::git::GitFetcher;
-use srcgrab_fetcher::nar;
 use srcgrab_fetcher::net::Rewrite;
+use srcgrab_fetcher::store::tree;
 use srcgrab_fetcher::store::{Cache, CacheOptions};
 use srcgrab_manifest::{GitSource, HashMode, Kind, Manifest, Provenance, Unpack};
 use std::path::Path;
@@ -35,7 +35,7 @@ fn source(url: &str, rev: &str) -> GitSource {
 
 fn nar_of(path: &Path) -> Vec<u8> {
     let mut nar = Vec::new();
-    nar::dump_path(path, &mut nar).unwrap();
+    tree::dump_path(path, &mut nar).unwrap();
     nar
 }
 

@@ -92,8 +92,8 @@ impl NixBuilder {
         let output = std::fs::read_link(&root)
             .map_err(Error::io(format!("reading GC root {}", root.display())))?;
         if output != Path::new(&entry.store_path.to_path_string()) {
-            return Err(Error::StorePathMismatch {
-                what: drv_path.to_string(),
+            return Err(Error::BuiltElsewhere {
+                drv_path: drv_path.to_string(),
                 expected: entry.store_path.to_path_string(),
                 got: output.display().to_string(),
             });
@@ -125,7 +125,7 @@ fn export(entry: &Entry, cache: &Cache) -> Result<Published, Error> {
     )?;
     let published = cache.publish_nar(entry, dump.stdout());
     dump.finish()?;
-    published
+    Ok(published?)
 }
 
 /// Whether a store path (or .drv) is valid in the local store.

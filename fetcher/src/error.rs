@@ -1,61 +1,81 @@
-//! The fetcher's error type. Pure formats have their own (in `srcgrab-formats`); a task that
-//! panicked or a pool that closed is `TaskFailed`, never mistaken for a damaged item.
+//! The fetcher's errors, one enum per part: [`store::Error`](crate::store::Error) for the
+//! synchronous cache, [`net::Error`](crate::net::Error) for the network, and [`Error`] for a
+//! fetch as a whole (git, Nix's builder, binaries' closures), which holds either. Pure
+//! formats have theirs in `srcgrab-formats`. Shared here: a local I/O failure that says what
+//! was being done, and a task that did not return (a bug or a shutdown, never an item's fault).
 
-use std::path::PathBuf;
+use std::fmt;
+use std::io;
 
-use srcgrab_formats::nar::NarError;
-use srcgrab_formats::narinfo::NarInfoError;
-use srcgrab_formats::signature::KeyError;
 use srcgrab_process::ProcessError;
 
+use crate::{net, store};
+
+/// A local file operation that failed, with what was being done, since a bare "No such
+/// file" helps nobody.
+#[derive(Debug)]
+pub struct IoError {
+    pub context: String,
+    pub source: io::Error,
+}
+
+impl IoError {
+    /// ENOSPC/EDQUOT, told apart so a run stops early instead of failing every remaining item.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(
+            self.source.raw_os_error(),
+            Some(libc::ENOSPC) | Some(libc::EDQUOT)
+        )
+    }
+}
+
+impl fmt::Display for IoError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_disk_full() {
+            write!(f, "{}: disk full ({})", self.context, self.source)
+        } else {
+            write!(f, "{}: {}", self.context, self.source)
+        }
+    }
+}
+
+impl std::error::Error for IoError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+/// Wraps an I/O error with what was being done (`.map_err(io_error("reading x"))?`).
+pub fn io_error(context: impl Into<String>) -> impl FnOnce(io::Error) -> IoError {
+    let context = context.into();
+    move |source| IoError { context, source }
+}
+
+/// A worker task that panicked or was cancelled, or a pool that closed under a run.
+#[derive(Debug, thiserror::Error)]
+#[error("{task} task failed: {reason}")]
+pub struct TaskFailed {
+    pub task: &'static str,
+    pub reason: String,
+}
+
+/// Maps the join error of a `task` (spawned or blocking) that did not return.
+pub fn task_failed(task: &'static str) -> impl FnOnce(tokio::task::JoinError) -> TaskFailed {
+    move |err| TaskFailed {
+        task,
+        reason: err.to_string(),
+    }
+}
+
+/// Why one fetch (an entry, a git checkout, a build, a binary closure) did not finish.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{context}: {source}")]
-    Io {
-        context: String,
-        #[source]
-        source: std::io::Error,
-    },
-    /// ENOSPC/EDQUOT, split out so callers can stop early instead of failing every remaining item.
-    #[error("{context}: disk full ({source})")]
-    DiskFull {
-        context: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{what}: hash mismatch: expected {expected}, got {got}")]
-    HashMismatch {
-        what: String,
-        expected: String,
-        got: String,
-    },
-    #[error("unsafe archive {archive}: {reason}")]
-    UnsafeArchive { archive: PathBuf, reason: String },
-    /// An archive that is not hostile but cannot be unpacked as fetchzip would (unknown format,
-    /// not exactly one top-level entry with stripRoot, corrupt data).
-    #[error("cannot unpack {archive}: {reason}")]
-    Unpack { archive: PathBuf, reason: String },
-    /// A NAR stream that does not follow the format (or is truncated), or is not the
-    /// single file a flat output must be.
-    #[error("{0}")]
-    BadNar(NarError),
-    /// A file type NAR cannot hold (socket, device, fifo).
-    #[error("{path}: cannot be archived: {kind}")]
-    UnsupportedFileType { path: PathBuf, kind: &'static str },
     #[error(transparent)]
-    BadNarinfo(#[from] NarInfoError),
+    Store(#[from] store::Error),
     #[error(transparent)]
-    BadKey(#[from] KeyError),
-    /// Content that hashes right but lands at another store path than the entry says.
-    #[error("{what}: store path mismatch: expected {expected}, got {got}")]
-    StorePathMismatch {
-        what: String,
-        expected: String,
-        got: String,
-    },
-    /// A published cache item that is inconsistent (missing NAR, wrong size, bad CA, ...).
-    #[error("{what}: {reason}")]
-    Corrupt { what: String, reason: String },
+    Net(#[from] net::Error),
+    #[error(transparent)]
+    Io(#[from] IoError),
     /// An external program (git, nix-store) failed; `stderr` holds the end of what it said.
     #[error("`{command}` failed: {stderr}")]
     Command { command: String, stderr: String },
@@ -68,51 +88,57 @@ pub enum Error {
     /// The entry's .drv is gone from the Nix store (garbage-collected since enumeration).
     #[error("derivation {0} is not in the Nix store any more; run `srcgrab enumerate` again to re-instantiate it")]
     MissingDerivation(String),
-    /// A URL that gave nothing usable: refused for good (404, 403, ...), or transient errors
-    /// (connection, timeout, 429, 5xx, stalled body) that outlasted the retries.
-    #[error("{url}: {reason}")]
-    Download { url: String, reason: String },
-    #[error("cannot set up the HTTP client: {0}")]
-    HttpClient(String),
-    /// A worker task that panicked or was cancelled, or a pool that closed under a run: a
-    /// bug or a shutdown, never something about an item.
-    #[error("{task} task failed: {reason}")]
-    TaskFailed { task: &'static str, reason: String },
+    /// Nix realised the derivation, but to another path than the entry's.
+    #[error("{drv_path}: store path mismatch: expected {expected}, got {got}")]
+    BuiltElsewhere {
+        drv_path: String,
+        expected: String,
+        got: String,
+    },
+    /// A line of a list of store paths that is not one.
+    #[error("{what}: {reason}")]
+    BadPathList { what: String, reason: String },
+    #[error(transparent)]
+    TaskFailed(#[from] TaskFailed),
 }
 
 impl Error {
+    /// Errors that stop the whole run: every further entry would fail the same way.
+    pub fn is_fatal(&self) -> bool {
+        self.is_disk_full()
+    }
+
+    /// The store's error, when the fetch failed there (directly or under a substitution).
+    pub fn as_store(&self) -> Option<&store::Error> {
+        match self {
+            Error::Store(err) | Error::Net(net::Error::Store(err)) => Some(err),
+            _ => None,
+        }
+    }
+
+    /// Bytes that are not the declared ones: another source of them may still have them right.
+    pub fn is_content_mismatch(&self) -> bool {
+        matches!(self, Error::Net(net::Error::HashMismatch { .. }))
+            || self
+                .as_store()
+                .is_some_and(store::Error::is_content_mismatch)
+    }
+
+    /// Wraps an I/O error with what was being done (see [`IoError`]).
+    pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+        let wrap = io_error(context);
+        move |source| Error::Io(wrap(source))
+    }
     /// Maps the join error of a `task` (spawned or blocking) that did not return.
     pub fn task(task: &'static str) -> impl FnOnce(tokio::task::JoinError) -> Error {
-        move |err| Error::TaskFailed {
-            task,
-            reason: err.to_string(),
-        }
+        move |err| Error::TaskFailed(task_failed(task)(err))
     }
-
-    /// Wraps an I/O error with what was being done, since a bare "No such file" helps nobody.
-    pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
-        let context = context.into();
-        move |source| {
-            if matches!(
-                source.raw_os_error(),
-                Some(libc::ENOSPC) | Some(libc::EDQUOT)
-            ) {
-                Error::DiskFull { context, source }
-            } else {
-                Error::Io { context, source }
-            }
-        }
-    }
-}
-
-/// Stream errors keep their OS code (a full disk while writing a NAR is `DiskFull`).
-impl From<NarError> for Error {
-    fn from(error: NarError) -> Error {
-        match error {
-            NarError::Write(source) => Error::io("writing NAR")(source),
-            NarError::Read(source) => Error::io("reading NAR")(source),
-            NarError::ReadContents(source) => Error::io("reading file contents")(source),
-            other => Error::BadNar(other),
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            Error::Store(err) => err.is_disk_full(),
+            Error::Net(err) => err.is_disk_full(),
+            Error::Io(err) => err.is_disk_full(),
+            _ => false,
         }
     }
 }
@@ -124,9 +150,9 @@ impl From<ProcessError> for Error {
         match error {
             ProcessError::Failed { command, stderr } => Error::Command { command, stderr },
             ProcessError::Start { command, source } => {
-                Error::io(format!("running {command}"))(source)
+                io_error(format!("running {command}"))(source).into()
             }
-            ProcessError::Io { command, source } => Error::io(command)(source),
+            ProcessError::Io { command, source } => io_error(command)(source).into(),
         }
     }
 }
@@ -140,19 +166,20 @@ mod tests {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        let err = runtime.block_on(async {
+        let err: Error = runtime.block_on(async {
             tokio::task::spawn_blocking(|| panic!("boom"))
                 .await
-                .map_err(Error::task("hashing"))
+                .map_err(task_failed("hashing"))
                 .unwrap_err()
+                .into()
         });
         assert!(
             matches!(
                 err,
-                Error::TaskFailed {
+                Error::TaskFailed(TaskFailed {
                     task: "hashing",
                     ..
-                }
+                })
             ),
             "{err:?}"
         );
@@ -160,5 +187,38 @@ mod tests {
             err.to_string().starts_with("hashing task failed: "),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_full_disk_is_told_apart_through_every_layer() {
+        let full = || io_error("writing x")(io::Error::from_raw_os_error(libc::ENOSPC));
+        let other = || io_error("writing x")(io::Error::from_raw_os_error(libc::EACCES));
+        assert!(Error::from(store::Error::from(full())).is_disk_full());
+        assert!(Error::from(net::Error::from(store::Error::from(full()))).is_disk_full());
+        assert!(Error::from(full()).is_disk_full());
+        assert!(!Error::from(store::Error::from(other())).is_disk_full());
+        assert!(full().to_string().contains("disk full"), "{}", full());
+    }
+
+    #[test]
+    fn wrong_bytes_are_a_content_mismatch_whichever_part_found_them() {
+        let mismatch = || store::Error::HashMismatch {
+            what: "x".into(),
+            expected: "sha256-a".into(),
+            got: "sha256-b".into(),
+        };
+        assert!(Error::from(mismatch()).is_content_mismatch());
+        assert!(Error::from(net::Error::from(mismatch())).is_content_mismatch());
+        let download = net::Error::HashMismatch {
+            url: "http://x".into(),
+            expected: "sha256-a".into(),
+            got: "sha256-b".into(),
+        };
+        assert!(Error::from(download).is_content_mismatch());
+        let refused = store::Error::RefusedFile {
+            path: "x".into(),
+            reason: "a symlink".into(),
+        };
+        assert!(!Error::from(refused).is_content_mismatch());
     }
 }

@@ -8,11 +8,9 @@ pub mod builder;
 pub mod error;
 pub mod fetch;
 pub mod git;
-pub mod nar;
 pub mod net;
 pub mod probe;
 pub mod report;
 pub mod store;
-pub mod unpack;
 
 pub use error::Error;

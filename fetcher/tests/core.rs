@@ -7,8 +7,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use srcgrab_fetcher::store::{tree, unpack, Error};
 use srcgrab_fetcher::store::{Cache, CacheOptions, Compression, Layout};
-use srcgrab_fetcher::{nar, Error};
 use srcgrab_formats::hash::{Hash, HashAlgo, HashMode};
 use srcgrab_formats::narinfo::NarInfo;
 use srcgrab_formats::signature::SecretKey;
@@ -151,7 +151,7 @@ fn nar_is_byte_identical_to_nix_store_dump() {
     let tree = tmp.path().join("tree");
     odd_tree(&tree);
     let mut ours = Vec::new();
-    let size = nar::dump_path(&tree, &mut ours).unwrap();
+    let size = tree::dump_path(&tree, &mut ours).unwrap();
     let theirs = Command::new("nix-store")
         .args(["--dump", path_str(&tree)])
         .output()
@@ -163,7 +163,7 @@ fn nar_is_byte_identical_to_nix_store_dump() {
     for name in ["size-0", "size-9", "nested/run.sh", "abs-link"] {
         let path = tree.join(name);
         let mut single = Vec::new();
-        nar::dump_path(&path, &mut single).unwrap();
+        tree::dump_path(&path, &mut single).unwrap();
         let theirs = Command::new("nix-store")
             .args(["--dump", path_str(&path)])
             .output()
@@ -184,7 +184,7 @@ fn nar_is_byte_identical_to_nix_store_dump() {
     )
     .unwrap();
     let mut dumped = Vec::new();
-    nar::dump_path(&script, &mut dumped).unwrap();
+    tree::dump_path(&script, &mut dumped).unwrap();
     assert_eq!(wrapped, dumped);
 }
 
@@ -194,16 +194,16 @@ fn nar_hash_matches_nix_hash_and_restore_round_trips() {
     let tree = tmp.path().join("tree");
     odd_tree(&tree);
     let mut hasher = HashAlgo::Sha256.hasher();
-    nar::dump_path(&tree, &mut hasher).unwrap();
+    tree::dump_path(&tree, &mut hasher).unwrap();
     assert_eq!(
         hasher.finalize(),
         nix_hash(&tree, HashAlgo::Sha256, HashMode::Recursive)
     );
 
     let mut bytes = Vec::new();
-    nar::dump_path(&tree, &mut bytes).unwrap();
+    tree::dump_path(&tree, &mut bytes).unwrap();
     let copy = tmp.path().join("copy");
-    nar::restore(bytes.as_slice(), &copy).unwrap();
+    tree::restore(bytes.as_slice(), &copy).unwrap();
     assert_eq!(
         nix_hash(&copy, HashAlgo::Sha256, HashMode::Recursive),
         nix_hash(&tree, HashAlgo::Sha256, HashMode::Recursive)
@@ -395,7 +395,7 @@ fn hash_mismatch_leaves_nothing_behind() {
     assert!(matches!(err, Error::HashMismatch { .. }), "{err}");
 
     let mut nar_stream = Vec::new();
-    nar::dump_path(&file, &mut nar_stream).unwrap();
+    tree::dump_path(&file, &mut nar_stream).unwrap();
     let err = cache
         .publish_nar(&wrong, &mut nar_stream.as_slice())
         .unwrap_err();
@@ -656,7 +656,7 @@ fn a_full_disk_is_a_clear_error_and_leaves_nothing_corrupt() {
     let hash = nix_hash(&file, HashAlgo::Sha256, HashMode::Flat);
     let big = entry("big", HashMode::Flat, &hash, false);
     let err = cache.publish_file(&big, &file).unwrap_err();
-    assert!(matches!(err, Error::DiskFull { .. }), "{err}");
+    assert!(err.is_disk_full(), "{err}");
     assert!(err.to_string().contains("disk full"), "{err}");
     assert_eq!(fs::read_dir(cache.temp_dir()).unwrap().count(), 0);
     assert!(!cache.is_present(&big).unwrap());
@@ -742,7 +742,7 @@ fn unpack_matches_gnu_tar_and_unzip_in_every_format() {
         run("tar", &args);
         let dest = tmp.path().join(format!("ours-{name}"));
         let url = format!("https://example.org/download/{name}");
-        srcgrab_fetcher::unpack::unpack(&archive, &url, &unpack_options(true), &dest)
+        unpack::unpack(&archive, &url, &unpack_options(true), &dest)
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(
             nix_hash(&dest, HashAlgo::Sha256, HashMode::Recursive),
@@ -773,7 +773,7 @@ fn unpack_matches_gnu_tar_and_unzip_in_every_format() {
         strip_root: true,
         extension: Some("zip".into()),
     };
-    srcgrab_fetcher::unpack::unpack(&zip, "https://example.org/get?id=1", &options, &dest).unwrap();
+    unpack::unpack(&zip, "https://example.org/get?id=1", &options, &dest).unwrap();
     let reference = tmp.path().join("reference-zip");
     fetchzip_reference(&zip, true, true, &reference);
     assert_eq!(
@@ -782,7 +782,7 @@ fn unpack_matches_gnu_tar_and_unzip_in_every_format() {
     );
 
     let flat = tmp.path().join("ours-unstripped");
-    srcgrab_fetcher::unpack::unpack(&zip, "x/pkg.zip", &unpack_options(false), &flat).unwrap();
+    unpack::unpack(&zip, "x/pkg.zip", &unpack_options(false), &flat).unwrap();
     assert!(flat.join("pkg-1.0/nested/run.sh").is_file());
 }
 
@@ -829,7 +829,7 @@ fn git_archive_tarball_unpacks_and_nix_substitutes_the_tree() {
     fetchzip_reference(&archive, false, true, &reference);
     let hash = nix_hash(&reference, HashAlgo::Sha256, HashMode::Recursive);
     let dest = tmp.path().join("ours");
-    srcgrab_fetcher::unpack::unpack(
+    unpack::unpack(
         &archive,
         "https://example.org/owner/repo/archive/main.tar.gz",
         &unpack_options(true),
@@ -858,7 +858,7 @@ fn strip_root_needs_exactly_one_top_level_entry() {
         "tar",
         &["czf", path_str(&two), "-C", path_str(&src), "a", "b"],
     );
-    let err = srcgrab_fetcher::unpack::unpack(
+    let err = unpack::unpack(
         &two,
         "two.tar.gz",
         &unpack_options(true),
@@ -875,12 +875,12 @@ fn strip_root_needs_exactly_one_top_level_entry() {
     let one = tmp.path().join("one.tar");
     run("tar", &["cf", path_str(&one), "-C", path_str(&src), "b"]);
     let dest = tmp.path().join("single");
-    srcgrab_fetcher::unpack::unpack(&one, "one.tar", &unpack_options(true), &dest).unwrap();
+    unpack::unpack(&one, "one.tar", &unpack_options(true), &dest).unwrap();
     assert_eq!(fs::read(dest.join("b")).unwrap(), b"b");
 
     let junk = tmp.path().join("junk.bin");
     fs::write(&junk, b"not an archive at all").unwrap();
-    let err = srcgrab_fetcher::unpack::unpack(
+    let err = unpack::unpack(
         &junk,
         "junk.bin",
         &unpack_options(true),
@@ -969,8 +969,7 @@ fn hostile_archives_are_refused_without_writing_outside() {
         fs::write(&archive, &bytes).unwrap();
         let dest = tmp.path().join("dest");
         let err =
-            srcgrab_fetcher::unpack::unpack(&archive, "hostile.tar", &unpack_options(false), &dest)
-                .unwrap_err();
+            unpack::unpack(&archive, "hostile.tar", &unpack_options(false), &dest).unwrap_err();
         assert!(matches!(err, Error::UnsafeArchive { .. }), "{what}: {err}");
         assert!(!dest.exists(), "{what}: left a destination");
         assert_eq!(
@@ -1010,8 +1009,7 @@ fn hostile_archives_are_refused_without_writing_outside() {
         writer.finish().unwrap();
         let dest = tmp.path().join("dest");
         let err =
-            srcgrab_fetcher::unpack::unpack(&archive, "hostile.zip", &unpack_options(false), &dest)
-                .unwrap_err();
+            unpack::unpack(&archive, "hostile.zip", &unpack_options(false), &dest).unwrap_err();
         assert!(matches!(err, Error::UnsafeArchive { .. }), "{what}: {err}");
         assert!(!Path::new("/tmp/srcgrab-evil").exists(), "{what}");
         assert!(!dest.exists(), "{what}: left a destination");

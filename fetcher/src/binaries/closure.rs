@@ -12,8 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::task::JoinSet;
 
-use crate::fetch::is_fatal;
-use crate::net::{DownloadOptions, Downloader, Target};
+use crate::net::{self, DownloadOptions, Downloader, Target};
 use crate::report::{FetchEvent, FetchReporter, HostReport, Rejection};
 use crate::store::binary::{references, NarFile, NarInfoText};
 use crate::store::{Cache, Compression};
@@ -239,7 +238,7 @@ impl Run {
                     report.nar_size = Some(file.nar_size);
                     return Ok((report, references));
                 }
-                Err(err) if is_fatal(&err) => return Err(err),
+                Err(err) if err.is_fatal() => return Err(err),
                 Err(err) => report.rejected.push(Rejection {
                     substituter: substituter.clone(),
                     reason: err.to_string(),
@@ -263,9 +262,11 @@ impl Run {
         let Some(bytes) = self.downloader.get_small(&narinfo_url).await? else {
             return Ok(None);
         };
-        let corrupt = |reason: String| Error::Corrupt {
-            what: narinfo_url.clone(),
-            reason,
+        let corrupt = |reason: String| {
+            Error::Net(net::Error::BadUpstream {
+                what: narinfo_url.clone(),
+                reason,
+            })
         };
         let text = String::from_utf8(bytes).map_err(|_| corrupt("not UTF-8".into()))?;
         let info = NarInfo::parse(&text).map_err(|e| corrupt(e.to_string()))?;
@@ -303,7 +304,7 @@ impl Run {
         })
         .await
         .map_err(Error::task("mirroring"))
-        .and_then(|published| published);
+        .and_then(|published| Ok(published?));
         downloaded.remove();
         Ok(Some((published?, references)))
     }

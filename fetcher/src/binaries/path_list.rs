@@ -36,7 +36,7 @@ pub fn read_path_list(input: impl Read, what: &str) -> Result<Vec<StorePath>, Er
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let path = StorePath::parse(line).map_err(|e| Error::Corrupt {
+        let path = StorePath::parse(line).map_err(|e| Error::BadPathList {
             what: format!("{what} line {}", index + 1),
             reason: e.to_string(),
         })?;

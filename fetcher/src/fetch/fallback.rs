@@ -62,23 +62,17 @@ impl Run {
                     from: format!("{} {}", source.url, source.rev),
                 }
             }
-            Err(err) if is_fatal(&err) => return Err(err),
+            Err(err) if err.is_fatal() => return Err(err),
             Err(Error::NeedsBuilder(reason)) => needs_builder(entry, reason),
             // A kept .git holds packs whose bytes depend on git's version.
-            Err(err @ (Error::HashMismatch { .. } | Error::StorePathMismatch { .. }))
-                if source.leave_dot_git =>
-            {
-                needs_builder(
-                    entry,
-                    format!("the kept .git depends on the git version that made it: {err}"),
-                )
-            }
-            Err(err @ (Error::HashMismatch { .. } | Error::StorePathMismatch { .. })) => {
-                Outcome::Failed {
-                    reason: "hash mismatch".into(),
-                    detail: err.to_string(),
-                }
-            }
+            Err(err) if err.is_content_mismatch() && source.leave_dot_git => needs_builder(
+                entry,
+                format!("the kept .git depends on the git version that made it: {err}"),
+            ),
+            Err(err) if err.is_content_mismatch() => Outcome::Failed {
+                reason: "hash mismatch".into(),
+                detail: err.to_string(),
+            },
             Err(err) => Outcome::Failed {
                 reason: "git".into(),
                 detail: err.to_string(),
@@ -121,7 +115,7 @@ impl Run {
                     },
                 })
             }
-            Err(err) if is_fatal(&err) => Err(err),
+            Err(err) if err.is_fatal() => Err(err),
             Err(err) => Ok(Outcome::Failed {
                 reason: "builder".into(),
                 detail: format!("{before}; then {}: {err}", builder_command(entry)),

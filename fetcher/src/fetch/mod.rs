@@ -18,11 +18,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::builder::NixBuilder;
+use crate::error::TaskFailed;
 use crate::git::{forge_git_source, GitFetcher};
+use crate::net;
 use crate::net::substituter::{publish_nar_file, Substituter, Substitution};
 use crate::net::{rewrite, DownloadOptions, Downloaded, Downloader, Rewrite, Target};
 use crate::report::{EntryReport, FetchEvent, FetchReporter, How, Outcome, Rejection, Report};
-use crate::store::{Cache, Compression, Published};
+use crate::store::{self, Cache, Compression, Published};
 use crate::Error;
 
 mod fallback;
@@ -71,11 +73,6 @@ impl Default for FetchOptions {
             builder_jobs: 2,
         }
     }
-}
-
-/// Errors that stop the whole run: every further entry would fail the same way.
-pub fn is_fatal(err: &Error) -> bool {
-    matches!(err, Error::DiskFull { .. })
 }
 
 struct Run {
@@ -215,19 +212,23 @@ async fn collect(
 }
 
 fn closed() -> Error {
-    Error::TaskFailed {
+    Error::TaskFailed(TaskFailed {
         task: "fetch",
         reason: "worker slots closed".into(),
-    }
+    })
 }
 
 /// Runs cache work (hashing, compressing, unpacking) off the async threads.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, Error> + Send + 'static,
-) -> Result<T, Error> {
-    tokio::task::spawn_blocking(work)
+async fn blocking<T: Send + 'static, E: Send + 'static>(
+    work: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, Error>
+where
+    Error: From<E>,
+{
+    let done = tokio::task::spawn_blocking(work)
         .await
-        .map_err(Error::task("fetch"))?
+        .map_err(Error::task("fetch"))?;
+    Ok(done?)
 }
 
 impl Run {
@@ -246,7 +247,7 @@ impl Run {
         // touched under it.
         let cache = self.cache.clone();
         let checked = entry.clone();
-        let present = blocking(move || {
+        let present = blocking(move || -> Result<_, store::Error> {
             let lock = cache.lock_item(&checked)?;
             let present = cache.is_present(&checked)?;
             if present {
@@ -258,7 +259,7 @@ impl Run {
         let _lock = match present {
             Ok((_, true)) => return Ok((report, false)),
             Ok((lock, false)) => lock,
-            Err(err) if is_fatal(&err) => return Err(err),
+            Err(err) if err.is_fatal() => return Err(err),
             Err(err) => {
                 report.outcome = Outcome::Failed {
                     reason: "cache".into(),

@@ -101,11 +101,11 @@ impl Run {
                 .await
             {
                 Ok(downloaded) => downloaded,
-                Err(err) if is_fatal(&err) => return Err(err),
-                Err(err @ Error::HashMismatch { .. }) => {
+                Err(err @ net::Error::HashMismatch { .. }) => {
                     mismatches.push(err.to_string());
                     continue;
                 }
+                Err(err) if err.is_disk_full() => return Err(err.into()),
                 Err(err) => {
                     download_errors.push(err.to_string());
                     continue;
@@ -124,11 +124,9 @@ impl Run {
                         from: url,
                     });
                 }
-                Err(err) if is_fatal(&err) => return Err(err),
-                Err(err @ (Error::HashMismatch { .. } | Error::StorePathMismatch { .. })) => {
-                    mismatches.push(format!("{url}: {err}"))
-                }
-                Err(err @ Error::UnsafeArchive { .. }) => {
+                Err(err) if err.is_fatal() => return Err(err),
+                Err(err) if err.is_content_mismatch() => mismatches.push(format!("{url}: {err}")),
+                Err(err) if matches!(err.as_store(), Some(store::Error::UnsafeArchive { .. })) => {
                     unsafe_archives.push(format!("{url}: {err}"))
                 }
                 Err(err) => publish_errors.push(format!("{url}: {err}")),
@@ -176,7 +174,7 @@ impl Run {
                 } else {
                     Compression::None
                 };
-                publish_nar_file(cache, entry, path, compression, None).await
+                Ok(publish_nar_file(cache, entry, path, compression, None).await?)
             }
             Native::Unpack => blocking(move || unpack_and_publish(&cache, &entry, &path)).await,
         }
@@ -204,8 +202,8 @@ fn unpack_and_publish(
         .urls
         .first()
         .map_or(entry.name.as_str(), String::as_str);
-    crate::unpack::unpack(archive, name, &options, &tree)?;
-    cache.publish_tree(entry, &tree)
+    crate::store::unpack::unpack(archive, name, &options, &tree)?;
+    Ok(cache.publish_tree(entry, &tree)?)
 }
 
 /// The outcome once every URL failed. Content that never matches is for the builder when

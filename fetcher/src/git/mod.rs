@@ -114,7 +114,7 @@ impl GitFetcher {
             .map_err(Error::io("creating a git work directory"))?;
         let out = work.path().join("out");
         self.checkout(source, &out)?;
-        cache.publish_tree(entry, &out)
+        Ok(cache.publish_tree(entry, &out)?)
     }
 
     /// Makes in `out` (which must not exist yet) what fetchgit would leave in `$out`.

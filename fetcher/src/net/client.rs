@@ -7,7 +7,7 @@ use std::path::Path;
 
 use super::retry::error_chain;
 use super::DownloadOptions;
-use crate::Error;
+use crate::net::Error;
 
 /// The variables whose certificate files are trusted besides the system store, in Nix's order.
 const CERT_FILE_VARIABLES: [&str; 2] = ["NIX_SSL_CERT_FILE", "SSL_CERT_FILE"];

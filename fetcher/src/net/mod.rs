@@ -19,6 +19,7 @@
 mod adapt;
 mod bounds;
 mod client;
+mod error;
 mod hosts;
 mod options;
 mod partial;
@@ -31,6 +32,7 @@ mod single;
 mod small;
 pub mod substituter;
 
+pub use error::Error;
 pub use options::{rewrite, DownloadOptions, Rewrite};
 
 use reqwest::header::{HeaderMap, CONTENT_RANGE};
@@ -42,7 +44,6 @@ use std::time::Instant;
 
 use crate::report::FetchReporter;
 use crate::store::VerifiedHash;
-use crate::Error;
 use adapt::Traffic;
 use hosts::HostTally;
 use partial::{clean_stale_partials, STALE_PARTIAL_AGE};

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use super::retry::Attempt;
 use super::Downloader;
+use crate::net::Error;
 use crate::store::{HashedWrites, VerifiedHash};
-use crate::Error;
 
 /// Beside a partial file: what it is a prefix of.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

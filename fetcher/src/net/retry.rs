@@ -12,7 +12,7 @@ use reqwest::StatusCode;
 use std::time::Duration;
 
 use super::Downloader;
-use crate::Error;
+use crate::net::Error;
 
 /// Longest backoff between two tries of one URL.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);

@@ -15,9 +15,9 @@ use super::partial::{write_meta, Partial, PartialMeta, Segment};
 use super::retry::{error_chain, status_attempt, transient, Attempt};
 use super::single::blocking_io;
 use super::{content_range, header_text, Downloader};
+use crate::net::Error;
 use crate::report::FetchEvent;
 use crate::store::VerifiedHash;
-use crate::Error;
 
 /// Bytes of one range received between two saves of what is on disk: what a killed
 /// segmented download loses per range at most.

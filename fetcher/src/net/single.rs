@@ -13,9 +13,9 @@ use super::hosts::Lease;
 use super::partial::{Partial, PartialMeta};
 use super::retry::{error_chain, status_attempt, transient, Attempt};
 use super::{content_range_start, header_text, Downloaded, Downloader, Target};
+use crate::net::Error;
 use crate::report::FetchEvent;
 use crate::store::{HashedWrites, VerifiedHash};
-use crate::Error;
 
 /// Bytes gathered from the network before one write to the partial file: also the most
 /// of each in-flight download a killed run loses.
@@ -184,7 +184,7 @@ impl Downloader {
                         continue;
                     }
                     return Err(Error::HashMismatch {
-                        what: url.to_string(),
+                        url: url.to_string(),
                         expected: target.hash.map(Hash::to_sri).unwrap_or_default(),
                         got: hash.to_sri(),
                     });

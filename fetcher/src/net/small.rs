@@ -5,8 +5,8 @@ use reqwest::header::CONTENT_LENGTH;
 
 use super::retry::{classify, status_attempt, transient, Attempt};
 use super::{header_text, Downloader};
+use crate::net::Error;
 use crate::store::regular_file::MAX_NARINFO;
-use crate::Error;
 
 impl Downloader {
     /// GETs a small document (a narinfo) into memory. `Ok(None)` when the server says it has

@@ -15,9 +15,9 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::net::Error;
 use crate::net::{Downloader, Target};
 use crate::store::{decompressor, Cache, Published};
-use crate::Error;
 use srcgrab_formats::narinfo::{Compression, NarInfo};
 
 /// What one substituter gave for one entry.
@@ -131,7 +131,7 @@ impl Substituter {
     ) -> Result<Substitution, Error> {
         match self.try_substitute(downloader, cache, entry, tally).await {
             Ok(substitution) => Ok(substitution),
-            Err(err @ Error::DiskFull { .. }) => Err(err),
+            Err(err) if err.is_disk_full() => Err(err),
             Err(err) => Ok(Substitution::Rejected(err.to_string())),
         }
     }
@@ -158,7 +158,10 @@ impl Substituter {
             return Ok(Substitution::Absent);
         };
         let text = String::from_utf8_lossy(&text);
-        let info = NarInfo::parse(&text)?;
+        let info = NarInfo::parse(&text).map_err(|e| Error::BadUpstream {
+            what: narinfo_url.clone(),
+            reason: e.to_string(),
+        })?;
         if let Some(reason) = mismatch(&info, entry) {
             return Ok(Substitution::Rejected(reason));
         }
@@ -188,7 +191,7 @@ impl Substituter {
                 })
                 .await
                 .map_err(Error::task("publishing"))
-                .and_then(|published| published)
+                .and_then(|published| Ok(published?))
             }
             _ => {
                 publish_nar_file(
@@ -246,11 +249,11 @@ pub async fn publish_nar_file(
     tokio::task::spawn_blocking(move || {
         let opened = open_for_reading(&file)?;
         let buffered = io::BufReader::with_capacity(256 * 1024, opened);
-        let reader = decompressor(compression, buffered).map_err(|e| Error::Corrupt {
+        let reader = decompressor(compression, buffered).map_err(|e| Error::BadUpstream {
             what: file.display().to_string(),
             reason: format!("{compression}: {e}"),
         })?;
-        match check {
+        Ok(match check {
             // The publish hashes the NAR with sha256 anyway: compare afterwards.
             Some((size, hash)) if hash.algo == HashAlgo::Sha256 => {
                 cache.publish_nar_described(&entry, &mut { reader }, size, &hash)
@@ -259,7 +262,7 @@ pub async fn publish_nar_file(
                 cache.publish_nar(&entry, &mut CheckedNar::new(reader, size, hash))
             }
             None => cache.publish_nar(&entry, &mut { reader }),
-        }
+        }?)
     })
     .await
     .map_err(Error::task("publishing"))?

@@ -20,7 +20,7 @@ use super::regular_file::{self, SmallFile, MAX_NARINFO};
 use super::{decompressor, seal, Cache, Compression, Compressor, DiskLayout, FileLock};
 use super::{HashedWrites, VerifiedHash, WRITE_BUFFER};
 use crate::net::substituter::CheckedNar;
-use crate::Error;
+use crate::store::Error;
 
 /// Where a mirrored path's NAR file ended up, and how big it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,10 +100,7 @@ pub fn check_signed(info: &NarInfo, keys: &[PublicKey]) -> Result<(), Error> {
         format!("not signed by a trusted key ({})", names.join(", "))
     };
     // The path is named by whoever reports this; the message says what is wrong with it.
-    Err(Error::Corrupt {
-        what: "narinfo".into(),
-        reason,
-    })
+    Err(Error::Unsigned(reason))
 }
 
 impl Cache {
@@ -154,7 +151,7 @@ impl Cache {
         recompress: Option<Compression>,
     ) -> Result<NarFile, Error> {
         let info = &upstream.info;
-        let corrupt = |reason: String| Error::Corrupt {
+        let mismatch = |reason: String| Error::NarMismatch {
             what: "NAR".into(),
             reason,
         };
@@ -163,11 +160,11 @@ impl Cache {
         let compression = info.compression;
         let buffered = io::BufReader::with_capacity(WRITE_BUFFER, opened);
         let nar = decompressor(compression, buffered)
-            .map_err(|e| corrupt(format!("{compression}: {e}")))?;
+            .map_err(|e| mismatch(format!("{compression}: {e}")))?;
         let mut checked = CheckedNar::new(nar, info.nar_size, info.nar_hash.clone());
         let nar_error = |e: io::Error| match e.kind() {
-            io::ErrorKind::InvalidData => corrupt(e.to_string()),
-            _ => corrupt(format!("decompressing the NAR: {e}")),
+            io::ErrorKind::InvalidData => mismatch(e.to_string()),
+            _ => mismatch(format!("decompressing the NAR: {e}")),
         };
         let (file, source) = match recompress.filter(|wanted| *wanted != compression) {
             None => {
@@ -242,7 +239,7 @@ impl Cache {
     ) -> Result<NarFile, Error> {
         let info = &upstream.info;
         check_signed(info, keys)?;
-        let corrupt = |reason: String| Error::Corrupt {
+        let mismatch = |reason: String| Error::NarMismatch {
             what: "NAR file".into(),
             reason,
         };
@@ -265,7 +262,7 @@ impl Cache {
                 .map_err(Error::io(format!("writing {}", temp.path.display())))?;
         }
         if let Some(size) = info.file_size.filter(|size| *size != hashed.len()) {
-            return Err(corrupt(format!(
+            return Err(mismatch(format!(
                 "NAR file has {} bytes or more, narinfo says FileSize {size}",
                 hashed.len()
             )));
@@ -277,7 +274,7 @@ impl Cache {
         {
             let got = hashed.hash();
             if got != *expected {
-                return Err(corrupt(format!(
+                return Err(mismatch(format!(
                     "FileHash mismatch: narinfo says {}, file has {}",
                     expected.to_nix32_prefixed(),
                     got.to_nix32_prefixed()
@@ -334,9 +331,9 @@ pub fn read_narinfo_in(dir: &Path, name: &str) -> Result<NarInfoText, Error> {
     let text = regular_file::read_small_or_refuse(&dir.join(name), MAX_NARINFO)?;
     let info = NarInfo::parse(&text)?;
     if DiskLayout::narinfo_name(info.store_path.hash_part()) != name {
-        return Err(Error::Corrupt {
-            what: "narinfo".into(),
-            reason: format!("{name} names {}", info.store_path),
+        return Err(Error::MisnamedNarinfo {
+            name: name.to_string(),
+            store_path: info.store_path,
         });
     }
     Ok(NarInfoText { info, text })

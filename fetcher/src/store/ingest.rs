@@ -26,7 +26,7 @@ use srcgrab_manifest::{Entry, Kind, Manifest, Unpack};
 use crate::store::binary::{read_narinfo_in, NarInfoText};
 use crate::store::hashing::HashingReader;
 use crate::store::{bundle, Cache, DiskLayout};
-use crate::{nar, unpack, Error};
+use crate::store::{tree, unpack, Error};
 use srcgrab_reporter::Reporter;
 
 /// What an ingest run reports as it goes, from many threads.
@@ -297,7 +297,7 @@ fn try_unpack(
             .filter_map(|e| e.hash.hash().ok().map(|h| h.algo))
             .collect();
         let mut hashers = MultiHasher(algos.iter().map(|a| a.hasher()).collect());
-        if nar::dump_path(&tree, &mut hashers).is_err() {
+        if tree::dump_path(&tree, &mut hashers).is_err() {
             continue;
         }
         let digests: Vec<Hash> = hashers.0.into_iter().map(Hasher::finalize).collect();

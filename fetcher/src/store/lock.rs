@@ -16,7 +16,7 @@ use std::io;
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
 
-use crate::Error;
+use crate::store::Error;
 
 /// An exclusive `flock` on a lock file, released on drop.
 #[derive(Debug)]

@@ -11,6 +11,9 @@
 //!   not computed twice.
 //! - `compression`, `hashing`, `visit`: the streaming adapters a publish is made of.
 //! - `scratch`: each writing process's own temp directory, removed after a crash by the next.
+//! - [`tree`], [`unpack`]: NAR to and from a directory tree, and archives unpacked as
+//!   fetchzip does, for publishing and ingesting trees.
+//! - [`Error`]: the store's own error, one variant per kind of damage.
 //! - `recheck`: presence checks and the full re-check of one item.
 //! - [`binary`]: binaries (no content address), kept as their upstream signed them.
 //! - [`verify`], [`bundle`], [`ingest`]: maintenance over a whole store.
@@ -33,6 +36,7 @@
 pub mod binary;
 pub mod bundle;
 mod compression;
+mod error;
 mod hashing;
 pub mod ingest;
 mod layout;
@@ -43,12 +47,15 @@ mod recheck;
 pub mod regular_file;
 mod scratch;
 mod seal;
+pub mod tree;
 mod trust;
+pub mod unpack;
 pub mod verify;
 mod visit;
 
 pub use compression::Compression;
 pub(crate) use compression::{decompressor, Compressor};
+pub use error::Error;
 pub use layout::{DiskLayout, CACHE_INFO};
 pub use lock::FileLock;
 pub use trust::{HashedWrites, VerifiedHash};
@@ -60,7 +67,6 @@ use srcgrab_formats::hash::{Hash, HashMode};
 use srcgrab_formats::store_path::STORE_DIR;
 use srcgrab_manifest::Entry;
 
-use crate::Error;
 use regular_file::{SmallFile, MAX_CACHE_INFO};
 use srcgrab_formats::narinfo::CacheInfo;
 use srcgrab_formats::signature::SecretKey;
@@ -127,8 +133,8 @@ fn is_flat(entry: &Entry) -> bool {
 }
 
 fn declared_hash(entry: &Entry) -> Result<Hash, Error> {
-    entry.hash.hash().map_err(|e| Error::Corrupt {
-        what: entry.store_path.to_path_string(),
+    entry.hash.hash().map_err(|e| Error::BadEntry {
+        store_path: entry.store_path.clone(),
         reason: format!("declared hash: {e}"),
     })
 }
@@ -150,8 +156,8 @@ impl Cache {
         let create = |dir: &Path| {
             // Through a symlinked `nar/` or `sha256/` every item would land outside the root.
             if fs::symlink_metadata(dir).is_ok_and(|m| !m.is_dir()) {
-                return Err(Error::Corrupt {
-                    what: dir.display().to_string(),
+                return Err(Error::RefusedFile {
+                    path: dir.to_path_buf(),
                     reason: "not a directory (`srcgrab verify --repair` puts one back)".into(),
                 });
             }
@@ -168,8 +174,8 @@ impl Cache {
         // A cache that cannot be written to (read-only disk or mount, another user's) is
         // refused here, before anything is downloaded for it.
         let scratch = scratch::Scratch::open(disk.temp_dir()).map_err(|e| match e {
-            Error::Io { source, .. } => {
-                Error::io(format!("{} is not writable", disk.temp_dir().display()))(source)
+            Error::Io(err) => {
+                Error::io(format!("{} is not writable", disk.temp_dir().display()))(err.source)
             }
             other => other,
         })?;
@@ -191,15 +197,15 @@ impl Cache {
             SmallFile::Text(text) => {
                 let info = CacheInfo::parse(&text)?;
                 if info.store_dir != STORE_DIR {
-                    return Err(Error::Corrupt {
-                        what: path.display().to_string(),
-                        reason: format!("cache is for store {}, not {STORE_DIR}", info.store_dir),
+                    return Err(Error::OtherStoreDir {
+                        path: path.to_path_buf(),
+                        store_dir: info.store_dir,
                     });
                 }
                 Ok(())
             }
-            SmallFile::Refused(why) => Err(Error::Corrupt {
-                what: path.display().to_string(),
+            SmallFile::Refused(why) => Err(Error::RefusedFile {
+                path: path.to_path_buf(),
                 reason: why,
             }),
             SmallFile::Absent => {

@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 use tempfile::{NamedTempFile, TempPath};
 
 use super::{seal, Cache};
-use crate::Error;
+use crate::store::Error;
 
 /// A file being written in `.tmp`, removed when dropped unless persisted. Written through
-/// the plain `File`, so I/O errors keep their OS code (ENOSPC becomes `Error::DiskFull`;
+/// the plain `File`, so I/O errors keep their OS code (ENOSPC stays a full disk;
 /// `NamedTempFile`'s own writes would hide it behind the path).
 pub(super) struct TempFile {
     pub(super) file: File,

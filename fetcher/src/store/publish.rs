@@ -20,9 +20,10 @@ use super::hashing::{
 use super::layout::DiskLayout;
 use super::layout::{mirror_keys, mirror_link_target};
 use super::place::{FileSource, TempFile};
+use super::tree;
 use super::visit::hash_flat_file;
 use super::{declared_hash, is_flat, Cache, Compression, Published, VerifiedHash, WRITE_BUFFER};
-use crate::Error;
+use crate::store::Error;
 
 pub(super) type NarFileWriter = Compressor<HashingWriter<BufWriter<TempFile>>>;
 
@@ -235,13 +236,13 @@ impl Cache {
     pub fn publish_tree(&self, entry: &Entry, dir: &Path) -> Result<Published, Error> {
         let declared = declared_hash(entry)?;
         if is_flat(entry) {
-            return Err(Error::Corrupt {
-                what: entry.store_path.to_path_string(),
+            return Err(Error::BadEntry {
+                store_path: entry.store_path.clone(),
                 reason: "a flat entry cannot be published from a directory tree".into(),
             });
         }
         let mut sink = self.nar_sink(entry, &declared)?;
-        crate::nar::dump_path(dir, &mut sink)?;
+        tree::dump_path(dir, &mut sink)?;
         self.commit(
             entry,
             &declared,
@@ -284,18 +285,18 @@ impl Cache {
         };
         let (sink, flat) = self.decode_nar(entry, &declared, &mut bounded, sink)?;
         let outcome = sink.finish(self.options.compression)?;
-        let corrupt = |reason: String| Error::Corrupt {
+        let mismatch = |reason: String| Error::NarMismatch {
             what: entry.store_path.to_path_string(),
             reason,
         };
         if outcome.nar_size != nar_size {
-            return Err(corrupt(format!(
+            return Err(mismatch(format!(
                 "NAR has {} bytes, narinfo says NarSize {nar_size}",
                 outcome.nar_size
             )));
         }
         if outcome.nar_hash != *nar_hash {
-            return Err(corrupt(format!(
+            return Err(mismatch(format!(
                 "NarHash mismatch: narinfo says {}, NAR has {}",
                 nar_hash.to_nix32_prefixed(),
                 outcome.nar_hash.to_nix32_prefixed()
@@ -339,10 +340,11 @@ impl Cache {
         };
         let sink = self.nar_sink_without_file(entry, &declared);
         let (sink, flat) = {
-            let nar = decompressor(compression, &mut compressed).map_err(|e| Error::Corrupt {
-                what: file.display().to_string(),
-                reason: e.to_string(),
-            })?;
+            let nar =
+                decompressor(compression, &mut compressed).map_err(|e| Error::NarMismatch {
+                    what: file.display().to_string(),
+                    reason: e.to_string(),
+                })?;
             self.decode_nar(
                 entry,
                 &declared,
@@ -359,7 +361,7 @@ impl Cache {
             .map_err(Error::io(format!("reading {}", file.display())))?;
         let mut nar = sink.finish(compression)?;
         if nar.nar_size != nar_size {
-            return Err(Error::Corrupt {
+            return Err(Error::NarMismatch {
                 what: entry.store_path.to_path_string(),
                 reason: format!(
                     "NAR has {} bytes, narinfo says NarSize {nar_size}",
@@ -437,8 +439,8 @@ impl Cache {
                 got: got.to_sri(),
             });
         }
-        let name = StorePathName::new(&entry.name).map_err(|e| Error::Corrupt {
-            what: entry.store_path.to_path_string(),
+        let name = StorePathName::new(&entry.name).map_err(|e| Error::BadEntry {
+            store_path: entry.store_path.clone(),
             reason: e.to_string(),
         })?;
         let store_path = content_address(entry, declared).store_path(&name);

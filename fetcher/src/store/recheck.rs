@@ -19,7 +19,7 @@ use super::regular_file::{self, SmallFile, MAX_NARINFO};
 use super::seal;
 use super::visit::hash_flat_file;
 use super::{declared_hash, is_flat, Cache, Verified, WRITE_BUFFER};
-use crate::Error;
+use crate::store::Error;
 
 impl Cache {
     /// Cheap check that `entry` is already published and untouched since: its narinfo parses
@@ -135,7 +135,7 @@ impl Cache {
     pub fn verify_narinfo(&self, hash_part: &str) -> Result<Verified, Error> {
         let narinfo_path = self.disk.narinfo(hash_part);
         let what = narinfo_path.display().to_string();
-        let corrupt = |reason: String| Error::Corrupt {
+        let damaged = |reason: String| Error::Damaged {
             what: what.clone(),
             reason,
         };
@@ -146,11 +146,11 @@ impl Cache {
                     io::ErrorKind::NotFound.into(),
                 ))
             }
-            SmallFile::Refused(why) => return Err(corrupt(why)),
+            SmallFile::Refused(why) => return Err(damaged(why)),
         };
         let info = NarInfo::parse(&text)?;
         if info.store_path.hash_part() != hash_part {
-            return Err(corrupt(format!(
+            return Err(damaged(format!(
                 "names {}, not a path with hash {hash_part}",
                 info.store_path.to_path_string()
             )));
@@ -160,7 +160,7 @@ impl Cache {
         let content_address = match &info.ca {
             Some(ca) => Some(ca.clone()),
             None if !info.sigs.is_empty() => None,
-            None => return Err(corrupt("neither a CA field nor a signature".into())),
+            None => return Err(damaged("neither a CA field nor a signature".into())),
         };
         if let Some(ca) = &content_address {
             let expected_path = ca.store_path(info.store_path.name());
@@ -194,7 +194,7 @@ impl Cache {
         let mut nar_hashes = ContentHasher::new(ContentHashes::new(nar_algo), info.nar_size);
         let (flat, nar_size) = {
             let decompressed = decompressor(info.compression, &mut compressed)
-                .map_err(|e| corrupt(format!("{}: {e}", info.compression)))?;
+                .map_err(|e| damaged(format!("{}: {e}", info.compression)))?;
             let mut counted = CountingReader {
                 inner: HashingReader {
                     inner: decompressed,
@@ -237,7 +237,7 @@ impl Cache {
         };
         check("NarHash", &info.nar_hash, &nar_digests.sha256)?;
         if info.nar_size != nar_size {
-            return Err(corrupt(format!(
+            return Err(damaged(format!(
                 "NarSize {} but the NAR has {nar_size} bytes",
                 info.nar_size
             )));
@@ -247,7 +247,7 @@ impl Cache {
         }
         let file_size = nar_file_size;
         if info.file_size.is_some_and(|size| size != file_size) {
-            return Err(corrupt(format!(
+            return Err(damaged(format!(
                 "FileSize {} but {} has {file_size} bytes",
                 info.file_size.unwrap_or_default(),
                 info.url

@@ -9,7 +9,7 @@ use std::io::{self, Read};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use crate::Error;
+use crate::store::Error;
 
 /// A narinfo is a few hundred bytes; one with the References of a large closure a few
 /// dozen KiB. Nix itself reads them whole.
@@ -139,8 +139,8 @@ pub fn read_small_or_refuse(path: &Path, max: u64) -> Result<String, Error> {
 }
 
 fn refused(path: &Path, reason: String) -> Error {
-    Error::Corrupt {
-        what: path.display().to_string(),
+    Error::RefusedFile {
+        path: path.to_path_buf(),
         reason,
     }
 }

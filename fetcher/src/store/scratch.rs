@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use super::FileLock;
-use crate::Error;
+use crate::store::Error;
 
 const RUN_PREFIX: &str = "run-";
 const LOCK_SUFFIX: &str = ".lock";
@@ -41,10 +41,8 @@ impl Scratch {
             .map_err(Error::io(context()))?
             .keep()
             .map_err(|e| Error::io(context())(e.error))?;
-        let lock = FileLock::try_acquire(&lock_file)?.ok_or_else(|| Error::Corrupt {
-            what: lock_file.display().to_string(),
-            reason: "locked by another process as soon as it was made".into(),
-        })?;
+        let lock = FileLock::try_acquire(&lock_file)?
+            .ok_or_else(|| Error::ScratchTaken(lock_file.clone()))?;
         let dir = scratch_dir_of(&lock_file).expect("named run-….lock above");
         if let Err(e) = fs::create_dir(&dir) {
             let _ = fs::remove_file(&lock_file);

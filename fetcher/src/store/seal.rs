@@ -15,7 +15,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use super::layout::DiskLayout;
-use crate::Error;
+use crate::store::Error;
 
 /// A file's identity as recorded in its seal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

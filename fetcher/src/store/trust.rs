@@ -7,7 +7,7 @@ use std::path::Path;
 
 use srcgrab_formats::hash::{Hash, HashAlgo, Hasher};
 
-use crate::Error;
+use crate::store::Error;
 
 use super::WRITE_BUFFER;
 
@@ -78,10 +78,7 @@ impl VerifiedHash {
     /// Refuses a file other than the one the hash was sealed to, or one changed since.
     pub(super) fn check_describes(&self, path: &Path, meta: &fs::Metadata) -> Result<(), Error> {
         if self.file != FileIdentity::of(meta) {
-            return Err(Error::Corrupt {
-                what: path.display().to_string(),
-                reason: "not the file its hash was taken of, or changed since".into(),
-            });
+            return Err(Error::ChangedSinceHashed(path.to_path_buf()));
         }
         Ok(())
     }
@@ -172,8 +169,8 @@ mod tests {
     use srcgrab_manifest::Entry;
 
     use super::*;
+    use crate::store::Error;
     use crate::store::{Cache, CacheOptions};
-    use crate::Error;
 
     fn flat_entry(name: &str, hash: &Hash) -> Entry {
         Entry::new(
@@ -235,7 +232,7 @@ mod tests {
         let err = cache
             .publish_file_verified(&entry, &other, verified.clone())
             .unwrap_err();
-        assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+        assert!(matches!(err, Error::ChangedSinceHashed(_)), "{err}");
 
         // Same length, other bytes, written after the seal.
         std::thread::sleep(std::time::Duration::from_millis(10));
@@ -243,7 +240,7 @@ mod tests {
         let err = cache
             .publish_file_verified(&entry, &file, verified)
             .unwrap_err();
-        assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+        assert!(matches!(err, Error::ChangedSinceHashed(_)), "{err}");
 
         // A true hash of the bytes that is not the declared one is a mismatch.
         let verified = write_hashed(&file, HashAlgo::Sha256, &[b"something else"]);

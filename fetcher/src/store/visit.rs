@@ -7,7 +7,7 @@ use srcgrab_formats::nar::{self, SingleFile};
 
 use super::hashing::{ContentDigests, ContentHasher, ContentHashes, HashingReader};
 use super::place::TempFile;
-use crate::Error;
+use crate::store::Error;
 
 /// Hashes the single file of a flat output's NAR, as [`nar::parse_single_file`] hands it
 /// over; a flat output is one non-executable regular file.
@@ -18,7 +18,7 @@ pub(super) fn hash_flat_file(
     contents: &mut dyn Read,
 ) -> Result<ContentDigests, Error> {
     if file.executable {
-        return Err(Error::Corrupt {
+        return Err(Error::NarMismatch {
             what: "NAR".into(),
             reason: "a flat output must not be executable".into(),
         });

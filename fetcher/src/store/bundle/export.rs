@@ -15,8 +15,8 @@ use srcgrab_manifest::{Entry, Manifest};
 use super::{CACHE_INFO_CONTENTS, MANIFEST, MARKER, MARKER_CONTENTS};
 use crate::store::binary::NarInfoText;
 use crate::store::regular_file::{self, SmallFile, MAX_NARINFO};
+use crate::store::Error;
 use crate::store::{declared_hash, Cache, DiskLayout, CACHE_INFO};
-use crate::Error;
 
 /// Where a bundle is written.
 pub enum BundleTarget {
@@ -61,13 +61,13 @@ fn narinfo_items(cache: &Cache, hash_part: &str) -> Result<Option<(NarInfo, Vec<
         SmallFile::Text(text) => text,
         SmallFile::Absent => return Ok(None),
         SmallFile::Refused(why) => {
-            return Err(Error::Corrupt {
+            return Err(Error::Damaged {
                 what: narinfo_name,
                 reason: format!("{why} (`srcgrab verify --repair` removes it)"),
             })
         }
     };
-    let info = NarInfo::parse(&text).map_err(|e| Error::Corrupt {
+    let info = NarInfo::parse(&text).map_err(|e| Error::Damaged {
         what: narinfo_name,
         reason: e.to_string(),
     })?;
@@ -236,10 +236,7 @@ fn write_dir(cache: &Cache, dir: &Path, items: &[Item]) -> Result<(), Error> {
         .is_some();
     if not_empty {
         // Never overwrite: an earlier import may have hard-linked these files into a cache.
-        return Err(Error::Corrupt {
-            what: dir.display().to_string(),
-            reason: "bundle directory is not empty".into(),
-        });
+        return Err(Error::BundleDirNotEmpty(dir.to_path_buf()));
     }
     for item in items {
         let target = dir.join(&item.bundle_path);

@@ -15,8 +15,8 @@ use super::{bad_bundle, check_marker, parse_manifest, MANIFEST, MARKER};
 use crate::net::substituter::CheckedNar;
 use crate::store::binary::{read_narinfo_in, NarInfoText};
 use crate::store::regular_file::{self, MAX_NARINFO};
+use crate::store::Error;
 use crate::store::{decompressor, Cache, DiskLayout, CACHE_INFO};
-use crate::Error;
 
 #[derive(Debug, Default)]
 pub struct ImportReport {
@@ -66,7 +66,7 @@ fn publish_from_nar(
         )));
     }
     let buffered = io::BufReader::with_capacity(256 * 1024, nar);
-    let reader = decompressor(info.compression, buffered).map_err(|e| Error::Corrupt {
+    let reader = decompressor(info.compression, buffered).map_err(|e| Error::NarMismatch {
         what: info.url.to_string(),
         reason: format!("{}: {e}", info.compression),
     })?;
@@ -213,10 +213,10 @@ fn import_dir_binaries(
         })
         .collect();
     for (what, outcome) in outcomes {
-        if let Err(e @ Error::DiskFull { .. }) = outcome {
-            return Err(e);
+        match outcome {
+            Err(e) if e.is_disk_full() => return Err(e),
+            outcome => record_binary(report, what, outcome),
         }
-        record_binary(report, what, outcome);
     }
     Ok(())
 }
@@ -360,7 +360,7 @@ fn import_tar_nar(
         let outcome =
             cache.import_binary_unless_present(upstream, keys, || Ok(Box::new(&mut *item)));
         return match outcome {
-            Err(e @ Error::DiskFull { .. }) => Err(e),
+            Err(e) if e.is_disk_full() => Err(e),
             outcome => {
                 record_binary(report, what, outcome);
                 Ok(())
@@ -384,10 +384,10 @@ fn import_tar_nar(
                 let what = upstream.info.store_path.to_path_string();
                 let outcome = cache
                     .import_binary_unless_present(&upstream, keys, || Ok(Box::new(spool_once()?)));
-                if let Err(e @ Error::DiskFull { .. }) = outcome {
-                    return Err(e);
+                match outcome {
+                    Err(e) if e.is_disk_full() => return Err(e),
+                    outcome => record_binary(report, what, outcome),
                 }
-                record_binary(report, what, outcome);
             }
         }
     }

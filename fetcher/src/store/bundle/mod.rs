@@ -29,7 +29,7 @@ pub use import::{import_dir, import_tar, ImportReport};
 
 use srcgrab_manifest::Manifest;
 
-use crate::Error;
+use crate::store::Error;
 
 pub const MARKER: &str = "srcgrab-bundle";
 const MARKER_CONTENTS: &str = "srcgrab-bundle 1\n";
@@ -37,10 +37,7 @@ pub const MANIFEST: &str = "manifest.json";
 const CACHE_INFO_CONTENTS: &str = "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 30\n";
 
 fn bad_bundle(reason: impl Into<String>) -> Error {
-    Error::Corrupt {
-        what: "bundle".into(),
-        reason: reason.into(),
-    }
+    Error::BadBundle(reason.into())
 }
 
 fn parse_manifest(text: &str) -> Result<Manifest, Error> {

@@ -9,7 +9,7 @@ use std::time::UNIX_EPOCH;
 
 use crate::store::regular_file;
 use crate::store::DiskLayout;
-use crate::Error;
+use crate::store::Error;
 
 /// One file's identity in the blake3 index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

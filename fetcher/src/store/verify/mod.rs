@@ -25,8 +25,8 @@ use srcgrab_formats::store_path::StorePath;
 use srcgrab_manifest::{Entry, Manifest};
 
 use crate::store::regular_file::{self, file_kind, SmallFile, MAX_CACHE_INFO, MAX_NARINFO};
+use crate::store::Error;
 use crate::store::{Cache, CacheOptions, DiskLayout, FileLock, Layout, CACHE_INFO};
-use crate::Error;
 use srcgrab_formats::narinfo::NarInfo;
 use srcgrab_reporter::Reporter;
 
@@ -222,10 +222,7 @@ pub fn verify_cache(
     let disk = DiskLayout::new(root);
     let contents = scan(&disk)?;
     let Some(layout) = contents.layout else {
-        return Err(Error::Corrupt {
-            what: root.display().to_string(),
-            reason: "not a srcgrab cache (no nix-cache-info and no sha256/ directory)".into(),
-        });
+        return Err(Error::NotACache(root.to_path_buf()));
     };
     // Mirror files are checked here, each once, so the narinfo check skips them.
     let cache = Cache::open_read_only(

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use srcgrab_formats::nar::{self, NarEncoder, NarError, NarVisitor};
 
-use crate::Error;
+use crate::store::Error;
 
 /// Serialises the file, symlink or directory tree at `path` as `nix-store --dump` does.
 /// Returns the NAR size.

@@ -30,7 +30,7 @@ use std::path::{Component, Path, PathBuf};
 
 use srcgrab_manifest::Unpack;
 
-use crate::Error;
+use crate::store::Error;
 
 const READ_BUFFER: usize = 256 * 1024;
 
