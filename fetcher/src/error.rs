@@ -45,11 +45,35 @@ impl std::error::Error for IoError {
     }
 }
 
-/// Wraps an I/O error with what was being done (`.map_err(io_error("reading x"))?`).
-pub fn io_error(context: impl Into<String>) -> impl FnOnce(io::Error) -> IoError {
+/// Wraps an I/O error with what was being done, as whichever error holds an [`IoError`]
+/// (each enum's `Error::io` names that error, so `.map_err(Error::io("reading x"))?` infers).
+pub fn io_error<E: From<IoError>>(context: impl Into<String>) -> impl FnOnce(io::Error) -> E {
     let context = context.into();
-    move |source| IoError { context, source }
+    move |source| E::from(IoError { context, source })
 }
+
+/// `Error::io` (and `Error::task`) for an error enum that holds an [`IoError`] (and a
+/// [`TaskFailed`]): they name the enum, so `.map_err(Error::io("reading x"))?` infers.
+macro_rules! local_constructors {
+    ($error:ident, io) => {
+        impl $error {
+            /// Wraps an I/O error with what was being done (see [`IoError`]).
+            pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> $error {
+                $crate::error::io_error(context)
+            }
+        }
+    };
+    ($error:ident, io, task) => {
+        $crate::error::local_constructors!($error, io);
+        impl $error {
+            /// Maps the join error of a `task` (spawned or blocking) that did not return.
+            pub fn task(task: &'static str) -> impl FnOnce(tokio::task::JoinError) -> $error {
+                $crate::error::task_failed(task)
+            }
+        }
+    };
+}
+pub(crate) use local_constructors;
 
 /// A worker task that panicked or was cancelled, or a pool that closed under a run.
 #[derive(Debug, thiserror::Error)]
@@ -59,11 +83,16 @@ pub struct TaskFailed {
     pub reason: String,
 }
 
-/// Maps the join error of a `task` (spawned or blocking) that did not return.
-pub fn task_failed(task: &'static str) -> impl FnOnce(tokio::task::JoinError) -> TaskFailed {
-    move |err| TaskFailed {
-        task,
-        reason: err.to_string(),
+/// Maps the join error of a `task` (spawned or blocking) that did not return, as whichever
+/// error holds a [`TaskFailed`].
+pub fn task_failed<E: From<TaskFailed>>(
+    task: &'static str,
+) -> impl FnOnce(tokio::task::JoinError) -> E {
+    move |err| {
+        E::from(TaskFailed {
+            task,
+            reason: err.to_string(),
+        })
     }
 }
 
@@ -102,6 +131,8 @@ pub enum Error {
     TaskFailed(#[from] TaskFailed),
 }
 
+local_constructors!(Error, io, task);
+
 impl Error {
     /// Errors that stop the whole run: every further entry would fail the same way.
     pub fn is_fatal(&self) -> bool {
@@ -124,15 +155,6 @@ impl Error {
                 .is_some_and(store::Error::is_content_mismatch)
     }
 
-    /// Wraps an I/O error with what was being done (see [`IoError`]).
-    pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
-        let wrap = io_error(context);
-        move |source| Error::Io(wrap(source))
-    }
-    /// Maps the join error of a `task` (spawned or blocking) that did not return.
-    pub fn task(task: &'static str) -> impl FnOnce(tokio::task::JoinError) -> Error {
-        move |err| Error::TaskFailed(task_failed(task)(err))
-    }
     pub fn is_disk_full(&self) -> bool {
         match self {
             Error::Store(err) => err.is_disk_full(),
@@ -150,9 +172,9 @@ impl From<ProcessError> for Error {
         match error {
             ProcessError::Failed { command, stderr } => Error::Command { command, stderr },
             ProcessError::Start { command, source } => {
-                io_error(format!("running {command}"))(source).into()
+                io_error(format!("running {command}"))(source)
             }
-            ProcessError::Io { command, source } => io_error(command)(source).into(),
+            ProcessError::Io { command, source } => io_error(command)(source),
         }
     }
 }
@@ -169,9 +191,8 @@ mod tests {
         let err: Error = runtime.block_on(async {
             tokio::task::spawn_blocking(|| panic!("boom"))
                 .await
-                .map_err(task_failed("hashing"))
+                .map_err(Error::task("hashing"))
                 .unwrap_err()
-                .into()
         });
         assert!(
             matches!(
@@ -191,8 +212,10 @@ mod tests {
 
     #[test]
     fn a_full_disk_is_told_apart_through_every_layer() {
-        let full = || io_error("writing x")(io::Error::from_raw_os_error(libc::ENOSPC));
-        let other = || io_error("writing x")(io::Error::from_raw_os_error(libc::EACCES));
+        let full =
+            || -> IoError { io_error("writing x")(io::Error::from_raw_os_error(libc::ENOSPC)) };
+        let other =
+            || -> IoError { io_error("writing x")(io::Error::from_raw_os_error(libc::EACCES)) };
         assert!(Error::from(store::Error::from(full())).is_disk_full());
         assert!(Error::from(net::Error::from(store::Error::from(full()))).is_disk_full());
         assert!(Error::from(full()).is_disk_full());

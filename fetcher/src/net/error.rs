@@ -1,7 +1,7 @@
 //! The network's error: a URL that gave nothing usable, bytes that are not the declared ones,
 //! or the local side (scratch files, the store a substitution publishes into) failing.
 
-use crate::error::{io_error, task_failed, IoError, TaskFailed};
+use crate::error::{local_constructors, IoError, TaskFailed};
 use crate::store;
 
 #[derive(Debug, thiserror::Error)]
@@ -31,16 +31,9 @@ pub enum Error {
     TaskFailed(#[from] TaskFailed),
 }
 
+local_constructors!(Error, io, task);
+
 impl Error {
-    /// Wraps an I/O error with what was being done (see [`IoError`]).
-    pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
-        let wrap = io_error(context);
-        move |source| Error::Io(wrap(source))
-    }
-    /// Maps the join error of a `task` (spawned or blocking) that did not return.
-    pub fn task(task: &'static str) -> impl FnOnce(tokio::task::JoinError) -> Error {
-        move |err| Error::TaskFailed(task_failed(task)(err))
-    }
     pub fn is_disk_full(&self) -> bool {
         match self {
             Error::Io(err) => err.is_disk_full(),

@@ -9,7 +9,7 @@ use srcgrab_formats::narinfo::NarInfoError;
 use srcgrab_formats::signature::KeyError;
 use srcgrab_formats::store_path::{StorePath, STORE_DIR};
 
-use crate::error::{io_error, IoError};
+use crate::error::{io_error, local_constructors, IoError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -84,12 +84,9 @@ pub enum Error {
     ScratchTaken(PathBuf),
 }
 
+local_constructors!(Error, io);
+
 impl Error {
-    /// Wraps an I/O error with what was being done (see [`IoError`]).
-    pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
-        let wrap = io_error(context);
-        move |source| Error::Io(wrap(source))
-    }
     pub fn is_disk_full(&self) -> bool {
         matches!(self, Error::Io(err) if err.is_disk_full())
     }
@@ -107,9 +104,9 @@ impl Error {
 impl From<NarError> for Error {
     fn from(error: NarError) -> Error {
         match error {
-            NarError::Write(source) => io_error("writing NAR")(source).into(),
-            NarError::Read(source) => io_error("reading NAR")(source).into(),
-            NarError::ReadContents(source) => io_error("reading file contents")(source).into(),
+            NarError::Write(source) => io_error("writing NAR")(source),
+            NarError::Read(source) => io_error("reading NAR")(source),
+            NarError::ReadContents(source) => io_error("reading file contents")(source),
             other => Error::BadNar(other),
         }
     }
