@@ -105,7 +105,7 @@ fn builder_keeps_store_paths_when_asked_and_fills_the_hashed_mirror_for_flat_fil
     let built = NixBuilder::new(true).build(&fod.entry, &cache).unwrap();
     assert!(!built.removed_from_store);
     assert!(is_valid(&fod.entry.store_path.to_path_string()));
-    let hex = fod.entry.hash.hash().unwrap().to_hex();
+    let hex = fod.entry.hash.hash.clone().to_hex();
     let mirrored = std::fs::read(cache_dir.path().join("sha256").join(hex)).unwrap();
     assert_eq!(mirrored, b"vendored builder-flat\n");
     delete_store_path(&fod.entry.store_path.to_path_string());
@@ -143,7 +143,7 @@ fn builder_refuses_what_nix_cannot_make_or_no_longer_knows() {
   outputHashMode = "recursive";
   outputHashAlgo = "sha256";
   outputHash = "{}";"#,
-        lying.entry.hash.sri
+        lying.entry.hash.hash.to_sri()
     ));
     let mut wrong = lying.entry.clone();
     wrong.drv_paths = [(

@@ -476,7 +476,7 @@ fn verify_finds_bit_flips_truncations_missing_items_and_strays() {
     let mirror = c
         .cache
         .join("sha256")
-        .join(c.entries[1].hash.hash().unwrap().to_hex());
+        .join(c.entries[1].hash.hash.clone().to_hex());
     let len = std::fs::metadata(&mirror).unwrap().len();
     std::fs::OpenOptions::new()
         .write(true)
@@ -508,7 +508,7 @@ fn verify_finds_bit_flips_truncations_missing_items_and_strays() {
     assert!(
         corrupt.iter().any(|l| l.contains(&format!(
             "sha256/{}",
-            c.entries[1].hash.hash().unwrap().to_hex()
+            c.entries[1].hash.hash.clone().to_hex()
         )) && l.contains("hash mismatch")),
         "{out}"
     );
@@ -591,7 +591,7 @@ fn repair_refetches_corrupt_and_missing_entries() {
     let mirror = c
         .cache
         .join("sha256")
-        .join(entries[1].hash.hash().unwrap().to_hex());
+        .join(entries[1].hash.hash.clone().to_hex());
     let mut bytes = std::fs::read(&mirror).unwrap();
     bytes[100] ^= 4;
     std::fs::write(&mirror, bytes).unwrap();

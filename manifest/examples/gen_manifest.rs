@@ -5,16 +5,12 @@
 //! usage: cargo run --release -p srcgrab-manifest --example gen_manifest -- N OLD.json NEW.json
 
 use srcgrab_manifest::{
-    ContentAddress, Entry, GitSource, Hash, HashAlgo, HashMode, Kind, Manifest, OutputHash,
-    Provenance, StorePath, StorePathName, Unpack, MANIFEST_VERSION,
+    ContentAddress, Entry, GitSource, Hash, HashAlgo, HashMode, Kind, Manifest, Provenance,
+    StorePath, StorePathName, Unpack, MANIFEST_VERSION,
 };
 
 /// The fixed-output path of `name` (a generated, always valid name).
-fn fixed_output_path(name: &str, mode: HashMode, hash: &Hash) -> StorePath {
-    let ca = ContentAddress {
-        mode,
-        hash: hash.clone(),
-    };
+fn fixed_output_path(name: &str, ca: &ContentAddress) -> StorePath {
     ca.store_path(&StorePathName::new(name).expect("generated names are valid"))
 }
 
@@ -107,10 +103,21 @@ fn entry(id: u64, version: u64, rng: &mut Rng) -> Entry {
         .filter(|(i, _)| mask & (1 << i) != 0)
         .map(|(_, s)| s.to_string())
         .collect();
+    let drv_path = fixed_output_path(
+        &format!("{pname}.drv"),
+        &ContentAddress {
+            mode: HashMode::Flat,
+            hash: hash.clone(),
+        },
+    )
+    .to_path_string()
+    .parse()
+    .expect("a .drv name makes a derivation path");
+    let ca = ContentAddress { mode, hash };
     Entry {
-        store_path: fixed_output_path(&name, mode, &hash),
+        store_path: fixed_output_path(&name, &ca),
         name,
-        hash: OutputHash::new(mode, &hash),
+        hash: ca,
         kind,
         original_urls: urls.clone(),
         urls,
@@ -118,14 +125,7 @@ fn entry(id: u64, version: u64, rng: &mut Rng) -> Entry {
         post_fetch: kind == Kind::UrlUnpack,
         unpack,
         git,
-        drv_paths: [(
-            "x86_64-linux".to_string(),
-            fixed_output_path(&format!("{pname}.drv"), HashMode::Flat, &hash)
-                .to_path_string()
-                .parse()
-                .expect("a .drv name makes a derivation path"),
-        )]
-        .into(),
+        drv_paths: [("x86_64-linux".to_string(), drv_path)].into(),
         systems,
         attrs: vec![pname],
         attr_count: 1 + rng.below(50),

@@ -13,7 +13,6 @@ pub mod diff;
 pub mod shard;
 
 use serde::{Deserialize, Serialize};
-use srcgrab_formats::hash::HashError;
 pub use srcgrab_formats::store_path::DrvPath;
 use std::collections::BTreeMap;
 
@@ -158,32 +157,44 @@ impl std::fmt::Display for Kind {
     }
 }
 
-/// The declared hash of a fixed output.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct OutputHash {
-    pub algo: HashAlgo,
-    pub mode: HashMode,
-    /// `algo-base64`.
-    pub sri: String,
-}
+/// `Entry.hash` in JSON: `{"algo", "mode", "sri"}`. The SRI is parsed here, once, so the
+/// rest of srcgrab holds a [`ContentAddress`]: one that does not parse, or is of another
+/// algorithm than `algo`, is refused with the manifest's line and column.
+mod declared_hash {
+    use serde::{de::Error as _, Deserialize, Deserializer, Serialize, Serializer};
+    use srcgrab_formats::hash::HashError;
+    use srcgrab_formats::{ContentAddress, Hash, HashAlgo, HashMode};
 
-impl OutputHash {
-    pub fn new(mode: HashMode, hash: &Hash) -> OutputHash {
-        OutputHash {
-            algo: hash.algo,
-            mode,
-            sri: hash.to_sri(),
-        }
+    #[derive(Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    struct Json {
+        algo: HashAlgo,
+        mode: HashMode,
+        /// `algo-base64`.
+        sri: String,
     }
 
-    /// The parsed hash; fails only for a hand-edited manifest.
-    pub fn hash(&self) -> Result<Hash, HashError> {
-        let h = Hash::parse(&self.sri, None)?;
-        if h.algo != self.algo {
-            return Err(HashError::BadEncoding(self.sri.clone(), self.algo));
+    pub fn serialize<S: Serializer>(ca: &ContentAddress, s: S) -> Result<S::Ok, S::Error> {
+        Json {
+            algo: ca.hash.algo,
+            mode: ca.mode,
+            sri: ca.hash.to_sri(),
         }
-        Ok(h)
+        .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<ContentAddress, D::Error> {
+        let json = Json::deserialize(d)?;
+        let hash = Hash::parse(&json.sri, None).map_err(D::Error::custom)?;
+        if hash.algo != json.algo {
+            return Err(D::Error::custom(HashError::BadEncoding(
+                json.sri, json.algo,
+            )));
+        }
+        Ok(ContentAddress {
+            mode: json.mode,
+            hash,
+        })
     }
 }
 
@@ -224,7 +235,9 @@ pub struct Entry {
     pub store_path: StorePath,
     /// The store path's name part (e.g. `hello-2.12.tar.gz`).
     pub name: String,
-    pub hash: OutputHash,
+    /// The declared hash and its mode (fetchurl's `outputHash` and `outputHashMode`).
+    #[serde(with = "declared_hash")]
+    pub hash: ContentAddress,
     pub kind: Kind,
     /// Download URLs in the order to try them, `mirror://` expanded from the evaluated
     /// nixpkgs' own mirror list.
@@ -267,7 +280,7 @@ impl Entry {
         Entry {
             store_path: ca.store_path(name),
             name: name.to_string(),
-            hash: OutputHash::new(mode, hash),
+            hash: ca,
             kind,
             urls: Vec::new(),
             original_urls: Vec::new(),
@@ -383,16 +396,11 @@ impl Manifest {
                     e.name
                 )));
             }
-            let hash = e.hash.hash().map_err(|err| bad(err.to_string()))?;
-            let ca = ContentAddress {
-                mode: e.hash.mode,
-                hash,
-            };
-            let expected = ca.store_path(path.name());
+            let expected = e.hash.store_path(path.name());
             if expected != *path {
                 return Err(bad(format!(
                     "hash {} ({:?}) gives {}, not this path",
-                    e.hash.sri,
+                    e.hash.hash.to_sri(),
                     e.hash.mode,
                     expected.to_path_string()
                 )));
@@ -430,7 +438,10 @@ mod tests {
                 .parse()
                 .unwrap(),
             name: "empty".into(),
-            hash: OutputHash::new(HashMode::Flat, &hash),
+            hash: ContentAddress {
+                mode: HashMode::Flat,
+                hash,
+            },
             kind: Kind::Url,
             urls: vec!["https://example.org/empty".into()],
             original_urls: vec!["mirror://example/empty".into()],
@@ -503,10 +514,27 @@ mod tests {
     }
 
     #[test]
+    fn a_declared_hash_is_parsed_once_when_the_manifest_is_read() {
+        let text = sample().to_json();
+        let sri = sample().entries[0].hash.hash.to_sri();
+        assert!(text.contains(&sri), "{text}");
+        for (bad, says) in [
+            (text.replace(&sri, "sha256-not base64"), "sha256-not base64"),
+            (
+                text.replace("\"algo\": \"sha256\"", "\"algo\": \"sha512\""),
+                "sha512",
+            ),
+        ] {
+            let err = Manifest::from_json(&bad).unwrap_err().to_string();
+            assert!(err.contains(says) && err.contains("line "), "{err}");
+        }
+    }
+
+    #[test]
     fn new_entry_computes_its_store_path() {
         let e = sample_entry();
         let name = StorePathName::new(&e.name).unwrap();
-        let made = Entry::new(&name, e.hash.mode, &e.hash.hash().unwrap(), e.kind);
+        let made = Entry::new(&name, e.hash.mode, &e.hash.hash, e.kind);
         assert_eq!(made.store_path, e.store_path);
         assert_eq!(made.hash, e.hash);
     }

@@ -43,11 +43,10 @@ impl Run {
     pub(super) fn candidate_urls(&self, entry: &Entry, native: Native) -> Vec<String> {
         let mut urls = Vec::new();
         if native == Native::File && entry.hash.mode == HashMode::Flat && !entry.executable {
-            if let Ok(hash) = entry.hash.hash() {
-                for mirror in &self.hashed_mirrors {
-                    let base = mirror.trim_end_matches('/');
-                    urls.push(format!("{base}/{}/{}", hash.algo, hash.to_hex()));
-                }
+            let hash = &entry.hash.hash;
+            for mirror in &self.hashed_mirrors {
+                let base = mirror.trim_end_matches('/');
+                urls.push(format!("{base}/{}/{}", hash.algo, hash.to_hex()));
             }
         }
         urls.extend(entry.urls.iter().cloned());
@@ -77,8 +76,7 @@ impl Run {
         }
         // Only a flat file can be checked while it downloads; the rest is checked on publishing.
         let expected = (native == Native::File && entry.hash.mode == HashMode::Flat)
-            .then(|| entry.hash.hash().ok())
-            .flatten();
+            .then_some(&entry.hash.hash);
         let mut mismatches = Vec::new();
         let mut download_errors = Vec::new();
         let mut publish_errors = Vec::new();
@@ -92,7 +90,7 @@ impl Run {
             let target = Target {
                 key: &key,
                 label: &entry.name,
-                hash: expected.as_ref(),
+                hash: expected,
                 size: None,
             };
             let downloaded = match self

@@ -228,11 +228,10 @@ fn mismatch(info: &NarInfo, entry: &Entry) -> Option<String> {
         ));
     }
     let ca = info.ca.as_ref()?;
-    let matches = ca.mode == entry.hash.mode && Ok(&ca.hash) == entry.hash.hash().as_ref();
-    (!matches).then(|| {
+    (*ca != entry.hash).then(|| {
         format!(
             "narinfo CA {ca} differs from the entry's {}",
-            entry.hash.sri
+            entry.hash.hash.to_sri()
         )
     })
 }

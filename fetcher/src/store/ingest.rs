@@ -80,11 +80,11 @@ impl<'a> Wanted<'a> {
             unpack_by_extension: BTreeMap::new(),
         };
         for e in &manifest.entries {
-            let Ok(hash) = e.hash.hash() else { continue };
+            let hash = &e.hash.hash;
             match (e.hash.mode, &e.unpack) {
                 (HashMode::Flat, _) => {
                     w.flat_algos.insert(hash.algo);
-                    w.flat.entry(hash).or_default().push(e);
+                    w.flat.entry(hash.clone()).or_default().push(e);
                 }
                 (HashMode::Recursive, Some(options)) if e.kind == Kind::UrlUnpack => {
                     let from_url = e.urls.iter().find_map(|u| archive_extension(u));
@@ -99,7 +99,10 @@ impl<'a> Wanted<'a> {
                 }
                 (HashMode::Recursive, None) if matches!(e.kind, Kind::Url | Kind::Builtin) => {
                     w.file_nar_algos.insert((e.executable, hash.algo));
-                    w.file_nar.entry((e.executable, hash)).or_default().push(e);
+                    w.file_nar
+                        .entry((e.executable, hash.clone()))
+                        .or_default()
+                        .push(e);
                 }
                 _ => {}
             }
@@ -292,10 +295,7 @@ fn try_unpack(
         if unpack::unpack(archive, &name, options, &tree).is_err() {
             continue;
         }
-        let algos: BTreeSet<HashAlgo> = entries
-            .iter()
-            .filter_map(|e| e.hash.hash().ok().map(|h| h.algo))
-            .collect();
+        let algos: BTreeSet<HashAlgo> = entries.iter().map(|e| e.hash.hash.algo).collect();
         let mut hashers = MultiHasher(algos.iter().map(|a| a.hasher()).collect());
         if tree::dump_path(&tree, &mut hashers).is_err() {
             continue;
@@ -303,7 +303,7 @@ fn try_unpack(
         let digests: Vec<Hash> = hashers.0.into_iter().map(Hasher::finalize).collect();
         let hits: Vec<&Entry> = entries
             .into_iter()
-            .filter(|e| e.hash.hash().is_ok_and(|h| digests.contains(&h)))
+            .filter(|e| digests.contains(&e.hash.hash))
             .collect();
         if !hits.is_empty() {
             matched = true;

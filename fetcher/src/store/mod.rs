@@ -132,13 +132,6 @@ fn is_flat(entry: &Entry) -> bool {
     entry.hash.mode == HashMode::Flat
 }
 
-fn declared_hash(entry: &Entry) -> Result<Hash, Error> {
-    entry.hash.hash().map_err(|e| Error::BadEntry {
-        store_path: entry.store_path.clone(),
-        reason: format!("declared hash: {e}"),
-    })
-}
-
 impl Cache {
     /// A cache root as it is, for reading only (`srcgrab verify` of a read-only disk):
     /// creates nothing, so it cannot publish.

@@ -10,7 +10,6 @@ use srcgrab_formats::hash::{Hash, HashAlgo, HashMode, Hasher};
 use srcgrab_formats::nar;
 use srcgrab_formats::narinfo::{NarInfo, NarUrl};
 use srcgrab_formats::store_path::{StorePath, StorePathName};
-use srcgrab_formats::ContentAddress;
 use srcgrab_manifest::Entry;
 
 use super::compression::{decompressor, Compressor};
@@ -22,7 +21,7 @@ use super::layout::{mirror_keys, mirror_link_target};
 use super::place::{FileSource, TempFile};
 use super::tree;
 use super::visit::hash_flat_file;
-use super::{declared_hash, is_flat, Cache, Compression, Published, VerifiedHash, WRITE_BUFFER};
+use super::{is_flat, Cache, Compression, Published, VerifiedHash, WRITE_BUFFER};
 use crate::store::Error;
 
 pub(super) type NarFileWriter = Compressor<HashingWriter<BufWriter<TempFile>>>;
@@ -134,8 +133,8 @@ pub(super) struct FlatOutcome {
 }
 
 impl Cache {
-    pub(super) fn nar_sink(&self, entry: &Entry, declared: &Hash) -> Result<NarSink, Error> {
-        let mut sink = self.nar_sink_without_file(entry, declared);
+    pub(super) fn nar_sink(&self, entry: &Entry) -> Result<NarSink, Error> {
+        let mut sink = self.nar_sink_without_file(entry);
         if self.options.layout.cache {
             let temp = self.new_temp()?;
             let buffered = BufWriter::with_capacity(WRITE_BUFFER, temp);
@@ -151,7 +150,8 @@ impl Cache {
     }
 
     /// A sink that hashes and counts the NAR, and writes no file.
-    pub(super) fn nar_sink_without_file(&self, entry: &Entry, declared: &Hash) -> NarSink {
+    pub(super) fn nar_sink_without_file(&self, entry: &Entry) -> NarSink {
+        let declared = &entry.hash.hash;
         let declared_recursive = (entry.hash.mode == HashMode::Recursive
             && declared.algo != HashAlgo::Sha256)
             .then(|| Hasher::new(declared.algo));
@@ -185,8 +185,8 @@ impl Cache {
         file: &Path,
         verified: Option<VerifiedHash>,
     ) -> Result<Published, Error> {
-        let declared = declared_hash(entry)?;
-        let mut sink = self.nar_sink(entry, &declared)?;
+        let declared = &entry.hash.hash;
+        let mut sink = self.nar_sink(entry)?;
         let mut input =
             File::open(file).map_err(Error::io(format!("opening {}", file.display())))?;
         let meta = input
@@ -223,47 +223,30 @@ impl Cache {
             nar::write_file_nar(&mut input, len, entry.executable, &mut sink)?;
             None
         };
-        self.commit(
-            entry,
-            &declared,
-            sink.finish(self.options.compression)?,
-            flat,
-        )
+        self.commit(entry, sink.finish(self.options.compression)?, flat)
     }
 
     /// Publishes a directory tree (recursive entries): the NAR of `dir`, which may also be a
     /// single file or symlink (e.g. a store path Nix built).
     pub fn publish_tree(&self, entry: &Entry, dir: &Path) -> Result<Published, Error> {
-        let declared = declared_hash(entry)?;
         if is_flat(entry) {
             return Err(Error::BadEntry {
                 store_path: entry.store_path.clone(),
                 reason: "a flat entry cannot be published from a directory tree".into(),
             });
         }
-        let mut sink = self.nar_sink(entry, &declared)?;
+        let mut sink = self.nar_sink(entry)?;
         tree::dump_path(dir, &mut sink)?;
-        self.commit(
-            entry,
-            &declared,
-            sink.finish(self.options.compression)?,
-            None,
-        )
+        self.commit(entry, sink.finish(self.options.compression)?, None)
     }
 
     /// Publishes an uncompressed NAR stream (from a substituter or `nix-store --dump`); the
     /// stream must hold exactly one valid NAR, and for a flat entry a single non-executable
     /// regular file (what Nix requires of a flat output).
     pub fn publish_nar(&self, entry: &Entry, nar: &mut dyn Read) -> Result<Published, Error> {
-        let declared = declared_hash(entry)?;
-        let sink = self.nar_sink(entry, &declared)?;
-        let (sink, flat) = self.decode_nar(entry, &declared, nar, sink)?;
-        self.commit(
-            entry,
-            &declared,
-            sink.finish(self.options.compression)?,
-            flat,
-        )
+        let sink = self.nar_sink(entry)?;
+        let (sink, flat) = self.decode_nar(entry, nar, sink)?;
+        self.commit(entry, sink.finish(self.options.compression)?, flat)
     }
 
     /// [`Cache::publish_nar`] of a NAR a narinfo describes by its NarSize and sha256 NarHash:
@@ -276,14 +259,13 @@ impl Cache {
         nar_size: u64,
         nar_hash: &Hash,
     ) -> Result<Published, Error> {
-        let declared = declared_hash(entry)?;
-        let sink = self.nar_sink(entry, &declared)?;
+        let sink = self.nar_sink(entry)?;
         let mut bounded = NarSizeBound {
             inner: nar,
             limit: nar_size,
             seen: 0,
         };
-        let (sink, flat) = self.decode_nar(entry, &declared, &mut bounded, sink)?;
+        let (sink, flat) = self.decode_nar(entry, &mut bounded, sink)?;
         let outcome = sink.finish(self.options.compression)?;
         let mismatch = |reason: String| Error::NarMismatch {
             what: entry.store_path.to_path_string(),
@@ -302,7 +284,7 @@ impl Cache {
                 outcome.nar_hash.to_nix32_prefixed()
             )));
         }
-        self.commit(entry, &declared, outcome, flat)
+        self.commit(entry, outcome, flat)
     }
 
     /// Publishes a compressed NAR file (from an upstream binary cache) as the cache's own
@@ -321,7 +303,6 @@ impl Cache {
         verified: VerifiedHash,
         nar_size: u64,
     ) -> Result<Published, Error> {
-        let declared = declared_hash(entry)?;
         let opened = File::open(file).map_err(Error::io(format!("opening {}", file.display())))?;
         let meta = opened
             .metadata()
@@ -338,7 +319,7 @@ impl Cache {
             inner: io::BufReader::with_capacity(WRITE_BUFFER, opened),
             hashes: &mut file_hashes,
         };
-        let sink = self.nar_sink_without_file(entry, &declared);
+        let sink = self.nar_sink_without_file(entry);
         let (sink, flat) = {
             let nar =
                 decompressor(compression, &mut compressed).map_err(|e| Error::NarMismatch {
@@ -347,7 +328,6 @@ impl Cache {
                 })?;
             self.decode_nar(
                 entry,
-                &declared,
                 &mut NarSizeBound {
                     inner: nar,
                     limit: nar_size,
@@ -377,7 +357,7 @@ impl Cache {
                 compression,
             });
         }
-        self.commit(entry, &declared, nar, flat)
+        self.commit(entry, nar, flat)
     }
 
     /// Parses one NAR from `nar` into `sink`; for a flat entry, hashes its file (and copies
@@ -385,10 +365,10 @@ impl Cache {
     pub(super) fn decode_nar(
         &self,
         entry: &Entry,
-        declared: &Hash,
         nar: &mut dyn Read,
         mut sink: NarSink,
     ) -> Result<(NarSink, Option<FlatOutcome>), Error> {
+        let declared = &entry.hash.hash;
         let mut tee = TeeReader {
             inner: nar,
             sink: &mut sink,
@@ -422,10 +402,10 @@ impl Cache {
     pub(super) fn commit(
         &self,
         entry: &Entry,
-        declared: &Hash,
         nar: NarOutcome,
         flat: Option<FlatOutcome>,
     ) -> Result<Published, Error> {
+        let declared = &entry.hash.hash;
         let got = match &flat {
             Some(flat) => flat.digests.get(declared.algo).cloned(),
             None if declared.algo == HashAlgo::Sha256 => Some(nar.nar_hash.clone()),
@@ -443,7 +423,7 @@ impl Cache {
             store_path: entry.store_path.clone(),
             reason: e.to_string(),
         })?;
-        let store_path = content_address(entry, declared).store_path(&name);
+        let store_path = entry.hash.store_path(&name);
         if store_path != entry.store_path {
             return Err(Error::StorePathMismatch {
                 what: entry.name.clone(),
@@ -476,7 +456,7 @@ impl Cache {
             self.publish_mirror(&digests, source)?;
         }
         if let Some((url, compression)) = nar_file {
-            self.write_narinfo(entry, declared, store_path, (url, compression), &published)?;
+            self.write_narinfo(entry, store_path, (url, compression), &published)?;
         }
         Ok(published)
     }
@@ -484,7 +464,6 @@ impl Cache {
     pub(super) fn write_narinfo(
         &self,
         entry: &Entry,
-        declared: &Hash,
         store_path: StorePath,
         (url, compression): (NarUrl, Compression),
         published: &Published,
@@ -499,7 +478,7 @@ impl Cache {
             references: Vec::new(),
             deriver: None,
             sigs: Vec::new(),
-            ca: Some(content_address(entry, declared)),
+            ca: Some(entry.hash.clone()),
             store_path,
         };
         if let Some(key) = &self.options.signing_key {
@@ -536,13 +515,5 @@ pub(super) fn check_tee<T>(
     match sink_error {
         Some(e) => Err(Error::io("writing NAR to the cache")(e)),
         None => parsed,
-    }
-}
-
-/// The content address a publish checks `entry` against: its mode and declared hash.
-fn content_address(entry: &Entry, declared: &Hash) -> ContentAddress {
-    ContentAddress {
-        mode: entry.hash.mode,
-        hash: declared.clone(),
     }
 }

@@ -18,7 +18,7 @@ use super::layout::{mirror_keys, mirror_link_target, DiskLayout};
 use super::regular_file::{self, SmallFile, MAX_NARINFO};
 use super::seal;
 use super::visit::hash_flat_file;
-use super::{declared_hash, is_flat, Cache, Verified, WRITE_BUFFER};
+use super::{is_flat, Cache, Verified, WRITE_BUFFER};
 use crate::store::Error;
 
 impl Cache {
@@ -31,9 +31,9 @@ impl Cache {
         if !self.wants(entry) {
             return Ok(false);
         }
-        let declared = declared_hash(entry)?;
+        let declared = &entry.hash.hash;
         if self.options.layout.cache {
-            let Some(info) = self.matching_narinfo(entry, &declared)? else {
+            let Some(info) = self.matching_narinfo(entry)? else {
                 return Ok(false);
             };
             // A URL that would leave the cache fails the narinfo's parse: absent.
@@ -42,7 +42,7 @@ impl Cache {
             }
         }
         if self.options.layout.mirror && is_flat(entry) {
-            let Some(mirror_file) = self.mirror_file_of(&declared) else {
+            let Some(mirror_file) = self.mirror_file_of(declared) else {
                 return Ok(false);
             };
             if !seal::holds(&self.disk, &mirror_file)? {
@@ -77,10 +77,8 @@ impl Cache {
 
     /// Whether every mirror key of a flat entry is there and links to its mirror file.
     pub fn mirror_keys_complete(&self, entry: &Entry) -> bool {
-        let Ok(declared) = declared_hash(entry) else {
-            return false;
-        };
-        self.mirror_keys_of(&declared).is_some_and(|(hex, keys)| {
+        let declared = &entry.hash.hash;
+        self.mirror_keys_of(declared).is_some_and(|(hex, keys)| {
             keys.iter().all(|key| {
                 fs::read_link(self.root().join(key))
                     .is_ok_and(|target| target == mirror_link_target(key, &hex))
@@ -94,8 +92,8 @@ impl Cache {
         if !(self.options.layout.mirror && is_flat(entry)) {
             return Ok(());
         }
-        let declared = declared_hash(entry)?;
-        if let Some((hex, keys)) = self.mirror_keys_of(&declared) {
+        let declared = &entry.hash.hash;
+        if let Some((hex, keys)) = self.mirror_keys_of(declared) {
             for key in keys {
                 self.place_symlink(&self.root().join(&key), &mirror_link_target(&key, &hex))?;
             }
@@ -105,11 +103,7 @@ impl Cache {
 
     /// The entry's narinfo when it is a small regular file that parses and names the
     /// entry's path and hash.
-    pub(super) fn matching_narinfo(
-        &self,
-        entry: &Entry,
-        declared: &Hash,
-    ) -> Result<Option<NarInfo>, Error> {
+    pub(super) fn matching_narinfo(&self, entry: &Entry) -> Result<Option<NarInfo>, Error> {
         let store_path = &entry.store_path;
         let path = self.disk.narinfo(store_path.hash_part());
         let SmallFile::Text(text) = regular_file::read_small(&path, MAX_NARINFO)? else {
@@ -118,10 +112,7 @@ impl Cache {
         let Ok(info) = NarInfo::parse(&text) else {
             return Ok(None);
         };
-        let ca_matches = info
-            .ca
-            .as_ref()
-            .is_some_and(|ca| ca.mode == entry.hash.mode && ca.hash == *declared);
+        let ca_matches = info.ca.as_ref().is_some_and(|ca| *ca == entry.hash);
         Ok((info.store_path == *store_path && ca_matches).then_some(info))
     }
 

@@ -16,7 +16,7 @@ use super::{CACHE_INFO_CONTENTS, MANIFEST, MARKER, MARKER_CONTENTS};
 use crate::store::binary::NarInfoText;
 use crate::store::regular_file::{self, SmallFile, MAX_NARINFO};
 use crate::store::Error;
-use crate::store::{declared_hash, Cache, DiskLayout, CACHE_INFO};
+use crate::store::{Cache, DiskLayout, CACHE_INFO};
 
 /// Where a bundle is written.
 pub enum BundleTarget {
@@ -99,7 +99,7 @@ fn entry_items(cache: &Cache, entry: &Entry) -> Result<Option<Vec<Item>>, Error>
         return Ok(Some(items));
     }
     if entry.hash.mode == HashMode::Flat {
-        if let Some(mirror_file) = cache.mirror_file_of(&declared_hash(entry)?) {
+        if let Some(mirror_file) = cache.mirror_file_of(&entry.hash.hash) {
             if cache.root().join(&mirror_file).symlink_metadata().is_ok() {
                 return Ok(Some(vec![Item {
                     bundle_path: Path::new("files").join(store_path.hash_part()),

@@ -442,7 +442,7 @@ fn mirror_owners(
     });
     let from_manifest = flat_entries
         .iter()
-        .filter_map(|e| Some((e.hash.hash().ok()?, e.store_path.to_path_string())));
+        .map(|e| (e.hash.hash.clone(), e.store_path.to_path_string()));
     let mut owners = HashMap::new();
     for (hash, store_path) in from_narinfos.chain(from_manifest) {
         let file = if hash.algo == HashAlgo::Sha256 {
