@@ -56,7 +56,10 @@ fn the_pinned_nixpkgs_revision_is_one_commit_hash() {
     let rev = std::fs::read_to_string(root.join("nixpkgs-rev")).unwrap();
     let rev = rev.strip_suffix('\n').unwrap_or(&rev);
     assert!(
-        rev.len() == 40 && rev.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()),
+        rev.len() == 40
+            && rev
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()),
         "nixpkgs-rev: {rev:?}"
     );
 }
