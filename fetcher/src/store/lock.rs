@@ -55,6 +55,12 @@ impl FileLock {
             .write(true)
             .open(path)
             .map_err(Error::io(context()))?;
+        FileLock::try_hold(file).map_err(Error::io(context()))
+    }
+
+    /// Holds the already open `file` when no one else does; `None` when someone does. The
+    /// lock stays on the file (not its name), so it survives a rename or a link.
+    pub fn try_hold(file: File) -> io::Result<Option<FileLock>> {
         // SAFETY: flock on a file descriptor we own for the lifetime of `file`.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
             return Ok(Some(FileLock { _file: file }));
@@ -63,7 +69,7 @@ impl FileLock {
         if err.kind() == io::ErrorKind::WouldBlock {
             return Ok(None);
         }
-        Err(Error::io(context())(err))
+        Err(err)
     }
 }
 

@@ -14,6 +14,8 @@ use super::FileLock;
 use crate::store::Error;
 
 const RUN_PREFIX: &str = "run-";
+/// A lock file not yet held has this name; nothing cleans it up but its age.
+const STAGING_PREFIX: &str = "staging-";
 const LOCK_SUFFIX: &str = ".lock";
 /// Temp files directly in `.tmp` (older srcgrab versions wrote them there) are removed once
 /// older than this: no publish takes a day.
@@ -29,20 +31,32 @@ pub(super) struct Scratch {
 
 impl Scratch {
     /// Removes what dead processes left in `temp` (the cache's `.tmp`), then makes and
-    /// holds this process's scratch directory there. The lock is made and held before the
-    /// directory exists, so no one ever sees a directory in use without its lock held.
+    /// holds this process's scratch directory there. The lock file is made under a staging
+    /// name the clean-up passes over, locked, and only then linked to its `run-….lock` name;
+    /// the directory comes after. So no process cleaning up at the same time ever finds a
+    /// run lock unheld, or a directory in use without its lock.
     pub(super) fn open(temp: &Path) -> Result<Scratch, Error> {
         remove_orphans(temp);
         let context = || format!("creating a scratch directory in {}", temp.display());
-        let (_, lock_file) = tempfile::Builder::new()
-            .prefix(RUN_PREFIX)
+        let staged = tempfile::Builder::new()
+            .prefix(STAGING_PREFIX)
             .suffix(LOCK_SUFFIX)
             .tempfile_in(temp)
-            .map_err(Error::io(context()))?
-            .keep()
-            .map_err(|e| Error::io(context())(e.error))?;
-        let lock = FileLock::try_acquire(&lock_file)?
-            .ok_or_else(|| Error::ScratchTaken(lock_file.clone()))?;
+            .map_err(Error::io(context()))?;
+        let held = staged
+            .as_file()
+            .try_clone()
+            .and_then(FileLock::try_hold)
+            .map_err(Error::io(context()))?;
+        let staged_name = staged.path().file_name().unwrap_or_default();
+        let run_name = staged_name
+            .to_string_lossy()
+            .replacen(STAGING_PREFIX, RUN_PREFIX, 1);
+        let lock_file = temp.join(run_name);
+        let lock = held.ok_or_else(|| Error::ScratchTaken(lock_file.clone()))?;
+        // A link, not a rename: it fails rather than take over a name that is in use.
+        fs::hard_link(staged.path(), &lock_file).map_err(Error::io(context()))?;
+        drop(staged);
         let dir = scratch_dir_of(&lock_file).expect("named run-….lock above");
         if let Err(e) = fs::create_dir(&dir) {
             let _ = fs::remove_file(&lock_file);
@@ -159,5 +173,24 @@ mod tests {
             !second_dir.exists(),
             "a scratch directory goes when its cache closes"
         );
+    }
+
+    #[test]
+    fn processes_opening_one_cache_at_once_never_remove_each_others_scratch() {
+        let temp = tempfile::tempdir().unwrap();
+        let openers: Vec<_> = (0..8)
+            .map(|_| {
+                let temp = temp.path().to_path_buf();
+                std::thread::spawn(move || {
+                    for _ in 0..200 {
+                        let scratch = Scratch::open(&temp).unwrap();
+                        assert!(scratch.dir().is_dir(), "{}", scratch.dir().display());
+                    }
+                })
+            })
+            .collect();
+        for opener in openers {
+            opener.join().unwrap();
+        }
     }
 }
