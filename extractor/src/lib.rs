@@ -106,6 +106,9 @@ pub enum EnumerateError {
     Start(#[from] eval::StartError),
     #[error("reading the build closure: {0}")]
     Closure(#[from] closure::ClosureError),
+    /// Not marked as the source: the message already holds it.
+    #[error("recording the build graph: {0}")]
+    BuildGraph(outputs::BadPath),
     #[error("preparing the evaluator: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -188,7 +191,7 @@ pub fn enumerate(options: &Options, progress: &EvalReporter) -> Result<Manifest,
     let walked = walked?;
     let graph = graph?;
     let build = if options.outputs {
-        outputs::build_graph(&graph, &walked.roots)
+        outputs::build_graph(&graph, &walked.roots).map_err(EnumerateError::BuildGraph)?
     } else {
         Default::default()
     };

@@ -5,6 +5,7 @@
 //! `srcgrab check` tell, per attribute, whether a cache can install or build it offline.
 
 use serde::{Deserialize, Serialize};
+use srcgrab_formats::store_path::{DrvPath, StorePath};
 use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,25 +25,28 @@ impl BuildGraph {
     }
 
     /// Every output path of the graph (the `output` records), sorted and distinct.
-    pub fn output_paths(&self) -> Vec<&str> {
-        let mut paths: Vec<&str> = self
+    pub fn output_paths(&self) -> Vec<&StorePath> {
+        let mut paths: Vec<&StorePath> = self
             .derivations
             .iter()
-            .flat_map(|d| d.outputs.values().map(String::as_str))
+            .flat_map(|d| d.outputs.values())
             .collect();
         paths.sort_unstable();
         paths.dedup();
         paths
     }
 
-    /// The derivation at `drv_path`, when the graph has it.
-    pub fn derivation(&self, drv_path: &str) -> Option<&BuiltDerivation> {
+    /// The derivation at `drv_path`, when the graph has it (`derivations` must be
+    /// normalized: the search uses the order [`BuildGraph::normalize`] sorts by).
+    pub fn derivation(&self, drv_path: &DrvPath) -> Option<&BuiltDerivation> {
         self.derivations
-            .binary_search_by(|d| d.drv_path.as_str().cmp(drv_path))
+            .binary_search_by(|d| d.drv_path.cmp(drv_path))
             .ok()
             .map(|i| &self.derivations[i])
     }
 
+    /// Sorts derivations by `drv_path` (`DrvPath`'s order, which is its text's: hash parts
+    /// have one length) and attributes by (system, attr).
     pub fn normalize(&mut self) {
         self.derivations.sort_by(|a, b| a.drv_path.cmp(&b.drv_path));
         self.attributes.sort();
@@ -53,15 +57,15 @@ impl BuildGraph {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BuiltDerivation {
-    pub drv_path: String,
+    pub drv_path: DrvPath,
     /// The system that builds it (the .drv's `system`).
     pub system: String,
     /// Output name -> store path.
-    pub outputs: BTreeMap<String, String>,
+    pub outputs: BTreeMap<String, StorePath>,
     /// The non-fixed input derivations (sorted drv paths, each in `derivations`).
-    pub inputs: Vec<String>,
+    pub inputs: Vec<DrvPath>,
     /// The fixed outputs it takes directly (sorted store paths, each a manifest entry).
-    pub sources: Vec<String>,
+    pub sources: Vec<StorePath>,
 }
 
 /// One evaluated attribute on one system.
@@ -70,5 +74,5 @@ pub struct BuiltDerivation {
 pub struct Attribute {
     pub system: String,
     pub attr: String,
-    pub drv_path: String,
+    pub drv_path: DrvPath,
 }

@@ -4,7 +4,7 @@
 //! every non-fixed input is either in the cache with its closure or buildable itself), or
 //! neither, and which paths are missing. Pure: the cache is handed in as what it holds.
 
-use crate::{BuildGraph, Manifest};
+use crate::{BuildGraph, DrvPath, Manifest, StorePath};
 use serde::Serialize;
 use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
@@ -63,9 +63,9 @@ struct Checker<'a> {
     build: &'a BuildGraph,
     cache: &'a CacheContents,
     /// A FOD's .drv path -> its output (an attribute that is itself a source).
-    fod_outputs: HashMap<String, String>,
+    fod_outputs: HashMap<&'a DrvPath, &'a StorePath>,
     missing_closure: HashMap<String, PathSet>,
-    missing_sources: HashMap<String, PathSet>,
+    missing_sources: HashMap<&'a DrvPath, PathSet>,
 }
 
 impl<'a> Checker<'a> {
@@ -95,66 +95,70 @@ impl<'a> Checker<'a> {
     }
 
     /// The runtime-closure paths of `drv_path`'s outputs the cache lacks.
-    fn missing_outputs(&mut self, drv_path: &str) -> BTreeSet<String> {
-        let outputs: Vec<String> = match self.build.derivation(drv_path) {
-            Some(drv) => drv.outputs.values().cloned().collect(),
+    fn missing_outputs(&mut self, drv_path: &DrvPath) -> BTreeSet<String> {
+        let outputs: Vec<&StorePath> = match self.build.derivation(drv_path) {
+            Some(drv) => drv.outputs.values().collect(),
             None => self
                 .fod_outputs
                 .get(drv_path)
+                .copied()
                 .into_iter()
-                .cloned()
                 .collect(),
         };
         let mut missing = BTreeSet::new();
         for output in outputs {
-            missing.extend(self.missing_closure(&output).iter().cloned());
+            missing.extend(
+                self.missing_closure(&output.to_path_string())
+                    .iter()
+                    .cloned(),
+            );
         }
         missing
     }
 
     /// The sources building `drv_path` offline lacks; empty when it can be built.
-    fn missing_sources(&mut self, drv_path: &str) -> PathSet {
+    fn missing_sources(&mut self, drv_path: &'a DrvPath) -> PathSet {
         if let Some(known) = self.missing_sources.get(drv_path) {
             return known.clone();
         }
         // Post-order over the inputs, so each derivation is answered once its inputs are.
-        let mut stack = vec![(drv_path.to_string(), false)];
+        let mut stack = vec![(drv_path, false)];
         while let Some((next, inputs_done)) = stack.pop() {
-            if self.missing_sources.contains_key(&next) {
+            if self.missing_sources.contains_key(next) {
                 continue;
             }
-            let Some(drv) = self.build.derivation(&next) else {
+            let Some(drv) = self.build.derivation(next) else {
                 // A FOD attribute: buildable exactly when its output (a source) is there.
-                let missing = match self.fod_outputs.get(next.as_str()) {
-                    Some(output) if !self.cache.has(output) => BTreeSet::from([output.to_string()]),
+                let missing = match self.fod_outputs.get(next).map(|o| o.to_path_string()) {
+                    Some(output) if !self.cache.has(&output) => BTreeSet::from([output]),
                     _ => BTreeSet::new(),
                 };
                 self.missing_sources.insert(next, Rc::new(missing));
                 continue;
             };
-            let needed: Vec<&String> = drv
+            let needed: Vec<&DrvPath> = drv
                 .inputs
                 .iter()
                 .filter(|input| !self.missing_outputs(input).is_empty())
                 .collect();
             if !inputs_done {
-                stack.push((next.clone(), true));
+                stack.push((next, true));
                 stack.extend(
                     needed
                         .iter()
-                        .filter(|input| !self.missing_sources.contains_key(input.as_str()))
-                        .map(|input| (input.to_string(), false)),
+                        .filter(|input| !self.missing_sources.contains_key(**input))
+                        .map(|&input| (input, false)),
                 );
                 continue;
             }
             let mut missing: BTreeSet<String> = drv
                 .sources
                 .iter()
+                .map(StorePath::to_path_string)
                 .filter(|source| !self.cache.has(source))
-                .cloned()
                 .collect();
             for input in needed {
-                missing.extend(self.missing_sources[input.as_str()].iter().cloned());
+                missing.extend(self.missing_sources[input].iter().cloned());
             }
             self.missing_sources.insert(next, Rc::new(missing));
         }
@@ -173,11 +177,7 @@ pub fn check(
     let fod_outputs = manifest
         .entries
         .iter()
-        .flat_map(|e| {
-            e.drv_paths
-                .values()
-                .map(|drv| (drv.to_string(), e.store_path.to_path_string()))
-        })
+        .flat_map(|e| e.drv_paths.values().map(|drv| (drv, &e.store_path)))
         .collect();
     let mut checker = Checker {
         build: &manifest.build,
@@ -210,13 +210,26 @@ mod tests {
     use super::*;
     use crate::{Attribute, BuiltDerivation, Provenance, MANIFEST_VERSION};
 
+    /// The store path named `name` (every test path shares one hash part).
+    fn path(name: &str) -> String {
+        format!("/nix/store/{}-{name}", "0".repeat(32))
+    }
+
+    fn drv_path(name: &str) -> DrvPath {
+        DrvPath::parse(&path(&format!("{name}.drv"))).unwrap()
+    }
+
+    fn store_path(name: &str) -> StorePath {
+        StorePath::parse(&path(name)).unwrap()
+    }
+
     fn drv(name: &str, inputs: &[&str], sources: &[&str]) -> BuiltDerivation {
         BuiltDerivation {
-            drv_path: format!("{name}.drv"),
+            drv_path: drv_path(name),
             system: "x86_64-linux".into(),
-            outputs: [("out".to_string(), format!("{name}-out"))].into(),
-            inputs: inputs.iter().map(|i| format!("{i}.drv")).collect(),
-            sources: sources.iter().map(|s| s.to_string()).collect(),
+            outputs: [("out".to_string(), store_path(&format!("{name}-out")))].into(),
+            inputs: inputs.iter().map(|i| drv_path(i)).collect(),
+            sources: sources.iter().map(|s| store_path(s)).collect(),
         }
     }
 
@@ -238,7 +251,7 @@ mod tests {
                     .map(|a| Attribute {
                         system: "x86_64-linux".into(),
                         attr: a.to_string(),
-                        drv_path: format!("{a}.drv"),
+                        drv_path: drv_path(a),
                     })
                     .collect(),
             },
@@ -247,13 +260,11 @@ mod tests {
         m
     }
 
+    /// A cache of the paths named, each with the references named.
     fn cache(paths: &[(&str, &[&str])]) -> CacheContents {
         let mut cache = CacheContents::default();
-        for (path, references) in paths {
-            cache.insert(
-                path.to_string(),
-                references.iter().map(|r| r.to_string()).collect(),
-            );
+        for (name, references) in paths {
+            cache.insert(path(name), references.iter().map(|r| path(r)).collect());
         }
         cache
     }
@@ -288,8 +299,8 @@ mod tests {
                 ("tool", false, true)
             ]
         );
-        assert_eq!(checks[0].missing_sources, ["lib-src"]);
-        assert_eq!(checks[0].missing_outputs, ["app-out"]);
+        assert_eq!(checks[0].missing_sources, [path("lib-src")]);
+        assert_eq!(checks[0].missing_outputs, [path("app-out")]);
 
         // lib's binary (with its closure) stands in for its source.
         let lib_binary = cache(&[
@@ -314,7 +325,7 @@ mod tests {
         let broken = cache(&[("tool-out", &["gone"])]);
         let checks = check(&manifest(), &broken).unwrap();
         assert!(!checks[2].installable);
-        assert_eq!(checks[2].missing_outputs, ["gone"]);
+        assert_eq!(checks[2].missing_outputs, [path("gone")]);
         let whole = cache(&[("tool-out", &["dep"]), ("dep", &[])]);
         assert!(check(&manifest(), &whole).unwrap()[2].installable);
     }

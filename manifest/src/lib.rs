@@ -322,7 +322,7 @@ pub enum ManifestError {
     #[error("manifest entries are not sorted by store path, or repeat one, at {0}")]
     Unsorted(StorePath),
     #[error("manifest derivations are not sorted by drv path, or repeat one, at {0}")]
-    UnsortedDerivations(String),
+    UnsortedDerivations(DrvPath),
 }
 
 impl From<serde_json::Error> for ManifestError {

@@ -15,8 +15,8 @@ pub struct BumpCost {
 }
 
 /// The outputs `new` has and `old` lacks.
-pub fn new_outputs<'a>(old: &Manifest, new: &'a Manifest) -> Vec<&'a str> {
-    let before: HashSet<&str> = old.build.output_paths().into_iter().collect();
+pub fn new_outputs<'a>(old: &Manifest, new: &'a Manifest) -> Vec<&'a StorePath> {
+    let before: HashSet<&StorePath> = old.build.output_paths().into_iter().collect();
     new.build
         .output_paths()
         .into_iter()

@@ -7,7 +7,7 @@ use crate::cmd::{bump_cost, stats_kit};
 use crate::Status;
 use serde_json::{json, Value};
 use srcgrab_manifest::diff::{diff, ChangeTallies, DiffSummary, ManifestDiff, Tally};
-use srcgrab_manifest::{Entry, Manifest};
+use srcgrab_manifest::{Entry, Manifest, StorePath};
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
@@ -76,7 +76,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
             None => Default::default(),
         };
         if !args.substituters.is_empty() {
-            let unsized_outputs: Vec<&str> = outputs
+            let unsized_outputs: Vec<&StorePath> = outputs
                 .iter()
                 .copied()
                 .filter(|p| !output_sizes.contains_key(*p))

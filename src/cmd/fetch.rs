@@ -205,11 +205,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     let outputs = manifest.build.output_paths();
     if report.stopped.is_none() && !outputs.is_empty() && args.layout.cache && !args.no_substituters
     {
-        let roots = outputs
-            .iter()
-            .map(|path| StorePath::parse(path))
-            .collect::<Result<Vec<_>, _>>()
-            .context("manifest build graph")?;
+        let roots: Vec<StorePath> = outputs.into_iter().cloned().collect();
         tell!(
             "srcgrab: {} outputs of the build graph, from the substituters",
             roots.len()

@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use serde_json::json;
 use srcgrab_fetcher::net::{DownloadOptions, Rewrite};
 use srcgrab_fetcher::probe::{probe, ProbeOptions, Probed};
-use srcgrab_manifest::{Entry, Kind};
+use srcgrab_manifest::{Entry, Kind, StorePath};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -72,7 +72,7 @@ impl Args {
 }
 
 /// Sizes of what `known` lacks among `paths`, from the substituters' narinfos.
-fn substituter_sizes(args: &Args, paths: Vec<&str>) -> anyhow::Result<stats_kit::PathSizes> {
+fn substituter_sizes(args: &Args, paths: Vec<&StorePath>) -> anyhow::Result<stats_kit::PathSizes> {
     if args.substituters.is_empty() || paths.is_empty() {
         return Ok(Default::default());
     }
@@ -243,15 +243,14 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         Some(dir) => EntrySizes::from_cache(dir, manifest.entries.iter())?,
         None => EntrySizes::default(),
     };
-    let unsized_paths: Vec<String> = manifest
+    let unsized_entries = manifest
         .entries
         .iter()
         .filter(|e| sizes.get(e).is_none())
-        .map(|e| e.store_path.to_path_string())
+        .map(|e| &e.store_path)
         .collect();
-    let unsized_entries = unsized_paths.iter().map(String::as_str).collect();
     for (path, found) in substituter_sizes(&args, unsized_entries)? {
-        sizes.insert(path, found);
+        sizes.insert(path.to_path_string(), found);
     }
     if args.probe {
         probe_sizes(&args, &manifest.entries, &mut sizes)?;

@@ -17,49 +17,44 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 /// Sizes by store path.
-pub type PathSizes = HashMap<String, Sizes>;
+pub type PathSizes = HashMap<StorePath, Sizes>;
 
 /// Sizes from `<cache>/<hash>.narinfo` of each path the cache has.
-pub fn from_cache(cache: &Path, paths: &[&str]) -> PathSizes {
+pub fn from_cache(cache: &Path, paths: &[&StorePath]) -> PathSizes {
     paths
         .par_iter()
-        .filter_map(|path| {
-            let store_path = StorePath::parse(path).ok()?;
-            let hash_part = store_path.hash_part();
+        .filter_map(|&path| {
+            let hash_part = path.hash_part();
             let text = std::fs::read_to_string(cache.join(format!("{hash_part}.narinfo"))).ok()?;
             let info = NarInfo::parse(&text).ok()?;
             let sizes = Sizes {
                 file_size: info.file_size,
                 nar_size: Some(info.nar_size),
             };
-            Some((path.to_string(), sizes))
+            Some((path.clone(), sizes))
         })
         .collect()
 }
 
 /// Sizes from the substituters' narinfos, many lookups in flight.
 pub fn from_substituters(
-    paths: &[&str],
+    paths: &[&StorePath],
     substituters: &[String],
     download: DownloadOptions,
 ) -> anyhow::Result<PathSizes> {
-    let parsed: Vec<StorePath> = paths
-        .iter()
-        .map(|p| StorePath::parse(p))
-        .collect::<Result<_, _>>()
-        .context("manifest store paths")?;
+    let paths: Vec<StorePath> = paths.iter().map(|&p| p.clone()).collect();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let found = runtime.block_on(narinfo_sizes(&parsed, substituters, download))?;
+    let found = runtime.block_on(narinfo_sizes(&paths, substituters, download))?;
     Ok(paths
-        .iter()
+        .into_iter()
         .zip(found)
         .filter_map(|(path, sizes)| {
             let sizes = sizes?;
             Some((
-                path.to_string(),
+                path,
                 Sizes {
                     file_size: sizes.file_size,
                     nar_size: Some(sizes.nar_size),
@@ -122,7 +117,7 @@ pub fn compute(manifest: &Manifest, entry_sizes: &EntrySizes, output_sizes: &Pat
                 .or_default()
                 .binaries
                 .add(size);
-            if counted.insert(output.as_str()) {
+            if counted.insert(output) {
                 kit.all.binaries.add(size);
             }
         }

@@ -111,16 +111,6 @@ fn entry_items(cache: &Cache, entry: &Entry) -> Result<Option<Vec<Item>>, Error>
     Ok(None)
 }
 
-/// Every output of `manifest`'s build graph.
-fn outputs(manifest: &Manifest) -> Vec<StorePath> {
-    let graph = &manifest.build;
-    let paths = graph.output_paths();
-    paths
-        .into_iter()
-        .filter_map(|p| StorePath::parse(p).ok())
-        .collect()
-}
-
 /// The binaries to carry: the new outputs the cache holds, and the paths of their References
 /// closure the cache holds, less what `known` (the store paths of `since`, its outputs and
 /// entries) already carried and what is an entry of the manifest (exported as one).
@@ -132,10 +122,12 @@ fn binary_items(
 ) -> Result<Vec<Item>, Error> {
     let entries: BTreeSet<&StorePath> = manifest.entries.iter().map(|e| &e.store_path).collect();
     let mut seen: BTreeSet<String> = BTreeSet::new();
-    let mut queue: VecDeque<(StorePath, bool)> = outputs(manifest)
+    let mut queue: VecDeque<(StorePath, bool)> = manifest
+        .build
+        .output_paths()
         .into_iter()
         .filter(|p| !known.contains(&p.to_path_string()))
-        .map(|p| (p, true))
+        .map(|p| (p.clone(), true))
         .collect();
     let mut items = Vec::new();
     while let Some((path, is_output)) = queue.pop_front() {
@@ -171,7 +163,11 @@ pub fn export(
     let known: BTreeSet<String> = since
         .map(|m| {
             let entries = m.entries.iter().map(|e| e.store_path.to_path_string());
-            let outputs = m.build.output_paths().into_iter().map(str::to_string);
+            let outputs = m
+                .build
+                .output_paths()
+                .into_iter()
+                .map(StorePath::to_path_string);
             entries.chain(outputs).collect()
         })
         .unwrap_or_default();
