@@ -476,13 +476,100 @@ mod tests {
         }
     }
 
+    /// hello, built from the sample entry and a stdenv.
+    fn sample_build() -> BuildGraph {
+        let hello: DrvPath = "/nix/store/11111111111111111111111111111111-hello.drv"
+            .parse()
+            .unwrap();
+        let stdenv: DrvPath = "/nix/store/22222222222222222222222222222222-stdenv.drv"
+            .parse()
+            .unwrap();
+        let built = |drv_path: &DrvPath, out: &str| BuiltDerivation {
+            drv_path: drv_path.clone(),
+            system: "x86_64-linux".into(),
+            outputs: [("out".to_string(), out.parse().unwrap())].into(),
+            inputs: Vec::new(),
+            sources: Vec::new(),
+        };
+        let mut hello_drv = built(&hello, "/nix/store/33333333333333333333333333333333-hello");
+        hello_drv.inputs = vec![stdenv.clone()];
+        hello_drv.sources = vec![sample_entry().store_path];
+        BuildGraph {
+            derivations: vec![
+                hello_drv,
+                built(
+                    &stdenv,
+                    "/nix/store/44444444444444444444444444444444-stdenv",
+                ),
+            ],
+            attributes: vec![Attribute {
+                system: "x86_64-linux".into(),
+                attr: "hello".into(),
+                drv_path: hello,
+            }],
+        }
+    }
+
     #[test]
     fn json_round_trips_byte_identically() {
-        let m = sample();
-        let text = m.to_json();
-        let back = Manifest::from_json(&text).unwrap();
-        assert_eq!(back, m);
-        assert_eq!(back.to_json(), text);
+        for build in [BuildGraph::default(), sample_build()] {
+            let m = Manifest { build, ..sample() };
+            let text = m.to_json();
+            let back = Manifest::from_json(&text).unwrap();
+            assert_eq!(back, m);
+            assert_eq!(back.to_json(), text);
+        }
+        // Typed paths are written as the strings they are read from.
+        assert_eq!(
+            serde_json::to_string(&sample_build()).unwrap(),
+            concat!(
+                r#"{"derivations":[{"#,
+                r#""drvPath":"/nix/store/11111111111111111111111111111111-hello.drv","#,
+                r#""system":"x86_64-linux","#,
+                r#""outputs":{"out":"/nix/store/33333333333333333333333333333333-hello"},"#,
+                r#""inputs":["/nix/store/22222222222222222222222222222222-stdenv.drv"],"#,
+                r#""sources":["/nix/store/1q82x5ah029adc0r5p06p3ivlzzh3hss-empty"]},{"#,
+                r#""drvPath":"/nix/store/22222222222222222222222222222222-stdenv.drv","#,
+                r#""system":"x86_64-linux","#,
+                r#""outputs":{"out":"/nix/store/44444444444444444444444444444444-stdenv"},"#,
+                r#""inputs":[],"sources":[]}],"#,
+                r#""attributes":[{"system":"x86_64-linux","attr":"hello","#,
+                r#""drvPath":"/nix/store/11111111111111111111111111111111-hello.drv"}]}"#,
+            )
+        );
+    }
+
+    /// Build graph paths are checked as the JSON is read, with the place of the bad one.
+    #[test]
+    fn rejects_a_build_graph_path_that_is_not_a_store_path() {
+        let text = Manifest {
+            build: sample_build(),
+            ..sample()
+        }
+        .to_json();
+        for (pointer, bad) in [
+            ("/build/derivations/0/drvPath", "/nix/store/short.drv"),
+            (
+                "/build/derivations/0/outputs/out",
+                "/tmp/33333333333333333333333333333333-hello",
+            ),
+            (
+                "/build/derivations/0/inputs/0",
+                "/nix/store/22222222222222222222222222222222-stdenv",
+            ),
+            ("/build/derivations/0/sources/0", "/nix/store/short"),
+            ("/build/attributes/0/drvPath", "hello.drv"),
+        ] {
+            let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            *v.pointer_mut(pointer).unwrap() = bad.into();
+            let bad_text = serde_json::to_string_pretty(&v).unwrap();
+            let err = Manifest::from_json(&bad_text).unwrap_err();
+            let ManifestError::Json(json) = &err else {
+                panic!("{pointer}: {err}");
+            };
+            assert!(json.line() > 1, "{pointer}: {err}");
+            assert!(err.to_string().contains(bad), "{pointer}: {err}");
+        }
     }
 
     #[test]
