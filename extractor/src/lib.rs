@@ -104,12 +104,13 @@ pub enum EnumerateError {
     BadArg { name: String, reason: String },
     #[error(transparent)]
     Start(#[from] eval::StartError),
-    #[error("reading the build closure: {0}")]
+    /// The inner error is the source, so the chain the CLI prints names it once.
+    #[error("reading the build closure")]
     Closure(#[from] closure::ClosureError),
     /// Not marked as the source: the message already holds it.
     #[error("recording the build graph: {0}")]
     BuildGraph(outputs::BadPath),
-    #[error("preparing the evaluator: {0}")]
+    #[error("preparing the evaluator")]
     Io(#[from] std::io::Error),
 }
 
