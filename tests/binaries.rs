@@ -269,6 +269,10 @@ fn mirrored_closure_is_realised_by_nix_trusting_only_the_upstream_key() {
         "{a_by}"
     );
     assert!(run.path(closure.path("c"))["referencedBy"].is_null());
+    assert!(
+        installable_from(dir.path(), &cache, closure.path("c")),
+        "c and its References are all mirrored"
+    );
     for name in ["a", "b", "c", "d"] {
         let ours = narinfo(&cache, &closure.hash_part(name));
         let theirs = narinfo(&upstream, &closure.hash_part(name));
@@ -510,6 +514,46 @@ fn tampered_nars_and_paths_missing_upstream_are_reported() {
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pkgs")
+}
+
+/// What `srcgrab check` says of an attribute whose one derivation builds `output`: is it
+/// installable from `cache` (the output with its whole References closure there)?
+fn installable_from(dir: &Path, cache: &Path, output: &str) -> bool {
+    let drv_path =
+        srcgrab_manifest::DrvPath::parse(&format!("/nix/store/{}-attr.drv", "0".repeat(32)))
+            .unwrap();
+    let manifest = srcgrab_manifest::Manifest {
+        version: srcgrab_manifest::MANIFEST_VERSION,
+        provenance: Default::default(),
+        failures: Vec::new(),
+        entries: Vec::new(),
+        build: srcgrab_manifest::BuildGraph {
+            derivations: vec![srcgrab_manifest::BuiltDerivation {
+                drv_path: drv_path.clone(),
+                system: "x86_64-linux".into(),
+                outputs: [("out".to_string(), output.parse().unwrap())].into(),
+                inputs: Vec::new(),
+                sources: Vec::new(),
+            }],
+            attributes: vec![srcgrab_manifest::Attribute {
+                system: "x86_64-linux".into(),
+                attr: "attr".into(),
+                drv_path,
+            }],
+        },
+    };
+    let path = dir.join("check-manifest.json");
+    std::fs::write(&path, manifest.to_json()).unwrap();
+    let output = srcgrab(&[
+        "check",
+        path.to_str().unwrap(),
+        "--cache",
+        cache.to_str().unwrap(),
+        "--json",
+    ]);
+    let checks: Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stderr)));
+    checks[0]["installable"].as_bool().unwrap()
 }
 
 fn srcgrab(args: &[&str]) -> Output {

@@ -9,18 +9,18 @@ use serde::Serialize;
 use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
 
-/// What a cache holds: every complete store path and its References (full paths).
+/// What a cache holds: every complete store path and its References.
 #[derive(Debug, Default)]
 pub struct CacheContents {
-    references: HashMap<String, Vec<String>>,
+    references: HashMap<StorePath, Vec<StorePath>>,
 }
 
 impl CacheContents {
-    pub fn insert(&mut self, store_path: String, references: Vec<String>) {
+    pub fn insert(&mut self, store_path: StorePath, references: Vec<StorePath>) {
         self.references.insert(store_path, references);
     }
 
-    pub fn has(&self, store_path: &str) -> bool {
+    pub fn has(&self, store_path: &StorePath) -> bool {
         self.references.contains_key(store_path)
     }
 
@@ -45,9 +45,9 @@ pub struct AttributeCheck {
     /// their closure need none of theirs).
     pub buildable: bool,
     /// Paths of its outputs' runtime closure the cache lacks (sorted).
-    pub missing_outputs: Vec<String>,
+    pub missing_outputs: Vec<StorePath>,
     /// Sources (manifest entries) its build lacks (sorted).
-    pub missing_sources: Vec<String>,
+    pub missing_sources: Vec<StorePath>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +56,7 @@ pub enum CheckError {
     NoBuildGraph,
 }
 
-type PathSet = Rc<BTreeSet<String>>;
+type PathSet = Rc<BTreeSet<StorePath>>;
 
 /// Walks the graph once, remembering every derivation's and path's answer.
 struct Checker<'a> {
@@ -64,39 +64,38 @@ struct Checker<'a> {
     cache: &'a CacheContents,
     /// A FOD's .drv path -> its output (an attribute that is itself a source).
     fod_outputs: HashMap<&'a DrvPath, &'a StorePath>,
-    missing_closure: HashMap<String, PathSet>,
+    missing_closure: HashMap<&'a StorePath, PathSet>,
     missing_sources: HashMap<&'a DrvPath, PathSet>,
 }
 
 impl<'a> Checker<'a> {
     /// The paths of `path`'s runtime closure (itself included) the cache lacks.
-    fn missing_closure(&mut self, path: &str) -> PathSet {
+    fn missing_closure(&mut self, path: &'a StorePath) -> PathSet {
         if let Some(known) = self.missing_closure.get(path) {
             return known.clone();
         }
         let mut missing = BTreeSet::new();
-        let mut stack = vec![path.to_string()];
+        let mut stack = vec![path];
         let mut seen = BTreeSet::new();
         while let Some(next) = stack.pop() {
-            if !seen.insert(next.clone()) {
+            if !seen.insert(next) {
                 continue;
             }
-            match self.cache.references.get(&next) {
-                Some(references) => stack.extend(references.iter().cloned()),
+            match self.cache.references.get(next) {
+                Some(references) => stack.extend(references),
                 None => {
-                    missing.insert(next);
+                    missing.insert(next.clone());
                 }
             }
         }
         let missing = Rc::new(missing);
-        self.missing_closure
-            .insert(path.to_string(), missing.clone());
+        self.missing_closure.insert(path, missing.clone());
         missing
     }
 
     /// The runtime-closure paths of `drv_path`'s outputs the cache lacks.
-    fn missing_outputs(&mut self, drv_path: &DrvPath) -> BTreeSet<String> {
-        let outputs: Vec<&StorePath> = match self.build.derivation(drv_path) {
+    fn missing_outputs(&mut self, drv_path: &DrvPath) -> BTreeSet<StorePath> {
+        let outputs: Vec<&'a StorePath> = match self.build.derivation(drv_path) {
             Some(drv) => drv.outputs.values().collect(),
             None => self
                 .fod_outputs
@@ -107,11 +106,7 @@ impl<'a> Checker<'a> {
         };
         let mut missing = BTreeSet::new();
         for output in outputs {
-            missing.extend(
-                self.missing_closure(&output.to_path_string())
-                    .iter()
-                    .cloned(),
-            );
+            missing.extend(self.missing_closure(output).iter().cloned());
         }
         missing
     }
@@ -129,8 +124,8 @@ impl<'a> Checker<'a> {
             }
             let Some(drv) = self.build.derivation(next) else {
                 // A FOD attribute: buildable exactly when its output (a source) is there.
-                let missing = match self.fod_outputs.get(next).map(|o| o.to_path_string()) {
-                    Some(output) if !self.cache.has(&output) => BTreeSet::from([output]),
+                let missing = match self.fod_outputs.get(next) {
+                    Some(&output) if !self.cache.has(output) => BTreeSet::from([output.clone()]),
                     _ => BTreeSet::new(),
                 };
                 self.missing_sources.insert(next, Rc::new(missing));
@@ -151,11 +146,11 @@ impl<'a> Checker<'a> {
                 );
                 continue;
             }
-            let mut missing: BTreeSet<String> = drv
+            let mut missing: BTreeSet<StorePath> = drv
                 .sources
                 .iter()
-                .map(StorePath::to_path_string)
                 .filter(|source| !self.cache.has(source))
+                .cloned()
                 .collect();
             for input in needed {
                 missing.extend(self.missing_sources[input].iter().cloned());
@@ -264,7 +259,10 @@ mod tests {
     fn cache(paths: &[(&str, &[&str])]) -> CacheContents {
         let mut cache = CacheContents::default();
         for (name, references) in paths {
-            cache.insert(path(name), references.iter().map(|r| path(r)).collect());
+            cache.insert(
+                store_path(name),
+                references.iter().map(|r| store_path(r)).collect(),
+            );
         }
         cache
     }
@@ -299,8 +297,8 @@ mod tests {
                 ("tool", false, true)
             ]
         );
-        assert_eq!(checks[0].missing_sources, [path("lib-src")]);
-        assert_eq!(checks[0].missing_outputs, [path("app-out")]);
+        assert_eq!(checks[0].missing_sources, [store_path("lib-src")]);
+        assert_eq!(checks[0].missing_outputs, [store_path("app-out")]);
 
         // lib's binary (with its closure) stands in for its source.
         let lib_binary = cache(&[
@@ -325,7 +323,7 @@ mod tests {
         let broken = cache(&[("tool-out", &["gone"])]);
         let checks = check(&manifest(), &broken).unwrap();
         assert!(!checks[2].installable);
-        assert_eq!(checks[2].missing_outputs, [path("gone")]);
+        assert_eq!(checks[2].missing_outputs, [store_path("gone")]);
         let whole = cache(&[("tool-out", &["dep"]), ("dep", &[])]);
         assert!(check(&manifest(), &whole).unwrap()[2].installable);
     }

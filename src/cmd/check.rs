@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use rayon::prelude::*;
 use srcgrab_fetcher::store::binary::NarInfoText;
 use srcgrab_fetcher::store::{Cache, CacheOptions, DiskLayout};
-use srcgrab_formats::store_path::STORE_DIR;
+use srcgrab_formats::store_path::StorePath;
 use srcgrab_manifest::check::{check, AttributeCheck, CacheContents};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -58,18 +58,13 @@ fn cache_contents(dir: &Path) -> anyhow::Result<CacheContents> {
         .filter_map(|f| f.ok()?.file_name().into_string().ok())
         .filter_map(|name| DiskLayout::narinfo_hash_part(&name).map(str::to_string))
         .collect();
-    let present: Vec<(String, Vec<String>)> = hash_parts
+    let present: Vec<(StorePath, Vec<StorePath>)> = hash_parts
         .par_iter()
         .map(|hash_part| {
             let Some(NarInfoText { info, .. }) = cache.published_narinfo(hash_part)? else {
                 return Ok(None);
             };
-            let references = info
-                .references
-                .iter()
-                .map(|base| format!("{STORE_DIR}/{base}"))
-                .collect();
-            Ok(Some((info.store_path.to_path_string(), references)))
+            Ok(Some((info.store_path, info.references)))
         })
         .collect::<Result<Vec<_>, srcgrab_fetcher::Error>>()?
         .into_iter()
@@ -94,7 +89,7 @@ fn render(checks: &[AttributeCheck], paths_in_cache: usize) -> String {
         checks.len()
     );
     // Each missing source, with the attributes it leaves neither installable nor buildable.
-    let mut breaks: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    let mut breaks: BTreeMap<&StorePath, Vec<String>> = BTreeMap::new();
     for c in checks.iter().filter(|c| !c.installable) {
         for source in &c.missing_sources {
             breaks
