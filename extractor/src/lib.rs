@@ -336,17 +336,21 @@ fn describe_fods(closure: closure::Closure) -> Result<(Vec<Entry>, Vec<Failure>)
         let attrs = union(group.iter().map(|f| &f.attrs));
         let attr_name = |i: u32| closure.attr_names[i as usize].clone();
         let chosen = &group[0];
+        // A FOD the manifest cannot hold is a failure of each system that needs it.
+        let fail = |failures: &mut Vec<Failure>, message: String| {
+            for &system in &systems {
+                failures.push(Failure {
+                    system: system.clone(),
+                    attr: attrs.first().map(|&i| attr_name(i)).unwrap_or_default(),
+                    error: format!("{}: {message}", chosen.drv_path),
+                });
+            }
+        };
         let out = chosen.drv.fixed_output().expect("a FOD");
         let (mode, hash) = match output_hash(&out.hash_algo, &out.hash) {
             Ok(h) => h,
             Err(message) => {
-                for &system in &systems {
-                    failures.push(Failure {
-                        system: system.clone(),
-                        attr: attrs.first().map(|&i| attr_name(i)).unwrap_or_default(),
-                        error: format!("{}: {message}", chosen.drv_path),
-                    });
-                }
+                fail(&mut failures, message);
                 continue;
             }
         };
@@ -354,13 +358,7 @@ fn describe_fods(closure: closure::Closure) -> Result<(Vec<Entry>, Vec<Failure>)
         let output = match StorePath::parse(&output_path) {
             Ok(path) => path,
             Err(e) => {
-                for &system in &systems {
-                    failures.push(Failure {
-                        system: system.clone(),
-                        attr: attrs.first().map(|&i| attr_name(i)).unwrap_or_default(),
-                        error: format!("{}: {e}", chosen.drv_path),
-                    });
-                }
+                fail(&mut failures, e.to_string());
                 continue;
             }
         };
