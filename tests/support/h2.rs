@@ -10,7 +10,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::net::TcpListener;
 
 #[derive(Default)]
 struct State {
@@ -31,15 +30,7 @@ pub struct H2Server {
 impl H2Server {
     /// Serves HTTP/2 only over `acceptor` (which must offer `h2`), each answer after `delay`.
     pub fn start(acceptor: tokio_rustls::TlsAcceptor, delay: Duration) -> H2Server {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("test server runtime");
-        let listener = runtime
-            .block_on(TcpListener::bind("127.0.0.1:0"))
-            .expect("bind 127.0.0.1:0");
-        let addr = listener.local_addr().expect("local addr");
+        let (runtime, listener, addr) = super::loopback_listener();
         let state = Arc::new(State::default());
         *state.delay.lock().unwrap() = delay;
         let accept_state = state.clone();
@@ -108,8 +99,7 @@ impl Drop for H2Server {
 
 async fn answer(state: &State, request: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
     state.requests.fetch_add(1, Ordering::SeqCst);
-    let open = state.open_streams.fetch_add(1, Ordering::SeqCst) + 1;
-    state.max_open_streams.fetch_max(open, Ordering::SeqCst);
+    let open = super::PeakGuard::new(&state.open_streams, &state.max_open_streams);
     let delay = *state.delay.lock().unwrap();
     tokio::time::sleep(delay).await;
     let body = state
@@ -118,7 +108,7 @@ async fn answer(state: &State, request: Request<hyper::body::Incoming>) -> Respo
         .unwrap()
         .get(request.uri().path())
         .cloned();
-    state.open_streams.fetch_sub(1, Ordering::SeqCst);
+    drop(open);
     match body {
         Some(body) => Response::new(Full::new(body)),
         None => Response::builder()

@@ -199,40 +199,36 @@ struct State {
     max_answering: AtomicU64,
 }
 
-/// Counts a response as active until it is dropped, which happens before its last chunk is
-/// written: a client cannot have seen the whole body (and started its next transfer) while
-/// the response still counts, so the maximum never over-counts.
-struct ActiveGuard<'a>(&'a State);
+/// Counts one in `current` until dropped, keeping in `peak` the most there ever were at once
+/// (responses being sent, requests being answered, HTTP/2 streams open).
+struct PeakGuard<'a>(&'a AtomicU64);
 
-impl<'a> ActiveGuard<'a> {
-    fn new(state: &'a State) -> ActiveGuard<'a> {
-        let now = state.active.fetch_add(1, Ordering::SeqCst) + 1;
-        state.max_active.fetch_max(now, Ordering::SeqCst);
-        ActiveGuard(state)
+impl<'a> PeakGuard<'a> {
+    fn new(current: &'a AtomicU64, peak: &AtomicU64) -> PeakGuard<'a> {
+        let now = current.fetch_add(1, Ordering::SeqCst) + 1;
+        peak.fetch_max(now, Ordering::SeqCst);
+        PeakGuard(current)
     }
 }
 
-impl Drop for ActiveGuard<'_> {
+impl Drop for PeakGuard<'_> {
     fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::SeqCst);
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
-/// Counts a request as being answered until its response ended (or failed).
-struct AnsweringGuard<'a>(&'a State);
-
-impl<'a> AnsweringGuard<'a> {
-    fn new(state: &'a State) -> AnsweringGuard<'a> {
-        let now = state.answering.fetch_add(1, Ordering::SeqCst) + 1;
-        state.max_answering.fetch_max(now, Ordering::SeqCst);
-        AnsweringGuard(state)
-    }
-}
-
-impl Drop for AnsweringGuard<'_> {
-    fn drop(&mut self) {
-        self.0.answering.fetch_sub(1, Ordering::SeqCst);
-    }
+/// A multi-threaded runtime for a test server and a listener on a free loopback port.
+fn loopback_listener() -> (tokio::runtime::Runtime, TcpListener, SocketAddr) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("test server runtime");
+    let listener = runtime
+        .block_on(TcpListener::bind("127.0.0.1:0"))
+        .expect("bind 127.0.0.1:0");
+    let addr = listener.local_addr().expect("local addr");
+    (runtime, listener, addr)
 }
 
 pub struct TestServer {
@@ -253,15 +249,7 @@ impl TestServer {
     }
 
     fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> TestServer {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("test server runtime");
-        let listener = runtime
-            .block_on(TcpListener::bind("127.0.0.1:0"))
-            .expect("bind 127.0.0.1:0");
-        let addr = listener.local_addr().expect("local addr");
+        let (runtime, listener, addr) = loopback_listener();
         let state = Arc::new(State::default());
         let accept_state = state.clone();
         let scheme = if tls.is_some() { "https" } else { "http" };
@@ -451,7 +439,7 @@ async fn serve_connection(stream: impl Stream, state: Arc<State>) {
     let mut reader = BufReader::new(stream);
     while let Some(request) = read_request(&mut reader).await {
         let keep_alive = request.keep_alive;
-        let answering = AnsweringGuard::new(&state);
+        let answering = PeakGuard::new(&state.answering, &state.max_answering);
         let responded = respond(&mut reader, &state, request).await;
         drop(answering);
         match responded {
@@ -585,7 +573,10 @@ async fn respond(
         return Ok(true);
     }
 
-    let mut active = Some(ActiveGuard::new(state));
+    // Active until just before the last chunk is written: a client cannot have seen the whole
+    // body (and started its next transfer) while the response still counts, so the maximum
+    // never over-counts.
+    let mut active = Some(PeakGuard::new(&state.active, &state.max_active));
     let real = route.body.len();
     let body = &route.body[(start as usize).min(real)..(end as usize).min(real)];
     // Faults cut the response short: `limit` bytes are sent, then the connection is closed
@@ -632,7 +623,7 @@ async fn respond_endless(
     };
     write_head(stream, 200, &head).await?;
     let chunk = vec![b'x'; route.chunk_size];
-    let _active = ActiveGuard::new(state);
+    let _active = PeakGuard::new(&state.active, &state.max_active);
     loop {
         stream.get_mut().write_all(&chunk).await?;
         state
