@@ -227,15 +227,8 @@ fn git_entries_with_post_fetch_go_to_the_builder() {
     let repos = gitfixture::Repos::make();
     let daemon = gitfixture::Daemon::start(repos.served());
     let src = srcgrab_manifest::GitSource {
-        url: daemon.url("main.git"),
-        rev: repos.c2.clone(),
-        branch_name: None,
         fetch_submodules: true,
-        leave_dot_git: false,
-        deep_clone: false,
-        sparse_checkout: Vec::new(),
-        non_cone_mode: false,
-        fetch_lfs: false,
+        ..srcgrab_manifest::GitSource::plain(daemon.url("main.git"), repos.c2.clone())
     };
     let fod = gitfixture::nix_fetchgit("git-post-fetch", &src);
     let mut entry = fod.entry(&src);

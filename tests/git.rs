@@ -19,20 +19,6 @@ use srcgrab_manifest::{GitSource, HashMode, Kind, Manifest, Provenance, Unpack};
 use std::path::Path;
 use std::process::Command;
 
-fn source(url: &str, rev: &str) -> GitSource {
-    GitSource {
-        url: url.to_string(),
-        rev: rev.to_string(),
-        branch_name: None,
-        fetch_submodules: false,
-        leave_dot_git: false,
-        deep_clone: false,
-        sparse_checkout: Vec::new(),
-        non_cone_mode: false,
-        fetch_lfs: false,
-    }
-}
-
 fn nar_of(path: &Path) -> Vec<u8> {
     let mut nar = Vec::new();
     tree::dump_path(path, &mut nar).unwrap();
@@ -87,20 +73,20 @@ fn every_fetchgit_flag_combination_matches_real_nix() {
     let fetcher = GitFetcher::new(mirrors.path(), Vec::new()).unwrap();
 
     let cases: Vec<(&str, GitSource)> = vec![
-        ("plain-file", source(&file_url, &repos.c1)),
-        ("plain-daemon", source(&git_url, &repos.c3)),
+        ("plain-file", GitSource::plain(&file_url, &repos.c1)),
+        ("plain-daemon", GitSource::plain(&git_url, &repos.c3)),
         (
             "submodules",
             GitSource {
                 fetch_submodules: true,
-                ..source(&git_url, &repos.c3)
+                ..GitSource::plain(&git_url, &repos.c3)
             },
         ),
         (
             "submodules-file",
             GitSource {
                 fetch_submodules: true,
-                ..source(&file_url, &repos.c2)
+                ..GitSource::plain(&file_url, &repos.c2)
             },
         ),
         (
@@ -108,7 +94,7 @@ fn every_fetchgit_flag_combination_matches_real_nix() {
             GitSource {
                 leave_dot_git: true,
                 fetch_submodules: true,
-                ..source(&git_url, &repos.c2)
+                ..GitSource::plain(&git_url, &repos.c2)
             },
         ),
         (
@@ -116,7 +102,7 @@ fn every_fetchgit_flag_combination_matches_real_nix() {
             GitSource {
                 deep_clone: true,
                 leave_dot_git: true,
-                ..source(&git_url, &repos.c2)
+                ..GitSource::plain(&git_url, &repos.c2)
             },
         ),
         (
@@ -124,14 +110,14 @@ fn every_fetchgit_flag_combination_matches_real_nix() {
             GitSource {
                 deep_clone: true,
                 fetch_submodules: true,
-                ..source(&git_url, &repos.c3)
+                ..GitSource::plain(&git_url, &repos.c3)
             },
         ),
         (
             "sparse-cone",
             GitSource {
                 sparse_checkout: vec!["src/lib".into()],
-                ..source(&git_url, &repos.c3)
+                ..GitSource::plain(&git_url, &repos.c3)
             },
         ),
         (
@@ -139,17 +125,17 @@ fn every_fetchgit_flag_combination_matches_real_nix() {
             GitSource {
                 sparse_checkout: vec!["/docs/".into(), "*.c".into()],
                 non_cone_mode: true,
-                ..source(&git_url, &repos.c3)
+                ..GitSource::plain(&git_url, &repos.c3)
             },
         ),
-        ("tag-name", source(&git_url, "v1.0")),
-        ("branch-ref", source(&git_url, "refs/heads/main")),
+        ("tag-name", GitSource::plain(&git_url, "v1.0")),
+        ("branch-ref", GitSource::plain(&git_url, "refs/heads/main")),
         (
             "branch-name",
             GitSource {
                 branch_name: Some("release".into()),
                 leave_dot_git: true,
-                ..source(&git_url, &repos.c3)
+                ..GitSource::plain(&git_url, &repos.c3)
             },
         ),
     ];
@@ -183,10 +169,10 @@ fn dumb_http_servers_give_the_same_trees() {
     let url = server.url("/git/main.git");
     let submodules = GitSource {
         fetch_submodules: true,
-        ..source(&url, &repos.c3)
+        ..GitSource::plain(&url, &repos.c3)
     };
     assert_same_as_nix(&fetcher, "dumb-http-submodules", &submodules);
-    assert_same_as_nix(&fetcher, "dumb-http-tag", &source(&url, "v2.0"));
+    assert_same_as_nix(&fetcher, "dumb-http-tag", &GitSource::plain(&url, "v2.0"));
     server.stop();
 }
 
@@ -207,7 +193,7 @@ fn concurrent_entries_of_one_repository_share_a_mirror_safely() {
             let dir = tempfile::tempdir().unwrap();
             let src = GitSource {
                 fetch_submodules: true,
-                ..source(&url, rev)
+                ..GitSource::plain(&url, *rev)
             };
             sequential.checkout(&src, &dir.path().join("out")).unwrap();
             nar_of(&dir.path().join("out"))
@@ -227,7 +213,7 @@ fn concurrent_entries_of_one_repository_share_a_mirror_safely() {
                     let dir = tempfile::tempdir().unwrap();
                     let src = GitSource {
                         fetch_submodules: true,
-                        ..source(url, rev)
+                        ..GitSource::plain(url, *rev)
                     };
                     shared.checkout(&src, &dir.path().join("out")).unwrap();
                     nar_of(&dir.path().join("out"))
@@ -249,7 +235,7 @@ fn rewrite_rules_reach_the_repository_and_its_submodules() {
     let unreachable = "git://unreachable.invalid/";
     let src = GitSource {
         fetch_submodules: true,
-        ..source(&format!("{unreachable}main.git"), &repos.c3)
+        ..GitSource::plain(format!("{unreachable}main.git"), &repos.c3)
     };
     let mirrors = tempfile::tempdir().unwrap();
     let plain = GitFetcher::new(mirrors.path(), Vec::new()).unwrap();
@@ -277,7 +263,7 @@ fn cache_lets_nix_realise_a_git_source_with_the_server_gone() {
     let daemon = Daemon::start(repos.served());
     let src = GitSource {
         fetch_submodules: true,
-        ..source(&daemon.url("main.git"), &repos.c3)
+        ..GitSource::plain(daemon.url("main.git"), &repos.c3)
     };
     let fod = nix_fetchgit("offline", &src);
     let entry = fod.entry(&src);
@@ -291,8 +277,11 @@ fn cache_lets_nix_realise_a_git_source_with_the_server_gone() {
     assert!(cache.is_present(&entry).unwrap());
 
     // A wrong declared hash is refused and nothing is published for it.
-    let mut wrong =
-        nix_fetchgit("offline-wrong", &source(&daemon.url("main.git"), &repos.c1)).entry(&src);
+    let mut wrong = nix_fetchgit(
+        "offline-wrong",
+        &GitSource::plain(daemon.url("main.git"), &repos.c1),
+    )
+    .entry(&src);
     wrong.git = Some(src.clone());
     assert!(fetcher.fetch(&wrong, &src, &cache).is_err());
     assert!(!cache.is_present(&wrong).unwrap());
@@ -326,7 +315,7 @@ fn lfs_sources_need_the_builder_when_git_lfs_is_missing() {
     let fetcher = GitFetcher::new(mirrors.path(), Vec::new()).unwrap();
     let src = GitSource {
         fetch_lfs: true,
-        ..source("git://127.0.0.1:1/none.git", "HEAD")
+        ..GitSource::plain("git://127.0.0.1:1/none.git", "HEAD")
     };
     let dir = tempfile::tempdir().unwrap();
     let err = fetcher.checkout(&src, &dir.path().join("out")).unwrap_err();
@@ -345,13 +334,13 @@ fn fetch_command_checks_out_git_entries_and_falls_back_to_git_for_archives() {
     let url = daemon.url("main.git");
     let with_submodules = GitSource {
         fetch_submodules: true,
-        ..source(&url, &repos.c3)
+        ..GitSource::plain(&url, &repos.c3)
     };
     let kept_dot_git = GitSource {
         leave_dot_git: true,
-        ..source(&url, &repos.c2)
+        ..GitSource::plain(&url, &repos.c2)
     };
-    let archive_source = source(&url, &repos.c1);
+    let archive_source = GitSource::plain(&url, &repos.c1);
     let mut archive = nix_fetchgit("cli-archive", &archive_source).entry(&archive_source);
     archive.kind = Kind::UrlUnpack;
     archive.urls = vec!["http://127.0.0.1:1/archive/c1.tar.gz".into()];
@@ -360,7 +349,7 @@ fn fetch_command_checks_out_git_entries_and_falls_back_to_git_for_archives() {
         extension: None,
     });
     // fetchFromGitHub's archive, no git source recorded: the archive URL names the repository.
-    let forge_source = source(&url, &repos.c2);
+    let forge_source = GitSource::plain(&url, &repos.c2);
     let mut forge = nix_fetchgit("cli-forge", &forge_source).entry(&forge_source);
     forge.kind = Kind::UrlUnpack;
     forge.git = None;
@@ -444,7 +433,7 @@ impl<'a> srcgrab_fetcher::report::Reporter<srcgrab_fetcher::report::FetchEvent<'
 fn a_git_checkout_is_reported_as_a_step_of_its_entry() {
     let repos = Repos::make();
     let daemon = Daemon::start(repos.served());
-    let src = source(&daemon.url("main.git"), &repos.c1);
+    let src = GitSource::plain(daemon.url("main.git"), &repos.c1);
     let entry = nix_fetchgit("reported", &src).entry(&src);
     let work = tempfile::tempdir().unwrap();
     let cache = std::sync::Arc::new(

@@ -947,17 +947,10 @@ fn stats_probe_sizes_entries_with_head_requests_only() {
     );
     git_entry.kind = Kind::Git;
     git_entry.urls = vec![];
-    git_entry.git = Some(srcgrab_manifest::GitSource {
-        url: "http://upstream.invalid/repo.git".into(),
-        rev: "0123456789abcdef0123456789abcdef01234567".into(),
-        branch_name: None,
-        fetch_submodules: false,
-        leave_dot_git: false,
-        deep_clone: false,
-        sparse_checkout: vec![],
-        non_cone_mode: false,
-        fetch_lfs: false,
-    });
+    git_entry.git = Some(srcgrab_manifest::GitSource::plain(
+        "http://upstream.invalid/repo.git",
+        "0123456789abcdef0123456789abcdef01234567",
+    ));
     let manifest = write_manifest(
         &dir.path().join("m.json"),
         vec![big_entry.clone(), small_entry.clone(), git_entry],

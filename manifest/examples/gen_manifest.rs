@@ -71,17 +71,10 @@ fn entry(id: u64, version: u64, rng: &mut Rng) -> Entry {
             "source".to_string(),
             HashMode::Recursive,
             vec![],
-            Some(GitSource {
-                url: format!("https://git.example.org/{pname}.git"),
-                rev: format!("{:040x}", rng.next() as u128 * 31 + version as u128),
-                branch_name: None,
-                fetch_submodules: false,
-                leave_dot_git: false,
-                deep_clone: false,
-                sparse_checkout: vec![],
-                non_cone_mode: false,
-                fetch_lfs: false,
-            }),
+            Some(GitSource::plain(
+                format!("https://git.example.org/{pname}.git"),
+                format!("{:040x}", rng.next() as u128 * 31 + version as u128),
+            )),
             None,
         ),
         _ => (

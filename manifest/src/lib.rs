@@ -228,6 +228,25 @@ pub struct GitSource {
     pub fetch_lfs: bool,
 }
 
+impl GitSource {
+    /// A plain checkout of `rev` from `url`: no submodules, no kept `.git`, shallow, no
+    /// sparse checkout, no LFS (what a forge archive's source is; fetchgit itself defaults to
+    /// fetching submodules).
+    pub fn plain(url: impl Into<String>, rev: impl Into<String>) -> GitSource {
+        GitSource {
+            url: url.into(),
+            rev: rev.into(),
+            branch_name: None,
+            fetch_submodules: false,
+            leave_dot_git: false,
+            deep_clone: false,
+            sparse_checkout: Vec::new(),
+            non_cone_mode: false,
+            fetch_lfs: false,
+        }
+    }
+}
+
 /// One fixed output to fetch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -29,17 +29,10 @@ pub fn forge_git_source(archive_url: &str) -> Option<GitSource> {
     if rev.is_empty() || project.is_empty() {
         return None;
     }
-    Some(GitSource {
-        url: format!("{scheme}://{host}/{project}.git"),
+    Some(GitSource::plain(
+        format!("{scheme}://{host}/{project}.git"),
         rev,
-        branch_name: None,
-        fetch_submodules: false,
-        leave_dot_git: false,
-        deep_clone: false,
-        sparse_checkout: Vec::new(),
-        non_cone_mode: false,
-        fetch_lfs: false,
-    })
+    ))
 }
 
 #[cfg(test)]
