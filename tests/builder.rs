@@ -105,7 +105,7 @@ fn builder_keeps_store_paths_when_asked_and_fills_the_hashed_mirror_for_flat_fil
     let built = NixBuilder::new(true).build(&fod.entry, &cache).unwrap();
     assert!(!built.removed_from_store);
     assert!(is_valid(&fod.entry.store_path.to_path_string()));
-    let hex = fod.entry.hash.hash.clone().to_hex();
+    let hex = fod.entry.hash.hash.to_hex();
     let mirrored = std::fs::read(cache_dir.path().join("sha256").join(hex)).unwrap();
     assert_eq!(mirrored, b"vendored builder-flat\n");
     delete_store_path(&fod.entry.store_path.to_path_string());

@@ -473,10 +473,7 @@ fn verify_finds_bit_flips_truncations_missing_items_and_strays() {
     bytes[at] ^= 0x10;
     std::fs::write(&nar, bytes).unwrap();
     // A truncated mirror file of the second.
-    let mirror = c
-        .cache
-        .join("sha256")
-        .join(c.entries[1].hash.hash.clone().to_hex());
+    let mirror = c.cache.join("sha256").join(c.entries[1].hash.hash.to_hex());
     let len = std::fs::metadata(&mirror).unwrap().len();
     std::fs::OpenOptions::new()
         .write(true)
@@ -506,10 +503,10 @@ fn verify_finds_bit_flips_truncations_missing_items_and_strays() {
         "{out}"
     );
     assert!(
-        corrupt.iter().any(|l| l.contains(&format!(
-            "sha256/{}",
-            c.entries[1].hash.hash.clone().to_hex()
-        )) && l.contains("hash mismatch")),
+        corrupt.iter().any(
+            |l| l.contains(&format!("sha256/{}", c.entries[1].hash.hash.to_hex()))
+                && l.contains("hash mismatch")
+        ),
         "{out}"
     );
     assert!(
@@ -588,10 +585,7 @@ fn repair_refetches_corrupt_and_missing_entries() {
         .unwrap()
         .set_len(len / 2)
         .unwrap();
-    let mirror = c
-        .cache
-        .join("sha256")
-        .join(entries[1].hash.hash.clone().to_hex());
+    let mirror = c.cache.join("sha256").join(entries[1].hash.hash.to_hex());
     let mut bytes = std::fs::read(&mirror).unwrap();
     bytes[100] ^= 4;
     std::fs::write(&mirror, bytes).unwrap();
@@ -669,6 +663,52 @@ fn repair_keeps_a_nar_file_that_a_good_narinfo_shares() {
         !stdout(&good).contains(&hash_part(&entries[1])),
         "{}",
         stdout(&good)
+    );
+}
+
+/// A damaged narinfo whose `URL:` names another file of the cache (here the mirror file of
+/// a good entry): repair removes the narinfo, never the file it names, which is no NAR.
+#[test]
+fn repair_removes_only_nar_files_whatever_a_narinfo_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = dir.path().join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    let contents = [unique("damaged", 20_000), unique("good", 20_000)];
+    for (i, content) in contents.iter().enumerate() {
+        std::fs::write(files.join(format!("file-{i}.tar.gz")), content).unwrap();
+    }
+    let entries = vec![
+        flat("file-0.tar.gz", &contents[0]),
+        flat("file-1.tar.gz", &contents[1]),
+    ];
+    let manifest = write_manifest(&dir.path().join("m.json"), entries.clone());
+    let cache = dir.path().join("cache");
+    ingest_ok(&files, &manifest, &cache, "none");
+    let good_mirror_file = format!("sha256/{}", entries[1].hash.hash.to_hex());
+    assert!(cache.join(&good_mirror_file).exists());
+    let damaged = cache.join(format!("{}.narinfo", hash_part(&entries[0])));
+    let text = std::fs::read_to_string(&damaged).unwrap();
+    let url_line = text.lines().find(|l| l.starts_with("URL: ")).unwrap();
+    let pointing_elsewhere = text.replace(url_line, &format!("URL: {good_mirror_file}"));
+    std::fs::write(&damaged, pointing_elsewhere).unwrap();
+
+    let o = verify(&cache, &[&"--manifest", &manifest]);
+    assert_code(&o, 1);
+    verify(
+        &cache,
+        &[
+            &"--manifest",
+            &manifest,
+            &"--repair",
+            &"--",
+            &"--no-substituters",
+        ],
+    );
+    assert!(!damaged.exists(), "the damaged narinfo is removed");
+    assert_eq!(
+        std::fs::read(cache.join(&good_mirror_file)).unwrap(),
+        contents[1],
+        "the mirror file it named is no NAR file and stays"
     );
 }
 

@@ -208,7 +208,7 @@ fn realise_all_from(cache: &Path, entries: &[Entry], dir: &Path) {
             format!(
                 "  e{i} = derivation {{ name = \"{}\"; system = builtins.currentSystem; builder = \"/bin/false\"; outputHashMode = \"flat\"; outputHashAlgo = \"sha256\"; outputHash = \"{}\"; }};\n",
                 e.name,
-                e.hash.hash.clone().to_hex()
+                e.hash.hash.to_hex()
             )
         })
         .collect();
@@ -340,12 +340,12 @@ fn verify_reports_and_repair_fixes_what_is_not_a_regular_file_or_a_right_key() {
     let narinfo_a = root.join(format!("{}.narinfo", hash_part(&a)));
     symlink_out(&planted, &narinfo_a);
     // b: its mirror file is a symlink to a copy outside the cache.
-    let mirror_b = root.join("sha256").join(b.hash.hash.clone().to_hex());
+    let mirror_b = root.join("sha256").join(b.hash.hash.to_hex());
     symlink_out(&planted, &mirror_b);
     // c (sha1): its `sha1/<hex>` key links to a's mirror file, another hash.
     let sha1 = c.hash.hash.clone();
     let key_c = root.join("sha1").join(sha1.to_hex());
-    let a_hex = a.hash.hash.clone().to_hex();
+    let a_hex = a.hash.hash.to_hex();
     fs::remove_file(&key_c).unwrap();
     std::os::unix::fs::symlink(Path::new("../sha256").join(&a_hex), &key_c).unwrap();
     // c: its SRI key is gone (as `--repair` used to leave a dangling one).
@@ -357,7 +357,7 @@ fn verify_reports_and_repair_fixes_what_is_not_a_regular_file_or_a_right_key() {
     let out = String::from_utf8_lossy(&found.stdout).into_owned();
     for expected in [
         format!("corrupt: {}.narinfo", hash_part(&a)),
-        format!("corrupt: sha256/{}", b.hash.hash.clone().to_hex()),
+        format!("corrupt: sha256/{}", b.hash.hash.to_hex()),
         format!("corrupt: sha1/{}", sha1.to_hex()),
         format!("missing: {}", c.store_path),
     ] {

@@ -500,6 +500,9 @@ pub fn remove_corrupt(root: &Path, report: &VerifyReport) -> Result<BTreeSet<Str
     let disk = DiskLayout::new(root);
     let locks = disk.locks_dir();
     fs::create_dir_all(&locks).map_err(Error::io(format!("creating {}", locks.display())))?;
+    // Only NAR files are removed for a narinfo, and only through a real `nar/` directory:
+    // whatever else a damaged narinfo's URL names (a mirror file, `nix-cache-info`) stays.
+    let nar_dir_is_real = fs::symlink_metadata(disk.nar_dir()).is_ok_and(|m| m.is_dir());
     let mut removed = BTreeSet::new();
     for c in &report.corrupt {
         // A fetch working on the same item finishes first (see `Cache::lock_item`).
@@ -518,7 +521,8 @@ pub fn remove_corrupt(root: &Path, report: &VerifyReport) -> Result<BTreeSet<Str
                 SmallFile::Text(text) => NarInfo::parse(&text).ok(),
                 _ => None,
             })
-            .map(|info| info.url.as_path().to_path_buf());
+            .map(|info| info.url.as_path().to_path_buf())
+            .filter(|nar| nar_dir_is_real && DiskLayout::is_in_nar_dir(nar));
         remove(&c.path)?;
         if let Some(nar) = nar.filter(|nar| !report.kept_nars.contains(nar)) {
             remove(&nar)?;
