@@ -1289,7 +1289,7 @@ fn a_narinfo_pointing_outside_the_cache_is_refused_by_verify_repair_import_and_f
     assert_eq!(std::fs::read(&outside).unwrap(), outside_bytes);
 }
 
-/// A bundle's narinfo that is a symlink to /dev/zero or a huge file is refused by import
+/// A bundle's narinfo (or marker) that is a symlink to /dev/zero or a huge file is refused by import
 /// in bounded time and memory, and nothing is imported for it.
 #[test]
 fn a_bundle_narinfo_that_is_a_symlink_or_huge_is_refused_by_import() {
@@ -1344,4 +1344,19 @@ fn a_bundle_narinfo_that_is_a_symlink_or_huge_is_refused_by_import() {
         );
         assert!(!offline.join(format!("{}.narinfo", hash_part(&e))).exists());
     }
+    // The bundle's marker too: read as a small regular file, never followed to /dev/zero.
+    let marker = bundle.join("srcgrab-bundle");
+    std::fs::remove_file(&marker).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &marker).unwrap();
+    let started = std::time::Instant::now();
+    let o = srcgrab(&[
+        &"import",
+        &bundle,
+        &"--cache",
+        &dir.path().join("offline-marker"),
+    ]);
+    assert_code(&o, 2);
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    let said = String::from_utf8_lossy(&o.stderr);
+    assert!(said.contains("srcgrab-bundle"), "{said}");
 }

@@ -11,7 +11,7 @@ use srcgrab_formats::narinfo::NarInfo;
 use srcgrab_formats::signature::PublicKey;
 use srcgrab_manifest::{Entry, Manifest};
 
-use super::{bad_bundle, check_marker, parse_manifest, MANIFEST, MARKER};
+use super::{bad_bundle, check_marker, parse_manifest, MANIFEST, MARKER, MAX_MANIFEST, MAX_MARKER};
 use crate::net::substituter::CheckedNar;
 use crate::store::binary::{read_narinfo_in, NarInfoText};
 use crate::store::regular_file::{self, MAX_NARINFO};
@@ -105,14 +105,10 @@ pub fn import_dir(
     cache: &Cache,
     keys: &[PublicKey],
 ) -> Result<(ImportReport, Manifest), Error> {
-    let read = |name: &str| {
-        fs::read_to_string(bundle.join(name)).map_err(Error::io(format!(
-            "reading {}",
-            bundle.join(name).display()
-        )))
-    };
-    check_marker(&read(MARKER)?)?;
-    let manifest = parse_manifest(&read(MANIFEST)?)?;
+    // Small regular files only: a marker that is a symlink to /dev/zero names nothing.
+    let read = |name: &str, max: u64| regular_file::read_small_or_refuse(&bundle.join(name), max);
+    check_marker(&read(MARKER, MAX_MARKER)?)?;
+    let manifest = parse_manifest(&read(MANIFEST, MAX_MANIFEST)?)?;
     let outcomes: Vec<DirOutcome> = manifest
         .entries
         .par_iter()
@@ -230,8 +226,8 @@ pub fn import_tar(
 ) -> Result<(ImportReport, Manifest), Error> {
     let mut archive = tar::Archive::new(input);
     let mut entries = archive.entries().map_err(Error::io("reading the bundle"))?;
-    let mut next_text = |expected: &str| -> Result<String, Error> {
-        let mut item = entries
+    let mut next_text = |expected: &str, max: u64| -> Result<String, Error> {
+        let item = entries
             .next()
             .ok_or_else(|| bad_bundle(format!("ends before {expected}")))?
             .map_err(Error::io("reading the bundle"))?;
@@ -246,12 +242,16 @@ pub fn import_tar(
             )));
         }
         let mut text = String::new();
-        item.read_to_string(&mut text)
+        item.take(max + 1)
+            .read_to_string(&mut text)
             .map_err(Error::io(format!("reading {expected} from the bundle")))?;
+        if text.len() as u64 > max {
+            return Err(bad_bundle(format!("{expected} has more than {max} bytes")));
+        }
         Ok(text)
     };
-    check_marker(&next_text(MARKER)?)?;
-    let manifest = parse_manifest(&next_text(MANIFEST)?)?;
+    check_marker(&next_text(MARKER, MAX_MARKER)?)?;
+    let manifest = parse_manifest(&next_text(MANIFEST, MAX_MANIFEST)?)?;
     let entries_by_hash = by_hash_part(&manifest);
     let mut report = ImportReport::default();
     let mut handled = BTreeSet::new();

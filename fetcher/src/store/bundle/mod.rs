@@ -34,6 +34,10 @@ use crate::store::Error;
 pub const MARKER: &str = "srcgrab-bundle";
 const MARKER_CONTENTS: &str = "srcgrab-bundle 1\n";
 pub const MANIFEST: &str = "manifest.json";
+/// A bundle comes from outside, so its marker and manifest are never read unbounded (a
+/// manifest of 100,000 entries has about 60 MB).
+const MAX_MARKER: u64 = 64;
+const MAX_MANIFEST: u64 = 1 << 30;
 const CACHE_INFO_CONTENTS: &str = "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 30\n";
 
 fn bad_bundle(reason: impl Into<String>) -> Error {
