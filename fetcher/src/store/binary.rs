@@ -19,7 +19,7 @@ use super::place::FileSource;
 use super::regular_file::{self, SmallFile, MAX_NARINFO};
 use super::{decompressor, seal, Cache, Compression, Compressor, DiskLayout, FileLock};
 use super::{HashedWrites, VerifiedHash, WRITE_BUFFER};
-use crate::net::substituter::CheckedNar;
+use crate::store::CheckedNar;
 use crate::store::Error;
 
 /// Where a mirrored path's NAR file ended up, and how big it is.

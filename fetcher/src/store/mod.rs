@@ -35,6 +35,7 @@
 
 pub mod binary;
 pub mod bundle;
+mod checked_nar;
 mod compression;
 mod error;
 mod hashing;
@@ -53,6 +54,7 @@ pub mod unpack;
 pub mod verify;
 mod visit;
 
+pub(crate) use checked_nar::CheckedNar;
 pub use compression::Compression;
 pub(crate) use compression::{decompressor, Compressor};
 pub use error::Error;

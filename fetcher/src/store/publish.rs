@@ -12,6 +12,7 @@ use srcgrab_formats::narinfo::{NarInfo, NarUrl};
 use srcgrab_formats::store_path::{StorePath, StorePathName};
 use srcgrab_manifest::Entry;
 
+use super::checked_nar::CheckedNar;
 use super::compression::{decompressor, Compressor};
 use super::hashing::{
     ContentDigests, ContentHasher, ContentHashes, HashingReader, HashingWriter, NarSizeBound,
@@ -249,9 +250,10 @@ impl Cache {
         self.commit(entry, sink.finish(self.options.compression)?, flat)
     }
 
-    /// [`Cache::publish_nar`] of a NAR a narinfo describes by its NarSize and sha256 NarHash:
-    /// both are checked against what publishing computes anyway, before anything is visible,
-    /// which saves the second pass over the NAR that checking the stream on its way would be.
+    /// [`Cache::publish_nar`] of a NAR a narinfo describes by its NarSize and NarHash, both
+    /// checked before anything is visible. A sha256 NarHash is compared with the one the
+    /// publish computes anyway, which saves a second hash of the NAR; another algorithm's is
+    /// checked on the stream's way.
     pub fn publish_nar_described(
         &self,
         entry: &Entry,
@@ -259,6 +261,10 @@ impl Cache {
         nar_size: u64,
         nar_hash: &Hash,
     ) -> Result<Published, Error> {
+        if nar_hash.algo != HashAlgo::Sha256 {
+            let mut checked = CheckedNar::new(nar, nar_size, nar_hash.clone());
+            return self.publish_nar(entry, &mut checked);
+        }
         let sink = self.nar_sink(entry)?;
         let mut bounded = NarSizeBound {
             inner: nar,

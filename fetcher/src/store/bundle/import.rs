@@ -12,7 +12,6 @@ use srcgrab_formats::signature::PublicKey;
 use srcgrab_manifest::{Entry, Manifest};
 
 use super::{bad_bundle, check_marker, parse_manifest, MANIFEST, MARKER, MAX_MANIFEST, MAX_MARKER};
-use crate::net::substituter::CheckedNar;
 use crate::store::binary::{read_narinfo_in, NarInfoText};
 use crate::store::regular_file::{self, MAX_NARINFO};
 use crate::store::Error;
@@ -70,8 +69,9 @@ fn publish_from_nar(
         what: info.url.to_string(),
         reason: format!("{}: {e}", info.compression),
     })?;
-    let mut checked = CheckedNar::new(reader, info.nar_size, info.nar_hash.clone());
-    cache.publish_nar(entry, &mut checked).map(drop)
+    cache
+        .publish_nar_described(entry, &mut { reader }, info.nar_size, &info.nar_hash)
+        .map(drop)
 }
 
 /// Publishes a flat entry from a bundle's raw file (copied first, since the cache may
