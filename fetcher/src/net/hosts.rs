@@ -55,8 +55,10 @@ pub(super) struct Health {
     unreached_in_a_row: u32,
     /// Whether the host ever answered in this run.
     answered: bool,
-    /// When the last failure was counted: requests sent before it failed with it (many
-    /// at once to a host that is slow to answer are one failure, not many in a row).
+    /// When the last failure was counted, or the host last answered: a try sent before then
+    /// says nothing new when it fails (many at once to a host that is slow to answer are
+    /// one failure, not many in a row; a name look-up that timed out while the host was
+    /// answering must not mark it down).
     last_counted: Option<Instant>,
     down: Option<Down>,
     /// When the run first marked the host down.
@@ -185,7 +187,7 @@ impl Downloader {
         let mut hosts = self.lock_tallies();
         let health = &mut hosts.entry(host_key(url)).or_default().health;
         health.unreached_in_a_row = 0;
-        health.last_counted = None;
+        health.last_counted = Some(Instant::now());
         health.answered = true;
         if health.down.take().is_some() {
             self.progress.report(FetchEvent::HostsDown {
@@ -465,5 +467,25 @@ mod tests {
         let down = far.down.as_ref().unwrap();
         assert_eq!((down.times, down.still_down), (1, false));
         assert_eq!(far.requests, 5, "only requests let through are counted");
+    }
+
+    #[test]
+    fn a_failure_of_a_try_sent_before_the_host_answered_does_not_mark_it_down() {
+        let dir = tempfile::tempdir().unwrap();
+        let downloader =
+            Downloader::new(DownloadOptions::default(), dir.path(), Arc::new(Silent)).unwrap();
+        let url = "http://slow-dns.example/a";
+        // A name look-up goes out, the host answers a request meanwhile, then the look-up
+        // times out: it is stale, and the host stays up.
+        let lookup_sent = Instant::now();
+        std::thread::sleep(Duration::from_millis(5));
+        downloader.note_reached(url);
+        downloader.note_unreached(url, "dns error: no answer", lookup_sent, true);
+        assert!(is_up(&downloader, url));
+        downloader.note_unreached(url, "dns error: no answer", Instant::now(), true);
+        assert!(
+            !is_up(&downloader, url),
+            "a failure sent after the answer counts"
+        );
     }
 }
