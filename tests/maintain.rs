@@ -712,6 +712,58 @@ fn repair_removes_only_nar_files_whatever_a_narinfo_names() {
     );
 }
 
+/// `stats --cache` reads the cache's narinfos only as small regular files: one that is a
+/// FIFO (which would block a plain read for ever) just has no size, the others do.
+#[test]
+fn stats_of_a_cache_with_a_fifo_narinfo_finishes_and_sizes_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = dir.path().join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    let contents = [unique("fifo", 20_000), unique("sized", 30_000)];
+    for (i, content) in contents.iter().enumerate() {
+        std::fs::write(files.join(format!("s-{i}.tar.gz")), content).unwrap();
+    }
+    let entries = vec![
+        flat("s-0.tar.gz", &contents[0]),
+        flat("s-1.tar.gz", &contents[1]),
+    ];
+    let manifest = write_manifest(&dir.path().join("m.json"), entries.clone());
+    let cache = dir.path().join("cache");
+    ingest_ok(&files, &manifest, &cache, "none");
+    let narinfo = cache.join(format!("{}.narinfo", hash_part(&entries[0])));
+    std::fs::remove_file(&narinfo).unwrap();
+    assert!(Command::new("mkfifo")
+        .arg(&narinfo)
+        .status()
+        .unwrap()
+        .success());
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_srcgrab"))
+        .arg("stats")
+        .arg(&manifest)
+        .arg("--cache")
+        .arg(&cache)
+        .arg("--json")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("stats blocked on the FIFO");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let o = child.wait_with_output().unwrap();
+    assert_code(&o, 0);
+    let stats: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let url = &stats["byKind"]["url"];
+    assert_eq!(url["unknownSizes"], 1, "{stats}");
+    assert_eq!(url["entries"], 2, "{stats}");
+    assert!(url["fileBytes"].as_u64().unwrap() > 30_000, "{stats}");
+}
+
 /// A tiny FOD whose builder cannot build: only a substituter can realise it.
 fn instantiate_fod(dir: &Path, name: &str, content: &[u8]) -> String {
     let expr = dir.join(format!("{name}.nix"));

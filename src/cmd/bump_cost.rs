@@ -3,8 +3,8 @@
 //! a cache or a substituter knows them.
 
 use crate::cmd::report::EntrySizes;
+use crate::cmd::report::PathSizes;
 use crate::cmd::stats::Totals;
-use crate::cmd::stats_kit::PathSizes;
 use serde_json::json;
 use srcgrab_manifest::{Manifest, StorePath};
 use std::collections::HashSet;

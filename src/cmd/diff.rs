@@ -2,7 +2,7 @@
 //! comments (markdown) and for programs (json). Output is deterministic: the same two
 //! manifests always print the same bytes.
 
-use crate::cmd::report::{human_bytes, read_manifest, write_stdout, EntrySizes};
+use crate::cmd::report::{self, human_bytes, read_manifest, write_stdout, EntrySizes};
 use crate::cmd::{bump_cost, stats_kit};
 use crate::Status;
 use serde_json::{json, Value};
@@ -72,7 +72,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     let cost = (!new.build.is_empty()).then(|| -> anyhow::Result<bump_cost::BumpCost> {
         let outputs = bump_cost::new_outputs(&old, &new);
         let mut output_sizes = match &args.cache {
-            Some(dir) => stats_kit::from_cache(dir, &outputs),
+            Some(dir) => report::sizes_in_cache(dir, &outputs),
             None => Default::default(),
         };
         if !args.substituters.is_empty() {

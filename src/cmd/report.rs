@@ -3,6 +3,7 @@
 
 use anyhow::Context as _;
 use rayon::prelude::*;
+use srcgrab_fetcher::store::regular_file::{self, SmallFile, MAX_NARINFO};
 use srcgrab_fetcher::store::DiskLayout;
 use srcgrab_formats::narinfo::NarInfo;
 use srcgrab_manifest::{Entry, Manifest, StorePath};
@@ -34,15 +35,39 @@ impl Sizes {
     }
 }
 
+/// Sizes by store path.
+pub type PathSizes = HashMap<StorePath, Sizes>;
+
+/// Sizes from `<cache>/<hash>.narinfo` of each of `paths` the cache has, read in parallel.
+/// A narinfo is read only as a small regular file (a FIFO or a link to /dev/zero there is
+/// no size); one that is missing or does not parse gives none (`srcgrab verify` reports it).
+pub fn sizes_in_cache(cache: &Path, paths: &[&StorePath]) -> PathSizes {
+    paths
+        .par_iter()
+        .filter_map(|&path| {
+            let narinfo = cache.join(DiskLayout::narinfo_name(path.hash_part()));
+            let SmallFile::Text(text) = regular_file::read_small(&narinfo, MAX_NARINFO).ok()?
+            else {
+                return None;
+            };
+            let info = NarInfo::parse(&text).ok()?;
+            let sizes = Sizes {
+                file_size: info.file_size,
+                nar_size: Some(info.nar_size),
+            };
+            Some((path.clone(), sizes))
+        })
+        .collect()
+}
+
 /// Entry sizes by store path, from a cache's narinfos, a fetch report or a probe.
 #[derive(Debug, Default)]
 pub struct EntrySizes {
-    by_store_path: HashMap<String, Sizes>,
+    by_store_path: PathSizes,
 }
 
 impl EntrySizes {
-    /// Reads `<cache>/<hash>.narinfo` of each entry, in parallel. Entries the cache lacks, or
-    /// whose narinfo does not parse, simply have no size (`srcgrab verify` reports those).
+    /// [`sizes_in_cache`] of the entries.
     pub fn from_cache<'a>(
         cache: &Path,
         entries: impl Iterator<Item = &'a Entry>,
@@ -53,21 +78,9 @@ impl EntrySizes {
             cache.display()
         );
         let paths: Vec<&StorePath> = entries.map(|e| &e.store_path).collect();
-        let by_store_path = paths
-            .into_par_iter()
-            .filter_map(|path| {
-                let hash_part = path.hash_part();
-                let text = std::fs::read_to_string(cache.join(DiskLayout::narinfo_name(hash_part)))
-                    .ok()?;
-                let info = NarInfo::parse(&text).ok()?;
-                let sizes = Sizes {
-                    file_size: info.file_size,
-                    nar_size: Some(info.nar_size),
-                };
-                Some((path.to_path_string(), sizes))
-            })
-            .collect();
-        Ok(EntrySizes { by_store_path })
+        Ok(EntrySizes {
+            by_store_path: sizes_in_cache(cache, &paths),
+        })
     }
 
     /// Reads a `srcgrab fetch --report` file: the bytes each fetched entry wrote into the
@@ -89,13 +102,13 @@ impl EntrySizes {
                     file_size: Some(size),
                     nar_size: None,
                 };
-                Some((e["storePath"].as_str()?.to_string(), sizes))
+                Some((e["storePath"].as_str()?.parse().ok()?, sizes))
             })
             .collect();
         Ok(EntrySizes { by_store_path })
     }
 
-    pub fn insert(&mut self, store_path: String, sizes: Sizes) {
+    pub fn insert(&mut self, store_path: StorePath, sizes: Sizes) {
         self.by_store_path.insert(store_path, sizes);
     }
 
@@ -107,9 +120,7 @@ impl EntrySizes {
     }
 
     pub fn get(&self, entry: &Entry) -> Option<Sizes> {
-        self.by_store_path
-            .get(&entry.store_path.to_path_string())
-            .copied()
+        self.by_store_path.get(&entry.store_path).copied()
     }
 
     pub fn file_size(&self, entry: &Entry) -> Option<u64> {

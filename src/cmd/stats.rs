@@ -3,7 +3,9 @@
 //! (`--probe`: Content-Length of a HEAD request; the NAR size too for single files).
 
 use crate::cli_values::parse_rewrite;
-use crate::cmd::report::{human_bytes, read_manifest, write_stdout, EntrySizes, Sizes};
+use crate::cmd::report::{
+    self, human_bytes, read_manifest, write_stdout, EntrySizes, PathSizes, Sizes,
+};
 use crate::cmd::stats_kit;
 use crate::Status;
 use anyhow::Context as _;
@@ -72,7 +74,7 @@ impl Args {
 }
 
 /// Sizes of what `known` lacks among `paths`, from the substituters' narinfos.
-fn substituter_sizes(args: &Args, paths: Vec<&StorePath>) -> anyhow::Result<stats_kit::PathSizes> {
+fn substituter_sizes(args: &Args, paths: Vec<&StorePath>) -> anyhow::Result<PathSizes> {
     if args.substituters.is_empty() || paths.is_empty() {
         return Ok(Default::default());
     }
@@ -99,7 +101,7 @@ fn probe_sizes(args: &Args, entries: &[Entry], known: &mut EntrySizes) -> anyhow
     for (entry, probed) in unsized_entries.iter().zip(probed) {
         match probed {
             Probed::Size { download, nar } => known.insert(
-                entry.store_path.to_path_string(),
+                entry.store_path.clone(),
                 Sizes {
                     file_size: Some(download),
                     nar_size: nar,
@@ -250,7 +252,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         .map(|e| &e.store_path)
         .collect();
     for (path, found) in substituter_sizes(&args, unsized_entries)? {
-        sizes.insert(path.to_path_string(), found);
+        sizes.insert(path, found);
     }
     if args.probe {
         probe_sizes(&args, &manifest.entries, &mut sizes)?;
@@ -259,7 +261,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         .then(|| -> anyhow::Result<stats_kit::Kit> {
             let outputs = manifest.build.output_paths();
             let mut output_sizes = match &args.cache {
-                Some(dir) => stats_kit::from_cache(dir, &outputs),
+                Some(dir) => report::sizes_in_cache(dir, &outputs),
                 None => Default::default(),
             };
             let unsized_outputs = outputs

@@ -3,38 +3,15 @@
 //! all systems together (each path once), compressed and unpacked, with how many paths are
 //! of unknown size. Sizes come from a cache's narinfos, then from the substituters'.
 
-use crate::cmd::report::{EntrySizes, Sizes};
+use crate::cmd::report::{EntrySizes, PathSizes, Sizes};
 use crate::cmd::stats::Totals;
 use anyhow::Context as _;
-use rayon::prelude::*;
 use serde_json::json;
 use srcgrab_fetcher::binaries::sizes::narinfo_sizes;
 use srcgrab_fetcher::net::DownloadOptions;
-use srcgrab_formats::narinfo::NarInfo;
 use srcgrab_manifest::{Manifest, StorePath};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::path::Path;
-
-/// Sizes by store path.
-pub type PathSizes = HashMap<StorePath, Sizes>;
-
-/// Sizes from `<cache>/<hash>.narinfo` of each path the cache has.
-pub fn from_cache(cache: &Path, paths: &[&StorePath]) -> PathSizes {
-    paths
-        .par_iter()
-        .filter_map(|&path| {
-            let hash_part = path.hash_part();
-            let text = std::fs::read_to_string(cache.join(format!("{hash_part}.narinfo"))).ok()?;
-            let info = NarInfo::parse(&text).ok()?;
-            let sizes = Sizes {
-                file_size: info.file_size,
-                nar_size: Some(info.nar_size),
-            };
-            Some((path.clone(), sizes))
-        })
-        .collect()
-}
 
 /// Sizes from the substituters' narinfos, many lookups in flight.
 pub fn from_substituters(
