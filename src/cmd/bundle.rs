@@ -2,11 +2,11 @@
 //! thin link (a directory, a tar file, or a pipe).
 
 use crate::cmd::report::{human_bytes, read_manifest};
+use crate::cmd::shared_args::TrustedKeys;
 use crate::Status;
 use anyhow::Context as _;
 use srcgrab_fetcher::store::bundle::{export, import_dir, import_tar, BundleTarget, ImportReport};
 use srcgrab_fetcher::store::{Cache, CacheOptions, Compression};
-use srcgrab_formats::signature::PublicKey;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -76,11 +76,8 @@ pub struct ImportArgs {
     /// Also write the bundle's manifest here.
     #[arg(long, value_name = "FILE")]
     save_manifest: Option<PathBuf>,
-    /// A key (as in Nix's `trusted-public-keys`, e.g. `cache.nixos.org-1:6NCH…`) whose
-    /// signature makes a binary of the bundle acceptable; repeatable. Binaries no such key
-    /// signed are not imported.
-    #[arg(long = "trusted-public-key", value_name = "KEY", value_parser = crate::cli_values::parse_public_key)]
-    trusted_public_keys: Vec<PublicKey>,
+    #[command(flatten)]
+    trusted: TrustedKeys,
 }
 
 pub fn run_import(args: ImportArgs) -> anyhow::Result<Status> {
@@ -91,7 +88,7 @@ pub fn run_import(args: ImportArgs) -> anyhow::Result<Status> {
             ..CacheOptions::default()
         },
     )?;
-    let keys = &args.trusted_public_keys;
+    let keys = &args.trusted.keys;
     let (report, manifest) = if args.bundle.as_os_str() == "-" {
         import_tar(std::io::stdin().lock(), &cache, keys)?
     } else if args.bundle.is_dir() {

@@ -6,6 +6,7 @@ use crate::cli_values::{parse_rate, parse_rewrite, parse_size};
 use crate::cmd::fetch_display::Display;
 use crate::cmd::fetch_paths;
 use crate::cmd::report::{human_bytes, read_manifest};
+use crate::cmd::shared_args::Lookups;
 use crate::Status;
 use anyhow::Context as _;
 use srcgrab_fetcher::binaries::ClosureOptions;
@@ -46,10 +47,8 @@ pub struct Args {
     /// connection, within --max-connections).
     #[arg(long, default_value_t = 64, value_name = "N")]
     max_streams_per_host: usize,
-    /// The most narinfo look-ups (and other small requests) in flight per host, apart from
-    /// transfers: the count starts at 32 and doubles while answers come faster for it.
-    #[arg(long, default_value_t = 512, value_name = "N")]
-    max_lookups_per_host: usize,
+    #[command(flatten)]
+    lookups: Lookups,
     /// Ranges a large file is fetched in at once, over parallel connections and mirrors
     /// (1: one stream per file).
     #[arg(long, default_value_t = 4, value_name = "N")]
@@ -254,7 +253,7 @@ fn download_options(args: &Args) -> DownloadOptions {
         jobs: args.max_connections,
         max_per_host: args.max_per_host,
         streams_per_host: args.max_streams_per_host,
-        max_lookups_per_host: args.max_lookups_per_host.max(1),
+        max_lookups_per_host: args.lookups.max_lookups_per_host,
         segments: args.segments.max(1),
         segment_threshold: args.segment_threshold,
         retries: args.retries,

@@ -2,13 +2,13 @@
 //! downloads folder) to the cache when their hash is a manifest entry's.
 
 use crate::cmd::report::{human_bytes, read_manifest};
+use crate::cmd::shared_args::TrustedKeys;
 use crate::progress::{bar, PeriodicLog};
 use crate::Status;
 use indicatif::ProgressBar;
 use srcgrab_fetcher::report::Reporter;
 use srcgrab_fetcher::store::ingest::{ingest, IngestEvent};
 use srcgrab_fetcher::store::{Cache, CacheOptions, Compression};
-use srcgrab_formats::signature::PublicKey;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -26,10 +26,8 @@ pub struct Args {
     /// How new NARs are compressed: zstd, xz or none.
     #[arg(long, default_value = "zstd")]
     compression: Compression,
-    /// A key (as in Nix's `trusted-public-keys`) whose signature makes a binary found on the
-    /// disk (a narinfo no entry has) acceptable; repeatable.
-    #[arg(long = "trusted-public-key", value_name = "KEY", value_parser = crate::cli_values::parse_public_key)]
-    trusted_public_keys: Vec<PublicKey>,
+    #[command(flatten)]
+    trusted: TrustedKeys,
 }
 
 pub struct Progress {
@@ -97,13 +95,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         },
     )?;
     let progress = Progress::new();
-    let report = ingest(
-        &args.dir,
-        &manifest,
-        &cache,
-        &args.trusted_public_keys,
-        &progress,
-    )?;
+    let report = ingest(&args.dir, &manifest, &cache, &args.trusted.keys, &progress)?;
     progress.bar.finish_and_clear();
     for (file, store_path) in &report.published {
         say!("added: {} -> {store_path}", file.display());

@@ -11,6 +11,7 @@ pub mod fetch_paths;
 pub mod ingest;
 pub mod merge;
 pub mod report;
+pub mod shared_args;
 pub mod stats;
 pub mod stats_kit;
 pub mod verify;

@@ -6,6 +6,7 @@ use crate::cli_values::parse_rewrite;
 use crate::cmd::report::{
     self, human_bytes, read_manifest, write_stdout, EntrySizes, PathSizes, Sizes,
 };
+use crate::cmd::shared_args::Lookups;
 use crate::cmd::stats_kit;
 use crate::Status;
 use anyhow::Context as _;
@@ -54,10 +55,8 @@ pub struct Args {
     /// the sources it holds, nothing downloaded (repeatable; asked in order).
     #[arg(long = "substituter", value_name = "URL")]
     substituters: Vec<String>,
-    /// The most narinfo look-ups in flight per substituter (--substituter): the count starts
-    /// at 32 and doubles while answers come faster for it.
-    #[arg(long, alias = "queries", default_value_t = 512, value_name = "N")]
-    max_lookups_per_host: usize,
+    #[command(flatten)]
+    lookups: Lookups,
 }
 
 impl Args {
@@ -67,7 +66,7 @@ impl Args {
             max_per_host: self.max_per_host,
             retries: self.retries,
             stall_timeout: Duration::from_secs(self.stall_timeout.max(1)),
-            max_lookups_per_host: self.max_lookups_per_host.max(1),
+            max_lookups_per_host: self.lookups.max_lookups_per_host,
             ..DownloadOptions::default()
         }
     }
