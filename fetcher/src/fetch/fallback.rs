@@ -6,7 +6,7 @@ use crate::report::Step;
 use std::future::Future;
 
 /// The command that makes an entry with Nix's own builder.
-pub fn builder_command(entry: &Entry) -> String {
+fn builder_command(entry: &Entry) -> String {
     match crate::builder::host_drv(entry) {
         Ok(drv) => format!("nix-store --realise {drv}"),
         Err(err) => err.to_string(),

@@ -30,7 +30,6 @@ use crate::Error;
 mod fallback;
 mod native;
 
-pub use fallback::builder_command;
 use fallback::needs_builder;
 
 /// Nix's default substituter, asked first unless told otherwise.

@@ -153,17 +153,9 @@ impl DiskLayout {
         name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())
     }
 
-    pub fn mirror_file(&self, sha256: &Hash) -> PathBuf {
-        self.root.join(Self::mirror_file_name(&sha256.to_hex()))
-    }
-
     /// `<algo>/<hex>`: the key every flat entry is found by (for sha256, the file itself).
     pub fn mirror_key_name(hash: &Hash) -> PathBuf {
         Path::new(hash.algo.name()).join(hash.to_hex())
-    }
-
-    pub fn mirror_key(&self, hash: &Hash) -> PathBuf {
-        self.root.join(Self::mirror_key_name(hash))
     }
 }
 
