@@ -104,9 +104,13 @@ pub(super) fn status_attempt(status: StatusCode, headers: &HeaderMap) -> Attempt
     // A redirect reaches us only when it was not followed: say where it pointed, and why.
     if status.is_redirection() {
         reason.push_str(&match headers.get(LOCATION).map(|l| l.to_str()) {
-            Some(Ok(to)) => {
-                format!(": redirect to {to} not followed (only http and https URLs are)")
-            }
+            // A 300 or 304, or a Location of another scheme: only the last is refused by us.
+            Some(Ok(to)) => match reqwest::Url::parse(to).map(|url| url.scheme().to_string()) {
+                Ok(scheme) if scheme != "http" && scheme != "https" => {
+                    format!(": redirect to {to} not followed (only http and https URLs are)")
+                }
+                _ => format!(": redirect to {to} not followed"),
+            },
             Some(Err(_)) => ": redirect to a Location that is not text".into(),
             None => ": redirect without a Location".into(),
         });
@@ -238,6 +242,15 @@ mod tests {
         assert_eq!(
             reason,
             "HTTP 302 Found: redirect to file:///etc/passwd not followed (only http and https URLs are)"
+        );
+        headers.insert(LOCATION, "https://mirror.example/a".parse().unwrap());
+        let attempt = status_attempt(StatusCode::MULTIPLE_CHOICES, &headers);
+        let Attempt::Refused(reason) = attempt else {
+            panic!("{attempt:?} is not permanent");
+        };
+        assert_eq!(
+            reason, "HTTP 300 Multiple Choices: redirect to https://mirror.example/a not followed",
+            "an http(s) Location is not blamed on its scheme"
         );
     }
 
