@@ -241,8 +241,7 @@ impl Cache {
     /// so two processes never work on one item at once ([`lock`]). Publishing does not take
     /// it itself: the holder may publish several times under one lock.
     pub fn lock_item(&self, entry: &Entry) -> Result<FileLock, Error> {
-        let store_path = &entry.store_path;
-        FileLock::acquire(&self.disk.lock_file(store_path.hash_part()))
+        self.lock_store_path(&entry.store_path)
     }
 
     /// Whether this layout has anywhere to put `entry`: a mirror-only layout holds flat files
