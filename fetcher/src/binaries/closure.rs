@@ -12,12 +12,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::task::JoinSet;
 
-use crate::net::{self, DownloadOptions, Downloader, Target};
+use crate::net::substituter::fetch_nar;
+use crate::net::{DownloadOptions, Downloader};
 use crate::report::{FetchEvent, FetchReporter, HostReport, Rejection};
 use crate::store::binary::{references, NarFile, NarInfoText};
 use crate::store::{Cache, Compression};
 use crate::Error;
-use srcgrab_formats::narinfo::NarInfo;
 
 #[derive(Debug, Clone)]
 pub struct ClosureOptions {
@@ -258,41 +258,11 @@ impl Run {
         path: &StorePath,
         tally: &AtomicU64,
     ) -> Result<Option<(NarFile, Vec<StorePath>)>, Error> {
-        let narinfo_url = format!("{substituter}/{}.narinfo", path.hash_part());
-        let Some(bytes) = self.downloader.get_small(&narinfo_url).await? else {
+        let Some((info, text)) = self.downloader.get_narinfo(substituter, path).await? else {
             return Ok(None);
         };
-        let corrupt = |reason: String| {
-            Error::Net(net::Error::BadUpstream {
-                what: narinfo_url.clone(),
-                reason,
-            })
-        };
-        let text = String::from_utf8(bytes).map_err(|_| corrupt("not UTF-8".into()))?;
-        let info = NarInfo::parse(&text).map_err(|e| corrupt(e.to_string()))?;
-        if info.store_path != *path {
-            return Err(corrupt(format!(
-                "narinfo is for {}",
-                info.store_path.to_path_string()
-            )));
-        }
         let references = references(&info);
-        let nar_url = format!("{substituter}/{}", info.url);
-        let key = format!("binary {} {nar_url}", path.to_path_string());
-        let target = Target {
-            key: &key,
-            label: path.name().as_str(),
-            hash: info.file_hash.as_ref(),
-            size: info.file_size,
-        };
-        let downloaded = self.downloader.fetch(&nar_url, &target, tally).await?;
-        if let Some(size) = info.file_size.filter(|size| *size != downloaded.size) {
-            downloaded.remove();
-            return Err(corrupt(format!(
-                "{nar_url}: {} bytes, narinfo says FileSize {size}",
-                downloaded.size
-            )));
-        }
+        let downloaded = fetch_nar(&self.downloader, substituter, &info, tally).await?;
         let (cache, file, verified) = (
             self.cache.clone(),
             downloaded.path.clone(),

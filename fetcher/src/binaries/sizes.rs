@@ -10,7 +10,6 @@ use std::sync::Arc;
 use crate::net::{DownloadOptions, Downloader};
 use crate::report::Silent;
 use crate::Error;
-use srcgrab_formats::narinfo::NarInfo;
 
 /// What a substituter's narinfo says of a path's size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,15 +44,7 @@ pub async fn narinfo_sizes(
             let (downloader, substituters) = (downloader.clone(), substituters.clone());
             async move {
                 for substituter in substituters.iter() {
-                    let url = format!("{substituter}/{}.narinfo", path.hash_part());
-                    let Ok(Some(bytes)) = downloader.get_small(&url).await else {
-                        continue;
-                    };
-                    let parsed = std::str::from_utf8(&bytes)
-                        .ok()
-                        .and_then(|text| NarInfo::parse(text).ok())
-                        .filter(|info| info.store_path == path);
-                    if let Some(info) = parsed {
+                    if let Ok(Some((info, _))) = downloader.get_narinfo(substituter, &path).await {
                         let sizes = NarinfoSizes {
                             file_size: info.file_size,
                             nar_size: info.nar_size,

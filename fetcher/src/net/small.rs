@@ -7,8 +7,34 @@ use super::retry::{classify, status_attempt, transient, Attempt};
 use super::{header_text, Downloader};
 use crate::net::Error;
 use crate::store::regular_file::MAX_NARINFO;
+use srcgrab_formats::narinfo::NarInfo;
+use srcgrab_formats::store_path::StorePath;
 
 impl Downloader {
+    /// The narinfo of `path` at the binary cache `base`, with its text: `Ok(None)` when the
+    /// cache has none. One that is not UTF-8, does not parse or describes another path is
+    /// [`Error::BadUpstream`].
+    pub async fn get_narinfo(
+        &self,
+        base: &str,
+        path: &StorePath,
+    ) -> Result<Option<(NarInfo, String)>, Error> {
+        let url = format!("{base}/{}.narinfo", path.hash_part());
+        let Some(bytes) = self.get_small(&url).await? else {
+            return Ok(None);
+        };
+        let bad = |reason: String| Error::BadUpstream {
+            what: url.clone(),
+            reason,
+        };
+        let text = String::from_utf8(bytes).map_err(|_| bad("not UTF-8".into()))?;
+        let info = NarInfo::parse(&text).map_err(|e| bad(e.to_string()))?;
+        if info.store_path != *path {
+            return Err(bad(format!("narinfo is for {}", info.store_path)));
+        }
+        Ok(Some((info, text)))
+    }
+
     /// GETs a small document (a narinfo) into memory. `Ok(None)` when the server says it has
     /// no such thing (404, 403, 410, as S3-backed caches answer for missing keys). The body
     /// is read up to the narinfo cap of the cache itself ([`MAX_NARINFO`]): a lying cache's

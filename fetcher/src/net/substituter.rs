@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::net::Error;
-use crate::net::{Downloader, Target};
+use crate::net::{Downloaded, Downloader, Target};
 use crate::store::{decompressor, Cache, Published};
 use srcgrab_formats::narinfo::{Compression, NarInfo};
 
@@ -82,44 +82,23 @@ impl Substituter {
         entry: &Entry,
         tally: &AtomicU64,
     ) -> Result<Substitution, Error> {
-        let store_path = &entry.store_path;
-        let narinfo_url = format!("{}/{}.narinfo", self.base, store_path.hash_part());
         if self.is_disabled() {
             return Ok(Substitution::Absent);
         }
-        let lookup = downloader.get_small(&narinfo_url).await;
-        if lookup.is_ok() {
-            self.consecutive_errors.store(0, Ordering::Relaxed);
-        } else {
+        let lookup = downloader.get_narinfo(&self.base, &entry.store_path).await;
+        // Only a look-up that got no answer counts against the substituter, not a bad one.
+        if matches!(lookup, Err(ref err) if !matches!(err, Error::BadUpstream { .. })) {
             self.consecutive_errors.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.consecutive_errors.store(0, Ordering::Relaxed);
         }
-        let Some(text) = lookup? else {
+        let Some((info, _)) = lookup? else {
             return Ok(Substitution::Absent);
         };
-        let text = String::from_utf8_lossy(&text);
-        let info = NarInfo::parse(&text).map_err(|e| Error::BadUpstream {
-            what: narinfo_url.clone(),
-            reason: e.to_string(),
-        })?;
         if let Some(reason) = mismatch(&info, entry) {
             return Ok(Substitution::Rejected(reason));
         }
-        let nar_url = format!("{}/{}", self.base, info.url);
-        let key = format!("nar {} {nar_url}", entry.store_path);
-        let target = Target {
-            key: &key,
-            label: &entry.name,
-            hash: info.file_hash.as_ref(),
-            size: info.file_size,
-        };
-        let downloaded = downloader.fetch(&nar_url, &target, tally).await?;
-        if let Some(size) = info.file_size.filter(|size| *size != downloaded.size) {
-            downloaded.remove();
-            return Ok(Substitution::Rejected(format!(
-                "{nar_url}: {} bytes, narinfo says FileSize {size}",
-                downloaded.size
-            )));
-        }
+        let downloaded = fetch_nar(downloader, &self.base, &info, tally).await?;
         let keep = cache.options().keep_upstream_compression;
         let published = match info.compression {
             compression if keep => {
@@ -148,14 +127,35 @@ impl Substituter {
     }
 }
 
-/// Why a narinfo cannot describe `entry`, if it cannot.
-fn mismatch(info: &NarInfo, entry: &Entry) -> Option<String> {
-    if info.store_path != entry.store_path {
-        return Some(format!(
-            "narinfo is for {}",
-            info.store_path.to_path_string()
-        ));
+/// Downloads the NAR file `info` names at the binary cache `base`: checked against its
+/// FileHash on the way, and its FileSize at the end.
+pub async fn fetch_nar(
+    downloader: &Downloader,
+    base: &str,
+    info: &NarInfo,
+    tally: &AtomicU64,
+) -> Result<Downloaded, Error> {
+    let url = format!("{base}/{}", info.url);
+    let key = format!("nar {} {url}", info.store_path);
+    let target = Target {
+        key: &key,
+        label: info.store_path.name().as_str(),
+        hash: info.file_hash.as_ref(),
+        size: info.file_size,
+    };
+    let downloaded = downloader.fetch(&url, &target, tally).await?;
+    if let Some(size) = info.file_size.filter(|size| *size != downloaded.size) {
+        downloaded.remove();
+        return Err(Error::BadUpstream {
+            reason: format!("{} bytes, narinfo says FileSize {size}", downloaded.size),
+            what: url,
+        });
     }
+    Ok(downloaded)
+}
+
+/// Why a narinfo of `entry`'s path cannot describe `entry`, if it cannot.
+fn mismatch(info: &NarInfo, entry: &Entry) -> Option<String> {
     if !info.references.is_empty() {
         return Some(format!(
             "narinfo lists references ({}), a fixed output has none",
