@@ -1044,3 +1044,24 @@ fn verify_reports_a_tampered_mirror_file() {
         Err(Error::Io { .. })
     ));
 }
+
+/// A narinfo whose URL names a sealed file of the cache that is no NAR file (here the
+/// entry's own mirror file) does not make its entry present: a fetch publishes it again.
+#[test]
+fn a_narinfo_pointing_outside_nar_does_not_count_as_present() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("cache");
+    let cache = open(&root, Compression::None);
+    let file = tmp.path().join("pointed");
+    fs::write(&file, unique_bytes(3000)).unwrap();
+    let hash = nix_hash(&file, HashAlgo::Sha256, HashMode::Flat);
+    let pointed = entry("pointed", HashMode::Flat, &hash, false);
+    cache.publish_file(&pointed, &file).unwrap();
+    assert!(cache.is_present(&pointed).unwrap());
+    let narinfo = root.join(format!("{}.narinfo", pointed.store_path.hash_part()));
+    let text = fs::read_to_string(&narinfo).unwrap();
+    let url = text.lines().find(|l| l.starts_with("URL: ")).unwrap();
+    let mirror_file = format!("URL: sha256/{}", hash.to_hex());
+    fs::write(&narinfo, text.replace(url, &mirror_file)).unwrap();
+    assert!(!cache.is_present(&pointed).unwrap());
+}

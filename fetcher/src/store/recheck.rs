@@ -33,11 +33,11 @@ impl Cache {
         }
         let declared = &entry.hash.hash;
         if self.options.layout.cache {
-            let Some(info) = self.matching_narinfo(entry)? else {
-                return Ok(false);
-            };
-            // A URL that would leave the cache fails the narinfo's parse: absent.
-            if !seal::holds(&self.disk, info.url.as_path())? {
+            // The published narinfo of exactly this content (its NAR in `nar/`, sealed).
+            let published = self
+                .published_binary(&entry.store_path)?
+                .filter(|narinfo| narinfo.info.ca.as_ref() == Some(&entry.hash));
+            if published.is_none() {
                 return Ok(false);
             }
         }
@@ -99,21 +99,6 @@ impl Cache {
             }
         }
         Ok(())
-    }
-
-    /// The entry's narinfo when it is a small regular file that parses and names the
-    /// entry's path and hash.
-    pub(super) fn matching_narinfo(&self, entry: &Entry) -> Result<Option<NarInfo>, Error> {
-        let store_path = &entry.store_path;
-        let path = self.disk.narinfo(store_path.hash_part());
-        let SmallFile::Text(text) = regular_file::read_small(&path, MAX_NARINFO)? else {
-            return Ok(None);
-        };
-        let Ok(info) = NarInfo::parse(&text) else {
-            return Ok(None);
-        };
-        let ca_matches = info.ca.as_ref().is_some_and(|ca| *ca == entry.hash);
-        Ok((info.store_path == *store_path && ca_matches).then_some(info))
     }
 
     /// Fully re-checks one published item: FileSize/FileHash of the NAR file, NarHash/NarSize
