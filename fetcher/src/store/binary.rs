@@ -18,7 +18,7 @@ use srcgrab_formats::store_path::StorePath;
 use super::place::FileSource;
 use super::regular_file::{self, SmallFile, MAX_NARINFO};
 use super::{decompressor, seal, Cache, Compression, Compressor, DiskLayout, FileLock};
-use super::{HashedWrites, VerifiedHash, WRITE_BUFFER};
+use super::{VerifiedHash, WRITE_BUFFER};
 use crate::store::CheckedNar;
 use crate::store::Error;
 
@@ -243,24 +243,14 @@ impl Cache {
             what: "NAR file".into(),
             reason,
         };
-        let mut temp = self.new_temp()?;
-        let mut hashed = HashedWrites::new(HashAlgo::Sha256);
         let limit = info
             .file_size
             .map_or(u64::MAX, |size| size.saturating_add(1));
-        let mut bounded = nar.take(limit);
-        let mut buffer = vec![0; WRITE_BUFFER];
-        loop {
-            let n = bounded
-                .read(&mut buffer)
-                .map_err(Error::io(format!("reading the NAR of {}", info.store_path)))?;
-            if n == 0 {
-                break;
-            }
-            hashed
-                .write(&mut temp.file, &buffer[..n])
-                .map_err(Error::io(format!("writing {}", temp.path.display())))?;
-        }
+        let (temp, hashed) = self.copy_to_temp(
+            &mut nar.take(limit),
+            HashAlgo::Sha256,
+            &format!("the NAR of {}", info.store_path),
+        )?;
         if let Some(size) = info.file_size.filter(|size| *size != hashed.len()) {
             return Err(mismatch(format!(
                 "NAR file has {} bytes or more, narinfo says FileSize {size}",
@@ -281,9 +271,6 @@ impl Cache {
                 )));
             }
         }
-        temp.file
-            .flush()
-            .map_err(Error::io(format!("writing {}", temp.path.display())))?;
         let verified = hashed
             .seal(&temp.path)
             .map_err(Error::io(format!("writing {}", temp.path.display())))?;

@@ -25,7 +25,7 @@ use srcgrab_manifest::{Entry, Kind, Manifest, Unpack};
 
 use crate::store::binary::{read_narinfo_in, NarInfoText};
 use crate::store::hashing::HashingReader;
-use crate::store::{bundle, Cache, DiskLayout};
+use crate::store::{bundle, regular_file, Cache, DiskLayout};
 use crate::store::{tree, unpack, Error};
 use srcgrab_reporter::Reporter;
 
@@ -254,13 +254,14 @@ fn publish_matches(
     }
 }
 
-/// Copies `file` into the cache's temp directory first: the cache may hard-link what it
-/// publishes into the mirror, and the files on the visitor's disk are not ours to share.
+/// Publishes a copy of `file`: the cache may hard-link what it publishes into the mirror,
+/// and the files on the visitor's disk are not ours to share. A symlink there is not followed.
 fn publish_copy(cache: &Cache, file: &Path, entry: &Entry) -> Result<(), Error> {
-    let copy = tempfile::NamedTempFile::new_in(cache.temp_dir())
-        .map_err(Error::io("creating a temp file in the cache"))?;
-    fs::copy(file, copy.path()).map_err(Error::io(format!("copying {}", file.display())))?;
-    cache.publish_file(entry, copy.path()).map(drop)
+    let (mut opened, _) = regular_file::open_existing(file)?;
+    let what = file.display().to_string();
+    cache
+        .publish_file_copied(entry, &mut opened, &what)
+        .map(drop)
 }
 
 /// Unpacks `archive` with each option set its candidate entries use and publishes the

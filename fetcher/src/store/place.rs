@@ -2,13 +2,15 @@
 //! after an fsync, so a reader sees the whole file or none.
 
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use tempfile::{NamedTempFile, TempPath};
 
-use super::{seal, Cache};
+use srcgrab_formats::hash::HashAlgo;
+
+use super::{seal, Cache, HashedWrites, WRITE_BUFFER};
 use crate::store::Error;
 
 /// A file being written in `.tmp`, removed when dropped unless persisted. Written through
@@ -45,6 +47,34 @@ impl Cache {
             )))?
             .into_parts();
         Ok(TempFile { file, path })
+    }
+
+    /// Copies bytes that are not the cache's to keep (a bundle's, a visitor's disk's) into a
+    /// temp file, hashed with `algo` on the way, so what is published from the copy is not
+    /// read again to hash it. `what` names the source in a read error.
+    pub(super) fn copy_to_temp(
+        &self,
+        source: &mut dyn Read,
+        algo: HashAlgo,
+        what: &str,
+    ) -> Result<(TempFile, HashedWrites), Error> {
+        let mut temp = self.new_temp()?;
+        let written = format!("writing {}", temp.path.display());
+        let mut hashed = HashedWrites::new(algo);
+        let mut buffer = vec![0; WRITE_BUFFER];
+        loop {
+            let n = source
+                .read(&mut buffer)
+                .map_err(Error::io(format!("reading {what}")))?;
+            if n == 0 {
+                break;
+            }
+            hashed
+                .write(&mut temp.file, &buffer[..n])
+                .map_err(Error::io(written.clone()))?;
+        }
+        temp.file.flush().map_err(Error::io(written))?;
+        Ok((temp, hashed))
     }
 
     /// Places a content-named file (a NAR file, a mirror file; `rel` is relative to the root)

@@ -180,6 +180,21 @@ impl Cache {
         self.publish_file_knowing(entry, file, Some(verified))
     }
 
+    /// [`Cache::publish_file`] of bytes that are not the cache's to hard-link (a bundle's
+    /// file, one on a visitor's disk): copied into the cache first, hashed on the way.
+    pub fn publish_file_copied(
+        &self,
+        entry: &Entry,
+        source: &mut dyn Read,
+        what: &str,
+    ) -> Result<Published, Error> {
+        let (temp, hashed) = self.copy_to_temp(source, entry.hash.hash.algo, what)?;
+        let verified = hashed
+            .seal(&temp.path)
+            .map_err(Error::io(format!("writing {}", temp.path.display())))?;
+        self.publish_file_verified(entry, &temp.path, verified)
+    }
+
     pub(super) fn publish_file_knowing(
         &self,
         entry: &Entry,

@@ -74,11 +74,12 @@ fn publish_from_nar(
         .map(drop)
 }
 
-/// Publishes a flat entry from a bundle's raw file (copied first, since the cache may
-/// hard-link what it publishes and the bundle is not ours to share).
-fn publish_from_file(cache: &Cache, entry: &Entry, mut file: fs::File) -> Result<(), Error> {
-    let copy = spool(&mut file, cache)?;
-    cache.publish_file(entry, copy.path()).map(drop)
+/// Publishes a flat entry from a bundle's raw file (copied, since the cache may hard-link
+/// what it publishes and the bundle is not ours to share).
+fn publish_from_file(cache: &Cache, entry: &Entry, file: &mut dyn Read) -> Result<(), Error> {
+    cache
+        .publish_file_copied(entry, file, "the bundle's file")
+        .map(drop)
 }
 
 /// Records one entry's outcome.
@@ -141,7 +142,7 @@ pub fn import_dir(
             } else if there(&file).is_some() {
                 DirOutcome::Published(
                     regular_file::open_below(bundle, &file)
-                        .and_then(|f| publish_from_file(cache, entry, f)),
+                        .and_then(|mut f| publish_from_file(cache, entry, &mut f)),
                 )
             } else {
                 DirOutcome::Absent
@@ -296,8 +297,7 @@ pub fn import_tar(
         {
             handled.insert(entry.store_path.to_path_string());
             import_locked(cache, &mut report, entry, || {
-                let spooled = spool(&mut item, cache)?;
-                Ok(reopen(&spooled).and_then(|f| publish_from_file(cache, entry, f)))
+                Ok(publish_from_file(cache, entry, &mut item))
             })?;
         } else if name != CACHE_INFO {
             report.ignored.push(path);
