@@ -215,9 +215,15 @@ impl Run {
         let mut report = PathReport::new(&path, referenced_by);
         let cache = self.cache.clone();
         let wanted = path.clone();
-        let present = tokio::task::spawn_blocking(move || cache.published_binary(&wanted))
-            .await
-            .map_err(Error::task("mirroring"))??;
+        // Held from the presence check to the publish, the download's partial file included
+        // (see `Cache::lock_item`): another process mirroring the same path waits, then finds it.
+        let (_lock, present) = tokio::task::spawn_blocking(move || {
+            let lock = cache.lock_store_path(&wanted)?;
+            let present = cache.published_binary(&wanted)?;
+            Ok::<_, Error>((lock, present))
+        })
+        .await
+        .map_err(Error::task("mirroring"))??;
         if let Some(NarInfoText { info, .. }) = present {
             report.outcome = PathOutcome::Present;
             report.file_size = info.file_size;

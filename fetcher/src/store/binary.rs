@@ -17,7 +17,7 @@ use srcgrab_formats::store_path::StorePath;
 
 use super::place::FileSource;
 use super::regular_file::{self, SmallFile, MAX_NARINFO};
-use super::{decompressor, seal, Cache, Compression, Compressor, DiskLayout, FileLock};
+use super::{decompressor, lock, seal, Cache, Compression, Compressor, DiskLayout, FileLock};
 use super::{VerifiedHash, WRITE_BUFFER};
 use crate::store::CheckedNar;
 use crate::store::Error;
@@ -106,7 +106,7 @@ pub fn check_signed(info: &NarInfo, keys: &[PublicKey]) -> Result<(), Error> {
 impl Cache {
     /// Waits for, then holds, the item lock of a store path (the one entries take too).
     pub fn lock_store_path(&self, path: &StorePath) -> Result<FileLock, Error> {
-        FileLock::acquire(&self.disk.lock_file(path.hash_part()))
+        lock::lock_item(&self.disk, path)
     }
 
     /// The cache's narinfo of `hash_part` when it is a complete published item: a small
@@ -142,7 +142,8 @@ impl Cache {
     /// Checks the downloaded NAR file `download` against `upstream` and publishes it: as it
     /// is, or recompressed to `recompress`. `verified` is the download's hash, taken as it
     /// was written (the FileHash check already passed). The file may be hard-linked into the
-    /// cache, so the caller must not modify it afterwards (removing it is fine).
+    /// cache, so the caller must not modify it afterwards (removing it is fine). The caller
+    /// holds the path's item lock ([`Cache::lock_store_path`]), from its presence check on.
     pub fn publish_binary(
         &self,
         upstream: &NarInfoText,
@@ -215,7 +216,6 @@ impl Cache {
             .as_ref()
             .map(|key| key.sign(&info.fingerprint()));
         let narinfo = with_file_fields(&upstream.text, &file, own_sig);
-        let _lock = self.lock_store_path(&info.store_path)?;
         let url = DiskLayout::nar_url(&file.file_hash, file.compression);
         self.place(source, url.as_path())?;
         self.write_atomically(
@@ -231,7 +231,7 @@ impl Cache {
     /// signed by one of `keys`; its NAR file (`nar`, at most FileSize bytes are read) is
     /// copied into the cache's temp directory while hashed, since it is not ours to
     /// hard-link, then checked and published as a download is. Its compression is kept.
-    pub fn import_binary(
+    fn import_binary(
         &self,
         upstream: &NarInfoText,
         nar: &mut dyn Read,
@@ -287,6 +287,7 @@ impl Cache {
         keys: &[PublicKey],
         nar: impl FnOnce() -> Result<Box<dyn Read + 'r>, Error>,
     ) -> Result<bool, Error> {
+        let _lock = self.lock_store_path(&upstream.info.store_path)?;
         if self.published_binary(&upstream.info.store_path)?.is_some() {
             return Ok(false);
         }

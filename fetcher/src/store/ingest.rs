@@ -8,7 +8,7 @@
 //!
 //! A disk may also be a binary cache (`nix copy --to file://…`): a narinfo whose path is an
 //! entry's is published from the NAR it names, checked like an import; any other narinfo is a
-//! binary, imported when a trusted key signed it ([`Cache::import_binary`]). Neither the
+//! binary, imported when a trusted key signed it ([`Cache::import_binary_below`]). Neither the
 //! narinfo nor its NAR file is then hashed as a loose file.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};

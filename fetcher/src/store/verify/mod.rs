@@ -26,7 +26,7 @@ use srcgrab_manifest::{Entry, Manifest};
 
 use crate::store::regular_file::{self, file_kind, SmallFile, MAX_CACHE_INFO, MAX_NARINFO};
 use crate::store::Error;
-use crate::store::{Cache, CacheOptions, DiskLayout, FileLock, Layout, CACHE_INFO};
+use crate::store::{lock, Cache, CacheOptions, DiskLayout, Layout, CACHE_INFO};
 use srcgrab_formats::narinfo::NarInfo;
 use srcgrab_reporter::Reporter;
 
@@ -510,7 +510,7 @@ pub fn remove_corrupt(root: &Path, report: &VerifyReport) -> Result<BTreeSet<Str
             .store_path
             .as_deref()
             .and_then(|p| StorePath::parse(p).ok())
-            .map(|p| FileLock::acquire(&disk.lock_file(p.hash_part())))
+            .map(|p| lock::lock_item(&disk, &p))
             .transpose()?;
         let is_narinfo = c.path.extension().is_some_and(|e| e == "narinfo");
         // Read as a small regular file only: a narinfo planted as a symlink names nothing.
