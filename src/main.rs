@@ -52,7 +52,16 @@ pub enum Status {
     SomeFailed,
 }
 
+/// As many open files as the system lets this process have: a run holds one per item in
+/// flight (its lock, up to 1024 paths of a closure at once) besides its connections and
+/// partial files, more than the common soft limit of 1024. Without more, it runs with what
+/// it has, as before.
+fn raise_open_file_limit() {
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+}
+
 fn main() -> ExitCode {
+    raise_open_file_limit();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Enumerate(args) => cmd::enumerate::run(args),

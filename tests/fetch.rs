@@ -399,6 +399,56 @@ fn wrong_content_everywhere_fails_with_exit_1_and_publishes_nothing() {
     assert_eq!(mirror_files, 0, "nothing unverified reaches the mirror");
 }
 
+/// A run may hold one open lock file per item in flight besides its connections: srcgrab
+/// raises its soft open-file limit to the hard one, so a shell's usual 1024 (here 256) does
+/// not make a large closure fail with "too many open files".
+#[test]
+fn the_open_file_limit_is_raised_to_what_the_system_allows() {
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let content = unique("slow to answer", 1_000);
+    server.route(
+        "/slow",
+        Route::ok(content.clone()).first_byte_delay(Duration::from_secs(30)),
+    );
+    let entry = flat_entry("slow", &content, vec![server.url("/slow")]);
+    let manifest = write_manifest(dir.path(), vec![entry]);
+    let cache = dir.path().join("cache");
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -Sn 256 && exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_srcgrab"))
+        .arg("fetch")
+        .arg(&manifest)
+        .arg("--cache")
+        .arg(&cache)
+        .arg("--no-substituters")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while server.requests("/slow") == 0 {
+        assert!(Instant::now() < deadline, "srcgrab sent no request");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let open_files: Vec<&str> = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .split_whitespace()
+        .skip(3)
+        .take(2)
+        .collect();
+    assert_eq!(
+        open_files[0], open_files[1],
+        "soft raised to hard: {limits}"
+    );
+    assert_ne!(open_files[0], "256", "{limits}");
+}
+
 #[test]
 fn malformed_manifest_is_fatal() {
     let dir = tempfile::tempdir().unwrap();
