@@ -29,7 +29,8 @@ pub struct ClosureOptions {
     pub download: DownloadOptions,
     /// Paths worked on at once (lookups in flight plus downloads waiting for a slot): more
     /// than a host's look-up ceiling plus its transfers, so the per-host rules, not this,
-    /// decide how many requests are out.
+    /// decide how many requests are out. Each holds its item lock open, so no more than a
+    /// quarter of the process's open-file limit are.
     pub paths_in_flight: usize,
 }
 
@@ -165,11 +166,12 @@ pub async fn mirror_closure(
         .filter(|root| seen.insert(root.hash_part().to_string()))
         .map(|root| (root.clone(), None))
         .collect();
+    let in_flight = options.paths_in_flight.min(lock_budget()).max(1);
     let mut tasks = JoinSet::new();
     let mut paths = Vec::new();
     let mut stopped = None;
     while stopped.is_none() && !(pending.is_empty() && tasks.is_empty()) {
-        while tasks.len() < options.paths_in_flight.max(1) {
+        while tasks.len() < in_flight {
             let Some((path, referenced_by)) = pending.pop_front() else {
                 break;
             };
@@ -201,6 +203,14 @@ pub async fn mirror_closure(
         stopped,
         hosts: run.downloader.host_reports(),
         paths,
+    })
+}
+
+/// Each path in flight holds its lock file open: at most a quarter of the files the process
+/// may open, so the rest stays for connections and partial downloads.
+fn lock_budget() -> usize {
+    rlimit::Resource::NOFILE.get().map_or(256, |(soft, _)| {
+        usize::try_from(soft / 4).unwrap_or(usize::MAX)
     })
 }
 
