@@ -666,24 +666,33 @@ fn repair_keeps_a_nar_file_that_a_good_narinfo_shares() {
     );
 }
 
+/// A cache in `dir` made by ingesting `contents` as flat entries `file-<i>.tar.gz`
+/// (uncompressed): the entries, the manifest and the cache.
+fn ingested_flat_files(dir: &Path, contents: &[Vec<u8>]) -> (Vec<Entry>, PathBuf, PathBuf) {
+    let files = dir.join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    let entries: Vec<Entry> = contents
+        .iter()
+        .enumerate()
+        .map(|(i, content)| {
+            let name = format!("file-{i}.tar.gz");
+            std::fs::write(files.join(&name), content).unwrap();
+            flat(&name, content)
+        })
+        .collect();
+    let manifest = write_manifest(&dir.join("m.json"), entries.clone());
+    let cache = dir.join("cache");
+    ingest_ok(&files, &manifest, &cache, "none");
+    (entries, manifest, cache)
+}
+
 /// A damaged narinfo whose `URL:` names another file of the cache (here the mirror file of
 /// a good entry): repair removes the narinfo, never the file it names, which is no NAR.
 #[test]
 fn repair_removes_only_nar_files_whatever_a_narinfo_names() {
     let dir = tempfile::tempdir().unwrap();
-    let files = dir.path().join("files");
-    std::fs::create_dir_all(&files).unwrap();
     let contents = [unique("damaged", 20_000), unique("good", 20_000)];
-    for (i, content) in contents.iter().enumerate() {
-        std::fs::write(files.join(format!("file-{i}.tar.gz")), content).unwrap();
-    }
-    let entries = vec![
-        flat("file-0.tar.gz", &contents[0]),
-        flat("file-1.tar.gz", &contents[1]),
-    ];
-    let manifest = write_manifest(&dir.path().join("m.json"), entries.clone());
-    let cache = dir.path().join("cache");
-    ingest_ok(&files, &manifest, &cache, "none");
+    let (entries, manifest, cache) = ingested_flat_files(dir.path(), &contents);
     let good_mirror_file = format!("sha256/{}", entries[1].hash.hash.to_hex());
     assert!(cache.join(&good_mirror_file).exists());
     let damaged = cache.join(format!("{}.narinfo", hash_part(&entries[0])));
@@ -717,19 +726,8 @@ fn repair_removes_only_nar_files_whatever_a_narinfo_names() {
 #[test]
 fn stats_of_a_cache_with_a_fifo_narinfo_finishes_and_sizes_the_rest() {
     let dir = tempfile::tempdir().unwrap();
-    let files = dir.path().join("files");
-    std::fs::create_dir_all(&files).unwrap();
     let contents = [unique("fifo", 20_000), unique("sized", 30_000)];
-    for (i, content) in contents.iter().enumerate() {
-        std::fs::write(files.join(format!("s-{i}.tar.gz")), content).unwrap();
-    }
-    let entries = vec![
-        flat("s-0.tar.gz", &contents[0]),
-        flat("s-1.tar.gz", &contents[1]),
-    ];
-    let manifest = write_manifest(&dir.path().join("m.json"), entries.clone());
-    let cache = dir.path().join("cache");
-    ingest_ok(&files, &manifest, &cache, "none");
+    let (entries, manifest, cache) = ingested_flat_files(dir.path(), &contents);
     let narinfo = cache.join(format!("{}.narinfo", hash_part(&entries[0])));
     std::fs::remove_file(&narinfo).unwrap();
     assert!(Command::new("mkfifo")
