@@ -640,18 +640,7 @@ fn repair_keeps_a_nar_file_that_a_good_narinfo_shares() {
     let text = std::fs::read_to_string(&damaged).unwrap();
     std::fs::write(&damaged, text.replace("NarSize: ", "NarSize: 1")).unwrap();
 
-    let o = verify(&cache, &[&"--manifest", &manifest]);
-    assert_code(&o, 1);
-    let o = verify(
-        &cache,
-        &[
-            &"--manifest",
-            &manifest,
-            &"--repair",
-            &"--",
-            &"--no-substituters",
-        ],
-    );
+    let o = verify_fails_then_repair_offline(&cache, &manifest);
     assert!(!damaged.exists(), "the damaged narinfo is removed");
     assert!(
         shared.exists(),
@@ -664,6 +653,22 @@ fn repair_keeps_a_nar_file_that_a_good_narinfo_shares() {
         "{}",
         stdout(&good)
     );
+}
+
+/// `verify` of `cache` against `manifest` finds something wrong (exit 1); then `--repair`
+/// with a fetch that may not use substituters. Returns the repair's output.
+fn verify_fails_then_repair_offline(cache: &Path, manifest: &Path) -> Output {
+    assert_code(&verify(cache, &[&"--manifest", &manifest]), 1);
+    verify(
+        cache,
+        &[
+            &"--manifest",
+            &manifest,
+            &"--repair",
+            &"--",
+            &"--no-substituters",
+        ],
+    )
 }
 
 /// A cache in `dir` made by ingesting `contents` as flat entries `file-<i>.tar.gz`
@@ -701,18 +706,7 @@ fn repair_removes_only_nar_files_whatever_a_narinfo_names() {
     let pointing_elsewhere = text.replace(url_line, &format!("URL: {good_mirror_file}"));
     std::fs::write(&damaged, pointing_elsewhere).unwrap();
 
-    let o = verify(&cache, &[&"--manifest", &manifest]);
-    assert_code(&o, 1);
-    verify(
-        &cache,
-        &[
-            &"--manifest",
-            &manifest,
-            &"--repair",
-            &"--",
-            &"--no-substituters",
-        ],
-    );
+    verify_fails_then_repair_offline(&cache, &manifest);
     assert!(!damaged.exists(), "the damaged narinfo is removed");
     assert_eq!(
         std::fs::read(cache.join(&good_mirror_file)).unwrap(),
